@@ -1,0 +1,163 @@
+"""FastAPI application: heavy objects on app.state, created in the lifespan."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry
+
+from api import errors
+from api.errors import error_body
+from api.routes import (
+    ask,
+    conversations,
+    documents,
+    health,
+    jobs,
+    knowledge_bases,
+    openai_compat,
+    search,
+)
+from ingest.pipelined_worker import PipelinedWorker
+from rag import metrics
+from rag.config import Settings, load_settings
+from rag.doc_metrics import DocumentStatusCollector
+from rag.services import Services
+
+log = logging.getLogger(__name__)
+
+
+def _warm_up(app: FastAPI, svc: Services) -> None:
+    """Load every index in the background; /readyz says when done."""
+    try:
+        from rag.knowledge import list_kbs
+
+        with svc.db.read() as session:
+            kb_ids = [kb.id for kb in list_kbs(session)]
+        for kb_id in kb_ids:
+            svc.indexes.get(kb_id)
+        svc.indexes.save_dirty()
+        app.state.ready = True
+        log.info("ready: %d knowledge base index(es) loaded", len(kb_ids))
+    except Exception:
+        log.exception("warm-up failed")
+
+
+def _doctor_loop(app: FastAPI, svc: Services, stop: threading.Event) -> None:
+    """Periodic consistency check; /readyz says 'degraded' while a repair runs."""
+    from rag.doctor import examine
+
+    interval = svc.settings.doctor_interval_s
+    while interval and not stop.wait(interval):
+        try:
+            found = examine(svc, repair=False)
+            if found:
+                app.state.repairing = True
+                found = examine(svc, repair=True)
+            app.state.doctor = {"last_run": time.time(), "findings": [f.as_dict() for f in found]}
+        except Exception:
+            log.exception("consistency check failed")
+        finally:
+            app.state.repairing = False
+
+
+def _sync_loop(app: FastAPI, svc: Services, stop: threading.Event) -> None:
+    """Catch up with rows other processes committed (replicas, the CLI)."""
+    while not stop.wait(svc.settings.index_sync_interval_s):
+        try:
+            svc.indexes.sync()
+        except Exception:
+            log.exception("index sync failed")
+
+
+def create_app(
+    settings: Settings | None = None,
+    services: Services | None = None,
+    *,
+    start_worker: bool = True,
+    warm_up: bool = True,
+) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        svc = services or Services.create(settings or load_settings())
+        # Fail fast on an unloadable embedding model (ConfigError names the setting); the
+        # indexes load in the background and /readyz reports when they are done.
+        await run_in_threadpool(lambda: svc.embedder)
+        app.state.services = svc
+        app.state.ready = False
+        app.state.worker = None
+        # Per-app registry: these gauges read this app's database at scrape time.
+        app.state.registry = CollectorRegistry()
+        app.state.registry.register(DocumentStatusCollector(svc))
+        stop = threading.Event()
+        if warm_up:
+            threading.Thread(target=_warm_up, args=(app, svc), daemon=True).start()
+        else:
+            app.state.ready = True
+        threading.Thread(target=_sync_loop, args=(app, svc, stop), daemon=True).start()
+        app.state.repairing = False
+        app.state.doctor = {"last_run": None, "findings": []}
+        threading.Thread(target=_doctor_loop, args=(app, svc, stop), daemon=True).start()
+        if start_worker and svc.settings.ingest.workers > 0:
+            app.state.worker = PipelinedWorker(svc, threads=svc.settings.ingest.workers)
+            app.state.worker.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            if app.state.worker is not None:
+                app.state.worker.stop()
+            if services is None:
+                svc.close()
+            else:
+                svc.indexes.save_dirty()
+
+    app = FastAPI(
+        title="Knowledge-base QA",
+        version="0.1.0",
+        description="Upload documents, search them, ask questions with cited answers.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    for router in (
+        knowledge_bases.router,
+        documents.router,
+        search.router,
+        ask.router,
+        conversations.router,
+        openai_compat.router,
+        jobs.router,
+        health.router,
+    ):
+        app.include_router(router)
+
+    @app.middleware("http")
+    async def observe(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        if request.method == "POST" and request.url.path.endswith("/documents"):
+            limit = request.app.state.services.settings.ingest.max_upload_bytes
+            declared = request.headers.get("content-length")
+            if declared and declared.isdigit() and int(declared) > limit + 1024 * 1024:
+                return JSONResponse(
+                    error_body(
+                        "payload_too_large", f"the upload exceeds the limit of {limit} bytes"
+                    ),
+                    status_code=413,
+                )
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        metrics.REQUESTS.labels(request.method, path, str(response.status_code)).inc()
+        metrics.REQUEST_SECONDS.labels(request.method, path).observe(time.perf_counter() - started)
+        return response
+
+    return app

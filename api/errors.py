@@ -1,0 +1,38 @@
+"""Domain exceptions -> HTTP responses, in one place."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from rag.errors import LLMError, RagError
+
+log = logging.getLogger(__name__)
+
+
+def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
+    return {"error": {"code": code, "message": message}}
+
+
+async def _rag_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RagError)
+    headers = {}
+    if (
+        isinstance(exc, LLMError)
+        and exc.retry_after_s is not None
+        and exc.status_code
+        in (
+            429,
+            503,
+        )
+    ):
+        headers["Retry-After"] = str(int(max(1, exc.retry_after_s)))
+    if exc.status_code >= 500:
+        log.warning("%s: %s", exc.code, exc)
+    return JSONResponse(error_body(exc.code, str(exc)), exc.status_code, headers=headers)
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(RagError, _rag_error)

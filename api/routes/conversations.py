@@ -1,0 +1,93 @@
+"""Conversations: create, list, read with messages, delete. Ask with `conversation_id` to
+continue one (POST /v1/knowledge-bases/{kb_id}/ask)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Response
+from pydantic import BaseModel, Field
+
+from api.deps import ServicesDep
+from rag import conversations
+from rag.models import Conversation, Message
+
+router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
+
+
+class ConversationCreate(BaseModel):
+    kb_id: str
+    title: str = Field("", max_length=200)
+
+
+class ConversationOut(BaseModel):
+    id: str
+    kb_id: str
+    title: str
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, c: Conversation) -> ConversationOut:
+        return cls(
+            id=c.id, kb_id=c.kb_id, title=c.title, created_at=c.created_at, updated_at=c.updated_at
+        )
+
+
+class MessageOut(BaseModel):
+    id: int
+    role: str
+    content: str
+    standalone: str | None
+    citations: list[dict[str, Any]]
+    model: str | None
+    usage: dict[str, Any]
+    created_at: datetime
+
+    @classmethod
+    def of(cls, m: Message) -> MessageOut:
+        return cls(
+            id=m.id,
+            role=m.role,
+            content=m.content,
+            standalone=m.standalone,
+            citations=m.citations or [],
+            model=m.model,
+            usage=m.usage or {},
+            created_at=m.created_at,
+        )
+
+
+class ConversationDetail(ConversationOut):
+    messages: list[MessageOut]
+
+
+class ConversationList(BaseModel):
+    conversations: list[ConversationOut]
+
+
+@router.post("", status_code=201, response_model=ConversationOut)
+def create(body: ConversationCreate, svc: ServicesDep) -> ConversationOut:
+    return ConversationOut.of(conversations.create(svc, body.kb_id, body.title))
+
+
+@router.get("", response_model=ConversationList)
+def list_(svc: ServicesDep, kb_id: str | None = None, limit: int = 100) -> ConversationList:
+    rows = conversations.list_conversations(svc, kb_id, max(1, min(limit, 1000)))
+    return ConversationList(conversations=[ConversationOut.of(c) for c in rows])
+
+
+@router.get("/{conversation_id}", response_model=ConversationDetail)
+def get(conversation_id: str, svc: ServicesDep) -> ConversationDetail:
+    conversation, messages = conversations.get(svc, conversation_id)
+    return ConversationDetail(
+        **ConversationOut.of(conversation).model_dump(),
+        messages=[MessageOut.of(m) for m in messages],
+    )
+
+
+@router.delete("/{conversation_id}", status_code=204)
+def delete(conversation_id: str, svc: ServicesDep) -> Response:
+    conversations.delete_conversation(svc, conversation_id)
+    return Response(status_code=204)

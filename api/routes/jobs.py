@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, status
+from fastapi.responses import JSONResponse
+
+from api.deps import ServicesDep, WorkerDep
+from api.schemas import JobOut
+from rag import idempotency, job_control, knowledge
+from rag.models import Job, JobKind
+
+router = APIRouter(tags=["jobs"])
+
+
+@router.post(
+    "/v1/knowledge-bases/{kb_id}/reindex",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobOut,
+)
+def reindex(
+    kb_id: str,
+    svc: ServicesDep,
+    worker: WorkerDep,
+    idempotency_key: Annotated[str | None, Header()] = None,
+) -> JobOut | JSONResponse:
+    """Rebuild the knowledge base's FAISS index from the vectors in SQL."""
+    key = idempotency.check_key(idempotency_key) if idempotency_key is not None else None
+    scope, fp = f"reindex:{kb_id}", idempotency.fingerprint(kb_id)
+    if key is not None and (prior := idempotency.recall(svc.db, key, scope, fp)):
+        return JSONResponse(prior[1], status_code=prior[0])
+    with svc.db.write() as session:
+        knowledge.get_kb(session, kb_id)
+        job = Job(kind=JobKind.reindex, kb_id=kb_id)
+        session.add(job)
+        session.flush()
+        out = JobOut.of(job)
+    if worker is not None:
+        worker.wake()
+    if key is not None:
+        idempotency.remember(svc.db, key, scope, fp, 202, out.model_dump(mode="json"))
+    return out
+
+
+@router.get("/v1/jobs")
+def list_jobs(
+    svc: ServicesDep,
+    status_filter: Annotated[str | None, Query(alias="status")] = None,
+    kind: str | None = None,
+    kb_id: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, list[JobOut]]:
+    with svc.db.read() as session:
+        jobs = job_control.list_jobs(
+            session, status=status_filter, kind=kind, kb_id=kb_id, limit=limit
+        )
+        return {"jobs": [JobOut.of(j) for j in jobs]}
+
+
+@router.get("/v1/jobs/{job_id}")
+def get_job(job_id: str, svc: ServicesDep) -> JobOut:
+    with svc.db.read() as session:
+        return JobOut.of(job_control.get_job(session, job_id))
+
+
+@router.post("/v1/jobs/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED)
+def cancel_job(job_id: str, svc: ServicesDep) -> JobOut:
+    """Cancel a queued job at once; a running one stops at its next stage boundary."""
+    return JobOut.of(job_control.cancel(svc.db, job_id))

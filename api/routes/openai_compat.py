@@ -1,0 +1,188 @@
+"""OpenAI-compatible endpoint for helpdesk tools: the model names a knowledge base.
+
+POST /v1/chat/completions   {"model": "kb:<name or id>", "messages": [...], "stream"?: bool}
+GET  /v1/models             one model per knowledge base
+
+The last message is the question; earlier user/assistant messages are the conversation (a
+follow-up is condensed into a standalone question for retrieval); system messages from the
+client are ignored, since the service's own grounded system prompt applies. The answer carries
+[n] markers, and the response (each chunk's last one when streaming) an extra `citations`
+field; `answered_by` names the LLM that answered. Works unchanged with the `openai` SDK.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import anyio
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.deps import ServicesDep
+from api.schemas import citations_out
+from api.streaming import EventStream, sse
+from rag import answer, knowledge
+from rag.errors import InvalidInput, NotFound, RagError
+from rag.models import KnowledgeBase
+from rag.services import Services
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
+MODEL_PREFIX = "kb:"
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):  # content parts: keep the text ones
+            return "".join(str(p.get("text", "")) for p in self.content if p.get("type") == "text")
+        return self.content or ""
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # top_p, seed, user ...: accepted, not used
+
+    model: str = Field(description='"kb:<knowledge base name or id>"')
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    response_format: dict[str, Any] | None = None
+    n: int = Field(1, ge=1, le=1)
+    top_k: int | None = Field(None, ge=1, le=1000, description="passages to retrieve (extension)")
+
+
+def model_card(kb: KnowledgeBase) -> dict[str, Any]:
+    return {
+        "id": f"{MODEL_PREFIX}{kb.name}",
+        "object": "model",
+        "created": int(kb.created_at.timestamp()),
+        "owned_by": "kbqa",
+    }
+
+
+@router.get("/models")
+def list_models(svc: ServicesDep) -> dict[str, Any]:
+    with svc.db.read() as session:
+        return {"object": "list", "data": [model_card(kb) for kb in knowledge.list_kbs(session)]}
+
+
+@router.get("/models/{model}")
+def get_model(model: str, svc: ServicesDep) -> dict[str, Any]:
+    return model_card(_find_kb(svc, model))
+
+
+def _find_kb(svc: Services, model: str) -> KnowledgeBase:
+    if not model.startswith(MODEL_PREFIX):
+        raise NotFound(
+            f'model {model!r} is not a knowledge base; use "kb:<name>" (GET /v1/models lists them)'
+        )
+    with svc.db.read() as session:
+        try:
+            return knowledge.find_kb(session, model.removeprefix(MODEL_PREFIX))
+        except NotFound as exc:
+            raise NotFound(f"model {model!r}: no such knowledge base (GET /v1/models)") from exc
+
+
+def _spec(kb_id: str, body: ChatRequest) -> answer.AskSpec:
+    turns = [m for m in body.messages if m.role in ("user", "assistant")]
+    if not turns or turns[-1].role != "user" or not turns[-1].text().strip():
+        raise InvalidInput("the last message must be the user's question")
+    return answer.AskSpec(
+        kb_id,
+        turns[-1].text(),
+        body.top_k,
+        history=[{"role": m.role, "content": m.text()} for m in turns[:-1]],
+        response_format=body.response_format,
+        max_tokens=body.max_completion_tokens or body.max_tokens,
+        temperature=body.temperature,
+    )
+
+
+@router.post("/chat/completions", response_model=None)
+async def chat_completions(body: ChatRequest, svc: ServicesDep) -> dict[str, Any] | EventStream:
+    kb = await anyio.to_thread.run_sync(_find_kb, svc, body.model)
+    plan = await answer.plan(svc, _spec(kb.id, body))
+    ident = f"chatcmpl-{uuid.uuid4().hex}"
+    created = int(time.time())
+    if not body.stream:
+        result = await answer.generate(svc, plan)
+        return {
+            "id": ident,
+            "object": "chat.completion",
+            "created": created,
+            "model": body.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": result.answer},
+                    "finish_reason": result.finish_reason or "stop",
+                }
+            ],
+            "usage": _usage(result.usage),
+            **_extras(result),
+        }
+    live = await answer.open_stream(svc, plan)
+    include_usage = bool((body.stream_options or {}).get("include_usage"))
+    return EventStream(_chunks(live, ident, created, body.model, include_usage))
+
+
+def _usage(usage: dict[str, int]) -> dict[str, int]:
+    prompt, completion = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+
+
+def _extras(result: answer.Answer) -> dict[str, Any]:
+    return {
+        "citations": [c.model_dump() for c in citations_out(result)],
+        "answered_by": result.model,
+        "route": result.route,
+    }
+
+
+async def _chunks(
+    live: answer.LiveAnswer, ident: str, created: int, model: str, include_usage: bool
+) -> AsyncGenerator[str, None]:
+    # Every chunk shares this head; only the delta differs, so build it once.
+    head = json.dumps(
+        {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model}
+    )[:-1]
+
+    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+        tail = json.dumps({"choices": [choice], **extra}, ensure_ascii=False)[1:]
+        return sse(None, f"{head}, {tail}")
+
+    try:
+        yield chunk({"role": "assistant", "content": ""})
+        async for delta in live.deltas():
+            yield chunk({"content": delta})
+        result = await live.finish()
+        yield chunk({}, result.finish_reason or "stop", **_extras(result))
+        if include_usage:
+            yield sse(None, f'{head}, "choices": [], "usage": {json.dumps(_usage(result.usage))}}}')
+        yield sse(None, "[DONE]")
+    except RagError as exc:
+        yield sse(None, {"error": {"message": str(exc), "type": exc.code, "code": exc.code}})
+    except Exception as exc:  # never leave the client hanging on a half-sent stream
+        log.exception("chat completion stream failed")
+        yield sse(
+            None, {"error": {"message": f"{type(exc).__name__}: {exc}", "type": "internal_error"}}
+        )
+    finally:
+        await live.aclose()

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, status
+from pydantic import BaseModel, Field
+
+from api.deps import ServicesDep, WorkerDep
+from api.schemas import JobOut, SearchRequest, SearchResponse, SearchResult
+from rag import knowledge
+from rag.errors import InvalidInput
+from rag.eval_run import EVAL_JOB, golden_from_payload, validate_modes
+from rag.models import Job
+from rag.retrieve import search as run_search
+
+router = APIRouter(prefix="/v1/knowledge-bases/{kb_id}", tags=["question answering"])
+
+
+@router.post("/search")
+def search(kb_id: str, body: SearchRequest, svc: ServicesDep) -> SearchResponse:
+    passages = run_search(
+        svc,
+        kb_id,
+        body.query,
+        body.top_k,
+        mode=body.mode,
+        filters=body.filters,
+        rerank=body.rerank,
+    )
+    return SearchResponse(results=[SearchResult.of(p) for p in passages])
+
+
+class EvalRequest(BaseModel):
+    golden: list[dict[str, Any]] | None = Field(
+        None,
+        description='golden items: {"id", "question", "answer_excerpt"} and/or '
+        '{"filename", "page"}',
+        max_length=100_000,
+    )
+    path: str | None = Field(
+        None, description="or a JSONL golden set inside the data directory (relative path)"
+    )
+    modes: list[str] | None = Field(
+        None, description="default: lexical, dense, hybrid (+ hybrid+rerank when configured)"
+    )
+    rerank: bool | None = None
+
+
+@router.post("/eval", status_code=status.HTTP_202_ACCEPTED, tags=["jobs"])
+def evaluate(kb_id: str, body: EvalRequest, svc: ServicesDep, worker: WorkerDep) -> JobOut:
+    """Queue a retrieval evaluation; GET /v1/jobs/{job_id} shows the report when it is done."""
+    payload = body.model_dump(exclude_none=True)
+    golden_from_payload(svc, payload)  # a bad set is a 422 now, not a failed job later
+    if body.modes is not None:
+        if not body.modes:
+            raise InvalidInput("modes must name at least one mode")
+        validate_modes(body.modes)
+    with svc.db.write() as session:
+        knowledge.get_kb(session, kb_id)
+        job = Job(kind=EVAL_JOB, kb_id=kb_id, payload=payload)
+        session.add(job)
+        session.flush()
+        out = JobOut.of(job)
+    if worker is not None:
+        worker.wake()
+    return out

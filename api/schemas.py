@@ -1,0 +1,246 @@
+"""Request and response bodies of the public HTTP contract (DESIGN.md)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from rag import job_control
+from rag.answer import Answer, AskSpec
+from rag.knowledge import KBStats
+from rag.models import Document, Job, KnowledgeBase
+from rag.retrieve import Passage
+
+
+class KnowledgeBaseCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    description: str = Field("", max_length=10_000)
+
+
+class KnowledgeBaseOut(BaseModel):
+    id: str
+    name: str
+    description: str
+    embedding_model: str
+    embedding_dim: int
+    created_at: datetime
+    documents: int | None = None
+    chunks: int | None = None
+    documents_by_status: dict[str, int] | None = None
+
+    @classmethod
+    def of(cls, kb: KnowledgeBase, stats: KBStats | None = None) -> KnowledgeBaseOut:
+        out = cls(
+            id=kb.id,
+            name=kb.name,
+            description=kb.description,
+            embedding_model=kb.embedding_model,
+            embedding_dim=kb.embedding_dim,
+            created_at=kb.created_at,
+        )
+        if stats is not None:
+            out.documents, out.chunks = stats.documents, stats.chunks
+            out.documents_by_status = stats.by_status
+        return out
+
+
+class KnowledgeBaseList(BaseModel):
+    knowledge_bases: list[KnowledgeBaseOut]
+
+
+class DocumentOut(BaseModel):
+    id: str
+    kb_id: str
+    filename: str
+    media_type: str
+    size_bytes: int
+    sha256: str
+    status: str
+    error: str | None
+    pages: int | None
+    chunks: int
+    warnings: list[str]
+    metadata: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    duplicate: bool = False
+
+    @classmethod
+    def of(cls, doc: Document, duplicate: bool = False) -> DocumentOut:
+        return cls(
+            id=doc.id,
+            kb_id=doc.kb_id,
+            filename=doc.filename,
+            media_type=doc.media_type,
+            size_bytes=doc.size_bytes,
+            sha256=doc.sha256,
+            status=doc.status,
+            error=doc.error,
+            pages=doc.pages,
+            chunks=doc.chunk_count,
+            warnings=doc.warnings or [],
+            metadata=doc.user_metadata or {},
+            created_at=doc.created_at,
+            updated_at=doc.updated_at,
+            duplicate=duplicate,
+        )
+
+
+class DocumentList(BaseModel):
+    documents: list[DocumentOut]
+
+
+class SearchRequest(BaseModel):
+    query: str = Field(min_length=1, max_length=10_000)
+    top_k: int | None = Field(None, ge=1, le=1000)
+    mode: Literal["dense", "lexical", "hybrid"] | None = Field(
+        None, description="retrieval method; default RAG_RETRIEVAL__MODE (hybrid)"
+    )
+    filters: dict[str, Any] | None = Field(
+        None,
+        description='{"document_ids": [...], "filename": "*.pdf", "metadata": {"team": "hr"}}; '
+        "all given conditions must hold",
+    )
+    rerank: bool | None = Field(
+        None, description="cross-encoder rerank; default RAG_RETRIEVAL__RERANK (off)"
+    )
+
+
+class SearchResult(BaseModel):
+    chunk_id: int
+    document_id: str
+    filename: str
+    page: int
+    page_end: int
+    text: str
+    score: float
+    heading_path: list[str]
+
+    @classmethod
+    def of(cls, p: Passage) -> SearchResult:
+        return cls(
+            chunk_id=p.chunk_id,
+            document_id=p.document_id,
+            filename=p.filename,
+            page=p.page,
+            page_end=p.page_end,
+            text=p.text,
+            score=p.score,
+            heading_path=list(p.heading_path),
+        )
+
+
+class SearchResponse(BaseModel):
+    results: list[SearchResult]
+
+
+class AskRequest(BaseModel):
+    question: str = Field(min_length=1, max_length=20_000)
+    top_k: int | None = Field(None, ge=1, le=1000)
+    stream: bool = False
+    conversation_id: str | None = Field(
+        None, description="Continue this conversation: the follow-up is condensed, then recorded."
+    )
+    retrieval_only: bool = Field(False, description="Return the passages without calling the LLM.")
+    response_format: dict[str, Any] | None = Field(
+        None,
+        description='OpenAI-style {"type": "json_schema", "json_schema": {"name", "schema"}}: '
+        "guided decoding on vLLM; the answer is validated (one retry) and returned in `parsed`.",
+    )
+    max_tokens: int | None = Field(None, ge=1, description="At most the configured answer length.")
+    temperature: float | None = Field(None, ge=0, le=2)
+    filters: dict[str, Any] | None = Field(None, description="Retrieval filters, as for search.")
+
+    def spec(self, kb_id: str) -> AskSpec:
+        return AskSpec(
+            kb_id,
+            self.question,
+            self.top_k,
+            conversation_id=self.conversation_id,
+            response_format=self.response_format,
+            max_tokens=self.max_tokens,
+            temperature=self.temperature,
+            search_options={"filters": self.filters} if self.filters else {},
+        )
+
+
+class CitationOut(SearchResult):
+    index: int
+    cited: bool
+
+
+class AskResponse(BaseModel):
+    answer: str | None
+    citations: list[CitationOut]
+    model: str | None = Field(description="The model that answered (see routing).")
+    usage: dict[str, int]
+    retrieval_only: bool
+    route: str | None = None
+    question: str | None = Field(None, description="The standalone question retrieval used.")
+    parsed: Any = Field(None, description="The validated JSON, when response_format was given.")
+    finish_reason: str | None = None
+    conversation_id: str | None = None
+    message_id: int | None = None
+
+    @classmethod
+    def of(cls, a: Answer) -> AskResponse:
+        return cls(
+            answer=a.answer,
+            citations=citations_out(a),
+            model=a.model,
+            usage=a.usage,
+            retrieval_only=a.retrieval_only,
+            route=a.route,
+            question=a.question,
+            parsed=a.parsed,
+            finish_reason=a.finish_reason,
+            conversation_id=a.conversation_id,
+            message_id=a.message_id,
+        )
+
+
+def citations_out(a: Answer) -> list[CitationOut]:
+    return [
+        CitationOut(index=c.index, cited=c.cited, **SearchResult.of(c.passage).model_dump())
+        for c in a.citations
+    ]
+
+
+class JobOut(BaseModel):
+    id: str
+    job_id: str
+    kind: str
+    kb_id: str | None
+    document_id: str | None
+    status: str
+    progress: dict[str, float | None]
+    error: str | None
+    attempts: int
+    cancel_requested: bool = False
+    result: dict[str, Any]
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, job: Job) -> JobOut:
+        p = job_control.progress(job, datetime.now(UTC))
+        return cls(
+            id=job.id,
+            job_id=job.id,
+            kind=job.kind,
+            kb_id=job.kb_id,
+            document_id=job.document_id,
+            status=job.status,
+            progress={"done": p.done, "total": p.total, "rate_per_s": p.rate_per_s,
+                      "eta_s": p.eta_s},
+            cancel_requested=bool((job.payload or {}).get(job_control.CANCEL_REQUESTED)),
+            error=job.error,
+            attempts=job.attempts,
+            result=job.result or {},
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+        )

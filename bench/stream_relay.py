@@ -1,0 +1,250 @@
+"""Streaming relay efficiency and added time to first token of POST .../ask with stream=true.
+
+    .venv/bin/python bench/stream_relay.py [--tokens 2000] [--runs 30] [--pace TOKENS_PER_S]
+
+Three processes on loopback: a fake OpenAI-compatible upstream (bench/fake_openai.py) that
+streams N tokens as fast as it can, our API (uvicorn, `rag serve`'s app) pointed at it, and
+this client. Each run asks the upstream directly and then through our /ask stream, alternating,
+so both see the same machine load. The client only counts tokens in the raw bytes, so it is not
+the bottleneck of either path.
+
+  relay efficiency = tokens/s received through /ask  /  tokens/s received straight from upstream
+  added TTFT       = p50 of (first token through /ask - first token straight from upstream)
+
+Retrieval is stubbed in the service process (five fixed passages), so the added TTFT is ours:
+HTTP, validation, prompt building and token counting with Qwen's tokenizer (if .models has it),
+the upstream request and the relay. Targets: efficiency >= 0.95, added TTFT p50 <= 10 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+sys.path.insert(0, str(REPO))
+
+TOKEN = b"tok "
+PASSAGE = (
+    "To rotate an access key, open the console, go to Account > Access keys and press Rotate. "
+    "The old key keeps working for 24 hours so that running jobs can switch over. "
+) * 6
+
+
+def serve_api(port: int, upstream: str, tokens: int) -> None:
+    """The service process: our app with retrieval stubbed out."""
+    import uvicorn
+
+    from api.app import create_app
+    from rag import answer
+    from rag.config import Settings
+    from rag.retrieve import Passage
+    from rag.services import Services
+
+    qwen = REPO / ".models" / "qwen.tiktoken"
+    settings = Settings(
+        data_dir=Path(tempfile.mkdtemp(prefix="bench-relay-")),
+        embedding={"model": "fake:64"},
+        ingest={"workers": 0},
+        tokenizer={"path": qwen if qwen.is_file() else None},
+        llm={"base_url": upstream, "model": "fake", "max_tokens": tokens},
+    )
+    passages = [
+        Passage(i, "doc", "manual.pdf", i, i, PASSAGE, 1.0 - i / 10, ("Access keys",))
+        for i in range(1, 6)
+    ]
+    answer.search = lambda *args, **kwargs: passages
+    svc = Services.create(settings)
+    _ = svc.tokens  # load the tokenizer before the first request, as a warm server has
+    app = create_app(services=svc, start_worker=False, warm_up=False)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{proc.args!r} exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"{url} did not answer within {timeout:.0f} s")
+
+
+def measure(
+    client: httpx.Client, url: str, body: dict[str, object], parse: bool
+) -> tuple[float, float, int]:
+    """(seconds to the first token, seconds to the end, tokens received).
+
+    parse=True decodes every event to its text, as an application must (OpenAI chunks:
+    choices[0].delta.content; our /ask: the delta event's text). parse=False only counts
+    token bytes, the cheapest possible client.
+    """
+    first = None
+    count = 0
+    started = time.perf_counter()
+    with client.stream("POST", url, json=body) as response:
+        response.raise_for_status()
+        if parse:
+            for line in response.iter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                data = json.loads(line[6:])
+                if not isinstance(data, dict):  # our citations event
+                    continue
+                if "text" in data:
+                    text = data["text"]
+                elif data.get("choices"):
+                    text = data["choices"][0]["delta"].get("content") or ""
+                else:
+                    continue
+                count += text.count("tok ")
+                if first is None and count:
+                    first = time.perf_counter()
+        else:
+            received = bytearray()
+            for chunk in response.iter_raw():
+                received += chunk
+                if first is None and TOKEN in received[-len(chunk) - len(TOKEN) :]:
+                    first = time.perf_counter()
+            count = received.count(TOKEN)
+    ended = time.perf_counter()
+    return (first or ended) - started, ended - started, count
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--tokens", type=int, default=2000)
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument(
+        "--pace", type=float, default=0.0, help="upstream tokens/s (default: as fast as it can)"
+    )
+    parser.add_argument("--serve-api", nargs=3, metavar=("PORT", "UPSTREAM", "TOKENS"))
+    args = parser.parse_args()
+    if args.serve_api:
+        serve_api(int(args.serve_api[0]), args.serve_api[1], int(args.serve_api[2]))
+        return
+
+    up_port, api_port = _free_port(), _free_port()
+    upstream = f"http://127.0.0.1:{up_port}/v1"
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(BENCH / "fake_openai.py"),
+                "--port",
+                str(up_port),
+                "--tokens",
+                str(args.tokens),
+                "--pace",
+                str(args.pace),
+            ],
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,
+        ),
+        subprocess.Popen(
+            [sys.executable, __file__, "--serve-api", str(api_port), upstream, str(args.tokens)],
+            cwd=REPO,
+            start_new_session=True,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        ),
+    ]
+    try:
+        _wait(f"{upstream}/models", procs[0])
+        _wait(f"http://127.0.0.1:{api_port}/healthz", procs[1])
+        direct_url = f"{upstream}/chat/completions"
+        direct_body = {
+            "model": "fake",
+            "stream": True,
+            "messages": [{"role": "user", "content": "How do I rotate my access key?"}],
+        }
+        relay_url = f"http://127.0.0.1:{api_port}/v1/knowledge-bases/bench/ask"
+        relay_body = {"question": "How do I rotate my access key?", "stream": True}
+        results: dict[bool, list[Row]] = {True: [], False: []}
+        with httpx.Client(timeout=60) as client:
+            for i in range(args.runs + 3):  # three warm-up rounds, not counted
+                for parse in (True, False):
+                    direct = measure(client, direct_url, direct_body, parse)
+                    relay = measure(client, relay_url, relay_body, parse)
+                    for name, (_, _, n) in (("direct", direct), ("relay", relay)):
+                        if n != args.tokens:
+                            raise SystemExit(f"{name} run received {n} tokens, not {args.tokens}")
+                    if i >= 3:
+                        results[parse].append((direct, relay))
+            floor = [_rtt(client, f"http://127.0.0.1:{api_port}/healthz") for _ in range(50)]
+            bare = [_rtt(client, f"{upstream}/models") for _ in range(50)]
+    finally:
+        for proc in procs:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(30)
+    pace = f"paced at {args.pace:g} tokens/s" if args.pace else "as fast as it can"
+    print(
+        f"{args.runs} paired runs of {args.tokens} tokens, upstream {pace} "
+        f"(load average {os.getloadavg()[0]:.1f})"
+    )
+    report("client decoding every event (as an application does)", results[True], args.tokens)
+    report("client counting token bytes only (cheapest client)", results[False], args.tokens)
+    print(
+        "\nfor scale, one GET round trip p50: our API (/healthz) "
+        f"{statistics.median(floor):.2f} ms, the fake upstream (/models) "
+        f"{statistics.median(bare):.2f} ms"
+    )
+
+
+def _rtt(client: httpx.Client, url: str) -> float:
+    started = time.perf_counter()
+    client.get(url).raise_for_status()
+    return (time.perf_counter() - started) * 1000
+
+
+Row = tuple[tuple[float, float, int], tuple[float, float, int]]
+
+
+def report(title: str, rows: list[Row], n: int) -> None:
+    direct_rate = statistics.median(n / d[1] for d, _ in rows)
+    relay_rate = statistics.median(n / r[1] for _, r in rows)
+    paired = statistics.median((n / r[1]) / (n / d[1]) for d, r in rows)
+    added = sorted((r[0] - d[0]) * 1000 for d, r in rows)
+    direct_ttft = statistics.median(d[0] * 1000 for d, _ in rows)
+    relay_ttft = statistics.median(r[0] * 1000 for _, r in rows)
+    print(f"\n{title}: median tokens/s received")
+    print(f"  straight from upstream : {direct_rate:9.0f} tokens/s")
+    print(f"  through /ask stream    : {relay_rate:9.0f} tokens/s")
+    print(
+        f"  relay efficiency       : {relay_rate / direct_rate:.3f} (median of pairs {paired:.3f})"
+        "   target >= 0.95"
+    )
+    print(
+        f"  TTFT p50               : upstream {direct_ttft:.2f} ms, "
+        f"through /ask {relay_ttft:.2f} ms"
+    )
+    print(
+        f"  added TTFT p50         : {statistics.median(added):.2f} ms"
+        f" (p90 {added[int(len(added) * 0.9)]:.2f} ms)   target <= 10 ms, retrieval stubbed"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Ingestion: untrusted bytes -> clean text -> chunks -> vectors."""

@@ -1,0 +1,267 @@
+"""Background worker: jobs queued in SQL, claimed with a lease, restart-safe.
+
+A worker claims the oldest runnable job and heartbeats while it runs. A job whose heartbeat is
+older than the lease (its worker died: SIGKILL, OOM, power loss) is claimed again by any worker,
+so work in flight when a process died resumes after restart. A job that keeps killing its worker
+is given up after `max_attempts` and its document marked failed, so one bad file cannot block
+the queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from ingest.pipeline import STAGES, Outcome, process_document
+from rag import job_control, metrics
+from rag.errors import IngestionError, NotFound
+from rag.eval_run import EVAL_JOB, run_eval_job
+from rag.models import Document, DocumentStatus, Job, JobKind, JobStatus
+from rag.services import Services
+
+log = logging.getLogger(__name__)
+
+
+class Worker:
+    def __init__(self, svc: Services, *, threads: int = 1, worker_id: str | None = None) -> None:
+        self.svc = svc
+        self.threads = threads
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._running: set[str] = set()
+        self._running_lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for n in range(self.threads):
+            t = threading.Thread(target=self._loop, name=f"rag-worker-{n}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        hb = threading.Thread(target=self._heartbeat_loop, name="rag-heartbeat", daemon=True)
+        hb.start()
+        self._threads.append(hb)
+        log.info("worker %s started with %d thread(s)", self.worker_id, self.threads)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        for t in self._threads:
+            t.join(timeout)
+
+    def wake(self) -> None:
+        """Called after a job is queued so an idle worker starts at once."""
+        self._wake.set()
+
+    def _loop(self) -> None:
+        interval = self.svc.settings.ingest.poll_interval_s
+        while not self._stop.is_set():
+            try:
+                worked = self.run_once()
+            except Exception:
+                log.exception("worker loop error")
+                worked = False
+            if not worked:
+                try:
+                    self.svc.indexes.save_dirty()
+                except Exception:
+                    log.exception("index snapshot failed")
+                self._wake.wait(interval)
+                self._wake.clear()
+
+    def _heartbeat_loop(self) -> None:
+        period = max(0.2, self.svc.settings.ingest.lease_s / 3)
+        while not self._stop.wait(period):
+            with self._running_lock:
+                ids = list(self._running)
+            if not ids:
+                continue
+            try:
+                with self.svc.db.write() as session:
+                    session.execute(
+                        update(Job)
+                        .where(Job.id.in_(ids), Job.worker_id == self.worker_id)
+                        .values(heartbeat_at=self.svc.db.now())
+                    )
+            except Exception:
+                log.exception("heartbeat failed")
+
+    # -- one job -----------------------------------------------------------------------------
+
+    def claim(self) -> Job | None:
+        cfg = self.svc.settings.ingest
+        now = self.svc.db.now()
+        stale = now - timedelta(seconds=cfg.lease_s)
+        with self.svc.db.write() as session:
+            job = session.execute(
+                select(Job)
+                .where(
+                    or_(
+                        (Job.status == JobStatus.queued) & (Job.run_after <= now),
+                        (Job.status == JobStatus.running) & (Job.heartbeat_at < stale),
+                    )
+                )
+                .order_by(Job.created_at, Job.id)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            ).scalar_one_or_none()
+            if job is None:
+                return None
+            if job.status == JobStatus.running:
+                log.warning(
+                    "job %s: worker %s stopped heartbeating; taking it over", job.id, job.worker_id
+                )
+            if job.attempts >= cfg.max_attempts:
+                reason = (
+                    f"gave up after {job.attempts} attempts; the worker stopped while "
+                    "processing it each time"
+                )
+                self._fail(session, job, reason)
+                return None
+            if (job.payload or {}).get(job_control.CANCEL_REQUESTED):
+                self._mark(session, job.id, JobStatus.cancelled, error="cancelled")
+                return None
+            if job.progress_total == 0:
+                job.progress_total = STAGES if job.kind == JobKind.ingest else 1
+            job.status = JobStatus.running
+            job.worker_id = self.worker_id
+            job.heartbeat_at = now
+            job.started_at = job.started_at or now
+            job.attempts += 1
+            job.error = None
+        with self._running_lock:
+            self._running.add(job.id)
+        return job
+
+    def run_once(self) -> bool:
+        job = self.claim()
+        if job is None:
+            return False
+        self.execute(job)
+        return True
+
+    def execute(self, job: Job) -> None:
+        """Run a claimed job to its end: succeeded, failed, cancelled or queued for a retry."""
+        try:
+            self._run(job)
+        except job_control.JobCancelled:
+            self._mark_cancelled(job)
+        except Exception as exc:
+            log.exception("job %s (%s) failed", job.id, job.kind)
+            self._retry_or_fail(job, exc)
+        finally:
+            with self._running_lock:
+                self._running.discard(job.id)
+
+    def _run(self, job: Job) -> None:
+        if job.kind == JobKind.ingest and job.document_id:
+            outcome = process_document(
+                self.svc,
+                job.document_id,
+                lambda session, out: self._complete(session, job, out),
+                on_stage=lambda done: self._progress(job.id, done, STAGES),
+            )
+            metrics.DOCUMENTS_INGESTED.labels(status=outcome.status).inc()
+            log.info(
+                "document %s: %s (%d chunks)%s",
+                outcome.document_id,
+                outcome.status,
+                outcome.chunks,
+                f": {outcome.error}" if outcome.error else "",
+            )
+        elif job.kind == JobKind.reindex and job.kb_id:
+            try:
+                index = self.svc.indexes.rebuild(job.kb_id)
+            except NotFound:
+                result: dict[str, Any] = {"skipped": "knowledge base deleted"}
+            else:
+                result = {"vectors": len(index), "last_seq": index.last_seq}
+            with self.svc.db.write() as session:
+                self._mark(session, job.id, JobStatus.succeeded, result=result)
+        elif job.kind == EVAL_JOB and job.kb_id:
+            result = run_eval_job(
+                self.svc, job.kb_id, job.payload or {}, lambda d, t: self._progress(job.id, d, t)
+            )
+            with self.svc.db.write() as session:
+                self._mark(session, job.id, JobStatus.succeeded, result=result)
+        else:
+            raise IngestionError(f"unknown job kind {job.kind!r}")
+
+    def _mark_cancelled(self, job: Job) -> None:
+        log.info("job %s cancelled", job.id)
+        with self.svc.db.write() as session:
+            self._mark(session, job.id, JobStatus.cancelled, error="cancelled while running")
+            if job.document_id:
+                session.execute(
+                    update(Document)
+                    .where(Document.id == job.document_id)
+                    .values(status=DocumentStatus.failed, error="ingestion cancelled")
+                )
+
+    def _progress(self, job_id: str, done: int, total: int) -> None:
+        """Record progress; stop here if someone asked to cancel the job."""
+        with self.svc.db.write() as session:
+            session.execute(
+                update(Job).where(Job.id == job_id).values(progress_done=done, progress_total=total)
+            )
+        if job_control.cancel_requested(self.svc.db, job_id):
+            raise job_control.JobCancelled(job_id)
+
+    def _complete(self, session: Session, job: Job, outcome: Outcome) -> None:
+        status = (
+            JobStatus.failed if outcome.status == DocumentStatus.failed else JobStatus.succeeded
+        )
+        result = {"status": outcome.status, "chunks": outcome.chunks, "pages": outcome.pages}
+        self._mark(session, job.id, status, result=result, error=outcome.error)
+
+    def _mark(
+        self,
+        session: Session,
+        job_id: str,
+        status: JobStatus,
+        *,
+        result: dict[str, Any] | None = None,
+        error: str | None = None,
+    ) -> None:
+        values: dict[str, Any] = {"status": status, "error": error, "heartbeat_at": None}
+        if result is not None:
+            values["result"] = result
+        if status in (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled):
+            values["finished_at"] = self.svc.db.now()
+        if status == JobStatus.succeeded:
+            values["progress_done"] = Job.progress_total  # everything that was planned is done
+        session.execute(update(Job).where(Job.id == job_id).values(**values))
+
+    def _fail(self, session: Session, job: Job, reason: str) -> None:
+        self._mark(session, job.id, JobStatus.failed, error=reason)
+        if job.document_id:
+            session.execute(
+                update(Document)
+                .where(Document.id == job.document_id, Document.status != DocumentStatus.ready)
+                .values(status=DocumentStatus.failed, error=reason)
+            )
+
+    def _retry_or_fail(self, job: Job, exc: Exception) -> None:
+        reason = f"{exc.__class__.__name__}: {exc}"
+        with self.svc.db.write() as session:
+            fresh = session.get(Job, job.id)
+            if fresh is None:
+                return
+            if fresh.attempts >= self.svc.settings.ingest.max_attempts:
+                self._fail(session, fresh, f"failed after {fresh.attempts} attempts: {reason}")
+                return
+            delay = min(300.0, 2.0**fresh.attempts)
+            fresh.status = JobStatus.queued
+            fresh.error = reason
+            fresh.heartbeat_at = None
+            fresh.run_after = self.svc.db.now() + timedelta(seconds=delay)

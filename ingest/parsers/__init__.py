@@ -1,0 +1,51 @@
+"""Parsers: untrusted bytes -> `ParsedDocument` (page-tagged blocks), one module per format.
+
+Entry point: `parse(data, filename)`. It decides the format from extension and content
+(`detect_media_type`) and raises `ParseError` (or its subclass `UnsupportedMediaType`) with a
+reason a user can read; any other exception escaping a parser is a bug.
+"""
+
+from __future__ import annotations
+
+from ingest.parsers.base import Block, ParsedDocument, ParseError, ParseLimits
+from ingest.parsers.detect import (
+    DOCX,
+    MARKDOWN,
+    PDF,
+    SUPPORTED_EXTENSIONS,
+    TEXT,
+    UnsupportedMediaType,
+    detect_media_type,
+)
+from ingest.parsers.docx import parse_docx
+from ingest.parsers.pdf import parse_pdf
+from ingest.parsers.text import parse_text
+
+__all__ = [
+    "SUPPORTED_EXTENSIONS",
+    "Block",
+    "ParseError",
+    "ParseLimits",
+    "ParsedDocument",
+    "UnsupportedMediaType",
+    "detect_media_type",
+    "parse",
+    "parse_docx",
+    "parse_pdf",
+    "parse_text",
+]
+
+_HEAD_BYTES = 8192
+
+
+def parse(data: bytes, filename: str, limits: ParseLimits | None = None) -> ParsedDocument:
+    """Parse an uploaded file; raise ParseError saying why when it cannot be parsed."""
+    limits = limits or ParseLimits()
+    media_type = detect_media_type(filename, data[:_HEAD_BYTES])
+    if media_type == PDF:
+        return parse_pdf(data, limits)
+    if media_type == DOCX:
+        return parse_docx(data, limits)
+    if media_type in (TEXT, MARKDOWN):
+        return parse_text(data, limits, media_type)
+    raise UnsupportedMediaType(f"no parser for {media_type}")  # unreachable: detect is exhaustive

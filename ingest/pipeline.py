@@ -1,0 +1,241 @@
+"""parse -> chunk -> embed -> store, for one queued document.
+
+The chunks, the document's status and its job's completion are committed in one transaction, so
+a document is searchable all at once or not at all; replaying a document after a crash starts
+again from its stored file. Text already embedded with the same model is not embedded again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import select
+
+from ingest.chunking import Chunk as TextChunk
+from ingest.chunking import ChunkingConfig, chunk_document
+from ingest.parsers.base import ParsedDocument, ParseLimits
+from ingest.sandbox import parse_isolated
+from rag import metrics, sequence
+from rag.errors import IngestionError
+from rag.models import Chunk, Document, DocumentStatus, KnowledgeBase
+from rag.services import Services
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    document_id: str
+    status: str
+    chunks: int = 0
+    pages: int = 0
+    error: str | None = None
+
+
+def _stage(name: str) -> Callable[[], None]:
+    """Start timing a stage; call the result when the stage is done."""
+    started = time.perf_counter()
+
+    def done() -> None:
+        metrics.INGEST_STAGE_SECONDS.labels(stage=name).observe(time.perf_counter() - started)
+
+    return done
+
+
+def parse_document(svc: Services, doc: Document) -> ParsedDocument:
+    cfg = svc.settings.ingest
+    limits = ParseLimits(max_pages=cfg.max_pages, max_decompressed_bytes=cfg.max_decompressed_bytes)
+    path = svc.settings.data_dir / doc.storage_path
+    if not path.is_file():
+        raise IngestionError("the uploaded file is missing from the data directory")
+    return parse_isolated(
+        path, doc.filename, limits, timeout_s=cfg.parse_timeout_s, memory_mb=cfg.parse_memory_mb
+    )
+
+
+def embed_chunks(svc: Services, chunks: list[TextChunk], model: str) -> np.ndarray:
+    """Vectors for `chunks`, reusing stored vectors of identical text from the same model."""
+    hashes = [_text_hash(c.embed_text) for c in chunks]
+    known: dict[str, bytes] = {}
+    with svc.db.read() as session:
+        for start in range(0, len(hashes), 500):
+            part = hashes[start : start + 500]
+            rows = session.execute(
+                select(Chunk.text_sha256, Chunk.embedding).where(
+                    Chunk.embedding_model == model, Chunk.text_sha256.in_(part)
+                )
+            ).all()
+            known.update({h: e for h, e in rows})
+    todo = [i for i, h in enumerate(hashes) if h not in known]
+    dim = svc.embedder.dim
+    out = np.zeros((len(chunks), dim), dtype=np.float32)
+    if todo:
+        out[todo] = svc.embedder.embed_passages([chunks[i].embed_text for i in todo])
+    for i, h in enumerate(hashes):
+        if h in known:
+            out[i] = np.frombuffer(known[h], dtype=np.float32)
+    metrics.EMBEDDINGS_REUSED.inc(len(chunks) - len(todo))
+    return out
+
+
+def _text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+STAGES = 4  # parse, chunk, embed, store: the unit of an ingest job's progress
+
+
+@dataclass
+class Prepared:
+    """A document parsed and chunked, waiting for its vectors."""
+
+    doc: Document
+    kb: KnowledgeBase
+    parsed: ParsedDocument
+    chunks: list[TextChunk]
+
+
+def begin(
+    svc: Services, doc_id: str, job_done: Callable[..., None]
+) -> tuple[Document, KnowledgeBase] | None:
+    """Mark the document processing; None (job completed) when it was deleted meanwhile."""
+    with svc.db.write() as session:
+        doc = session.get(Document, doc_id)
+        kb = session.get(KnowledgeBase, doc.kb_id) if doc is not None else None
+        if doc is None or kb is None:
+            job_done(session, Outcome(doc_id, "deleted"))
+            return None
+        doc.status = DocumentStatus.processing
+        doc.error = None
+        return doc, kb
+
+
+def prepare(
+    svc: Services, doc: Document, kb: KnowledgeBase, on_stage: Callable[[int], None]
+) -> Prepared:
+    """Parse (in a limited child process) and chunk; raises IngestionError with a reason."""
+    if kb.embedding_model != svc.embedder.model_name:
+        raise IngestionError(
+            f"knowledge base {kb.name!r} holds {kb.embedding_model} vectors but the service "
+            f"runs {svc.embedder.model_name}; re-index it before adding documents"
+        )
+    done = _stage("parse")
+    parsed = parse_document(svc, doc)
+    done()
+    on_stage(1)
+    done = _stage("chunk")
+    cfg = svc.settings.chunking
+    _, chunks = chunk_document(
+        parsed, ChunkingConfig(cfg.chunk_tokens, cfg.overlap_tokens), svc.tokens.count
+    )
+    done()
+    if not chunks:
+        raise IngestionError("the document contains no text to index")
+    on_stage(2)
+    return Prepared(doc, kb, parsed, chunks)
+
+
+def embed_prepared(svc: Services, items: list[Prepared]) -> list[np.ndarray]:
+    """One batched embedding call for the chunks of several documents."""
+    done = _stage("embed")
+    everything = [c for item in items for c in item.chunks]
+    vectors = embed_chunks(svc, everything, svc.embedder.model_name)
+    done()
+    out, start = [], 0
+    for item in items:
+        out.append(vectors[start : start + len(item.chunks)])
+        start += len(item.chunks)
+    return out
+
+
+def store(
+    svc: Services, item: Prepared, vectors: np.ndarray, job_done: Callable[..., None]
+) -> Outcome:
+    """Commit chunks, status and job completion together, then bring the index up to date."""
+    done = _stage("store")
+    outcome = Outcome(item.doc.id, DocumentStatus.ready, len(item.chunks), item.parsed.pages)
+    _finish(svc, outcome, (item.kb, item.parsed, item.chunks, vectors), job_done)
+    done()
+    svc.indexes.sync(item.kb.id)
+    return outcome
+
+
+def fail(svc: Services, doc_id: str, error: str, job_done: Callable[..., None]) -> Outcome:
+    outcome = Outcome(doc_id, DocumentStatus.failed, error=error)
+    _finish(svc, outcome, None, job_done)
+    return outcome
+
+
+def process_document(
+    svc: Services,
+    doc_id: str,
+    job_done: Callable[..., None],
+    on_stage: Callable[[int], None] = lambda done: None,
+) -> Outcome:
+    """Ingest one document, start to end (the pipelined worker runs the same stages).
+
+    `job_done(session, outcome)` completes the job in the same commit as the chunks.
+    `on_stage(n)` runs after each of the first STAGES - 1 stages; it may raise JobCancelled,
+    which leaves nothing of the document in the index (chunks commit only at the end).
+    """
+    begun = begin(svc, doc_id, job_done)
+    if begun is None:
+        return Outcome(doc_id, "deleted")
+    try:
+        item = prepare(svc, *begun, on_stage)
+        [vectors] = embed_prepared(svc, [item])
+        on_stage(3)
+    except IngestionError as exc:
+        return fail(svc, doc_id, str(exc), job_done)
+    return store(svc, item, vectors, job_done)
+
+
+def _finish(
+    svc: Services,
+    outcome: Outcome,
+    payload: tuple[KnowledgeBase, ParsedDocument, list[TextChunk], np.ndarray] | None,
+    job_done: Callable[..., None],
+) -> None:
+    with svc.db.write() as session:
+        doc = session.get(Document, outcome.document_id, with_for_update=True)
+        if doc is None:  # deleted while we worked: keep nothing
+            job_done(session, Outcome(outcome.document_id, "deleted"))
+            return
+        if doc.status == DocumentStatus.ready:  # another worker finished it first
+            job_done(session, Outcome(doc.id, doc.status, doc.chunk_count, doc.pages or 0))
+            return
+        doc.status = outcome.status
+        doc.error = outcome.error
+        if payload is not None:
+            kb, parsed, chunks, vectors = payload
+            # A previous attempt cannot have committed chunks (they commit with status=ready),
+            # but be strict: this document's chunk set is exactly what we insert now.
+            seqs = sequence.allocate(session, len(chunks))
+            session.add_all(
+                Chunk(
+                    kb_id=kb.id,
+                    document_id=doc.id,
+                    ordinal=c.ordinal,
+                    text=c.text,
+                    text_sha256=_text_hash(c.embed_text),
+                    page_start=c.page_start,
+                    page_end=c.page_end,
+                    char_start=c.char_start,
+                    char_end=c.char_end,
+                    heading_path=list(c.heading_path),
+                    token_count=c.token_count,
+                    embedding=vectors[i].astype("<f4").tobytes(),
+                    embedding_model=kb.embedding_model,
+                    seq=seq,
+                )
+                for i, (c, seq) in enumerate(zip(chunks, seqs, strict=True))
+            )
+            doc.pages = parsed.pages
+            doc.chunk_count = len(chunks)
+            doc.warnings = parsed.warnings[:50]
+        job_done(session, outcome)

@@ -1,0 +1,203 @@
+"""The background worker as a pipeline: parse | embed | store overlap.
+
+    intake threads (N)        embed thread            store thread
+    claim, parse, chunk  -->  batch across docs  -->  commit per document, sync index
+           bounded queue               bounded queue
+
+Parsing runs in child processes (one per document, with limits), embedding in this process's
+model, storing in one thread (SQLite has one writer anyway). The queues are bounded, so memory
+stays flat however many files are queued: intake blocks when embedding falls behind. Each job
+keeps its lease and heartbeat while it waits in a queue; a crash anywhere leaves jobs that the
+lease hands to the next worker, and nothing is committed for a document before its store step.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy.orm import Session
+
+from ingest import pipeline
+from ingest.jobs import Worker
+from ingest.pipeline import STAGES, Outcome, Prepared
+from rag import job_control, metrics
+from rag.errors import IngestionError
+from rag.models import Job, JobKind
+from rag.services import Services
+
+log = logging.getLogger(__name__)
+_STOP = None  # queue sentinel: no more work
+
+
+@dataclass
+class _Work:
+    job: Job
+    item: Prepared
+    vectors: np.ndarray | None = None
+
+
+class PipelinedWorker(Worker):
+    def __init__(
+        self,
+        svc: Services,
+        *,
+        threads: int = 1,
+        worker_id: str | None = None,
+        max_batch_chunks: int = 256,
+    ) -> None:
+        super().__init__(svc, threads=threads, worker_id=worker_id)
+        self.max_batch_chunks = max_batch_chunks
+        self._to_embed: queue.Queue[_Work | None] = queue.Queue(maxsize=2 * threads)
+        self._to_store: queue.Queue[_Work | None] = queue.Queue(maxsize=2)
+        self._intake: list[threading.Thread] = []
+
+    def start(self) -> None:
+        for n in range(self.threads):
+            t = threading.Thread(target=self._intake_loop, name=f"rag-intake-{n}", daemon=True)
+            t.start()
+            self._intake.append(t)
+        for target, name in (
+            (self._embed_loop, "rag-embed"),
+            (self._store_loop, "rag-store"),
+            (self._heartbeat_loop, "rag-heartbeat"),
+        ):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+        log.info("pipelined worker %s started: %d intake thread(s)", self.worker_id, self.threads)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop claiming, finish what is already in the pipeline, then stop."""
+        self._stop.set()
+        self._wake.set()
+        for t in self._intake:
+            t.join(timeout)
+        self._to_embed.put(_STOP)
+        for t in self._threads:
+            t.join(timeout)
+
+    # -- stages ------------------------------------------------------------------------------
+
+    def _intake_loop(self) -> None:
+        interval = self.svc.settings.ingest.poll_interval_s
+        while not self._stop.is_set():
+            try:
+                job = self.claim()
+            except Exception:
+                log.exception("claim failed")
+                job = None
+            if job is None:
+                try:
+                    self.svc.indexes.save_dirty()
+                except Exception:
+                    log.exception("index snapshot failed")
+                self._wake.wait(interval)
+                self._wake.clear()
+                continue
+            if job.kind != JobKind.ingest or not job.document_id:
+                self.execute(job)  # re-index, eval: not pipelined
+                continue
+            self._prepare(job)
+
+    def _prepare(self, job: Job) -> None:
+        assert job.document_id is not None
+        done = self._job_done(job)
+        try:
+            begun = pipeline.begin(self.svc, job.document_id, done)
+            if begun is None:
+                self._release(job)
+                return
+            item = pipeline.prepare(self.svc, *begun, lambda n: self._progress(job.id, n, STAGES))
+        except IngestionError as exc:
+            self._settle(job, pipeline.fail(self.svc, job.document_id, str(exc), done))
+            return
+        except job_control.JobCancelled:
+            self._cancelled(job)
+            return
+        except Exception as exc:
+            self._failed(job, exc)
+            return
+        self._to_embed.put(_Work(job, item))  # blocks while embedding is behind
+
+    def _embed_loop(self) -> None:
+        while True:
+            first = self._to_embed.get()
+            if first is None:
+                self._to_store.put(_STOP)
+                return
+            batch = [first]
+            size = len(first.item.chunks)
+            stop_after = False
+            while size < self.max_batch_chunks:
+                try:
+                    more = self._to_embed.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop_after = True
+                    break
+                batch.append(more)
+                size += len(more.item.chunks)
+            try:
+                vectors = pipeline.embed_prepared(self.svc, [w.item for w in batch])
+            except Exception as exc:
+                for w in batch:
+                    self._failed(w.job, exc)
+            else:
+                for w, v in zip(batch, vectors, strict=True):
+                    w.vectors = v
+                    self._to_store.put(w)
+            if stop_after:
+                self._to_store.put(_STOP)
+                return
+
+    def _store_loop(self) -> None:
+        while True:
+            work = self._to_store.get()
+            if work is None:
+                return
+            assert work.vectors is not None
+            job = work.job
+            try:
+                self._progress(job.id, 3, STAGES)
+                self._settle(
+                    job, pipeline.store(self.svc, work.item, work.vectors, self._job_done(job))
+                )
+            except job_control.JobCancelled:
+                self._cancelled(job)
+            except Exception as exc:
+                self._failed(job, exc)
+
+    # -- bookkeeping -------------------------------------------------------------------------
+
+    def _job_done(self, job: Job) -> Callable[[Session, Outcome], None]:
+        return lambda session, outcome: self._complete(session, job, outcome)
+
+    def _settle(self, job: Job, outcome: Outcome) -> None:
+        metrics.DOCUMENTS_INGESTED.labels(status=outcome.status).inc()
+        log.info(
+            "document %s: %s (%d chunks)%s",
+            outcome.document_id,
+            outcome.status,
+            outcome.chunks,
+            f": {outcome.error}" if outcome.error else "",
+        )
+        self._release(job)
+
+    def _cancelled(self, job: Job) -> None:
+        self._mark_cancelled(job)
+        self._release(job)
+
+    def _failed(self, job: Job, exc: Exception) -> None:
+        log.exception("job %s failed", job.id, exc_info=exc)
+        self._retry_or_fail(job, exc)
+        self._release(job)
+
+    def _release(self, job: Job) -> None:
+        with self._running_lock:
+            self._running.discard(job.id)

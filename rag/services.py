@@ -1,0 +1,121 @@
+"""The heavy objects, created once per process (FastAPI lifespan, or the CLI) and passed around.
+
+Nothing here loads at import time; the embedder loads on first use unless `warm_up` is called.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+from rag import migrate
+from rag.config import Settings
+from rag.db import Database
+from rag.index import IndexStore
+
+if TYPE_CHECKING:
+    from ingest.embedding import Embedder
+    from rag.llm import LLMClient
+    from rag.rerank import Reranker
+    from rag.routing import Router
+    from rag.tokens import TokenCounter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    indexes: IndexStore
+    _embedder: Embedder | None = None
+    _llm: LLMClient | None = None
+    # Set directly in tests; otherwise loaded from settings on first reranked search.
+    _reranker: Reranker | None = None
+    # Set directly in tests; otherwise built from RAG_LLM__ROUTES around `llm` on first use.
+    _router: Router | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def create(
+        cls,
+        settings: Settings,
+        *,
+        embedder: Embedder | None = None,
+        llm: LLMClient | None = None,
+    ) -> Services:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        db = Database(settings.sqlalchemy_url)
+        migrate.upgrade(db.engine)
+        return cls(
+            settings=settings,
+            db=db,
+            indexes=IndexStore(
+                settings.index_dir,
+                db,
+                ann_threshold=settings.retrieval.ann_threshold,
+                ivf_nprobe=settings.retrieval.ivf_nprobe,
+            ),
+            _embedder=embedder,
+            _llm=llm,
+        )
+
+    @property
+    def embedder(self) -> Embedder:
+        with self._lock:
+            if self._embedder is None:
+                from ingest.embedding import load_embedder
+
+                self._embedder = load_embedder(self.settings.embedding)
+            return self._embedder
+
+    @property
+    def embedder_loaded(self) -> bool:
+        return self._embedder is not None
+
+    @property
+    def llm(self) -> LLMClient:
+        with self._lock:
+            if self._llm is None:
+                from rag.llm import LLMClient
+
+                self._llm = LLMClient(self.settings.llm)
+            return self._llm
+
+    @property
+    def router(self) -> Router:
+        default = self.llm
+        with self._lock:
+            if self._router is None:
+                from rag.routing import Router
+
+                self._router = Router(self.settings.llm, default)
+            return self._router
+
+    @property
+    def reranker(self) -> Reranker:
+        with self._lock:
+            if self._reranker is None:
+                from rag.rerank import load_reranker
+
+                self._reranker = load_reranker(self.settings.retrieval)
+            return self._reranker
+
+    @cached_property
+    def tokens(self) -> TokenCounter:
+        from rag.tokens import load_token_counter
+
+        return load_token_counter(self.settings.tokenizer.path)
+
+    def close(self) -> None:
+        try:
+            self.indexes.save_dirty()
+        finally:
+            if self._router is not None:
+                self._router.close()
+            if self._llm is not None:
+                self._llm.close()
+            self.db.dispose()

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Install the test dependencies and run the whole suite: unit tests with fakes, and the
+# integration tests with the real offline models, real files, PostgreSQL (skipped with a reason
+# where it is absent) and a real `transformers serve` process.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+EXTRAS="offline,postgres,ray,dev" bash scripts/setup.sh
+export RAG_TEST_MODELS_DIR="${RAG_TEST_MODELS_DIR:-$PWD/.models}"
+.venv/bin/rag models fetch --dest "$RAG_TEST_MODELS_DIR" >/dev/null
+set +e
+.venv/bin/python -m pytest "$@"
+status=$?
+set -e
+if [ "$status" -eq 5 ]; then
+    echo "pytest collected no tests: that is a failure here" >&2
+    exit 1
+fi
+exit "$status"

@@ -1,0 +1,178 @@
+"""Shared fixtures: a data dir in tmp_path, the fake embedder, the LLM faked at the transport,
+and SQLite/PostgreSQL databases (PostgreSQL skipped with a reason where it is absent)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from rag.config import Settings
+from rag.llm import LLMClient
+from rag.services import Services
+
+FIXTURES = Path(__file__).parent / "fixtures"
+FILES = FIXTURES / "files"
+REPO = Path(__file__).parent.parent
+POSTGRES_URL = os.environ.get(
+    "RAG_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+def _postgres_reason() -> str | None:
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        return "psycopg is not installed (pip install -e '.[postgres]')"
+    try:
+        engine = sa.create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        engine.dispose()
+    except Exception as exc:
+        return f"PostgreSQL not reachable at {POSTGRES_URL} ({exc.__class__.__name__})"
+    return None
+
+
+_PG_REASON: str | bool | None = False
+
+
+def postgres_reason() -> str | None:
+    global _PG_REASON
+    if _PG_REASON is False:
+        _PG_REASON = _postgres_reason()
+    return _PG_REASON  # type: ignore[return-value]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Each persistence test runs on SQLite and on PostgreSQL (in a schema of its own)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'rag.db'}"
+        return
+    reason = postgres_reason()
+    if reason:
+        pytest.skip(reason)
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(POSTGRES_URL)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in POSTGRES_URL else "?"
+    yield f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}"
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+def make_settings(data_dir: Path, database_url: str | None = None, **extra: Any) -> Settings:
+    return Settings(
+        data_dir=data_dir,
+        database_url=database_url,
+        embedding={"model": "fake:64"},  # type: ignore[arg-type]
+        ingest={"poll_interval_s": 0.05, "lease_s": 2.0, "parse_timeout_s": 60},  # type: ignore[arg-type]
+        index_sync_interval_s=0.2,
+        **extra,
+    )
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path / "data")
+
+
+class FakeLLM:
+    """An OpenAI-compatible upstream at the transport level; records what it was sent."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.reply = "根据资料 [1]，这是答案。"
+        self.fail_with: int | Exception | None = None
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/models"):
+            return httpx.Response(200, json={"data": [{"id": "fake"}]})
+        body = json.loads(request.content)
+        self.requests.append(body)
+        if isinstance(self.fail_with, Exception):
+            raise self.fail_with
+        if isinstance(self.fail_with, int):
+            return httpx.Response(self.fail_with, json={"error": "fake failure"})
+        if body.get("stream"):
+            words = [w + " " for w in self.reply.split(" ")]
+            chunks = [
+                "data: " + json.dumps({"choices": [{"delta": {"content": w}}]}) + "\n\n"
+                for w in words
+            ]
+            return httpx.Response(
+                200,
+                content="".join(chunks) + "data: [DONE]\n\n",
+                headers={"content-type": "text/event-stream"},
+            )
+        return httpx.Response(
+            200,
+            json={
+                "model": body["model"],
+                "choices": [
+                    {
+                        "message": {"role": "assistant", "content": self.reply},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110},
+            },
+        )
+
+
+@pytest.fixture
+def fake_llm() -> FakeLLM:
+    return FakeLLM()
+
+
+@pytest.fixture
+def services(settings: Settings, fake_llm: FakeLLM) -> Iterator[Services]:
+    llm = LLMClient(settings.llm, transport=httpx.MockTransport(fake_llm.handler))
+    svc = Services.create(settings, llm=llm)
+    yield svc
+    svc.close()
+
+
+@pytest.fixture
+def client(services: Services) -> Iterator[TestClient]:
+    with TestClient(create_app(services=services)) as c:
+        yield c
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 60.0, interval: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+def upload(client: TestClient, kb_id: str, name: str, content: bytes, **kw: Any) -> httpx.Response:
+    return client.post(
+        f"/v1/knowledge-bases/{kb_id}/documents", files={"file": (name, content)}, **kw
+    )
+
+
+def wait_document(client: TestClient, kb_id: str, doc_id: str, timeout: float = 60) -> dict:
+    state: dict[str, Any] = {}
+
+    def done() -> bool:
+        state.update(client.get(f"/v1/knowledge-bases/{kb_id}/documents/{doc_id}").json())
+        return state.get("status") in ("ready", "failed")
+
+    wait_for(done, timeout)
+    return state

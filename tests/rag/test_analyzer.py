@@ -1,0 +1,43 @@
+"""BM25 tokenisation: jieba for Chinese, words (and compounds) for English."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from rag.analyzer import tokenize
+from tests.conftest import REPO
+
+
+def test_chinese_is_segmented_with_sub_words() -> None:
+    tokens = tokenize("如何构建 Debian 软件包？")
+    assert "构建" in tokens and "debian" in tokens
+    # Search mode: the long word and its dictionary parts, so "软件" meets "软件包".
+    assert "软件包" in tokens and "软件" in tokens
+
+
+def test_function_words_and_punctuation_are_dropped() -> None:
+    tokens = tokenize("什么是 the Debian 的？！")
+    assert tokens == ["debian"]
+
+
+def test_compounds_are_kept_whole_and_split() -> None:
+    tokens = tokenize("Run dpkg-buildpackage on x86_64, model ABC-1234.")
+    for token in ("dpkg-buildpackage", "dpkg", "buildpackage", "x86_64", "abc-1234", "1234"):
+        assert token in tokens
+
+
+def test_full_width_letters_and_case_are_normalised() -> None:
+    assert tokenize("ＡＰＴ Apt apt") == ["apt", "apt", "apt"]
+
+
+def test_first_use_prints_nothing_to_stdout() -> None:
+    # A fresh interpreter: jieba loads its dictionary on this first call.
+    out = subprocess.run(
+        [sys.executable, "-c", "from rag.analyzer import tokenize; tokenize('中文分词')"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout == ""

@@ -1,0 +1,38 @@
+"""Fusing the dense and lexical rankings."""
+
+from __future__ import annotations
+
+import pytest
+
+from rag.fusion import rrf, weighted
+
+
+def test_rrf_rewards_agreement() -> None:
+    dense = [(1, 0.9), (2, 0.8), (3, 0.7)]
+    lexical = [(3, 12.0), (4, 9.0), (1, 1.0)]
+    fused = [cid for cid, _ in rrf([dense, lexical], k=60)]
+    assert fused[:2] == [1, 3]  # in both lists
+    assert set(fused) == {1, 2, 3, 4}
+
+
+def test_rrf_scores_follow_the_formula_and_weights() -> None:
+    fused = dict(rrf([[(7, 0.1)], [(8, 5.0), (7, 1.0)]], k=10, weights=(0.5, 1.0)))
+    assert fused[7] == pytest.approx(0.5 / 11 + 1.0 / 12)
+    assert fused[8] == pytest.approx(1.0 / 11)
+
+
+def test_weighted_normalises_each_method() -> None:
+    dense = [(1, 0.80), (2, 0.79), (3, 0.10)]
+    lexical = [(2, 30.0), (3, 2.0)]
+    fused = dict(weighted(dense, lexical, dense_weight=0.5))
+    # 2: nearly the best dense and the best lexical score.
+    assert max(fused, key=fused.__getitem__) == 2
+    assert fused[3] == pytest.approx(0.0)  # the worst of both
+    lexical_only = dict(weighted(dense, lexical, dense_weight=0.0))
+    assert lexical_only[1] == 0.0 and lexical_only[2] == pytest.approx(1.0)
+
+
+def test_one_empty_ranking_leaves_the_other_in_order() -> None:
+    dense = [(5, 0.9), (6, 0.5), (7, 0.1)]
+    assert [c for c, _ in weighted(dense, [])] == [5, 6, 7]
+    assert [c for c, _ in rrf([dense, []])] == [5, 6, 7]

@@ -1,0 +1,290 @@
+"""The LLM client against an upstream faked at the HTTP transport: statuses, timeouts, retries,
+the circuit breaker, streams."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+
+from rag.circuit import CircuitBreaker
+from rag.config import LLMSettings
+from rag.errors import (
+    LLMBadResponse,
+    LLMCircuitOpen,
+    LLMContextLengthExceeded,
+    LLMTimeout,
+    LLMUnavailable,
+)
+from rag.llm import LLMClient, SSEDecoder
+
+MESSAGES = [{"role": "user", "content": "hi"}]
+T = TypeVar("T")
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def client(handler: Handler, **settings: Any) -> LLMClient:
+    settings.setdefault("retry_backoff_s", 0.001)
+    return LLMClient(LLMSettings(**settings), transport=httpx.MockTransport(handler))
+
+
+def ok(text: str = "ok") -> httpx.Response:
+    return httpx.Response(200, json={"choices": [{"message": {"content": text}}]})
+
+
+def sse(*chunks: dict[str, Any], done: bool = True) -> str:
+    body = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks)
+    return body + ("data: [DONE]\n\n" if done else "")
+
+
+def delta(text: str) -> dict[str, Any]:
+    return {"model": "m", "choices": [{"index": 0, "delta": {"content": text}}]}
+
+
+class Calls:
+    """A handler that answers from a list of responses (or exceptions), counting calls."""
+
+    def __init__(self, *answers: httpx.Response | Exception) -> None:
+        self.answers = list(answers)
+        self.bodies: list[dict[str, Any]] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.bodies.append(json.loads(request.content))
+        answer = self.answers[min(len(self.bodies), len(self.answers)) - 1]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    @property
+    def count(self) -> int:
+        return len(self.bodies)
+
+
+async def collect(llm: LLMClient) -> tuple[list[str], Any]:
+    stream = await llm.stream(MESSAGES)
+    return [d async for d in stream.deltas()], stream
+
+
+def test_completion_request_and_usage() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(
+            200,
+            json={
+                "model": "qwen",
+                "choices": [{"message": {"content": "好 [1]"}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 5, "completion_tokens": 2},
+            },
+        )
+
+    out = run(client(handler).complete(MESSAGES, max_tokens=9, temperature=None))
+    assert out.text == "好 [1]" and out.model == "qwen" and out.finish_reason == "stop"
+    assert out.usage == {"prompt_tokens": 5, "completion_tokens": 2}
+    body = json.loads(seen[0].content)
+    assert body["model"] == "Qwen/Qwen2.5-7B-Instruct" and body["stream"] is False
+    assert body["max_tokens"] == 9 and body["temperature"] == 0.1  # None keeps the default
+    assert seen[0].headers["authorization"] == "Bearer EMPTY"
+
+
+@pytest.mark.parametrize("failure", [httpx.ConnectError("refused"), httpx.ConnectTimeout("slow")])
+def test_connection_failures_are_retried_then_unavailable(failure: Exception) -> None:
+    calls = Calls(failure)
+    llm = client(calls, max_retries=2, base_url="http://10.0.0.1:8000/v1")
+    with pytest.raises(LLMUnavailable) as info:
+        run(llm.complete(MESSAGES))
+    assert calls.count == 3
+    assert "http://10.0.0.1:8000/v1/chat/completions" in str(info.value)
+    assert "rag llm serve" in str(info.value) and info.value.retry_after_s
+
+
+def test_read_timeout_is_not_retried() -> None:
+    calls = Calls(httpx.ReadTimeout("slow"))
+    with pytest.raises(LLMTimeout):
+        run(client(calls, max_retries=3).complete(MESSAGES))
+    assert calls.count == 1
+
+
+def test_overload_is_retried_with_backoff_then_succeeds() -> None:
+    busy = httpx.Response(503, headers={"retry-after": "0.01"}, text="busy")
+    calls = Calls(busy, busy, ok("done"))
+    assert run(client(calls, max_retries=2).complete(MESSAGES)).text == "done"
+    assert calls.count == 3
+
+
+def test_overload_with_a_long_retry_after_is_passed_on_at_once() -> None:
+    calls = Calls(httpx.Response(429, headers={"retry-after": "7"}, text="too many requests"))
+    with pytest.raises(LLMUnavailable) as info:
+        run(client(calls, max_retries=3).complete(MESSAGES))
+    assert calls.count == 1  # waiting 7 s inside one request would only hold the client up
+    assert info.value.retry_after_s == 7 and info.value.status_code == 503
+
+
+@pytest.mark.parametrize(
+    ("message", "limit", "prompt"),
+    [
+        (
+            "This model's maximum context length is 4096 tokens. However, you requested 5000 "
+            "tokens (4500 in the messages, 500 in the completion). Please reduce the length of "
+            "the messages or completion.",
+            4096,
+            4500,
+        ),
+        (
+            "'max_tokens' or 'max_completion_tokens' is too large: 500. This model's maximum "
+            "context length is 4096 tokens and your request has 3900 input tokens (500 > 4096 - "
+            "3900).",
+            4096,
+            3900,
+        ),
+        ("Input is too long: reduce the length of the messages", None, None),
+    ],
+)
+def test_context_length_error_is_recognised(message: str, limit: int, prompt: int) -> None:
+    error = {"object": "error", "message": message, "type": "BadRequestError", "code": 400}
+    calls = Calls(httpx.Response(400, json=error))
+    with pytest.raises(LLMContextLengthExceeded) as info:
+        run(client(calls).complete(MESSAGES))
+    assert (info.value.max_context, info.value.prompt_tokens) == (limit, prompt)
+    assert calls.count == 1
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        httpx.Response(400, text="unknown parameter"),
+        httpx.Response(401, text="bad key"),
+        httpx.Response(200, text="not json"),
+        httpx.Response(200, json={"choices": []}),
+    ],
+)
+def test_bad_responses(response: httpx.Response) -> None:
+    with pytest.raises(LLMBadResponse) as info:
+        run(client(lambda request: response).complete(MESSAGES))
+    assert not isinstance(info.value, LLMContextLengthExceeded)
+
+
+def test_circuit_opens_after_failures_fails_fast_and_recovers() -> None:
+    now = [0.0]
+    calls = Calls(httpx.ConnectError("refused"))
+    llm = client(calls, max_retries=0)
+    llm.breaker = CircuitBreaker(2, 30.0, clock=lambda: now[0])
+    for _ in range(2):
+        with pytest.raises(LLMUnavailable):
+            run(llm.complete(MESSAGES))
+    with pytest.raises(LLMCircuitOpen) as info:
+        run(llm.complete(MESSAGES))
+    assert calls.count == 2  # the open circuit did not call the upstream
+    assert info.value.status_code == 503 and 0 < (info.value.retry_after_s or 0) <= 30
+    now[0] = 31.0  # half-open: one trial call goes through, and it succeeds
+    calls.answers = [ok("back")]
+    assert run(llm.complete(MESSAGES)).text == "back"
+    assert llm.breaker.state == "closed"
+
+
+def test_client_errors_do_not_open_the_circuit() -> None:
+    calls = Calls(httpx.Response(400, text="maximum context length is 10 tokens"))
+    llm = client(calls, breaker_failures=1)
+    for _ in range(3):
+        with pytest.raises(LLMContextLengthExceeded):
+            run(llm.complete(MESSAGES))
+    assert calls.count == 3 and llm.breaker.state == "closed"
+
+
+def test_stream_yields_deltas_usage_and_model_with_or_without_done() -> None:
+    usage = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+    last = {"model": "m", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+    for done in (True, False):  # transformers serve sends no [DONE]
+        calls = Calls(
+            httpx.Response(
+                200, text=sse(delta("你"), delta("好"), {**last, "usage": usage}, done=done)
+            )
+        )
+        # One network read here: the deltas arrive joined, as they would from a fast upstream.
+        parts, stream = run(collect(client(calls)))
+        assert "".join(parts) == "你好"
+        assert stream.usage == usage and stream.model == "m" and stream.finish_reason == "stop"
+        assert calls.bodies[0]["stream"] is True
+        assert calls.bodies[0]["stream_options"] == {"include_usage": True}
+
+
+class SlowBytes(httpx.AsyncByteStream):
+    """Chunks one network read at a time, then an optional failure; records being closed."""
+
+    def __init__(self, chunks: list[bytes], fail: Exception | None = None) -> None:
+        self.chunks, self.fail, self.closed = chunks, fail, False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for chunk in self.chunks:
+            await asyncio.sleep(0)
+            yield chunk
+        if self.fail is not None:
+            raise self.fail
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+def test_stream_deltas_arrive_one_per_network_read() -> None:
+    body = SlowBytes([sse(delta("a"), done=False).encode(), sse(delta("b")).encode()])
+    parts, _ = run(collect(client(lambda request: httpx.Response(200, stream=body))))
+    assert parts == ["a", "b"] and body.closed
+
+
+@pytest.mark.parametrize(
+    ("fail", "expected"),
+    [
+        (httpx.ReadError("connection reset"), LLMBadResponse),
+        (httpx.ReadTimeout("stalled"), LLMTimeout),
+        (None, LLMBadResponse),  # an error chunk from the server
+    ],
+)
+def test_stream_failures_midway(fail: Exception | None, expected: type[Exception]) -> None:
+    chunks = [sse(delta("partial "), done=False).encode()]
+    if fail is None:
+        chunks.append(b'data: {"error": {"message": "engine died"}}\n\n')
+    body = SlowBytes(chunks, fail)
+    received: list[str] = []
+
+    async def consume() -> None:
+        stream = await client(lambda request: httpx.Response(200, stream=body)).stream(MESSAGES)
+        async for d in stream.deltas():
+            received.append(d)
+
+    with pytest.raises(expected):
+        run(consume())
+    assert received == ["partial "] and body.closed
+
+
+def test_stream_refused_before_any_token_raises_when_opened() -> None:
+    calls = Calls(httpx.Response(503, headers={"retry-after": "9"}, text="busy"))
+    with pytest.raises(LLMUnavailable) as info:
+        run(client(calls, max_retries=0).stream(MESSAGES))
+    assert info.value.retry_after_s == 9
+
+
+def test_server_token_count_from_vllm_tokenize() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/tokenize":
+            assert json.loads(request.content)["messages"] == MESSAGES
+            return httpx.Response(200, json={"count": 42, "max_model_len": 32768})
+        return httpx.Response(404)
+
+    assert run(client(handler).count_tokens(MESSAGES)) == 42
+    assert run(client(lambda r: httpx.Response(404)).count_tokens(MESSAGES)) is None
+
+
+def test_sse_decoder_splits_across_reads() -> None:
+    decoder = SSEDecoder()
+    assert decoder.feed(b'data: {"a"') == []
+    assert decoder.feed(b": 1}\n\nevent: x\ndata: [DONE]\n\n") == ['{"a": 1}', "[DONE]"]
+    assert decoder.feed(b": keep-alive comment\ndata:\n\n") == []  # nothing to decode
