@@ -1,0 +1,84 @@
+"""`IndexStore.check` is exact while ingestion runs: commits landing mid-check are not drift."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ingest.jobs import Worker
+from ingest.upload import stage_upload
+from rag import knowledge
+from rag.llm import LLMClient
+from rag.models import Chunk
+from rag.services import Services
+from tests.conftest import FakeLLM, make_settings
+
+
+@pytest.fixture
+def svc(tmp_path: Path, database_url: str) -> Iterator[Services]:
+    settings = make_settings(tmp_path / "data", database_url)
+    llm = LLMClient(settings.llm, transport=httpx.MockTransport(FakeLLM().handler))
+    services = Services.create(settings, llm=llm)
+    yield services
+    services.close()
+
+
+def _add(svc: Services, kb_id: str, name: str, text: str) -> str:
+    path = svc.settings.data_dir / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    with path.open("rb") as fh:
+        staged = stage_upload(fh, name, svc.settings.data_dir, 10**7)
+    doc, _ = knowledge.add_document(svc, kb_id, staged)
+    worker = Worker(svc)
+    while worker.run_once():
+        pass
+    return doc.id
+
+
+def test_commits_between_capture_and_sql_read_are_not_drift(svc: Services) -> None:
+    kb = knowledge.create_kb(svc, "kb").id
+    first = _add(svc, kb, "a.txt", "第一份文档的正文。" * 300)
+    assert svc.indexes.check(kb)["consistent"]
+
+    real_snapshot = svc.db.snapshot
+    landed: list[str] = []
+
+    @contextmanager
+    def snapshot_after_other_writers() -> Iterator[Session]:
+        # Another writer adds a document and deletes one between the id capture and the read.
+        if not landed:
+            landed.append(_add(svc, kb, "b.txt", "第二份文档的正文。" * 300))
+            knowledge.delete_document(svc, kb, first)
+        with real_snapshot() as session:
+            yield session
+
+    svc.db.snapshot = snapshot_after_other_writers  # type: ignore[method-assign]
+    try:
+        report = svc.indexes.check(kb)
+    finally:
+        svc.db.snapshot = real_snapshot  # type: ignore[method-assign]
+    assert landed
+    assert report["consistent"], report
+    after = svc.indexes.check(kb)
+    assert after["consistent"], after
+    with svc.db.read() as session:
+        live = session.execute(select(Chunk.id).where(Chunk.kb_id == kb)).scalars().all()
+    assert after["vectors"] == after["sql_chunks"] == len(live) > 0
+
+
+def test_real_drift_is_still_reported(svc: Services) -> None:
+    kb = knowledge.create_kb(svc, "kb").id
+    _add(svc, kb, "a.txt", "一份文档的正文。" * 300)
+    with svc.db.read() as session:
+        some = session.execute(select(Chunk.id).limit(1)).scalar_one()
+    svc.indexes.get(kb).remove([some])
+    report = svc.indexes.check(kb)
+    assert not report["consistent"]
+    assert report["missing_ids"] == [some]
