@@ -20,7 +20,7 @@ from sqlalchemy import select
 
 from rag import fusion, metrics
 from rag.config import RetrievalSettings
-from rag.errors import Conflict, InvalidInput
+from rag.errors import InvalidInput
 from rag.filters import Filters
 from rag.knowledge import get_kb
 from rag.lexical import LexicalIndex
@@ -79,13 +79,7 @@ def search(
         return []
     vector = None
     if mode != "lexical":
-        embedder = svc.embedder
-        if kb.embedding_model != embedder.model_name:
-            raise Conflict(
-                f"knowledge base {kb.name!r} was embedded with {kb.embedding_model}, but the "
-                f"service runs {embedder.model_name}; run `rag reindex --kb {kb.name}` or "
-                "switch the model back"
-            )
+        embedder = svc.embedder_for(kb.embedding_model)
         vector = embedder.embed_query(query)
     dense, lexical = svc.indexes.pair(kb_id)
     wanted = max(top_k, cfg.rerank_candidates) if use_rerank else top_k

@@ -38,6 +38,9 @@ class Services:
     # Set directly in tests; otherwise built from RAG_LLM__ROUTES around `llm` on first use.
     _router: Router | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    # Embedders of models other than the configured one (an index version built with another
+    # model must be queried with that model; vectors of two models never meet).
+    _other_embedders: dict[str, Embedder] = field(default_factory=dict)
 
     @classmethod
     def create(
@@ -71,6 +74,20 @@ class Services:
 
                 self._embedder = load_embedder(self.settings.embedding)
             return self._embedder
+
+    def embedder_for(self, model: str) -> Embedder:
+        """The embedder of `model`: the configured one, or another loaded once and kept."""
+        if model == self.settings.embedding.model:
+            return self.embedder
+        with self._lock:
+            if self._embedder is not None and self._embedder.model_name == model:
+                return self._embedder
+            if model not in self._other_embedders:
+                from ingest.embedding import load_embedder
+
+                cfg = self.settings.embedding.model_copy(update={"model": model})
+                self._other_embedders[model] = load_embedder(cfg)
+            return self._other_embedders[model]
 
     @property
     def embedder_loaded(self) -> bool:
