@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import re
 import zipfile
+import zlib
 from typing import Any
 
 import docx
@@ -25,6 +26,8 @@ from ingest.parsers.detect import DOCX
 _MAX_MEMBERS = 10_000
 _MAX_RATIO = 200  # deflate rarely beats ~20:1 on real documents; 200:1 is a crafted bomb
 _RATIO_FLOOR = 1 << 20  # small members cannot hurt, whatever their ratio
+_PROLOG_BYTES = 4096  # a DTD must come before the root element, so near the start
+_DTD = re.compile(rb"<!(?:DOCTYPE|ENTITY)", re.IGNORECASE)
 _HEADING_STYLE = re.compile(r"^(?:heading|标题)\s*(\d)$", re.IGNORECASE)
 _P, _TBL, _BR, _RENDERED = qn("w:p"), qn("w:tbl"), qn("w:br"), qn("w:lastRenderedPageBreak")
 _TYPE, _T, _VAL = qn("w:type"), qn("w:t"), qn("w:val")
@@ -59,6 +62,29 @@ def check_zip(data: bytes, limits: ParseLimits) -> None:
             )
     if "word/document.xml" not in {m.filename for m in members}:
         raise ParseError("the archive is not a Word document (no word/document.xml)")
+    _refuse_dtds(data, members)
+
+
+def _refuse_dtds(data: bytes, members: list[zipfile.ZipInfo]) -> None:
+    """Office Open XML forbids DTDs; one in a part is an XXE or entity-expansion attempt.
+
+    lxml is already told not to resolve entities, but refusing the file says clearly why it
+    failed instead of indexing text with silently dropped references.
+    """
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        for m in members:
+            if not m.filename.endswith((".xml", ".rels")):
+                continue
+            try:
+                with archive.open(m) as member:
+                    head = member.read(_PROLOG_BYTES)
+            except (zipfile.BadZipFile, zlib.error, OSError, ValueError, EOFError) as exc:
+                raise ParseError(f"the Word document is damaged: {exc}") from exc
+            if _DTD.search(head):
+                raise ParseError(
+                    f"part {m.filename!r} declares a DTD, which Word documents never contain;"
+                    " refused as a possible XML entity attack"
+                )
 
 
 def _name_level(name: str) -> int | None:

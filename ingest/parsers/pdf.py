@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import logging
 import re
+import threading
 from collections import Counter
 from typing import Any
 
@@ -32,6 +33,7 @@ from ingest.parsers.detect import PDF
 logger = logging.getLogger(__name__)
 
 _MAX_OUTLINE_ENTRIES = 10_000
+_MAX_REPAIR_WARNINGS = 20
 _SHORT_LINE = 0.75  # a line narrower than this share of a full line ends its paragraph
 _PAGE_NUMBER = re.compile(r"^\s*(?:\d+|[ivxlcdm]+)(?:\s*/\s*\d+)?\s*$", re.IGNORECASE)
 _NUMBERS = re.compile(r"\d+|\b[ivxlcdm]+\b", re.IGNORECASE)
@@ -145,8 +147,34 @@ def _page_blocks(lines: list[str], page: int, headings: list[tuple[int, str]]) -
     return blocks
 
 
+class _PypdfWarnings(logging.Handler):
+    """Collects what pypdf logs while it repairs a damaged file (a looping xref chain, a bad
+    offset), so the document carries those warnings instead of only the server log."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.thread = threading.get_ident()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread == self.thread and len(self.messages) < _MAX_REPAIR_WARNINGS:
+            self.messages.append(f"repaired while reading: {record.getMessage()}")
+
+
 def parse_pdf(data: bytes, limits: ParseLimits) -> ParsedDocument:
     """Parse a PDF into page-tagged blocks; raise ParseError with a readable reason."""
+    collector = _PypdfWarnings()
+    pypdf_log = logging.getLogger("pypdf")
+    pypdf_log.addHandler(collector)
+    try:
+        parsed = _parse_pdf(data, limits)
+    finally:
+        pypdf_log.removeHandler(collector)
+    parsed.warnings[:0] = collector.messages
+    return parsed
+
+
+def _parse_pdf(data: bytes, limits: ParseLimits) -> ParsedDocument:
     reader = _open(data)
     try:
         n_pages = len(reader.pages)
