@@ -4,7 +4,7 @@
 # where it is absent) and a real `transformers serve` process.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EXTRAS="offline,postgres,ray,dev" bash scripts/setup.sh
+EXTRAS="offline,postgres,ray,redis,dev" bash scripts/setup.sh
 export RAG_TEST_MODELS_DIR="${RAG_TEST_MODELS_DIR:-$PWD/.models}"
 .venv/bin/rag models fetch --dest "$RAG_TEST_MODELS_DIR" >/dev/null
 set +e
