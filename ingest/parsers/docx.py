@@ -31,6 +31,8 @@ _DTD = re.compile(rb"<!(?:DOCTYPE|ENTITY)", re.IGNORECASE)
 _HEADING_STYLE = re.compile(r"^(?:heading|标题)\s*(\d)$", re.IGNORECASE)
 _P, _TBL, _BR, _RENDERED = qn("w:p"), qn("w:tbl"), qn("w:br"), qn("w:lastRenderedPageBreak")
 _TYPE, _T, _VAL = qn("w:type"), qn("w:t"), qn("w:val")
+_R, _RPR, _VANISH, _COLOR = qn("w:r"), qn("w:rPr"), qn("w:vanish"), qn("w:color")
+_HIGHLIGHT, _SHD, _TC, _TCPR = qn("w:highlight"), qn("w:shd"), qn("w:tc"), qn("w:tcPr")
 _PPR, _PSTYLE, _OUTLINE = qn("w:pPr"), qn("w:pStyle"), qn("w:outlineLvl")
 _STYLE, _STYLE_ID, _NAME = qn("w:style"), qn("w:styleId"), qn("w:name")
 
@@ -143,6 +145,40 @@ def _page_breaks(element: Any, rendered: bool) -> tuple[int, int]:
     return before, after
 
 
+def _drop_invisible_runs(body: Any) -> int:
+    """Remove runs a reader cannot see: hidden (w:vanish) text, and white text with no
+    highlight on an unshaded background. Such text is a favourite place for instructions aimed
+    at the model; a reader never sees it, so the knowledge base should not either."""
+    dropped = 0
+    for run in list(body.iter(_R)):
+        props = run.find(_RPR)
+        if props is None:
+            continue
+        vanish = props.find(_VANISH)
+        hidden = vanish is not None and vanish.get(_VAL, "true").lower() not in ("0", "false")
+        color = props.find(_COLOR)
+        white = (
+            color is not None
+            and color.get(_VAL, "").upper() in ("FFFFFF", "FFF")
+            and props.find(_HIGHLIGHT) is None
+            and props.find(_SHD) is None
+            and not _on_shaded_cell(run)
+        )
+        if hidden or white:
+            run.getparent().remove(run)
+            dropped += 1
+    return dropped
+
+
+def _on_shaded_cell(run: Any) -> bool:
+    cell = next((a for a in run.iterancestors(_TC)), None)
+    if cell is None:
+        return False
+    shading = cell.find(f"{_TCPR}/{_SHD}")
+    fill = shading.get(qn("w:fill"), "auto").upper() if shading is not None else "AUTO"
+    return fill not in ("AUTO", "FFFFFF")
+
+
 def _table_text(table: Table) -> str:
     rows = []
     for row in table.rows:
@@ -167,7 +203,11 @@ def parse_docx(data: bytes, limits: ParseLimits) -> ParsedDocument:
 
     blocks: list[Block] = []
     page, total = 1, 0
+    warnings: list[str] = []
     try:
+        hidden = _drop_invisible_runs(body)
+        if hidden:
+            warnings.append(f"{hidden} hidden or white-on-white text runs were not indexed")
         rendered = next(body.iter(_RENDERED), None) is not None
         levels = _style_levels(document)
         for child in body.iterchildren():
@@ -197,4 +237,4 @@ def parse_docx(data: bytes, limits: ParseLimits) -> ParsedDocument:
         raise ParseError("the Word document contains no text")
     if page > limits.max_pages:
         raise ParseError(f"the document has {page} pages; the limit is {limits.max_pages}")
-    return ParsedDocument(blocks=blocks, pages=page, media_type=DOCX)
+    return ParsedDocument(blocks=blocks, pages=page, media_type=DOCX, warnings=warnings)
