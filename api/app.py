@@ -10,20 +10,22 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
 
 from api import errors
-from api.errors import error_body
+from api.auth import AuthMiddleware, Guard
+from api.body_limit import BodyLimitMiddleware
 from api.routes import (
     ask,
     conversations,
     documents,
     health,
     jobs,
+    keys,
     knowledge_bases,
     openai_compat,
     search,
+    versions,
 )
 from ingest.pipelined_worker import PipelinedWorker
 from rag import metrics
@@ -91,6 +93,15 @@ def create_app(
         # indexes load in the background and /readyz reports when they are done.
         await run_in_threadpool(lambda: svc.embedder)
         app.state.services = svc
+        app.state.guard = Guard.create(svc.db, svc.settings.security, svc.settings.host)
+        mode = await run_in_threadpool(app.state.guard.mode)
+        if mode == "open":
+            log.warning(
+                "no API keys exist and the server is on loopback: the API is open to local "
+                "clients; create a key with `rag keys create` to require keys"
+            )
+        elif mode == "locked":
+            log.warning("no API keys exist: every /v1 request is refused until `rag keys create`")
         app.state.ready = False
         app.state.worker = None
         # Per-app registry: these gauges read this app's database at scrape time.
@@ -134,24 +145,18 @@ def create_app(
         conversations.router,
         openai_compat.router,
         jobs.router,
+        versions.router,
+        keys.router,
         health.router,
     ):
         app.include_router(router)
+    app.add_middleware(BodyLimitMiddleware)
+    app.add_middleware(AuthMiddleware)  # outside the body limit, inside `observe`
 
     @app.middleware("http")
     async def observe(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
-        if request.method == "POST" and request.url.path.endswith("/documents"):
-            limit = request.app.state.services.settings.ingest.max_upload_bytes
-            declared = request.headers.get("content-length")
-            if declared and declared.isdigit() and int(declared) > limit + 1024 * 1024:
-                return JSONResponse(
-                    error_body(
-                        "payload_too_large", f"the upload exceeds the limit of {limit} bytes"
-                    ),
-                    status_code=413,
-                )
         started = time.perf_counter()
         response = await call_next(request)
         route = request.scope.get("route")

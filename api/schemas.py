@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from api.types import UtcDateTime
 from rag import job_control
 from rag.answer import Answer, AskSpec
 from rag.knowledge import KBStats
 from rag.models import Document, Job, KnowledgeBase
 from rag.retrieve import Passage
+from rag.versions import VersionInfo
 
 
 class KnowledgeBaseCreate(BaseModel):
@@ -25,7 +28,7 @@ class KnowledgeBaseOut(BaseModel):
     description: str
     embedding_model: str
     embedding_dim: int
-    created_at: datetime
+    created_at: UtcDateTime
     documents: int | None = None
     chunks: int | None = None
     documents_by_status: dict[str, int] | None = None
@@ -63,8 +66,8 @@ class DocumentOut(BaseModel):
     chunks: int
     warnings: list[str]
     metadata: dict[str, Any]
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcDateTime
+    updated_at: UtcDateTime
     duplicate: bool = False
 
     @classmethod
@@ -220,9 +223,9 @@ class JobOut(BaseModel):
     attempts: int
     cancel_requested: bool = False
     result: dict[str, Any]
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
+    created_at: UtcDateTime
+    started_at: UtcDateTime | None
+    finished_at: UtcDateTime | None
 
     @classmethod
     def of(cls, job: Job) -> JobOut:
@@ -248,3 +251,42 @@ class JobOut(BaseModel):
             started_at=job.started_at,
             finished_at=job.finished_at,
         )
+
+
+class ReindexRequest(BaseModel):
+    """A new index version; settings left out are the live version's."""
+
+    embedding_model: str | None = Field(
+        None, max_length=500, description="a model name, local folder or fake:<dim>"
+    )
+    chunk_tokens: int | None = Field(None, ge=32, le=8192)
+    overlap_tokens: int | None = Field(None, ge=0)
+
+
+class ReindexOut(JobOut):
+    version: int = Field(description="the index version the job builds (or rolls back to)")
+
+
+class VersionOut(BaseModel):
+    number: int
+    status: str
+    embedding_model: str
+    embedding_dim: int
+    chunk_tokens: int
+    overlap_tokens: int
+    chunks: int
+    documents: int
+    job_id: str | None
+    error: str | None
+    checks: dict[str, Any]
+    created_at: UtcDateTime
+    activated_at: UtcDateTime | None
+
+    @classmethod
+    def of(cls, v: VersionInfo) -> VersionOut:
+        return cls(**asdict(v))
+
+
+class VersionList(BaseModel):
+    live: int
+    versions: list[VersionOut]

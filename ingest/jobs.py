@@ -14,20 +14,26 @@ import os
 import socket
 import threading
 import uuid
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import case, or_, select, true, update
 from sqlalchemy.orm import Session
 
-from ingest.pipeline import STAGES, Outcome, process_document
-from rag import job_control, metrics
+from ingest import reindex
+from ingest.pipeline import STAGES, Outcome, VersionChanged, process_document
+from rag import job_control, metrics, versions
 from rag.errors import IngestionError, NotFound
 from rag.eval_run import EVAL_JOB, run_eval_job
 from rag.models import Document, DocumentStatus, Job, JobKind, JobStatus
 from rag.services import Services
 
 log = logging.getLogger(__name__)
+
+
+class _Interrupted(Exception):
+    """Raised at a progress point of an interruptible job when the worker is stopping."""
 
 
 class Worker:
@@ -98,7 +104,8 @@ class Worker:
 
     # -- one job -----------------------------------------------------------------------------
 
-    def claim(self) -> Job | None:
+    def claim(self, job_id: str | None = None, kinds: Sequence[str] | None = None) -> Job | None:
+        """The oldest runnable job (of `kinds`, or job `job_id`, if given), leased to us."""
         cfg = self.svc.settings.ingest
         now = self.svc.db.now()
         stale = now - timedelta(seconds=cfg.lease_s)
@@ -109,7 +116,9 @@ class Worker:
                     or_(
                         (Job.status == JobStatus.queued) & (Job.run_after <= now),
                         (Job.status == JobStatus.running) & (Job.heartbeat_at < stale),
-                    )
+                    ),
+                    Job.id == job_id if job_id is not None else true(),
+                    Job.kind.in_(list(kinds)) if kinds is not None else true(),
                 )
                 .order_by(Job.created_at, Job.id)
                 .limit(1)
@@ -143,6 +152,21 @@ class Worker:
             self._running.add(job.id)
         return job
 
+    def run_job(self, job_id: str) -> bool:
+        """Claim job `job_id` and run it in the calling thread, heartbeating meanwhile (the
+        CLI runs a re-index this way); False when it is not runnable (done, or taken)."""
+        job = self.claim(job_id)
+        if job is None:
+            return False
+        beat = threading.Thread(target=self._heartbeat_loop, name="rag-heartbeat", daemon=True)
+        beat.start()
+        try:
+            self.execute(job)
+        finally:
+            self._stop.set()
+            beat.join()
+        return True
+
     def run_once(self) -> bool:
         job = self.claim()
         if job is None:
@@ -156,6 +180,8 @@ class Worker:
             self._run(job)
         except job_control.JobCancelled:
             self._mark_cancelled(job)
+        except _Interrupted:
+            self._requeue(job)
         except Exception as exc:
             log.exception("job %s (%s) failed", job.id, job.kind)
             self._retry_or_fail(job, exc)
@@ -179,7 +205,15 @@ class Worker:
                 outcome.chunks,
                 f": {outcome.error}" if outcome.error else "",
             )
-        elif job.kind == JobKind.reindex and job.kb_id:
+        elif job.kind == JobKind.reindex and job.kb_id and versions.VERSION in (job.payload or {}):
+            built = reindex.run(
+                self.svc, job, lambda d, t: self._progress(job.id, d, t, interruptible=True)
+            )
+            status = JobStatus.succeeded if built.ok else JobStatus.failed
+            with self.svc.db.write() as session:
+                self._mark(session, job.id, status, result=built.result, error=built.error)
+        elif job.kind in (JobKind.rebuild_index, JobKind.reindex) and job.kb_id:
+            # rebuild-index; also a reindex job queued before index versions existed.
             try:
                 index = self.svc.indexes.rebuild(job.kb_id)
             except NotFound:
@@ -208,14 +242,32 @@ class Worker:
                     .values(status=DocumentStatus.failed, error="ingestion cancelled")
                 )
 
-    def _progress(self, job_id: str, done: int, total: int) -> None:
-        """Record progress; stop here if someone asked to cancel the job."""
+    def _progress(self, job_id: str, done: int, total: int, *, interruptible: bool = False) -> None:
+        """Record progress; stop here if someone asked to cancel the job, or (`interruptible`
+        jobs, which can take hours) if the worker is stopping: the job is queued again."""
         with self.svc.db.write() as session:
             session.execute(
                 update(Job).where(Job.id == job_id).values(progress_done=done, progress_total=total)
             )
         if job_control.cancel_requested(self.svc.db, job_id):
             raise job_control.JobCancelled(job_id)
+        if interruptible and self._stop.is_set():
+            raise _Interrupted(job_id)
+
+    def _requeue(self, job: Job) -> None:
+        """Hand a job we were told to stop back to the queue, without counting the attempt."""
+        log.info("job %s interrupted by shutdown; queued again", job.id)
+        with self.svc.db.write() as session:
+            session.execute(
+                update(Job)
+                .where(Job.id == job.id, Job.worker_id == self.worker_id)
+                .values(
+                    status=JobStatus.queued,
+                    heartbeat_at=None,
+                    run_after=self.svc.db.now(),
+                    attempts=case((Job.attempts > 0, Job.attempts - 1), else_=0),
+                )
+            )
 
     def _complete(self, session: Session, job: Job, outcome: Outcome) -> None:
         status = (
@@ -244,6 +296,9 @@ class Worker:
 
     def _fail(self, session: Session, job: Job, reason: str) -> None:
         self._mark(session, job.id, JobStatus.failed, error=reason)
+        if job.kind == JobKind.reindex and job.kb_id:
+            session.flush()
+            versions.settle_abandoned(session, job.kb_id)  # its version will not go live
         if job.document_id:
             session.execute(
                 update(Document)
@@ -256,6 +311,12 @@ class Worker:
         with self.svc.db.write() as session:
             fresh = session.get(Job, job.id)
             if fresh is None:
+                return
+            if isinstance(exc, VersionChanged):
+                # Not the job's fault: a re-index switched versions. Prepare again at once.
+                fresh.status, fresh.error, fresh.heartbeat_at = JobStatus.queued, None, None
+                fresh.attempts = max(0, fresh.attempts - 1)
+                fresh.run_after = self.svc.db.now()
                 return
             if fresh.attempts >= self.svc.settings.ingest.max_attempts:
                 self._fail(session, fresh, f"failed after {fresh.attempts} attempts: {reason}")

@@ -3,6 +3,11 @@
 The chunks, the document's status and its job's completion are committed in one transaction, so
 a document is searchable all at once or not at all; replaying a document after a crash starts
 again from its stored file. Text already embedded with the same model is not embedded again.
+
+A document is chunked and embedded for the knowledge base's live index version (its chunk
+settings, its model). If a re-index switches the live version meanwhile, the commit refuses
+(VersionChanged) and the document is prepared again for the new version, so chunks of a
+retired version or model are never committed after a switch.
 """
 
 from __future__ import annotations
@@ -22,10 +27,14 @@ from ingest.parsers.base import ParsedDocument, ParseLimits
 from ingest.sandbox import parse_isolated
 from rag import metrics, sequence
 from rag.errors import IngestionError
-from rag.models import Chunk, Document, DocumentStatus, KnowledgeBase
+from rag.models import Chunk, Document, DocumentStatus, IndexVersion, KnowledgeBase
 from rag.services import Services
 
 log = logging.getLogger(__name__)
+
+
+class VersionChanged(Exception):
+    """The live index version changed while a document was being prepared: prepare again."""
 
 
 @dataclass(frozen=True)
@@ -58,9 +67,18 @@ def parse_document(svc: Services, doc: Document) -> ParsedDocument:
     )
 
 
+def chunk_parsed(
+    svc: Services, parsed: ParsedDocument, chunk_tokens: int, overlap_tokens: int
+) -> list[TextChunk]:
+    _, chunks = chunk_document(
+        parsed, ChunkingConfig(chunk_tokens, overlap_tokens), svc.tokens.count
+    )
+    return chunks
+
+
 def embed_chunks(svc: Services, chunks: list[TextChunk], model: str) -> np.ndarray:
-    """Vectors for `chunks`, reusing stored vectors of identical text from the same model."""
-    hashes = [_text_hash(c.embed_text) for c in chunks]
+    """Vectors of `model` for `chunks`, reusing stored vectors of identical text."""
+    hashes = [text_hash(c.embed_text) for c in chunks]
     known: dict[str, bytes] = {}
     with svc.db.read() as session:
         for start in range(0, len(hashes), 500):
@@ -72,10 +90,10 @@ def embed_chunks(svc: Services, chunks: list[TextChunk], model: str) -> np.ndarr
             ).all()
             known.update({h: e for h, e in rows})
     todo = [i for i, h in enumerate(hashes) if h not in known]
-    dim = svc.embedder.dim
-    out = np.zeros((len(chunks), dim), dtype=np.float32)
+    embedder = svc.embedder_for(model)
+    out = np.zeros((len(chunks), embedder.dim), dtype=np.float32)
     if todo:
-        out[todo] = svc.embedder.embed_passages([chunks[i].embed_text for i in todo])
+        out[todo] = embedder.embed_passages([chunks[i].embed_text for i in todo])
     for i, h in enumerate(hashes):
         if h in known:
             out[i] = np.frombuffer(known[h], dtype=np.float32)
@@ -83,7 +101,7 @@ def embed_chunks(svc: Services, chunks: list[TextChunk], model: str) -> np.ndarr
     return out
 
 
-def _text_hash(text: str) -> str:
+def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -98,6 +116,13 @@ class Prepared:
     kb: KnowledgeBase
     parsed: ParsedDocument
     chunks: list[TextChunk]
+    # The index version the chunks were made for, and its embedding model.
+    version: int = 0
+    model: str = ""
+
+    def __post_init__(self) -> None:
+        self.version = self.version or self.kb.live_version
+        self.model = self.model or self.kb.embedding_model
 
 
 def begin(
@@ -118,39 +143,40 @@ def begin(
 def prepare(
     svc: Services, doc: Document, kb: KnowledgeBase, on_stage: Callable[[int], None]
 ) -> Prepared:
-    """Parse (in a limited child process) and chunk; raises IngestionError with a reason."""
-    if kb.embedding_model != svc.embedder.model_name:
-        raise IngestionError(
-            f"knowledge base {kb.name!r} holds {kb.embedding_model} vectors but the service "
-            f"runs {svc.embedder.model_name}; re-index it before adding documents"
-        )
+    """Parse (in a limited child process) and chunk for the live index version; raises
+    IngestionError with a reason."""
+    with svc.db.read() as session:
+        version = session.execute(
+            select(IndexVersion).where(
+                IndexVersion.kb_id == kb.id, IndexVersion.number == kb.live_version
+            )
+        ).scalar_one()
     done = _stage("parse")
     parsed = parse_document(svc, doc)
     done()
     on_stage(1)
     done = _stage("chunk")
-    cfg = svc.settings.chunking
-    _, chunks = chunk_document(
-        parsed, ChunkingConfig(cfg.chunk_tokens, cfg.overlap_tokens), svc.tokens.count
-    )
+    chunks = chunk_parsed(svc, parsed, version.chunk_tokens, version.overlap_tokens)
     done()
     if not chunks:
         raise IngestionError("the document contains no text to index")
     on_stage(2)
-    return Prepared(doc, kb, parsed, chunks)
+    return Prepared(doc, kb, parsed, chunks, version.number, version.embedding_model)
 
 
 def embed_prepared(svc: Services, items: list[Prepared]) -> list[np.ndarray]:
-    """One batched embedding call for the chunks of several documents."""
+    """One batched embedding call per model for the chunks of several documents."""
     done = _stage("embed")
-    everything = [c for item in items for c in item.chunks]
-    vectors = embed_chunks(svc, everything, svc.embedder.model_name)
+    out: list[np.ndarray | None] = [None] * len(items)
+    for model in dict.fromkeys(item.model for item in items):
+        picked = [i for i, item in enumerate(items) if item.model == model]
+        vectors = embed_chunks(svc, [c for i in picked for c in items[i].chunks], model)
+        start = 0
+        for i in picked:
+            out[i] = vectors[start : start + len(items[i].chunks)]
+            start += len(items[i].chunks)
     done()
-    out, start = [], 0
-    for item in items:
-        out.append(vectors[start : start + len(item.chunks)])
-        start += len(item.chunks)
-    return out
+    return [v for v in out if v is not None]
 
 
 def store(
@@ -159,7 +185,7 @@ def store(
     """Commit chunks, status and job completion together, then bring the index up to date."""
     done = _stage("store")
     outcome = Outcome(item.doc.id, DocumentStatus.ready, len(item.chunks), item.parsed.pages)
-    _finish(svc, outcome, (item.kb, item.parsed, item.chunks, vectors), job_done)
+    _finish(svc, outcome, (item, vectors), job_done)
     done()
     svc.indexes.sync(item.kb.id)
     return outcome
@@ -183,25 +209,44 @@ def process_document(
     `on_stage(n)` runs after each of the first STAGES - 1 stages; it may raise JobCancelled,
     which leaves nothing of the document in the index (chunks commit only at the end).
     """
-    begun = begin(svc, doc_id, job_done)
-    if begun is None:
-        return Outcome(doc_id, "deleted")
-    try:
-        item = prepare(svc, *begun, on_stage)
-        [vectors] = embed_prepared(svc, [item])
-        on_stage(3)
-    except IngestionError as exc:
-        return fail(svc, doc_id, str(exc), job_done)
-    return store(svc, item, vectors, job_done)
+    for attempt in range(3):
+        begun = begin(svc, doc_id, job_done)
+        if begun is None:
+            return Outcome(doc_id, "deleted")
+        try:
+            item = prepare(svc, *begun, on_stage)
+            [vectors] = embed_prepared(svc, [item])
+            on_stage(3)
+        except IngestionError as exc:
+            return fail(svc, doc_id, str(exc), job_done)
+        try:
+            return store(svc, item, vectors, job_done)
+        except VersionChanged:
+            if attempt == 2:
+                raise
+            log.info("document %s: the live index version changed; preparing again", doc_id)
+    raise AssertionError("unreachable")
 
 
 def _finish(
     svc: Services,
     outcome: Outcome,
-    payload: tuple[KnowledgeBase, ParsedDocument, list[TextChunk], np.ndarray] | None,
+    payload: tuple[Prepared, np.ndarray] | None,
     job_done: Callable[..., None],
 ) -> None:
     with svc.db.write() as session:
+        if payload is not None:
+            # Shared lock on the KB row, taken before the document's (the switch takes the KB
+            # row exclusively, then updates documents): the version stays live until commit.
+            live = session.execute(
+                select(KnowledgeBase.live_version)
+                .where(KnowledgeBase.id == payload[0].kb.id)
+                .with_for_update(read=True)
+            ).scalar_one_or_none()
+            if live is not None and live != payload[0].version:
+                raise VersionChanged(
+                    f"prepared for index version {payload[0].version}, but {live} is live"
+                )
         doc = session.get(Document, outcome.document_id, with_for_update=True)
         if doc is None:  # deleted while we worked: keep nothing
             job_done(session, Outcome(outcome.document_id, "deleted"))
@@ -212,7 +257,8 @@ def _finish(
         doc.status = outcome.status
         doc.error = outcome.error
         if payload is not None:
-            kb, parsed, chunks, vectors = payload
+            item, vectors = payload
+            kb, parsed, chunks = item.kb, item.parsed, item.chunks
             # A previous attempt cannot have committed chunks (they commit with status=ready),
             # but be strict: this document's chunk set is exactly what we insert now.
             seqs = sequence.allocate(session, len(chunks))
@@ -220,9 +266,10 @@ def _finish(
                 Chunk(
                     kb_id=kb.id,
                     document_id=doc.id,
+                    version=item.version,
                     ordinal=c.ordinal,
                     text=c.text,
-                    text_sha256=_text_hash(c.embed_text),
+                    text_sha256=text_hash(c.embed_text),
                     page_start=c.page_start,
                     page_end=c.page_end,
                     char_start=c.char_start,
@@ -230,7 +277,7 @@ def _finish(
                     heading_path=list(c.heading_path),
                     token_count=c.token_count,
                     embedding=vectors[i].astype("<f4").tobytes(),
-                    embedding_model=kb.embedding_model,
+                    embedding_model=item.model,
                     seq=seq,
                 )
                 for i, (c, seq) in enumerate(zip(chunks, seqs, strict=True))

@@ -6,7 +6,9 @@
 
 Parsing runs in child processes (one per document, with limits), embedding in this process's
 model, storing in one thread (SQLite has one writer anyway). The queues are bounded, so memory
-stays flat however many files are queued: intake blocks when embedding falls behind. Each job
+stays flat however many files are queued: intake blocks when embedding falls behind. Other jobs
+(re-index, eval) run one at a time in a side thread, so uploads keep being ingested during a
+long re-index. Each job
 keeps its lease and heartbeat while it waits in a queue; a crash anywhere leaves jobs that the
 lease hands to the next worker, and nothing is committed for a document before its store step.
 """
@@ -55,6 +57,8 @@ class PipelinedWorker(Worker):
         self._to_embed: queue.Queue[_Work | None] = queue.Queue(maxsize=2 * threads)
         self._to_store: queue.Queue[_Work | None] = queue.Queue(maxsize=2)
         self._intake: list[threading.Thread] = []
+        self._side: threading.Thread | None = None  # the running non-ingest job, if any
+        self._side_lock = threading.Lock()
 
     def start(self) -> None:
         for n in range(self.threads):
@@ -77,6 +81,10 @@ class PipelinedWorker(Worker):
         self._wake.set()
         for t in self._intake:
             t.join(timeout)
+        with self._side_lock:
+            side = self._side
+        if side is not None:
+            side.join(timeout)  # a re-index stops at its next document and is queued again
         self._to_embed.put(_STOP)
         for t in self._threads:
             t.join(timeout)
@@ -87,7 +95,8 @@ class PipelinedWorker(Worker):
         interval = self.svc.settings.ingest.poll_interval_s
         while not self._stop.is_set():
             try:
-                job = self.claim()
+                # While the side thread is busy, take only ingest jobs.
+                job = self.claim(kinds=[JobKind.ingest] if self._side_busy() else None)
             except Exception:
                 log.exception("claim failed")
                 job = None
@@ -100,9 +109,23 @@ class PipelinedWorker(Worker):
                 self._wake.clear()
                 continue
             if job.kind != JobKind.ingest or not job.document_id:
-                self.execute(job)  # re-index, eval: not pipelined
+                self._run_aside(job)  # re-index, eval: not pipelined
                 continue
             self._prepare(job)
+
+    def _side_busy(self) -> bool:
+        with self._side_lock:
+            return self._side is not None and self._side.is_alive()
+
+    def _run_aside(self, job: Job) -> None:
+        with self._side_lock:
+            if self._side is None or not self._side.is_alive():
+                self._side = threading.Thread(
+                    target=self.execute, args=(job,), name="rag-side-job", daemon=True
+                )
+                self._side.start()
+                return
+        self.execute(job)  # another intake thread started one meanwhile: run it here
 
     def _prepare(self, job: Job) -> None:
         assert job.document_id is not None

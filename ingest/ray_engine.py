@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from ingest import pipeline
 from ingest.chunking import Chunk as TextChunk
@@ -28,7 +28,7 @@ from ingest.jobs import Worker
 from ingest.parsers.base import ParsedDocument
 from ingest.pipeline import Outcome, Prepared
 from rag.config import Settings
-from rag.models import Document, Job, JobStatus, KnowledgeBase
+from rag.models import Document, IndexVersion, Job, JobStatus, KnowledgeBase
 from rag.services import Services
 
 log = logging.getLogger(__name__)
@@ -239,7 +239,30 @@ def _store_all(
             yield Outcome(doc_id, "deleted")
             continue
         doc, kb = begun
+        if (mismatch := _version_mismatch(svc, kb)) is not None:
+            yield pipeline.fail(svc, doc_id, mismatch, done)
+            continue
         yield pipeline.store(svc, _prepared(doc, kb, got), _vectors(got), done)
+
+
+def _version_mismatch(svc: Services, kb: KnowledgeBase) -> str | None:
+    """Ray workers chunk and embed with the configured settings; the live index version may
+    have others (after a re-index), and its vectors must not be mixed with another model's."""
+    with svc.db.read() as session:
+        version = session.execute(
+            select(IndexVersion).where(
+                IndexVersion.kb_id == kb.id, IndexVersion.number == kb.live_version
+            )
+        ).scalar_one()
+    chunking = svc.settings.chunking
+    wanted = (version.embedding_model, version.chunk_tokens, version.overlap_tokens)
+    if wanted != (svc.settings.embedding.model, chunking.chunk_tokens, chunking.overlap_tokens):
+        return (
+            f"the live index version {version.number} uses {version.embedding_model} with "
+            f"{version.chunk_tokens}/{version.overlap_tokens} token chunks, not the configured "
+            "settings the Ray engine used; ingest it with the local engine"
+        )
+    return None
 
 
 def _prepared(doc: Document, kb: KnowledgeBase, rows: list[dict[str, Any]]) -> Prepared:

@@ -32,6 +32,7 @@ from rag.prompt import (
 )
 from rag.retrieve import Passage, search
 from rag.routing import Route
+from rag.sanitize import AnswerSanitizer
 from rag.services import Services
 
 log = logging.getLogger(__name__)
@@ -255,9 +256,10 @@ async def generate(svc: Services, plan: Plan) -> Answer:
             second = _usage(svc, prompt, completion.text, completion.usage)
             usage = {k: usage.get(k, 0) + second.get(k, 0) for k in usage.keys() | second.keys()}
             parsed = structured.parse(completion.text, fmt)
+    text = completion.text if fmt is not None else _sanitizer(svc, prompt).clean(completion.text)
     result = Answer(
-        completion.text,
-        citations_for(prompt, completion.text),
+        text,
+        citations_for(prompt, text),
         completion.model,
         usage,
         route=plan.route.name,
@@ -283,6 +285,13 @@ def _corrective(
     return messages if fits else prompt.messages
 
 
+def _sanitizer(svc: Services, prompt: Prompt) -> AnswerSanitizer:
+    """What a planted instruction could make the model write (links out, the system prompt)
+    is removed from the answer before anyone sees it (rag/sanitize.py)."""
+    system = next((m["content"] for m in prompt.messages if m["role"] == "system"), "")
+    return AnswerSanitizer(system, svc.settings.security.link_allowlist)
+
+
 def _usage(svc: Services, prompt: Prompt, text: str, upstream: dict[str, int]) -> dict[str, int]:
     """The server's counts where it sent them, ours (Qwen's tokenizer) otherwise."""
     usage = dict(upstream)
@@ -303,9 +312,23 @@ class LiveAnswer:
     parts: list[str] = field(default_factory=list)
 
     async def deltas(self) -> AsyncIterator[str]:
-        async for delta in self.upstream.deltas():
-            self.parts.append(delta)
-            yield delta
+        sanitizer = _sanitizer(self.svc, self.prompt)
+        try:
+            async for delta in self.upstream.deltas():
+                safe = sanitizer.feed(delta)
+                if safe:
+                    self.parts.append(safe)
+                    yield safe
+        except Exception:
+            rest = sanitizer.finish()  # what was held back, cleaned, before the error event
+            if rest:
+                self.parts.append(rest)
+                yield rest
+            raise
+        rest = sanitizer.finish()
+        if rest:
+            self.parts.append(rest)
+            yield rest
 
     async def finish(self) -> Answer:
         text = "".join(self.parts)

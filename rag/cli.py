@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from rag import cli_eval, cli_llm
+from rag import cli_backup, cli_eval, cli_keys, cli_llm
 from rag.config import load_settings
 from rag.errors import RagError
 from rag.services import Services
@@ -28,7 +28,10 @@ app.add_typer(kb_app, name="kb")
 app.add_typer(models_app, name="models")
 app.add_typer(db_app, name="db")
 app.add_typer(cli_llm.app, name="llm")
+app.add_typer(cli_keys.app, name="keys")
 app.command("eval")(cli_eval.eval_command)
+app.command("backup")(cli_backup.backup_command)
+app.command("restore")(cli_backup.restore_command)
 
 KbOpt = Annotated[str, typer.Option("--kb", help="knowledge base name or id")]
 
@@ -172,7 +175,12 @@ def ingest(
 
 
 @app.command()
-def search(query: str, kb: KbOpt, top_k: Annotated[int, typer.Option("--top-k")] = 5) -> None:
+def search(
+    query: str,
+    kb: KbOpt,
+    top_k: Annotated[int, typer.Option("--top-k")] = 5,
+    mode: Annotated[str | None, typer.Option(help="dense, lexical or hybrid")] = None,
+) -> None:
     """Print the best passages for a query."""
     from rag import knowledge
     from rag.retrieve import search as run_search
@@ -180,7 +188,7 @@ def search(query: str, kb: KbOpt, top_k: Annotated[int, typer.Option("--top-k")]
     svc = _services()
     with svc.db.read() as session:
         kb_id = knowledge.find_kb(session, kb).id
-    for p in run_search(svc, kb_id, query, top_k):
+    for p in run_search(svc, kb_id, query, top_k, mode=mode):
         typer.echo(f"{p.score:.3f}  {p.filename} p.{p.page}  {p.text[:160]!r}")
 
 
@@ -205,17 +213,152 @@ def ask(
         typer.echo(f"[{c.index}] {p.filename}, page {p.page}: {p.text[:120]!r}")
 
 
-@app.command()
-def reindex(kb: KbOpt) -> None:
-    """Rebuild a knowledge base's FAISS index from the vectors in SQL."""
-    from rag import knowledge
+reindex_app = typer.Typer(
+    help="Build a new index version beside the live one, and switch to it when it passes its "
+    "checks (or roll back to the previous one).",
+    invoke_without_command=True,
+)
+app.add_typer(reindex_app, name="reindex")
+
+
+@reindex_app.callback()
+def reindex(
+    ctx: typer.Context,
+    kb: Annotated[str | None, typer.Option("--kb", help="knowledge base name or id")] = None,
+    embedding_model: Annotated[
+        str | None, typer.Option("--embedding-model", help="default: the live version's")
+    ] = None,
+    chunk_size: Annotated[
+        int | None, typer.Option("--chunk-size", help="chunk tokens; default: the live version's")
+    ] = None,
+    overlap: Annotated[
+        int | None, typer.Option("--overlap", help="overlap tokens; default: the live version's")
+    ] = None,
+    cache_only: Annotated[
+        bool, typer.Option("--cache-only", help="only rebuild the live version's FAISS/BM25 cache")
+    ] = False,
+    no_wait: Annotated[
+        bool, typer.Option("--no-wait", help="queue the job for the server's worker and return")
+    ] = False,
+) -> None:
+    """Re-chunk and re-embed a knowledge base into a new index version; queries keep using the
+    live version until the new one is complete and checked, then it becomes live at once."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if kb is None:
+        _fail("--kb is required")
+        return
+    from rag import versions
 
     svc = _services()
-    with svc.db.read() as session:
-        kb_id = knowledge.find_kb(session, kb).id
-    index = svc.indexes.rebuild(kb_id)
-    typer.echo(f"rebuilt index of {kb}: {len(index)} vectors up to sequence {index.last_seq}")
+    kb_id = _kb_id(svc, kb)
+    if cache_only:
+        index = svc.indexes.rebuild(kb_id)
+        typer.echo(f"rebuilt index of {kb}: {len(index)} vectors up to sequence {index.last_seq}")
+        svc.close()
+        return
+    version, job = versions.start_reindex(
+        svc, kb_id, embedding_model=embedding_model, chunk_tokens=chunk_size, overlap_tokens=overlap
+    )
+    typer.echo(
+        f"building index version {version.number} of {kb} ({version.embedding_model}, "
+        f"{version.embedding_dim}-d, {version.chunk_tokens}/{version.overlap_tokens} tokens); "
+        f"job {job.id}"
+    )
+    _follow(svc, kb_id, job.id, version.number, no_wait)
+
+
+@reindex_app.command("rollback")
+def reindex_rollback(
+    kb: KbOpt,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="queue the job and return")] = False,
+) -> None:
+    """Make the previous (most recent retired) index version live again."""
+    from rag import versions
+
+    svc = _services()
+    kb_id = _kb_id(svc, kb)
+    version, job = versions.start_rollback(svc, kb_id)
+    typer.echo(f"rolling back {kb} to index version {version.number}; job {job.id}")
+    _follow(svc, kb_id, job.id, version.number, no_wait)
+
+
+@reindex_app.command("versions")
+def reindex_versions(kb: KbOpt) -> None:
+    """List the index versions of a knowledge base."""
+    from rag import versions
+
+    svc = _services()
+    kb_id = _kb_id(svc, kb)
+    with svc.db.write() as session:
+        versions.settle_abandoned(session, kb_id)
+        session.flush()
+        rows = versions.list_versions(session, kb_id)
+    for v in rows:
+        typer.echo(
+            f"v{v.number}  {v.status:9}  {v.embedding_model} ({v.embedding_dim}-d)  "
+            f"{v.chunk_tokens}/{v.overlap_tokens} tokens  {v.chunks} chunks in "
+            f"{v.documents} documents" + (f"  error: {v.error}" if v.error else "")
+        )
     svc.close()
+
+
+def _kb_id(svc: Services, kb: str) -> str:
+    from rag import knowledge
+
+    with svc.db.read() as session:
+        return knowledge.find_kb(session, kb).id
+
+
+def _follow(svc: Services, kb_id: str, job_id: str, number: int, no_wait: bool) -> None:
+    """Run the job here (unless --no-wait) with a progress bar, then report the outcome."""
+    import threading
+
+    from tqdm import tqdm
+
+    from ingest.jobs import Worker
+    from rag import job_control, versions
+
+    if no_wait:
+        typer.echo("queued; `rag serve` or `rag worker` will run it")
+        svc.close()
+        return
+    # If a running server's worker claimed it first, we only follow its progress.
+    runner = threading.Thread(target=Worker(svc).run_job, args=(job_id,), daemon=True)
+    runner.start()
+    with tqdm(unit="doc", desc=f"version {number}") as bar:
+        while True:
+            with svc.db.read() as session:
+                job = job_control.get_job(session, job_id)
+            bar.total = job.progress_total or None
+            bar.n = job.progress_done
+            bar.refresh()
+            if job.status in job_control.FINAL:
+                break
+            time.sleep(0.2)
+    runner.join()
+    with svc.db.read() as session:
+        version = versions.get_version(session, kb_id, number)
+    checks = version.checks or {}
+    if checks:
+        typer.echo(
+            "checks: "
+            + ", ".join(
+                f"{k}={checks[k]}"
+                for k in (
+                    "ready_documents",
+                    "sql_chunks",
+                    "vectors",
+                    "dense_hit_rate",
+                    "lexical_hit_rate",
+                )
+                if k in checks
+            )
+        )
+    svc.close()
+    if job.status != "succeeded" or version.status != "live":
+        _fail(f"index version {number} is {version.status}: {job.error or version.error}")
+    typer.echo(f"index version {number} is live")
 
 
 @app.command()

@@ -154,7 +154,9 @@ class ChunkSettings(BaseModel):
     # bge-small-zh and m3e see at most 512 BERT tokens (about one per Chinese character); 256
     # Qwen tokens of Chinese text stay under that, so no chunk tail goes unembedded.
     chunk_tokens: int = Field(256, ge=32, le=8192)
-    overlap_tokens: int = Field(32, ge=0)
+    # No overlap by default: the chunk sweep (bench/results/chunking_sweep.json) measured 256/0
+    # best; repeated sentences mostly compete with the chunk that owns them.
+    overlap_tokens: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> ChunkSettings:
@@ -211,6 +213,28 @@ class TokenizerSettings(BaseModel):
     path: Path | None = None
 
 
+class SecuritySettings(BaseModel):
+    """API keys, tenancy and abuse limits. Per-key limits override these defaults."""
+
+    requests_per_minute: int = Field(600, ge=1)
+    concurrent_generations: int = Field(8, ge=1)
+    upload_bytes_per_day: int = Field(10 * 1024**3, ge=1)
+    # redis://host:6379/0 shares the limits between API replicas; unset: in-process limits.
+    redis_url: str | None = None
+    # Hosts (and their subdomains) that answers may link to or show images from.
+    link_allowlist: list[str] = []
+
+
+class CacheSettings(BaseModel):
+    """Answers to repeated questions while the knowledge base is unchanged (rag/answer_cache)."""
+
+    enabled: bool = True
+    ttl_s: float = Field(3600.0, gt=0)
+    max_entries: int = Field(10_000, ge=1)  # in-process cache only
+    # redis://host:6379/0 shares the cache between API replicas; unset: in-process.
+    redis_url: str | None = None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="RAG_",
@@ -236,6 +260,8 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
     tokenizer: TokenizerSettings = TokenizerSettings()
+    security: SecuritySettings = SecuritySettings()
+    cache: CacheSettings = CacheSettings()
 
     @field_validator("database_url")
     @classmethod

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import delete, select
 
 from rag.errors import Conflict, NotFound
-from rag.knowledge import get_kb
+from rag.knowledge import get_kb, list_kbs
 from rag.models import Conversation, Message, new_id
 from rag.services import Services
 
@@ -41,9 +41,13 @@ def list_conversations(
     svc: Services, kb_id: str | None = None, limit: int = 100
 ) -> list[Conversation]:
     query = select(Conversation).order_by(Conversation.updated_at.desc()).limit(limit)
-    if kb_id is not None:
-        query = query.where(Conversation.kb_id == kb_id)
     with svc.db.read() as session:
+        if kb_id is not None:
+            get_kb(session, kb_id)
+            query = query.where(Conversation.kb_id == kb_id)
+        else:
+            visible = [kb.id for kb in list_kbs(session)]
+            query = query.where(Conversation.kb_id.in_(visible))
         return list(session.execute(query).scalars())
 
 
@@ -123,4 +127,8 @@ def _get(session: Any, conversation_id: str) -> Conversation:
     conversation = session.get(Conversation, conversation_id)
     if conversation is None:
         raise NotFound(f"conversation {conversation_id} does not exist")
+    try:
+        get_kb(session, conversation.kb_id)  # another tenant's conversation does not exist
+    except NotFound:
+        raise NotFound(f"conversation {conversation_id} does not exist") from None
     return conversation

@@ -2,6 +2,9 @@
 
 RagError
 ├── ConfigError                 bad settings, found at startup
+├── Unauthorized                401  no API key, or a wrong, expired or revoked one
+├── Forbidden                   403  the key lacks the scope the route needs
+├── RateLimited                 429  a per-key limit is spent: Retry-After says when to retry
 ├── NotFound                    404  unknown knowledge base, document, job
 ├── Conflict                    409  name already taken, state does not allow it
 ├── InvalidInput                400/422  a request that cannot be served as asked
@@ -30,6 +33,25 @@ class RagError(Exception):
 
 class ConfigError(RagError):
     code = "config_error"
+
+
+class Unauthorized(RagError):
+    status_code = 401
+    code = "unauthorized"
+
+
+class Forbidden(RagError):
+    status_code = 403
+    code = "forbidden"
+
+
+class RateLimited(RagError):
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class NotFound(RagError):

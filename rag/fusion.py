@@ -6,13 +6,26 @@ with a weight w per ranking (equal weights are the classic RRF).
 The weighted alternative min-max normalises each method's scores over its own candidates and
 adds them with `dense_weight` and 1 - `dense_weight`; a passage one method did not return
 gets 0 from that method.
+
+Each ranking comes best first, as every search returns it (RRF takes the order as the ranks,
+the weighted fusion the first and last scores as the maximum and minimum). Ties (the same fused
+score) keep the order of first appearance: the first ranking (dense) in its order, then what
+only a later ranking (lexical) brought.
+
+Plain Python over the (at most a few hundred) candidates, on purpose: the fusion runs right
+after a FAISS scan has pushed everything else out of the CPU caches, and there a numpy version
+(unique / bincount / lexsort) measured several times slower than these loops
+(bench/README.md, "Retrieval overhead").
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import itemgetter
 
 Hits = Sequence[tuple[int, float]]
+
+_SCORE = itemgetter(1)
 
 
 def rrf(
@@ -21,25 +34,33 @@ def rrf(
     fused: dict[int, float] = {}
     for n, hits in enumerate(rankings):
         weight = 1.0 if weights is None else weights[n]
-        for rank, (chunk_id, _) in enumerate(hits, start=1):
-            fused[chunk_id] = fused.get(chunk_id, 0.0) + weight / (k + rank)
+        get = fused.get
+        for rank, (chunk_id, _) in enumerate(hits, start=k + 1):
+            fused[chunk_id] = get(chunk_id, 0.0) + weight / rank
     return _ordered(fused)
 
 
 def weighted(dense: Hits, lexical: Hits, dense_weight: float = 0.5) -> list[tuple[int, float]]:
     fused: dict[int, float] = {}
-    for hits, weight in ((dense, dense_weight), (lexical, 1.0 - dense_weight)):
-        if not hits:
-            continue
-        scores = [s for _, s in hits]
-        low, high = min(scores), max(scores)
-        span = high - low
-        for chunk_id, score in hits:
-            norm = (score - low) / span if span > 0 else 1.0
-            fused[chunk_id] = fused.get(chunk_id, 0.0) + weight * norm
+    _add_normalised(fused, dense, dense_weight)
+    _add_normalised(fused, lexical, 1.0 - dense_weight)
     return _ordered(fused)
 
 
+def _add_normalised(fused: dict[int, float], hits: Hits, weight: float) -> None:
+    if not hits:
+        return
+    low = hits[-1][1]  # best first: the last is the lowest
+    span = hits[0][1] - low
+    get = fused.get
+    if span > 0:
+        for chunk_id, score in hits:
+            fused[chunk_id] = get(chunk_id, 0.0) + weight * ((score - low) / span)
+    else:  # one candidate, or all equal: each gets the full weight
+        for chunk_id, _ in hits:
+            fused[chunk_id] = get(chunk_id, 0.0) + weight
+
+
 def _ordered(fused: dict[int, float]) -> list[tuple[int, float]]:
-    # Ties (same fused score) keep the order of first appearance: dense first, then lexical.
-    return sorted(fused.items(), key=lambda item: -item[1])
+    # sorted() is stable with reverse=True too: ties keep the dict's (first-appearance) order.
+    return sorted(fused.items(), key=_SCORE, reverse=True)

@@ -7,6 +7,11 @@ tombstoned ids removed, and finally any disagreement with SQL (ids SQL no longer
 the index lacks) is repaired. `sync` repeats the cheap catch-up; several processes sharing one
 database stay consistent this way. One pass over the new rows feeds both indexes.
 
+Indexes are kept per index version (rag/versions.py): `pair(kb_id)` answers from the version
+SQL names live, read on every call, so a switch made by any process is followed at once; the
+caches of a version live in index_dir/<kb_id>/v<n>/. The re-index job builds a version beside
+the live one with `build_version` and installs it with `adopt` once it is live.
+
 `sync` also does the slow upkeep, outside the store's lock so that queries are not held up:
 folding the BM25 delta into its base, and switching a dense index between the exact flat
 layout and IVF when it crosses `ann_threshold` vectors. A replacement index is built from a
@@ -31,11 +36,13 @@ from rag.db import Database
 from rag.errors import IndexError_, NotFound
 from rag.lexical import MANIFEST as LEXICAL_MANIFEST
 from rag.lexical import LexicalIndex
-from rag.models import Chunk, ChunkTombstone, KnowledgeBase
+from rag.models import Chunk, ChunkTombstone, IndexVersion, KnowledgeBase
+from rag.vector_index import MANIFEST as DENSE_MANIFEST
 from rag.vector_index import KBIndex, Layout
 
 log = logging.getLogger(__name__)
 _BATCH = 2000
+Key = tuple[str, int]  # (kb_id, version number)
 
 
 class IndexStore:
@@ -47,13 +54,24 @@ class IndexStore:
         # Dense indexes above this many vectors use IVF (0: always flat).
         self.ann_threshold = ann_threshold
         self.ivf_nprobe = ivf_nprobe
-        self._indexes: dict[str, KBIndex] = {}
-        self._lexical: dict[str, LexicalIndex] = {}
-        self._dirty: set[tuple[str, str]] = set()  # (kb_id, "dense" | "lexical")
+        self._indexes: dict[Key, KBIndex] = {}
+        self._lexical: dict[Key, LexicalIndex] = {}
+        self._dirty: set[tuple[Key, str]] = set()  # (key, "dense" | "lexical")
         self._lock = threading.RLock()
 
-    def directory(self, kb_id: str) -> Path:
-        return self.root / kb_id
+    def directory(self, kb_id: str, version: int | None = None) -> Path:
+        """Where a version's snapshots live (the live version's when none is named)."""
+        return self.root / kb_id / f"v{version if version is not None else self.live(kb_id)}"
+
+    def live(self, kb_id: str) -> int:
+        """The live version number, as SQL has it now."""
+        with self.db.read() as session:
+            number = session.execute(
+                select(KnowledgeBase.live_version).where(KnowledgeBase.id == kb_id)
+            ).scalar_one_or_none()
+        if number is None:
+            raise NotFound(f"knowledge base {kb_id} does not exist")
+        return int(number)
 
     def get(self, kb_id: str) -> KBIndex:
         """The caught-up dense index of a knowledge base (loaded or rebuilt on first use)."""
@@ -64,44 +82,84 @@ class IndexStore:
         return self.pair(kb_id)[1]
 
     def pair(self, kb_id: str) -> tuple[KBIndex, LexicalIndex]:
-        """Both indexes of a knowledge base, caught up to the same sequence number."""
+        """Both indexes of the live version, caught up to the same sequence number."""
         with self._lock:
-            if kb_id not in self._indexes:
-                self._open(kb_id)
+            # One read for the live version and the newest sequence number: when nothing was
+            # committed since, the loaded indexes answer without a catch-up.
+            with self.db.read() as session:
+                number = session.execute(
+                    select(KnowledgeBase.live_version).where(KnowledgeBase.id == kb_id)
+                ).scalar_one_or_none()
+                high = sequence.current(session)
+            if number is None:
+                raise NotFound(f"knowledge base {kb_id} does not exist")
+            key = (kb_id, int(number))
+            dense, lexical = self._indexes.get(key), self._lexical.get(key)
+            if (
+                dense is not None
+                and lexical is not None
+                and min(dense.last_seq, lexical.last_seq) >= high
+            ):
+                return dense, lexical
+            return self.version_pair(*key)
+
+    def version_pair(self, kb_id: str, version: int) -> tuple[KBIndex, LexicalIndex]:
+        """Both indexes of one version (live or not), loaded or built on first use."""
+        key = (kb_id, version)
+        with self._lock:
+            if key not in self._indexes:
+                self._open(key)
             else:
-                self._catch_up(kb_id)
-            return self._indexes[kb_id], self._lexical[kb_id]
+                self._catch_up(key)
+            return self._indexes[key], self._lexical[key]
 
     def loaded(self) -> list[str]:
         with self._lock:
-            return list(self._indexes)
+            return sorted({kb_id for kb_id, _ in self._indexes})
 
     def sync(self, kb_id: str | None = None) -> None:
         """Apply rows committed since the last sync (by this or any other process), then do
-        the slow upkeep (BM25 merge, flat/IVF switch) without holding up queries."""
+        the slow upkeep (BM25 merge, flat/IVF switch) without holding up queries. Versions
+        that are no longer live are let go (their snapshots stay for a rollback)."""
         with self._lock:
-            keys = [k for k in ([kb_id] if kb_id else list(self._indexes)) if k in self._indexes]
+            keys = [k for k in self._indexes if kb_id is None or k[0] == kb_id]
+            live = self._live_versions({k[0] for k in keys})
             for key in keys:
-                self._catch_up(key)
+                if live.get(key[0]) == key[1]:
+                    self._catch_up(key)
+                else:
+                    self._forget(key)
+            keys = [k for k in keys if k in self._indexes]
         for key in keys:
             self._upkeep(key)
 
-    def check(self, kb_id: str) -> dict[str, object]:
-        """Compare the live indexes with SQL (for /index and operators); repairs nothing.
+    def check(self, kb_id: str, version: int | None = None) -> dict[str, object]:
+        """Compare a version's indexes (the live one's by default) with SQL, for /index and
+        operators; repairs nothing."""
+        with self._lock:
+            number = self.live(kb_id) if version is None else version
+            dense, lexical = self.version_pair(kb_id, number)
+            return self.compare(kb_id, number, dense, lexical)
+
+    def compare(
+        self, kb_id: str, version: int, dense: KBIndex, lexical: LexicalIndex
+    ) -> dict[str, object]:
+        """How far (dense, lexical) of `version` are from SQL.
 
         Exact under concurrent ingestion: the index ids are captured together with the
         sequence number they reflect, and SQL is read as of that number in one snapshot, so a
         commit that lands meanwhile is neither "missing" nor "extra".
         """
         with self._lock:
-            dense, lexical = self.pair(kb_id)
             seq = dense.last_seq
             have, lexical_ids = dense.ids(), lexical.ids()
             vectors, layout = len(have), dense.layout
         with self.db.snapshot() as session:
             sql_ids = np.fromiter(
                 session.execute(
-                    select(Chunk.id).where(Chunk.kb_id == kb_id, Chunk.seq <= seq)
+                    select(Chunk.id).where(
+                        Chunk.kb_id == kb_id, Chunk.version == version, Chunk.seq <= seq
+                    )
                 ).scalars(),
                 dtype=np.int64,
             )
@@ -119,6 +177,7 @@ class IndexStore:
         extra = np.setdiff1d(have, sql_ids)
         lexical_ok = not len(np.setxor1d(lexical_ids, sql_ids))
         return {
+            "version": version,
             "vectors": vectors,
             "sql_chunks": len(sql_ids),
             "last_seq": seq,
@@ -132,76 +191,152 @@ class IndexStore:
             "consistent": not len(missing) and not len(extra) and lexical_ok,
         }
 
-    def rebuild(self, kb_id: str) -> KBIndex:
-        """Throw the caches away and build them again from SQL; persisted at once."""
+    def rebuild(self, kb_id: str, version: int | None = None) -> KBIndex:
+        """Throw a version's caches (the live one's by default) away and build them again
+        from SQL; persisted at once."""
         with self._lock:
-            kb = self._kb(kb_id)
-            dense = self._new_dense(kb)
-            lexical = LexicalIndex(kb_id)
-            self._catch_up_pair(dense, lexical)
-            self._indexes[kb_id], self._lexical[kb_id] = dense, lexical
-        self._upkeep(kb_id)
+            number = self.live(kb_id) if version is None else version
+            key = (kb_id, number)
+            dense, lexical = self._build(key)
+            self._indexes[key], self._lexical[key] = dense, lexical
+        self._upkeep(key)
         with self._lock:
-            dense, lexical = self._indexes[kb_id], self._lexical[kb_id]
-            dense.save(self.directory(kb_id))
-            lexical.save(self.directory(kb_id))
-            self._dirty -= {(kb_id, "dense"), (kb_id, "lexical")}
+            dense, lexical = self._indexes[key], self._lexical[key]
+            dense.save(self.directory(*key))
+            lexical.save(self.directory(*key))
+            self._dirty -= {(key, "dense"), (key, "lexical")}
             return dense
 
-    def drop(self, kb_id: str) -> None:
+    def build_version(self, kb_id: str, version: int) -> tuple[KBIndex, LexicalIndex]:
+        """Build a version's indexes from SQL and snapshot them, without serving them: the
+        re-index job checks them and `adopt`s them once the version is live."""
+        dense, lexical = self._build((kb_id, version))
+        if lexical.needs_merge():
+            lexical.merge()
+        want = self._layout_for(len(dense), dense.layout)
+        if want != dense.layout:
+            ids, vectors = dense.vectors()
+            fresh = dense.with_layout(want, ids, vectors)
+            del ids, vectors
+            dense = fresh
+        dense.save(self.directory(kb_id, version))
+        lexical.save(self.directory(kb_id, version))
+        return dense, lexical
+
+    def adopt(self, kb_id: str, version: int, dense: KBIndex, lexical: LexicalIndex) -> None:
+        """Serve indexes built by `build_version` (now caught up) for `version`."""
+        key = (kb_id, version)
         with self._lock:
-            self._indexes.pop(kb_id, None)
-            self._lexical.pop(kb_id, None)
-            self._dirty = {d for d in self._dirty if d[0] != kb_id}
-            shutil.rmtree(self.directory(kb_id), ignore_errors=True)
+            self._catch_up_pair(dense, lexical, key)
+            self._indexes[key], self._lexical[key] = dense, lexical
+            for other in [k for k in self._indexes if k[0] == kb_id and k != key]:
+                self._forget(other)
+
+    def drop(self, kb_id: str) -> None:
+        """Forget every version of a knowledge base and delete their snapshots."""
+        with self._lock:
+            for key in [k for k in self._indexes if k[0] == kb_id]:
+                self._forget(key)
+            shutil.rmtree(self.root / kb_id, ignore_errors=True)
+
+    def drop_version(self, kb_id: str, version: int) -> None:
+        """Forget one version and delete its snapshots (a cancelled or failed build)."""
+        with self._lock:
+            self._forget((kb_id, version))
+            shutil.rmtree(self.directory(kb_id, version), ignore_errors=True)
 
     def save_dirty(self) -> int:
         """Snapshot every index changed since its last snapshot; returns how many KBs."""
         with self._lock:
             dirty = sorted(self._dirty)
-            for kb_id, kind in dirty:
-                if kind == "dense" and kb_id in self._indexes:
-                    self._indexes[kb_id].save(self.directory(kb_id))
-                elif kind == "lexical" and kb_id in self._lexical:
-                    self._lexical[kb_id].save(self.directory(kb_id))
+            for key, kind in dirty:
+                if kind == "dense" and key in self._indexes:
+                    self._indexes[key].save(self.directory(*key))
+                elif kind == "lexical" and key in self._lexical:
+                    self._lexical[key].save(self.directory(*key))
             self._dirty.clear()
-            return len({kb_id for kb_id, _ in dirty})
+            return len({key[0] for key, _ in dirty})
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _kb(self, kb_id: str) -> KnowledgeBase:
+    def _version(self, kb_id: str, number: int) -> IndexVersion:
         with self.db.read() as session:
-            kb = session.get(KnowledgeBase, kb_id)
-            if kb is None:
+            if session.get(KnowledgeBase, kb_id) is None:
                 raise NotFound(f"knowledge base {kb_id} does not exist")
-            return kb
+            row = session.execute(
+                select(IndexVersion).where(
+                    IndexVersion.kb_id == kb_id, IndexVersion.number == number
+                )
+            ).scalar_one_or_none()
+            if row is None:
+                raise NotFound(f"knowledge base {kb_id} has no index version {number}")
+            return row
 
-    def _new_dense(self, kb: KnowledgeBase) -> KBIndex:
-        index = KBIndex(kb.id, kb.embedding_model, kb.embedding_dim)
+    def _live_versions(self, kb_ids: set[str]) -> dict[str, int]:
+        if not kb_ids:
+            return {}
+        with self.db.read() as session:
+            rows = session.execute(
+                select(KnowledgeBase.id, KnowledgeBase.live_version).where(
+                    KnowledgeBase.id.in_(sorted(kb_ids))
+                )
+            ).all()
+        return {kb_id: int(number) for kb_id, number in rows}
+
+    def _forget(self, key: Key) -> None:
+        self._indexes.pop(key, None)
+        self._lexical.pop(key, None)
+        self._dirty = {d for d in self._dirty if d[0] != key}
+
+    def _new_dense(self, kb_id: str, version: IndexVersion) -> KBIndex:
+        index = KBIndex(kb_id, version.embedding_model, version.embedding_dim)
         index.nprobe = self.ivf_nprobe
         return index
 
-    def _open(self, kb_id: str) -> None:
-        kb = self._kb(kb_id)
-        directory = self.directory(kb_id)
+    def _build(self, key: Key) -> tuple[KBIndex, LexicalIndex]:
+        dense = self._new_dense(key[0], self._version(*key))
+        lexical = LexicalIndex(key[0])
+        self._catch_up_pair(dense, lexical, key)
+        return dense, lexical
+
+    def _adopt_legacy_snapshot(self, kb_id: str, directory: Path) -> None:
+        """Snapshots from before index versions lie in <kb_id>/ itself: they are version 1's."""
+        legacy = self.root / kb_id
+        if directory.exists() or not (legacy / DENSE_MANIFEST).exists():
+            return
+        directory.mkdir(parents=True)
+        names = [DENSE_MANIFEST, LEXICAL_MANIFEST, "vectors-*.faiss", "lexical-*.npz"]
+        for path in [p for name in names for p in legacy.glob(name)]:
+            path.rename(directory / path.name)
+        log.info("moved the index snapshot of %s into %s", kb_id, directory)
+
+    def _open(self, key: Key) -> None:
+        kb_id, number = key
+        version = self._version(kb_id, number)
+        directory = self.directory(kb_id, number)
+        if number == 1:
+            self._adopt_legacy_snapshot(kb_id, directory)
         try:
             dense = KBIndex.load(
-                directory, kb_id=kb_id, embedding_model=kb.embedding_model, dim=kb.embedding_dim
+                directory,
+                kb_id=kb_id,
+                embedding_model=version.embedding_model,
+                dim=version.embedding_dim,
             )
             dense.nprobe = self.ivf_nprobe
         except IndexError_ as exc:
             if directory.exists() and any(directory.iterdir()):
                 self._quarantine(directory, str(exc))
-            dense = self._new_dense(kb)
+            dense = self._new_dense(kb_id, version)
         try:
             lexical = LexicalIndex.load(directory, kb_id=kb_id)
         except IndexError_ as exc:
             if (directory / LEXICAL_MANIFEST).exists():
                 self._quarantine_lexical(directory, str(exc))
             lexical = LexicalIndex(kb_id)
-        self._catch_up_pair(dense, lexical)
-        self._reconcile(dense, lexical)
-        self._indexes[kb_id], self._lexical[kb_id] = dense, lexical
+        self._catch_up_pair(dense, lexical, key)
+        self._reconcile(dense, lexical, key)
+        self._indexes[key], self._lexical[key] = dense, lexical
 
     def _quarantine(self, directory: Path, reason: str) -> None:
         target = directory.with_name(f"{directory.name}.corrupt-{int(time.time())}")
@@ -217,12 +352,13 @@ class IndexStore:
         for path in [directory / LEXICAL_MANIFEST, *directory.glob("lexical-*.npz")]:
             path.rename(target / path.name)
 
-    def _catch_up(self, kb_id: str) -> None:
-        self._catch_up_pair(self._indexes[kb_id], self._lexical[kb_id])
+    def _catch_up(self, key: Key) -> None:
+        self._catch_up_pair(self._indexes[key], self._lexical[key], key)
 
-    def _catch_up_pair(self, dense: KBIndex, lexical: LexicalIndex) -> None:
-        """Replay rows and tombstones above each index's last sequence number."""
-        kb_id = dense.kb_id
+    def _catch_up_pair(self, dense: KBIndex, lexical: LexicalIndex, key: Key) -> None:
+        """Replay the version's rows, and tombstones, above each index's last sequence number
+        (chunk ids are global, so a tombstone needs no version)."""
+        kb_id, version = key
         with self.db.read() as session:
             high = sequence.current(session)
             low = min(dense.last_seq, lexical.last_seq)
@@ -233,7 +369,12 @@ class IndexStore:
             while True:
                 rows = session.execute(
                     select(Chunk.id, Chunk.embedding, Chunk.text, Chunk.seq)
-                    .where(Chunk.kb_id == kb_id, Chunk.seq > after, Chunk.seq <= high)
+                    .where(
+                        Chunk.kb_id == kb_id,
+                        Chunk.version == version,
+                        Chunk.seq > after,
+                        Chunk.seq <= high,
+                    )
                     .order_by(Chunk.seq)
                     .limit(_BATCH)
                 ).all()
@@ -260,16 +401,18 @@ class IndexStore:
         dense.last_seq = lexical.last_seq = high
         lexical.refresh()
         if added_dense or removed_dense:
-            self._dirty.add((kb_id, "dense"))
+            self._dirty.add((key, "dense"))
         if added_lexical or removed_lexical:
-            self._dirty.add((kb_id, "lexical"))
+            self._dirty.add((key, "lexical"))
 
-    def _reconcile(self, dense: KBIndex, lexical: LexicalIndex) -> None:
+    def _reconcile(self, dense: KBIndex, lexical: LexicalIndex, key: Key) -> None:
         """Make each id set equal SQL's: drop ids SQL lacks, add rows the snapshot lacks."""
-        kb_id = dense.kb_id
+        kb_id, version = key
         with self.db.read() as session:
             sql_ids = np.fromiter(
-                session.execute(select(Chunk.id).where(Chunk.kb_id == kb_id)).scalars(),
+                session.execute(
+                    select(Chunk.id).where(Chunk.kb_id == kb_id, Chunk.version == version)
+                ).scalars(),
                 dtype=np.int64,
             )
             for kind, index in (("dense", dense), ("lexical", lexical)):
@@ -291,29 +434,29 @@ class IndexStore:
                 if len(missing):
                     log.warning("%s index %s: added %d rows it lacked", kind, kb_id, len(missing))
                 if len(extra) or len(missing):
-                    self._dirty.add((kb_id, kind))
+                    self._dirty.add((key, kind))
         lexical.refresh()
 
     # -- upkeep off the query path -------------------------------------------------------------
 
-    def _upkeep(self, kb_id: str) -> None:
+    def _upkeep(self, key: Key) -> None:
         with self._lock:
-            dense, lexical = self._indexes.get(kb_id), self._lexical.get(kb_id)
+            dense, lexical = self._indexes.get(key), self._lexical.get(key)
         if lexical is not None and lexical.needs_merge():
             started = time.perf_counter()
             lexical.merge()
             with self._lock:
-                self._dirty.add((kb_id, "lexical"))
+                self._dirty.add((key, "lexical"))
             log.info(
                 "BM25 index %s: merged %d documents in %.1f s",
-                kb_id,
+                key,
                 len(lexical),
                 time.perf_counter() - started,
             )
         if dense is not None:
             want = self._layout_for(len(dense), dense.layout)
             if want != dense.layout:
-                self._relayout(kb_id, dense, want)
+                self._relayout(key, dense, want)
 
     def _layout_for(self, n: int, current: Layout) -> Layout:
         if self.ann_threshold <= 0:
@@ -322,7 +465,7 @@ class IndexStore:
             return "ivf" if n > self.ann_threshold else "flat"
         return "flat" if n < self.ann_threshold // 2 else "ivf"  # hysteresis: no flapping
 
-    def _relayout(self, kb_id: str, dense: KBIndex, layout: Layout) -> None:
+    def _relayout(self, key: Key, dense: KBIndex, layout: Layout) -> None:
         started = time.perf_counter()
         seq = dense.last_seq  # read before copying: replaying from an older seq is idempotent
         ids, vectors = dense.vectors()
@@ -330,14 +473,14 @@ class IndexStore:
         fresh.last_seq = seq
         del ids, vectors
         with self._lock:
-            if self._indexes.get(kb_id) is not dense:
+            if self._indexes.get(key) is not dense:
                 return  # dropped or rebuilt meanwhile
-            self._catch_up_pair(fresh, self._lexical[kb_id])
-            self._indexes[kb_id] = fresh
-            self._dirty.add((kb_id, "dense"))
+            self._catch_up_pair(fresh, self._lexical[key], key)
+            self._indexes[key] = fresh
+            self._dirty.add((key, "dense"))
         log.info(
             "dense index %s: %d vectors now %s (%.1f s)",
-            kb_id,
+            key,
             len(fresh),
             layout,
             time.perf_counter() - started,

@@ -10,6 +10,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from rag import knowledge, tenancy
 from rag.db import Database, as_utc
 from rag.errors import Conflict, NotFound
 from rag.models import Document, DocumentStatus, Job, JobStatus
@@ -45,10 +46,23 @@ def progress(job: Job, now: datetime) -> Progress:
 
 
 def get_job(session: Session, job_id: str) -> Job:
+    """The job, if the current principal may see its knowledge base (else NotFound)."""
     job = session.get(Job, job_id)
-    if job is None:
+    if job is None or not _visible(session, job.kb_id):
         raise NotFound(f"job {job_id} does not exist")
     return job
+
+
+def _visible(session: Session, kb_id: str | None) -> bool:
+    if tenancy.current() is None:
+        return True
+    if kb_id is None:
+        return False  # jobs of no knowledge base are the operator's
+    try:
+        knowledge.get_kb(session, kb_id)
+    except NotFound:
+        return False
+    return True
 
 
 def list_jobs(
@@ -65,7 +79,10 @@ def list_jobs(
     if kind:
         stmt = stmt.where(Job.kind == kind)
     if kb_id:
+        knowledge.get_kb(session, kb_id)
         stmt = stmt.where(Job.kb_id == kb_id)
+    elif tenancy.current() is not None:
+        stmt = stmt.where(Job.kb_id.in_([kb.id for kb in knowledge.list_kbs(session)]))
     return list(session.execute(stmt.order_by(Job.created_at.desc()).limit(limit)).scalars())
 
 

@@ -13,17 +13,19 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from rag import sequence
+from rag import audit, sequence, tenancy
 from rag.errors import Conflict, InvalidInput, NotFound
 from rag.models import (
     Chunk,
     ChunkTombstone,
     Document,
     DocumentStatus,
+    IndexVersion,
     Job,
     JobKind,
     JobStatus,
     KnowledgeBase,
+    VersionStatus,
     new_id,
 )
 from rag.services import Services
@@ -44,37 +46,76 @@ def create_kb(svc: Services, name: str, description: str = "") -> KnowledgeBase:
     if not name or len(name) > 200:
         raise InvalidInput("a knowledge base needs a name of 1 to 200 characters")
     embedder = svc.embedder
+    chunking = svc.settings.chunking
+    principal = tenancy.current()
     kb = KnowledgeBase(
         id=new_id(),
+        tenant_id=principal.tenant_id if principal else tenancy.DEFAULT_TENANT,
         name=name,
         description=description,
         embedding_model=embedder.model_name,
         embedding_dim=embedder.dim,
+        live_version=1,
     )
     try:
         with svc.db.write() as session:
             session.add(kb)
+            session.flush()
+            session.add(
+                IndexVersion(
+                    kb_id=kb.id,
+                    number=1,
+                    embedding_model=embedder.model_name,
+                    embedding_dim=embedder.dim,
+                    chunk_tokens=chunking.chunk_tokens,
+                    overlap_tokens=chunking.overlap_tokens,
+                    status=VersionStatus.live,
+                    activated_at=svc.db.now(),
+                )
+            )
+            audit.record(session, "kb.create", kb.id, tenant_id=kb.tenant_id, name=name)
     except IntegrityError as exc:
         raise Conflict(f"a knowledge base named {name!r} already exists") from exc
     return kb
 
 
 def get_kb(session: Session, kb_id: str) -> KnowledgeBase:
+    """The knowledge base, if the current principal may see it (another tenant's: NotFound)."""
     kb = session.get(KnowledgeBase, kb_id)
-    if kb is None:
+    principal = tenancy.current()
+    if kb is None or (principal is not None and not principal.sees(kb.id, kb.tenant_id)):
         raise NotFound(f"knowledge base {kb_id} does not exist")
     return kb
 
 
+def _visible(stmt: Any) -> Any:
+    """Restrict a query on knowledge bases to what the current principal may see."""
+    principal = tenancy.current()
+    if principal is None:
+        return stmt  # the worker and the CLI act for every tenant
+    stmt = stmt.where(KnowledgeBase.tenant_id == principal.tenant_id)
+    if principal.kb_ids is not None:
+        stmt = stmt.where(KnowledgeBase.id.in_(principal.kb_ids))
+    return stmt
+
+
 def find_kb(session: Session, name_or_id: str) -> KnowledgeBase:
-    kb = session.execute(
-        select(KnowledgeBase).where(KnowledgeBase.name == name_or_id)
-    ).scalar_one_or_none()
-    return kb or get_kb(session, name_or_id)
+    named = list(
+        session.execute(
+            _visible(select(KnowledgeBase).where(KnowledgeBase.name == name_or_id))
+        ).scalars()
+    )
+    if len(named) > 1:
+        raise Conflict(
+            f"{len(named)} knowledge bases of different tenants are named {name_or_id!r}; "
+            "use the id"
+        )
+    return named[0] if named else get_kb(session, name_or_id)
 
 
 def list_kbs(session: Session) -> list[KnowledgeBase]:
-    return list(session.execute(select(KnowledgeBase).order_by(KnowledgeBase.created_at)).scalars())
+    stmt = _visible(select(KnowledgeBase).order_by(KnowledgeBase.created_at))
+    return list(session.execute(stmt).scalars())
 
 
 def kb_stats(session: Session, kb: KnowledgeBase) -> KBStats:
@@ -85,27 +126,31 @@ def kb_stats(session: Session, kb: KnowledgeBase) -> KBStats:
     ).all()
     by_status = {status: int(n) for status, n in rows}
     chunks = session.execute(
-        select(func.count()).select_from(Chunk).where(Chunk.kb_id == kb.id)
+        select(func.count())
+        .select_from(Chunk)
+        .where(Chunk.kb_id == kb.id, Chunk.version == kb.live_version)
     ).scalar_one()
     return KBStats(kb, sum(by_status.values()), chunks, by_status)
 
 
 def delete_kb(svc: Services, kb_id: str) -> None:
     with svc.db.write() as session:
-        get_kb(session, kb_id)
+        kb = get_kb(session, kb_id)
+        audit.record(session, "kb.delete", kb_id, tenant_id=kb.tenant_id, name=kb.name)
         doc_ids = list(
             session.execute(select(Document.id).where(Document.kb_id == kb_id)).scalars()
         )
-        _tombstone_chunks(session, kb_id, Chunk.kb_id == kb_id)
+        tombstone_chunks(session, kb_id, Chunk.kb_id == kb_id)
         session.execute(delete(Job).where(Job.kb_id == kb_id, Job.status.in_([JobStatus.queued])))
         session.execute(delete(Document).where(Document.kb_id == kb_id))
+        session.execute(delete(IndexVersion).where(IndexVersion.kb_id == kb_id))
         session.execute(delete(KnowledgeBase).where(KnowledgeBase.id == kb_id))
     svc.indexes.drop(kb_id)
     shutil.rmtree(svc.settings.files_dir / kb_id, ignore_errors=True)
     log.info("deleted knowledge base %s with %d documents", kb_id, len(doc_ids))
 
 
-def _tombstone_chunks(session: Session, kb_id: str, condition: Any) -> list[int]:
+def tombstone_chunks(session: Session, kb_id: str, condition: Any) -> list[int]:
     """Delete chunks and record their ids, so every index replica drops them too."""
     ids = list(session.execute(select(Chunk.id).where(condition)).scalars())
     if ids:
@@ -186,6 +231,7 @@ def _by_hash(session: Session, kb_id: str, sha256: str) -> Document | None:
 
 
 def get_document(session: Session, kb_id: str, doc_id: str) -> Document:
+    get_kb(session, kb_id)
     doc = session.get(Document, doc_id)
     if doc is None or doc.kb_id != kb_id:
         raise NotFound(f"document {doc_id} does not exist in knowledge base {kb_id}")
@@ -206,9 +252,13 @@ def list_documents(
 def delete_document(svc: Services, kb_id: str, doc_id: str) -> None:
     """Remove the document, its chunks (tombstoned) and its file; its vectors never return."""
     with svc.db.write() as session:
+        # Locked first, so a worker committing chunks for it (ingest or re-index) either
+        # finishes before us, and its chunks are tombstoned here, or finds it gone.
+        session.get(Document, doc_id, with_for_update=True)
         doc = get_document(session, kb_id, doc_id)
         storage = doc.storage_path
-        removed = _tombstone_chunks(session, kb_id, Chunk.document_id == doc_id)
+        # Every version's chunks: a retired version must not bring them back on rollback.
+        removed = tombstone_chunks(session, kb_id, Chunk.document_id == doc_id)
         session.execute(
             delete(Job).where(Job.document_id == doc_id, Job.status == JobStatus.queued)
         )

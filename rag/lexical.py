@@ -31,6 +31,7 @@ import json
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, cast
 
@@ -59,6 +60,9 @@ DELETED_FRACTION = 0.2
 def _idf(df: np.ndarray, n: int) -> np.ndarray:
     # The Lucene IDF, bm25s' default (method="lucene").
     return np.log1p((n - df + 0.5) / (df + 0.5)).astype(np.float32)
+
+
+_SCORE = itemgetter(1)
 
 
 @dataclass
@@ -102,19 +106,36 @@ class _Segment:
         data *= np.repeat(factor.astype(np.float32), np.diff(indptr))
 
     def top(
-        self, query_ids: np.ndarray, k: int, allowed: np.ndarray | None
+        self, query_ids: np.ndarray, k: int, allowed: np.ndarray | None, top_id: int
     ) -> list[tuple[int, float]]:
-        query_ids = query_ids[query_ids < self.columns]
+        """(chunk id, score) of the k best rows with a positive score, best first; `top_id`:
+        the largest of `query_ids` (terms from `columns` on are newer than this segment)."""
+        if top_id >= self.columns:
+            query_ids = query_ids[query_ids < self.columns]
         if not len(query_ids) or not len(self.ids):
             return []
-        mask = self.alive if allowed is None else self.alive * np.isin(self.ids, allowed)
-        scores = self.model.get_scores_from_ids(query_ids, weight_mask=mask)
-        # Top k first (one partition over all rows, as bm25s' own retrieve does), then keep
-        # the matching ones: cheaper than collecting every positive row of a big segment.
+        scores = self.model.get_scores_from_ids(query_ids, weight_mask=self._mask(allowed))
+        # Top k first (one partition over all rows, as bm25s' own retrieve does), then order
+        # those k in Python: each numpy call after a FAISS scan costs microseconds of cold
+        # caches, sorting 50 pairs costs less (bench/README.md, "Retrieval overhead").
         hits = np.argpartition(-scores, k - 1)[:k] if len(scores) > k else np.arange(len(scores))
-        hits = hits[scores[hits] > 0]
-        hits = hits[np.argsort(-scores[hits], kind="stable")]
-        return [(int(self.ids[i]), float(scores[i])) for i in hits]
+        ranked = sorted(
+            zip(self.ids[hits].tolist(), scores[hits].tolist(), strict=True),
+            key=_SCORE,
+            reverse=True,  # stable: equal scores keep their order, as a stable argsort would
+        )
+        while ranked and ranked[-1][1] <= 0:  # rows without any query term
+            ranked.pop()
+        return ranked
+
+    def _mask(self, allowed: np.ndarray | None) -> np.ndarray:
+        """Weight per row: alive, and (with a filter) among the allowed chunk ids."""
+        if allowed is None:
+            return self.alive
+        mask = np.zeros_like(self.alive)
+        rows = self.rows_of(np.asarray(allowed, dtype=np.int64))
+        mask[rows] = self.alive[rows]
+        return mask
 
 
 @dataclass(frozen=True)
@@ -255,8 +276,9 @@ class LexicalIndex:
 
     def query_ids(self, query: str) -> np.ndarray:
         """Token ids of a query's known terms, each once (a repeated word is not a boost)."""
+        tokens = tokenize(query)  # outside the lock: it only reads the query
         with self._lock:
-            known = {self._vocab[t] for t in tokenize(query) if t in self._vocab}
+            known = {self._vocab[t] for t in tokens if t in self._vocab}
         return np.fromiter(sorted(known), dtype=np.int32, count=len(known))
 
     def search(
@@ -269,13 +291,15 @@ class LexicalIndex:
         with self._lock:
             if self._delta_stale:
                 self.refresh()
-            hits = [
-                h
-                for seg in (self._base, self._delta)
-                if seg
-                for h in seg.top(query_ids, k, allowed)
-            ]
-        hits.sort(key=lambda h: -h[1])
+            base, delta = self._base, self._delta
+            top_id = int(query_ids.max())
+            if base is None or delta is None:  # one segment, the usual case: already ranked
+                seg = base or delta
+                return seg.top(query_ids, k, allowed, top_id) if seg else []
+            hits = base.top(query_ids, k, allowed, top_id) + delta.top(
+                query_ids, k, allowed, top_id
+            )
+        hits.sort(key=_SCORE, reverse=True)  # stable: on equal scores the base comes first
         return hits[:k]
 
     # -- persistence ---------------------------------------------------------------------------

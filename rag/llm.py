@@ -36,6 +36,7 @@ from rag.errors import (
     LLMTimeout,
     LLMUnavailable,
 )
+from rag.sse_transport import STREAM_EXTENSION, StreamTransport
 
 log = logging.getLogger(__name__)
 _RETRYABLE_STATUS = {429, 502, 503, 504}
@@ -47,6 +48,9 @@ _CONTEXT_ERROR = re.compile(
 _MAX_CONTEXT = re.compile(r"maximum context length is (\d+)", re.IGNORECASE)
 _PROMPT_TOKENS = re.compile(r"(\d+) in the messages|(\d+) input tokens", re.IGNORECASE)
 Messages = list[dict[str, str]]
+_LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
+# Streamed answers read through rag.sse_transport (plain http only); False: httpx's own path.
+FAST_STREAMS = True
 
 
 @dataclass(frozen=True)
@@ -256,12 +260,15 @@ class LLMClient:
         loop = asyncio.get_running_loop()
         if self._ahttp is None or self._aloop is not loop:
             transport = self._transport
+            if not isinstance(transport, httpx.AsyncBaseTransport):
+                transport = httpx.AsyncHTTPTransport(limits=_LIMITS)
+                if FAST_STREAMS:  # streamed answers over plain http skip httpx's chunk parsing
+                    transport = StreamTransport(transport)
             self._ahttp = httpx.AsyncClient(
                 base_url=self.settings.base_url,
                 timeout=self._timeout,
-                transport=transport if isinstance(transport, httpx.AsyncBaseTransport) else None,
+                transport=transport,
                 headers=self._headers,
-                limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100),
             )
             self._aloop = loop
         return self._ahttp
@@ -361,7 +368,12 @@ class LLMClient:
         attempts = self.settings.max_retries + 1
         for attempt in range(attempts):
             try:
-                request = client.build_request("POST", "/chat/completions", json=body)
+                request = client.build_request(
+                    "POST",
+                    "/chat/completions",
+                    json=body,
+                    extensions={STREAM_EXTENSION: True} if stream else None,
+                )
                 response = await client.send(request, stream=stream)
             except httpx.HTTPError as exc:
                 failure = self._transport_failure(exc)

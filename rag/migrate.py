@@ -18,9 +18,27 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
-def upgrade(engine: Engine) -> None:
-    """Bring the schema to the newest revision; safe to run on every start."""
+def upgrade(engine: Engine, *, chunking: tuple[int, int] | None = None) -> None:
+    """Bring the schema to the newest revision; safe to run on every start. `chunking`
+    (chunk tokens, overlap) is recorded for the index versions that existing data gets."""
     cfg = alembic_config(str(engine.url))
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+    with engine.connect() as conn:
+        sqlite = engine.dialect.name == "sqlite"
+        if sqlite:
+            # Batch migrations copy a table and drop the original, which enforced foreign
+            # keys refuse; the pragma only works outside a transaction, so set it on the raw
+            # connection (autocommit) before SQLAlchemy begins one, and check afterwards.
+            conn.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
+        try:
+            with conn.begin():
+                cfg.attributes["connection"] = conn
+                if chunking is not None:
+                    cfg.attributes["chunking"] = chunking
+                command.upgrade(cfg, "head")
+                if sqlite:
+                    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                    if broken:
+                        raise RuntimeError(f"migration broke foreign keys: {broken[:5]}")
+        finally:
+            if sqlite:
+                conn.connection.driver_connection.execute("PRAGMA foreign_keys=ON")  # type: ignore[union-attr]

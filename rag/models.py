@@ -21,6 +21,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from rag.tenancy import DEFAULT_TENANT
+
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit identity.
 BigIntId = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -50,7 +52,18 @@ class JobStatus(StrEnum):
 
 class JobKind(StrEnum):
     ingest = "ingest"
+    # Build a new index version (re-chunk, re-embed), check it, switch it live.
     reindex = "reindex"
+    # Rebuild the live version's FAISS/BM25 cache from the vectors in SQL.
+    rebuild_index = "rebuild-index"
+
+
+class VersionStatus(StrEnum):
+    building = "building"
+    live = "live"
+    retired = "retired"  # was live; kept for rollback
+    failed = "failed"
+    cancelled = "cancelled"
 
 
 class Base(DeclarativeBase):
@@ -59,14 +72,42 @@ class Base(DeclarativeBase):
 
 class KnowledgeBase(Base):
     __tablename__ = "knowledge_bases"
+    __table_args__ = (UniqueConstraint("tenant_id", "name", name="uq_knowledge_bases_tenant_name"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    name: Mapped[str] = mapped_column(String(200), unique=True)
+    # The owner (rag/tenancy.py): names are unique per tenant, never visible across tenants.
+    tenant_id: Mapped[str] = mapped_column(String(64), default=DEFAULT_TENANT)
+    name: Mapped[str] = mapped_column(String(200))
     description: Mapped[str] = mapped_column(Text, default="")
     # The embedding model and dimension every vector of this knowledge base was made with.
     embedding_model: Mapped[str] = mapped_column(String(500))
     embedding_dim: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # The index version queries use (index_versions.number); embedding_model/dim above always
+    # describe it, since they change in the same transaction as this.
+    live_version: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class IndexVersion(Base):
+    """One generation of a knowledge base's chunks: its chunking, its model, its state."""
+
+    __tablename__ = "index_versions"
+    __table_args__ = (UniqueConstraint("kb_id", "number", name="uq_index_versions_kb_number"),)
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    kb_id: Mapped[str] = mapped_column(ForeignKey("knowledge_bases.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    embedding_model: Mapped[str] = mapped_column(String(500))
+    embedding_dim: Mapped[int] = mapped_column(Integer)
+    chunk_tokens: Mapped[int] = mapped_column(Integer)
+    overlap_tokens: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default=VersionStatus.building)
+    job_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    # What the switch checks measured (counts, sample queries).
+    checks: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    activated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
 
 
 class Document(Base):
@@ -96,8 +137,11 @@ class Document(Base):
 class Chunk(Base):
     __tablename__ = "chunks"
     __table_args__ = (
-        UniqueConstraint("document_id", "ordinal", name="uq_chunks_document_ordinal"),
+        UniqueConstraint(
+            "document_id", "version", "ordinal", name="uq_chunks_document_version_ordinal"
+        ),
         Index("ix_chunks_kb_seq", "kb_id", "seq"),
+        Index("ix_chunks_kb_version_seq", "kb_id", "version", "seq"),
         Index("ix_chunks_model_text", "embedding_model", "text_sha256"),
     )
 
@@ -105,6 +149,8 @@ class Chunk(Base):
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
     kb_id: Mapped[str] = mapped_column(ForeignKey("knowledge_bases.id"))
     document_id: Mapped[str] = mapped_column(ForeignKey("documents.id"), index=True)
+    # The index version this chunk belongs to (each version chunks every document again).
+    version: Mapped[int] = mapped_column(Integer, default=1)
     ordinal: Mapped[int] = mapped_column(Integer)
     text: Mapped[str] = mapped_column(Text)
     # sha256 of the embedded text, so identical text is never embedded twice.
@@ -209,3 +255,8 @@ class IdempotencyRecord(Base):
     status_code: Mapped[int] = mapped_column(Integer)
     response: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+# The security tables live in their own module; importing it here registers them on Base's
+# metadata wherever the models are used (migrations, schema comparison).
+from rag import security_models as _security_models  # noqa: E402, F401

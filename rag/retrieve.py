@@ -73,15 +73,16 @@ def search(
     started = time.perf_counter()
 
     with svc.db.read() as session:
-        kb = get_kb(session, kb_id)
+        get_kb(session, kb_id)
         allowed = parsed.allowed_chunk_ids(session, kb_id) if parsed else None
     if allowed is not None and not len(allowed):
         return []
+    # The indexes first, then their model: a switch to another model's version between a
+    # read of the KB row and the indexes would otherwise embed the query with the wrong model.
+    dense, lexical = svc.indexes.pair(kb_id)
     vector = None
     if mode != "lexical":
-        embedder = svc.embedder_for(kb.embedding_model)
-        vector = embedder.embed_query(query)
-    dense, lexical = svc.indexes.pair(kb_id)
+        vector = svc.embedder_for(dense.embedding_model).embed_query(query)
     wanted = max(top_k, cfg.rerank_candidates) if use_rerank else top_k
     hits = rank(dense, lexical, query, vector, wanted + _SLACK, mode, cfg, allowed)
     passages = _load(svc, kb_id, hits)
@@ -105,7 +106,7 @@ def rank(
     if mode == "dense":
         assert vector is not None
         return dense.search(vector, k, allowed)
-    query_ids = lexical.query_ids(query)
+    query_ids = lexical.query_ids(query)  # tokenised once, for either mode
     if mode == "lexical":
         return lexical.search(query_ids, k, allowed)
     assert vector is not None

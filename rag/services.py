@@ -52,7 +52,8 @@ class Services:
     ) -> Services:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         db = Database(settings.sqlalchemy_url)
-        migrate.upgrade(db.engine)
+        chunking = settings.chunking
+        migrate.upgrade(db.engine, chunking=(chunking.chunk_tokens, chunking.overlap_tokens))
         return cls(
             settings=settings,
             db=db,

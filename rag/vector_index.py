@@ -122,7 +122,8 @@ class KBIndex:
                 scores, ids = self._index.search(query, min(k, total), params=params)
             finally:
                 faiss.omp_set_num_threads(threads)
-        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i != -1]
+        # tolist() converts in C; element-wise numpy scalars cost ~35 µs per query at k=50.
+        return [(i, s) for i, s in zip(ids[0].tolist(), scores[0].tolist(), strict=True) if i != -1]
 
     def search_threads(self, total: int) -> int:
         """OpenMP threads for one query. A single query is a small job: threads cost more in

@@ -54,6 +54,22 @@ def postgres_reason() -> str | None:
     return _PG_REASON  # type: ignore[return-value]
 
 
+REDIS_URL = os.environ.get("RAG_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def redis_reason() -> str | None:
+    """Why the Redis-backed tests cannot run here, or None when they can."""
+    try:
+        import redis
+    except ImportError:
+        return "the redis package is not installed (pip install -e '.[redis]')"
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
+    except redis.RedisError as exc:
+        return f"no Redis at {REDIS_URL} ({exc}); set RAG_TEST_REDIS_URL"
+    return None
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """Each persistence test runs on SQLite and on PostgreSQL (in a schema of its own)."""

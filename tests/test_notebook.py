@@ -19,6 +19,8 @@ def test_quickstart_notebook_executes(tmp_path: Path, monkeypatch) -> None:  # t
     monkeypatch.delenv("RAG_BASE_URL", raising=False)
     monkeypatch.setenv("PYTHONPATH", str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     nb = nbformat.read(REPO / "notebooks" / "quickstart.ipynb", as_version=4)
+    source = "\n".join(cell.source for cell in nb.cells if cell.cell_type == "code")
+    assert "from rag.client import" in source and "import httpx" not in source
     NotebookClient(
         nb,
         timeout=300,
@@ -35,3 +37,5 @@ def test_quickstart_notebook_executes(tmp_path: Path, monkeypatch) -> None:  # t
     assert "员工手册.md" in outputs
     assert "cannot reach the LLM at http://127.0.0.1:9/v1" in outputs
     assert "[1] " in outputs
+    assert "talking to http://127.0.0.1:" in outputs  # over a real socket, through the client
+    assert "no stream: 503 llm_unavailable" in outputs  # ask_stream refused before a token

@@ -3,13 +3,13 @@ continue one (POST /v1/knowledge-bases/{kb_id}/ask)."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
 from api.deps import ServicesDep
+from api.types import UtcDateTime
 from rag import conversations
 from rag.models import Conversation, Message
 
@@ -25,8 +25,8 @@ class ConversationOut(BaseModel):
     id: str
     kb_id: str
     title: str
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcDateTime
+    updated_at: UtcDateTime
 
     @classmethod
     def of(cls, c: Conversation) -> ConversationOut:
@@ -43,7 +43,7 @@ class MessageOut(BaseModel):
     citations: list[dict[str, Any]]
     model: str | None
     usage: dict[str, Any]
-    created_at: datetime
+    created_at: UtcDateTime
 
     @classmethod
     def of(cls, m: Message) -> MessageOut:

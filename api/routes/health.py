@@ -39,6 +39,10 @@ def readyz(svc: ServicesDep, request: Request) -> JSONResponse:
         "base_url": svc.settings.llm.base_url,
         "model": svc.settings.llm.model,
     }
+    guard = request.app.state.guard
+    checks["auth"] = {"mode": guard.mode(), "limits": type(guard.limiter).__name__}
+    if getattr(guard.limiter, "healthy", True) is False:
+        checks["auth"]["error"] = "Redis unreachable: per-key limits are not enforced"
     checks["consistency"] = {"repairing": request.app.state.repairing, **request.app.state.doctor}
     ready = checks["database"]["ok"] and checks["index"]["ok"] and checks["embedding_model"]["ok"]
     status = "degraded" if request.app.state.repairing else ("ok" if ready else "unavailable")

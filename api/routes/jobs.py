@@ -6,8 +6,8 @@ from fastapi import APIRouter, Header, Query, status
 from fastapi.responses import JSONResponse
 
 from api.deps import ServicesDep, WorkerDep
-from api.schemas import JobOut
-from rag import idempotency, job_control, knowledge
+from api.schemas import JobOut, ReindexOut, ReindexRequest
+from rag import idempotency, job_control, knowledge, versions
 from rag.models import Job, JobKind
 
 router = APIRouter(tags=["jobs"])
@@ -16,22 +16,58 @@ router = APIRouter(tags=["jobs"])
 @router.post(
     "/v1/knowledge-bases/{kb_id}/reindex",
     status_code=status.HTTP_202_ACCEPTED,
-    response_model=JobOut,
+    response_model=ReindexOut,
 )
 def reindex(
     kb_id: str,
     svc: ServicesDep,
     worker: WorkerDep,
+    body: ReindexRequest | None = None,
+    idempotency_key: Annotated[str | None, Header()] = None,
+) -> ReindexOut | JSONResponse:
+    """Build a new index version beside the live one (re-chunk, re-embed; another model or
+    chunk size if given); queries use the live version until the new one passes its checks
+    and is switched live. 409 while another version is being built."""
+    body = body or ReindexRequest()
+    key = idempotency.check_key(idempotency_key) if idempotency_key is not None else None
+    scope = f"reindex:{kb_id}"
+    fp = idempotency.fingerprint(kb_id, body.model_dump_json())
+    if key is not None and (prior := idempotency.recall(svc.db, key, scope, fp)):
+        return JSONResponse(prior[1], status_code=prior[0])
+    version, job = versions.start_reindex(
+        svc,
+        kb_id,
+        embedding_model=body.embedding_model,
+        chunk_tokens=body.chunk_tokens,
+        overlap_tokens=body.overlap_tokens,
+    )
+    out = ReindexOut(**JobOut.of(job).model_dump(), version=version.number)
+    if worker is not None:
+        worker.wake()
+    if key is not None:
+        idempotency.remember(svc.db, key, scope, fp, 202, out.model_dump(mode="json"))
+    return out
+
+
+@router.post(
+    "/v1/knowledge-bases/{kb_id}/rebuild-index",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobOut,
+)
+def rebuild_index(
+    kb_id: str,
+    svc: ServicesDep,
+    worker: WorkerDep,
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> JobOut | JSONResponse:
-    """Rebuild the knowledge base's FAISS index from the vectors in SQL."""
+    """Rebuild the live version's FAISS and BM25 caches from the vectors in SQL."""
     key = idempotency.check_key(idempotency_key) if idempotency_key is not None else None
-    scope, fp = f"reindex:{kb_id}", idempotency.fingerprint(kb_id)
+    scope, fp = f"rebuild-index:{kb_id}", idempotency.fingerprint(kb_id)
     if key is not None and (prior := idempotency.recall(svc.db, key, scope, fp)):
         return JSONResponse(prior[1], status_code=prior[0])
     with svc.db.write() as session:
         knowledge.get_kb(session, kb_id)
-        job = Job(kind=JobKind.reindex, kb_id=kb_id)
+        job = Job(kind=JobKind.rebuild_index, kb_id=kb_id)
         session.add(job)
         session.flush()
         out = JobOut.of(job)

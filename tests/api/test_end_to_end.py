@@ -164,9 +164,17 @@ def test_reindex_job(client: TestClient, kb: str, faq_doc: dict) -> None:
     job_id = job.json()["job_id"]
     from tests.conftest import wait_for
 
+    assert job.json()["version"] == 2
     wait_for(lambda: client.get(f"/v1/jobs/{job_id}").json()["status"] == "succeeded")
     result = client.get(f"/v1/jobs/{job_id}").json()["result"]
-    assert result["vectors"] == faq_doc["chunks"]
+    # Same settings: a new version with as many chunks, checked and switched live.
+    assert (result["version"], result["previous"]) == (2, 1)
+    assert result["checks"]["vectors"] == faq_doc["chunks"] and result["checks"]["ok"]
+    rebuild = client.post(f"/v1/knowledge-bases/{kb}/rebuild-index")
+    assert rebuild.status_code == 202 and rebuild.json()["kind"] == "rebuild-index"
+    rebuild_id = rebuild.json()["job_id"]
+    wait_for(lambda: client.get(f"/v1/jobs/{rebuild_id}").json()["status"] == "succeeded")
+    assert client.get(f"/v1/jobs/{rebuild_id}").json()["result"]["vectors"] == faq_doc["chunks"]
     assert client.get("/v1/jobs/unknown").status_code == 404
 
 

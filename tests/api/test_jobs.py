@@ -103,6 +103,21 @@ def test_idempotency_key_on_job_creation(idle: TestClient) -> None:
     second = idle.post(f"/v1/knowledge-bases/{kb}/reindex", headers=headers)
     assert first.status_code == second.status_code == 202
     assert first.json()["job_id"] == second.json()["job_id"]
+    assert first.json()["version"] == second.json()["version"] == 2
+    # Without the key it is a new request: refused while version 2 is still building.
+    assert idle.post(f"/v1/knowledge-bases/{kb}/reindex").status_code == 409
+    # The key reused with another body is another request.
+    other = idle.post(
+        f"/v1/knowledge-bases/{kb}/reindex", headers=headers, json={"chunk_tokens": 128}
+    )
+    assert other.status_code == 409 and "Idempotency-Key" in other.json()["error"]["message"]
+    assert idle.post(f"/v1/jobs/{first.json()['job_id']}/cancel").status_code == 202
     third = idle.post(f"/v1/knowledge-bases/{kb}/reindex")
-    assert third.json()["job_id"] != first.json()["job_id"]
+    assert third.status_code == 202 and third.json()["job_id"] != first.json()["job_id"]
+    assert third.json()["version"] == 3
     assert len(idle.get("/v1/jobs", params={"kind": "reindex"}).json()["jobs"]) == 2
+    rebuilds = [
+        idle.post(f"/v1/knowledge-bases/{kb}/rebuild-index", headers={"Idempotency-Key": "r"})
+        for _ in range(2)
+    ]
+    assert rebuilds[0].json()["job_id"] == rebuilds[1].json()["job_id"]

@@ -88,7 +88,9 @@ def test_sigkill_during_ingestion_then_restart(tmp_path: Path) -> None:
             assert n == doc.chunk_count  # no chunk twice, none missing
     db.dispose()
     # The snapshot written at shutdown holds exactly the chunk ids of ready documents.
-    snapshot = KBIndex.load(data_dir / "index" / kb, kb_id=kb, embedding_model="fake:64", dim=64)
+    snapshot = KBIndex.load(
+        data_dir / "index" / kb / "v1", kb_id=kb, embedding_model="fake:64", dim=64
+    )
     assert set(snapshot.ids().tolist()) == ready_ids
     # The kill happened mid-ingestion: work was still queued or in flight.
     assert {"queued", "processing"} & set(killed_states), killed_states

@@ -41,3 +41,15 @@ def test_first_use_prints_nothing_to_stdout() -> None:
         check=True,
     )
     assert out.stdout == ""
+
+
+def test_ascii_text_tokenises_like_its_full_width_form() -> None:
+    # ASCII text skips NFKC (a no-op on ASCII); the result must equal the normalised path's.
+    ascii_text = "Install ABC-1234 with apt-get, the x86_64 build 2.3.1 of foo"
+    full_width = ascii_text.translate({c: c + 0xFEE0 for c in range(0x21, 0x7F)})
+    assert not full_width.isascii()
+    assert tokenize(full_width) == tokenize(ascii_text)
+    assert tokenize(ascii_text) == [
+        "install", "abc-1234", "abc", "1234", "apt-get", "apt", "get",
+        "x86_64", "x86", "64", "build", "2.3.1", "2", "3", "1", "foo",
+    ]  # fmt: skip

@@ -49,8 +49,26 @@ def test_ingest_folder_search_ask_reindex(tmp_path: Path) -> None:
     down = runner.invoke(app, ["ask", "年假有多少天？", "--kb", "handbook"])
     assert down.exit_code != 0
 
-    rebuilt = runner.invoke(app, ["reindex", "--kb", "handbook"])
+    rebuilt = runner.invoke(app, ["reindex", "--kb", "handbook", "--cache-only"])
     assert rebuilt.exit_code == 0 and "rebuilt index of handbook" in rebuilt.output
+
+    reindexed = runner.invoke(app, ["reindex", "--kb", "handbook", "--chunk-size", "64"])
+    assert reindexed.exit_code == 0, reindexed.output
+    assert "building index version 2" in reindexed.output
+    assert "dense_hit_rate=" in reindexed.output and "index version 2 is live" in reindexed.output
+    listed = runner.invoke(app, ["reindex", "versions", "--kb", "handbook"])
+    assert "v1  retired" in listed.output and "v2  live" in listed.output
+    assert "64/0 tokens" in listed.output
+    found = runner.invoke(app, ["search", "年假", "--kb", "handbook", "--top-k", "2"])
+    assert found.exit_code == 0 and "员工手册.md p.1" in found.output
+
+    back = runner.invoke(app, ["reindex", "rollback", "--kb", "handbook"])
+    assert back.exit_code == 0 and "index version 1 is live" in back.output, back.output
+    queued = runner.invoke(app, ["reindex", "--kb", "handbook", "--no-wait"])
+    assert queued.exit_code == 0 and "queued" in queued.output
+    busy = runner.invoke(app, ["reindex", "--kb", "handbook"])
+    assert busy.exit_code != 0
+    assert runner.invoke(app, ["reindex"]).exit_code != 0  # --kb is required
 
 
 def test_kb_create_and_delete() -> None:

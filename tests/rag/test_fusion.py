@@ -36,3 +36,22 @@ def test_one_empty_ranking_leaves_the_other_in_order() -> None:
     dense = [(5, 0.9), (6, 0.5), (7, 0.1)]
     assert [c for c, _ in weighted(dense, [])] == [5, 6, 7]
     assert [c for c, _ in rrf([dense, []])] == [5, 6, 7]
+
+
+def test_ties_keep_first_appearance_dense_then_lexical() -> None:
+    dense = [(1, 0.9), (2, 0.5)]
+    lexical = [(3, 8.0), (4, 2.0)]
+    # 1 and 3 both fuse to 0.5 (each the best of its side, found by one side only).
+    assert [c for c, _ in weighted(dense, lexical)] == [1, 3, 2, 4]
+    assert [c for c, _ in rrf([dense, lexical])] == [1, 3, 2, 4]
+
+
+def test_weighted_gives_the_full_weight_when_all_scores_are_equal() -> None:
+    fused = dict(weighted([(1, 0.7), (2, 0.7)], [(2, 3.0)], dense_weight=0.25))
+    assert fused == {1: 0.25, 2: 1.0}
+
+
+def test_rrf_adds_the_same_id_from_every_ranking() -> None:
+    fused = rrf([[(5, 1.0)], [(5, 2.0)], [(6, 1.0), (5, 0.5)]], k=1)
+    assert fused[0][0] == 5
+    assert fused[0][1] == pytest.approx(1 / 2 + 1 / 2 + 1 / 3)

@@ -104,6 +104,20 @@ def test_merge_is_suggested_when_the_delta_grows(monkeypatch: pytest.MonkeyPatch
     assert index.needs_merge()  # a quarter of the base deleted
 
 
+def test_terms_newer_than_the_base_are_found_in_the_delta() -> None:
+    docs = {i: _filler(20, i) for i in range(1, 250)}  # above MERGE_MIN_DOCS: a base segment
+    index = _index(docs)
+    index.add_texts([900, 901], ["zebra w1", "w1 w2"])  # "zebra": a column the base lacks
+    index.refresh()
+    assert index._delta is not None and index._base is not None
+    assert index.query_ids("zebra w1").max() >= index._base.columns
+    hits = index.search(index.query_ids("zebra w1"), 5)
+    assert hits[0][0] == 900
+    assert [s for _, s in hits] == sorted((s for _, s in hits), reverse=True)
+    allowed = np.array([3, 901, 5000], dtype=np.int64)  # ids from both segments, one unknown
+    assert {c for c, _ in index.search(index.query_ids("zebra w1"), 5, allowed)} <= {3, 901}
+
+
 def test_search_is_the_same_after_merge() -> None:
     docs = {i: _filler(20, i) for i in range(150)}  # below MERGE_MIN_DOCS: all in the delta
     index = _index(docs)

@@ -8,6 +8,7 @@ import json
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, TypeVar
 
+import anyio
 import httpx
 import pytest
 
@@ -21,6 +22,7 @@ from rag.errors import (
     LLMUnavailable,
 )
 from rag.llm import LLMClient, SSEDecoder
+from rag.sse_transport import StreamTransport, _Body, _Reader
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 T = TypeVar("T")
@@ -288,3 +290,219 @@ def test_sse_decoder_splits_across_reads() -> None:
     assert decoder.feed(b'data: {"a"') == []
     assert decoder.feed(b": 1}\n\nevent: x\ndata: [DONE]\n\n") == ['{"a": 1}', "[DONE]"]
     assert decoder.feed(b": keep-alive comment\ndata:\n\n") == []  # nothing to decode
+
+
+# --- the streaming transport, against a real loopback socket ----------------------------------
+
+
+def chunked(*pieces: bytes, end: bool = True) -> bytes:
+    """HTTP/1.1 chunked framing, one chunk per piece, as vLLM sends one per token."""
+    body = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces)
+    return body + (b"0\r\n\r\n" if end else b"")
+
+
+def event(data: dict[str, Any] | str) -> bytes:
+    text = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
+    return b"data: %s\n\n" % text.encode()  # raw UTF-8, as vLLM sends it
+
+
+STREAM_HEAD = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+)
+STALL = b""  # in a script: send nothing more, wait until the client goes away
+
+
+class SocketUpstream:
+    """A loopback HTTP/1.1 server answering each request with a script of writes, pausing after
+    each so that it arrives as its own network read. A script that ends its body cleanly keeps
+    the connection for the next request (unless close_idle); one that ends inside it closes the
+    connection there; STALL keeps it open and silent until the client closes it."""
+
+    def __init__(self, *scripts: list[bytes], close_idle: bool = False) -> None:
+        self.scripts = list(scripts)
+        self.close_idle = close_idle
+        self.connections = 0
+        self.requests: list[dict[str, Any]] = []
+        self.client_closed = asyncio.Event()
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/v1"
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while self.scripts:
+                head = (await reader.readuntil(b"\r\n\r\n")).lower()
+                length = int(head.split(b"content-length:")[1].split(b"\r\n")[0])
+                self.requests.append(json.loads(await reader.readexactly(length)))
+                script = self.scripts.pop(0)
+                for piece in script:
+                    if piece == STALL:
+                        break
+                    writer.write(piece)
+                    await writer.drain()
+                    await asyncio.sleep(0.02)
+                else:
+                    if self.close_idle or not script[-1].endswith(b"0\r\n\r\n"):
+                        return  # closes the connection, inside the body or after it
+                    continue
+                break
+            if not await reader.read(1):  # EOF: the client closed the connection
+                self.client_closed.set()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            self.client_closed.set()
+        finally:
+            writer.close()
+
+
+def socket_client(url: str, **settings: Any) -> LLMClient:
+    settings.setdefault("retry_backoff_s", 0.001)
+    return LLMClient(LLMSettings(base_url=url, **settings))
+
+
+def test_socket_stream_reassembles_tokens_however_the_network_splits_them() -> None:
+    usage = {"prompt_tokens": 3, "completion_tokens": 5}
+    last = {"model": "m", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+    tokens = [event(delta(t)) for t in ("Press ", "Rotate ", "[1]", "。", "你好")]
+    body = STREAM_HEAD + chunked(*tokens, event({**last, "usage": usage}), event("[DONE]"))
+    cut = body.index("你".encode()) + 1  # inside the character's three bytes, inside an event
+    script = [body[:cut], body[cut:]]  # headers and four token chunks arrive in one read
+
+    async def go() -> tuple[list[str], list[str], Any, SocketUpstream]:
+        upstream = SocketUpstream(script, script)
+        async with upstream as url:
+            llm = socket_client(url)
+            first, stream = await collect(llm)
+            second, _ = await collect(llm)  # the kept-alive connection carries the next one
+        return first, second, stream, upstream
+
+    first, second, stream, upstream = run(go())
+    assert "".join(first) == "".join(second) == "Press Rotate [1]。你好"
+    assert len(first) <= 2  # what one read brought is passed on together, not token by token
+    assert stream.usage == usage and stream.finish_reason == "stop" and stream.model == "m"
+    assert upstream.requests[0]["stream"] is True and upstream.connections == 1
+
+
+def test_socket_stream_error_event_midway_after_the_text_before_it() -> None:
+    error = b'data: {"error": {"message": "engine died"}}\n\n'
+    script = [STREAM_HEAD + chunked(event(delta("partial ")), end=False), chunked(error)]
+    received: list[str] = []
+
+    async def go() -> None:
+        async with SocketUpstream(script) as url:
+            stream = await socket_client(url).stream(MESSAGES)
+            async for d in stream.deltas():
+                received.append(d)
+
+    with pytest.raises(LLMBadResponse, match="engine died"):
+        run(go())
+    assert received == ["partial "]
+
+
+def test_socket_stream_closed_by_its_reader_closes_the_upstream_connection() -> None:
+    script = [STREAM_HEAD + chunked(event(delta("a")), end=False), STALL]
+
+    async def go() -> bool:
+        upstream = SocketUpstream(script)
+        async with upstream as url:
+            stream = await socket_client(url).stream(MESSAGES)
+            async for _ in stream.deltas():
+                break  # the client went away after the first token
+            await asyncio.wait_for(upstream.client_closed.wait(), 5)
+        return upstream.client_closed.is_set()
+
+    assert run(go())
+
+
+def test_socket_stream_faults_map_like_httpx() -> None:
+    stall = [STREAM_HEAD + chunked(event(delta("a")), end=False), STALL]
+    broken = [STREAM_HEAD + b"5\r\ndata:"]  # the connection closes inside a chunk
+    busy = [b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 9\r\ncontent-length: 4\r\n\r\nbusy"]
+
+    async def deltas(script: list[bytes], **settings: Any) -> list[str]:
+        async with SocketUpstream(script) as url:
+            stream = await socket_client(url, **settings).stream(MESSAGES)
+            return [d async for d in stream.deltas()]
+
+    with pytest.raises(LLMTimeout):
+        run(deltas(stall, read_timeout_s=0.3))
+    with pytest.raises(LLMBadResponse, match="broke off"):
+        run(deltas(broken))
+    with pytest.raises(LLMUnavailable) as info:
+        run(deltas(busy, max_retries=0))
+    assert info.value.retry_after_s == 9
+
+    async def refused() -> None:
+        async with SocketUpstream() as url:
+            pass  # closed: nothing listens there any more
+        await socket_client(url, max_retries=1).stream(MESSAGES)
+
+    with pytest.raises(LLMUnavailable, match="rag llm serve"):
+        run(refused())
+
+
+def test_socket_stream_survives_the_server_closing_an_idle_connection() -> None:
+    whole = [STREAM_HEAD + chunked(event(delta("ok")), event("[DONE]"))]
+
+    async def go() -> tuple[list[str], list[str], SocketUpstream]:
+        upstream = SocketUpstream(whole, whole, close_idle=True)
+        async with upstream as url:
+            llm = socket_client(url, max_retries=0)
+            first, _ = await collect(llm)
+            await asyncio.sleep(0.05)  # the server has dropped the kept-alive connection
+            second, _ = await collect(llm)
+        return first, second, upstream
+
+    first, second, upstream = run(go())
+    assert first == second == ["ok"] and upstream.connections == 2
+
+
+class ScriptedSocket:
+    """Stands in for a connection: receive() returns the given reads, then the end."""
+
+    def __init__(self, reads: list[bytes]) -> None:
+        self.reads = list(reads)
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        if not self.reads:
+            raise anyio.EndOfStream
+        return self.reads.pop(0)
+
+    async def aclose(self) -> None:
+        self.reads = []
+
+
+def test_dechunking_is_exact_for_every_way_the_reads_can_split() -> None:
+    payload = [event(delta(t)) for t in ("a", "你好", "[1]")] + [event("[DONE]")]
+    wire = chunked(*payload)
+    headers = [(b"transfer-encoding", b"chunked")]
+    request = httpx.Request("POST", "http://upstream/v1/chat/completions")
+
+    transport = StreamTransport(httpx.AsyncHTTPTransport())
+
+    async def body(reads: list[bytes]) -> list[bytes]:
+        reader = _Reader(ScriptedSocket(reads), request, None)  # type: ignore[arg-type]
+        return [p async for p in _Body(transport, ("upstream", 80), reader, headers, no_body=False)]
+
+    splits = [[wire[:i], wire[i:]] for i in range(1, len(wire))]
+    splits.append([wire[i : i + 1] for i in range(len(wire))])  # one byte per read
+
+    async def every_split() -> None:
+        for reads in splits:
+            pieces = await body(reads)
+            assert b"".join(pieces) == b"".join(payload), reads
+            assert all(pieces) and len(pieces) <= len(reads)
+
+    run(every_split())
+    # several chunks in one read come out as one piece
+    assert run(body([wire])) == [b"".join(payload)]
+    with pytest.raises(httpx.RemoteProtocolError):
+        run(body([wire[:-7]]))  # the connection closed inside the body
+    with pytest.raises(httpx.RemoteProtocolError):
+        run(body([b"zz\r\n" + wire]))  # not a chunk size

@@ -134,7 +134,7 @@ def test_damaged_snapshot_is_quarantined_and_rebuilt(
     again = Services.create(svc.settings)
     try:
         assert set(again.indexes.get(kb.id).ids().tolist()) == _sql_ids(svc, kb.id)
-        quarantined = list(directory.parent.glob(f"{kb.id}.corrupt-*"))
+        quarantined = list(directory.parent.glob(f"{directory.name}.corrupt-*"))
         assert quarantined and any(quarantined[0].iterdir())  # moved aside, not deleted
         hits = [h.chunk_id for h in search(again, kb.id, "第 1 份测试文档", top_k=5)]
         assert hits == expected_hits

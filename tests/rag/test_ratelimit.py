@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -10,20 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from rag.ratelimit import LimitExceeded, MemoryLimiter, RedisLimiter, seconds_to_utc_midnight
-
-REDIS_URL = os.environ.get("RAG_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-
-
-def _redis_reason() -> str | None:
-    try:
-        import redis
-    except ImportError:
-        return "the redis package is not installed (pip install -e '.[redis]')"
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
-    except redis.RedisError as exc:
-        return f"no Redis at {REDIS_URL} ({exc}); set RAG_TEST_REDIS_URL"
-    return None
+from tests.conftest import REDIS_URL, redis_reason
 
 
 class Clock:
@@ -95,7 +81,7 @@ def test_memory_daily_quota_resets_at_utc_midnight() -> None:
 @pytest.fixture
 def redis_pair() -> Iterator[tuple[RedisLimiter, RedisLimiter]]:
     """Two limiters with separate connections, as two API replicas would have."""
-    reason = _redis_reason()
+    reason = redis_reason()
     if reason:
         pytest.skip(reason)
     prefix = f"kbqa-test:{uuid.uuid4().hex}"

@@ -1,0 +1,205 @@
+"""Authentication, scopes and per-key limits for every /v1 route, in one ASGI middleware.
+
+One place instead of a dependency on each route: a route added later is covered at once, and
+anything this table does not know needs the admin scope (fail closed). The middleware sets the
+request's principal (rag/tenancy.py), which the knowledge-base lookups use to filter by tenant.
+
+Open mode: while no key has ever been created and the server is bound to loopback, requests act
+as the default tenant's admin, and /readyz and the log say so. On any other address, or once a
+key exists (even if later revoked), a key is always required.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import logging
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from anyio import to_thread
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from api.errors import error_body
+from rag import keys, tenancy
+from rag.config import SecuritySettings
+from rag.db import Database
+from rag.errors import Forbidden, RagError, RateLimited, Unauthorized
+from rag.ratelimit import MemoryLimiter, RedisLimiter, build_limiter
+
+log = logging.getLogger(__name__)
+
+_KB = r"/v1/knowledge-bases/[^/]+"
+# (methods, path pattern, scope); first match wins. "read" is satisfied by any scope.
+_RULES: list[tuple[frozenset[str], re.Pattern[str], str]] = [
+    (frozenset({"GET", "POST", "DELETE"}), re.compile(r"/v1/(keys|audit)(/.*)?"), "admin"),
+    (frozenset({"GET", "HEAD"}), re.compile(r"/v1/.*"), "read"),
+    (frozenset({"POST", "DELETE"}), re.compile(rf"{_KB}/documents(/[^/]+)?"), "ingest"),
+    (frozenset({"POST"}), re.compile(r"/v1/jobs/[^/]+/cancel"), "ingest"),
+    (frozenset({"POST"}), re.compile(rf"{_KB}/(search|ask)"), "query"),
+    (frozenset({"POST"}), re.compile(r"/v1/chat/completions"), "query"),
+    (frozenset({"POST", "DELETE"}), re.compile(r"/v1/conversations(/[^/]+)?"), "query"),
+]
+_GENERATION = re.compile(rf"(?:{_KB}/ask|/v1/chat/completions)")
+_UPLOAD = re.compile(rf"{_KB}/documents")
+_VERIFIED_CACHE_S = 2.0
+
+
+def required_scope(method: str, path: str) -> str:
+    for methods, pattern, scope in _RULES:
+        if method in methods and pattern.fullmatch(path):
+            return scope
+    return "admin"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass
+class Guard:
+    """What the middleware needs, built once per app in the lifespan."""
+
+    db: Database
+    settings: SecuritySettings
+    host: str
+    limiter: MemoryLimiter | RedisLimiter
+    active: keys.KeysConfigured
+    # sha256(token) -> (when verified, principal): spares a database read per request.
+    _verified: dict[str, tuple[float, tenancy.Principal]] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, db: Database, settings: SecuritySettings, host: str) -> Guard:
+        return cls(db, settings, host, build_limiter(settings.redis_url), keys.KeysConfigured(db))
+
+    def mode(self) -> str:
+        """ "keys" (a key is required), "open" (loopback, no keys) or "locked" (no keys, but
+        listening beyond loopback: nothing is served until a key is created)."""
+        if self.active.any():
+            return "keys"
+        return "open" if is_loopback(self.host) else "locked"
+
+    def authenticate(self, authorization: str | None) -> tenancy.Principal:
+        mode = self.mode()
+        if mode == "open":
+            # No key exists to check a presented one against; OpenAI SDKs always send one.
+            return tenancy.OPEN
+        token = ""
+        if authorization:
+            kind, _, token = authorization.partition(" ")
+            if kind.lower() != "bearer" or not token.strip():
+                raise Unauthorized("use the header 'Authorization: Bearer <API key>'")
+            token = token.strip()
+        if not token:
+            if mode == "locked":
+                raise Unauthorized(
+                    f"this server listens on {self.host}, so every request needs an API key; "
+                    "create one with `rag keys create`"
+                )
+            raise Unauthorized("an API key is required: 'Authorization: Bearer <API key>'")
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        cached = self._verified.get(digest)
+        if cached and time.monotonic() - cached[0] < _VERIFIED_CACHE_S:
+            return cached[1]
+        principal = keys.verify(self.db, token)
+        if len(self._verified) > 10_000:
+            self._verified.clear()
+        self._verified[digest] = (time.monotonic(), principal)
+        return principal
+
+    def forget(self) -> None:
+        """Drop cached verifications (after a revocation through this process)."""
+        self._verified.clear()
+        self.active.invalidate()
+
+    def check_rate(self, principal: tenancy.Principal) -> None:
+        limit = principal.requests_per_minute or self.settings.requests_per_minute
+        decision = self.limiter.rate(_limit_key(principal), limit, 60.0)
+        if not decision.allowed:
+            raise RateLimited(
+                f"more than {limit} requests per minute for this key",
+                retry_after_s=decision.retry_after_s,
+            )
+
+    def spend_upload(self, principal: tenancy.Principal, size: int) -> None:
+        limit = principal.upload_bytes_per_day or self.settings.upload_bytes_per_day
+        decision = self.limiter.spend(_limit_key(principal), size, limit)
+        if not decision.allowed:
+            raise RateLimited(
+                f"this upload would exceed the key's {limit} bytes per day "
+                f"({decision.remaining} left today)",
+                retry_after_s=decision.retry_after_s,
+            )
+
+    def take_generation_slot(self, principal: tenancy.Principal) -> str:
+        limit = principal.concurrent_generations or self.settings.concurrent_generations
+        token = self.limiter.acquire(_limit_key(principal), limit, lease_s=900.0)
+        if token is None:
+            raise RateLimited(f"at most {limit} answers at a time for this key", retry_after_s=1.0)
+        return token
+
+    def release_generation_slot(self, principal: tenancy.Principal, token: str) -> None:
+        self.limiter.release(_limit_key(principal), token)
+
+
+def _limit_key(principal: tenancy.Principal) -> str:
+    return principal.key_id or principal.actor
+
+
+class AuthMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not path.startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        guard: Guard | None = getattr(scope["app"].state, "guard", None)
+        if guard is None:  # lifespan not run (should not happen): refuse rather than open
+            await _refuse(scope, receive, send, Unauthorized("the service is starting"))
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        method = scope["method"]
+        slot: str | None = None
+        try:
+            principal = await to_thread.run_sync(guard.authenticate, headers.get("authorization"))
+            scope_needed = required_scope(method, path)
+            if not principal.allows(scope_needed):
+                raise Forbidden(f"this API key lacks the {scope_needed!r} scope")
+            await to_thread.run_sync(guard.check_rate, principal)
+            declared = headers.get("content-length", "")
+            if method == "POST" and _UPLOAD.fullmatch(path) and declared.isdigit():
+                await to_thread.run_sync(guard.spend_upload, principal, int(declared))
+            if method == "POST" and _GENERATION.fullmatch(path):
+                slot = await to_thread.run_sync(guard.take_generation_slot, principal)
+        except RagError as exc:
+            await _refuse(scope, receive, send, exc)
+            return
+        scope.setdefault("state", {})["principal"] = principal
+        try:
+            with tenancy.acting_as(principal):
+                await self.app(scope, receive, send)
+        finally:
+            if slot is not None:
+                await to_thread.run_sync(guard.release_generation_slot, principal, slot)
+
+
+async def _refuse(scope: Scope, receive: Receive, send: Send, exc: RagError) -> None:
+    headers: dict[str, Any] = {}
+    retry = getattr(exc, "retry_after_s", None)
+    if retry is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(retry)))
+    if isinstance(exc, Unauthorized):
+        headers["WWW-Authenticate"] = "Bearer"
+    response = JSONResponse(error_body(exc.code, str(exc)), exc.status_code, headers=headers)
+    await response(scope, receive, send)

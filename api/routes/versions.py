@@ -1,0 +1,33 @@
+"""Index versions of a knowledge base: list them, roll back to the previous one."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+
+from api.deps import ServicesDep, WorkerDep
+from api.schemas import JobOut, ReindexOut, VersionList, VersionOut
+from rag import knowledge, versions
+
+router = APIRouter(prefix="/v1/knowledge-bases/{kb_id}/versions", tags=["index versions"])
+
+
+@router.get("")
+def list_versions(kb_id: str, svc: ServicesDep) -> VersionList:
+    with svc.db.write() as session:  # a build whose job ended without it is settled first
+        kb = knowledge.get_kb(session, kb_id)
+        versions.settle_abandoned(session, kb_id)
+        session.flush()
+        return VersionList(
+            live=kb.live_version,
+            versions=[VersionOut.of(v) for v in versions.list_versions(session, kb_id)],
+        )
+
+
+@router.post("/rollback", status_code=status.HTTP_202_ACCEPTED)
+def rollback(kb_id: str, svc: ServicesDep, worker: WorkerDep) -> ReindexOut:
+    """Make the most recent retired version live again (after giving it the documents added
+    since); 409 when there is none or a version is being built."""
+    version, job = versions.start_rollback(svc, kb_id)
+    if worker is not None:
+        worker.wake()
+    return ReindexOut(**JobOut.of(job).model_dump(), version=version.number)

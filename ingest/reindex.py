@@ -1,0 +1,317 @@
+"""The re-index job: fill a building index version beside the live one, check it, switch it live.
+
+    loop: ready documents lacking chunks in the version ─ parse the stored file, chunk with the
+          version's settings, embed with its model ─ commit per document (progress, cancel)
+    build the version's FAISS + BM25 indexes from SQL, snapshot them
+    checks: every ready document has chunks; index counts equal SQL; sample queries find
+          their own chunks
+    switch, in one transaction holding the KB row: no ready document may lack chunks (one
+          uploaded meanwhile sends us round the loop again), then live_version moves
+
+Queries keep answering from the live version all along. The job restarts cleanly after a
+crash: documents already committed to the version are skipped, and a version that went live
+just before the crash is recognised as done. A rollback is the same job aimed at a retired
+version: it only has to catch up with documents added since it was retired.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import exists, func, select, update
+from sqlalchemy.orm import Session
+
+from ingest.pipeline import chunk_parsed, embed_chunks, parse_document, text_hash
+from rag import job_control, sequence
+from rag.errors import IngestionError, NotFound
+from rag.lexical import LexicalIndex
+from rag.models import Chunk, Document, DocumentStatus, IndexVersion, Job, VersionStatus
+from rag.services import Services
+from rag.vector_index import KBIndex
+from rag.versions import (
+    ROLLBACK,
+    VERSION,
+    activate,
+    end,
+    get_version,
+    lock_kb,
+    missing_documents,
+    ready_documents,
+)
+
+log = logging.getLogger(__name__)
+SAMPLE = 10  # chunks queried with the start of their own text
+TOP_K = 10
+MIN_HIT_RATE = 0.8
+QUERY_CHARS = 200
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class Outcome:
+    ok: bool
+    result: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+def run(svc: Services, job: Job, progress: Progress) -> Outcome:
+    """Run a reindex job; `progress(done, total)` raises JobCancelled when asked to stop."""
+    assert job.kb_id is not None
+    payload = job.payload or {}
+    number, rollback = int(payload[VERSION]), bool(payload.get(ROLLBACK))
+    try:
+        return _run(svc, job.kb_id, number, rollback, progress)
+    except job_control.JobCancelled:
+        _give_up(svc, job.kb_id, number, rollback, VersionStatus.cancelled, "cancelled")
+        raise
+    except NotFound:
+        return Outcome(True, {"version": number, "skipped": "knowledge base deleted"})
+
+
+def _run(svc: Services, kb_id: str, number: int, rollback: bool, progress: Progress) -> Outcome:
+    with svc.db.read() as session:
+        version = get_version(session, kb_id, number)
+    if version.status == VersionStatus.live:  # switched just before a crash
+        return Outcome(True, {"version": number, "status": "live"})
+    if version.status != VersionStatus.building:
+        return Outcome(False, {"version": number}, f"version {number} is {version.status}")
+    if svc.embedder_for(version.embedding_model).dim != version.embedding_dim:
+        reason = f"{version.embedding_model} no longer makes {version.embedding_dim}-d vectors"
+        _give_up(svc, kb_id, number, rollback, VersionStatus.failed, reason)
+        return Outcome(False, {"version": number}, reason)
+    failures: dict[str, str] = {}
+    rounds = 0
+    while True:
+        rounds += 1
+        _fill(svc, kb_id, version, failures, progress)
+        if failures:
+            first = next(iter(failures.values()))
+            reason = f"{len(failures)} document(s) could not be re-indexed; first: {first}"
+            _give_up(svc, kb_id, number, rollback, VersionStatus.failed, reason)
+            return Outcome(False, {"version": number, "failures": failures}, reason)
+        dense, lexical = svc.indexes.build_version(kb_id, number)
+        checks = check(svc, kb_id, version, dense, lexical)
+        if not checks["ok"]:
+            reason = f"checks failed: {checks['reason']}"
+            _give_up(svc, kb_id, number, rollback, VersionStatus.failed, reason, checks)
+            return Outcome(False, {"version": number, "checks": checks}, reason)
+        previous = _switch(svc, kb_id, number, checks)
+        if previous is None:
+            continue  # a document became ready meanwhile: give it to this version first
+        svc.indexes.adopt(kb_id, number, dense, lexical)
+        log.info("knowledge base %s: index version %d is live (was %d)", kb_id, number, previous)
+        return Outcome(
+            True,
+            {"version": number, "previous": previous, "rounds": rounds, "checks": checks},
+        )
+
+
+def _fill(
+    svc: Services,
+    kb_id: str,
+    version: IndexVersion,
+    failures: dict[str, str],
+    progress: Progress,
+) -> None:
+    """Give every ready document its chunks in `version`, committing one document at a time,
+    until none lacks them (documents that become ready meanwhile are taken too)."""
+    while True:
+        with svc.db.read() as session:
+            missing = missing_documents(session, kb_id, version.number)
+            total = ready_documents(session, kb_id)
+        todo = [d for d in missing if d not in failures]
+        done = max(0, total - len(todo) - len(failures))
+        progress(done, total)
+        if not todo:
+            return
+        for doc_id in todo:
+            error = _document(svc, version, doc_id)
+            if error is not None:
+                failures[doc_id] = error
+            done += 1
+            progress(done, max(total, done))
+
+
+def _document(svc: Services, version: IndexVersion, doc_id: str) -> str | None:
+    """Chunk and embed one document for `version`; the reason when its file fails now."""
+    with svc.db.read() as session:
+        doc = session.get(Document, doc_id)
+    if doc is None or doc.status != DocumentStatus.ready:
+        return None  # deleted meanwhile
+    try:
+        parsed = parse_document(svc, doc)
+        chunks = chunk_parsed(svc, parsed, version.chunk_tokens, version.overlap_tokens)
+        if not chunks:
+            raise IngestionError("the document contains no text to index")
+        vectors = embed_chunks(svc, chunks, version.embedding_model)
+    except IngestionError as exc:
+        log.warning("re-index %s v%d: %s: %s", version.kb_id, version.number, doc.filename, exc)
+        return f"{doc.filename}: {exc}"
+    with svc.db.write() as session:
+        # The document's lock orders us against its deletion and against a second worker
+        # that took the job over: its chunks in this version are inserted exactly once.
+        fresh = session.get(Document, doc_id, with_for_update=True)
+        if fresh is None or fresh.status != DocumentStatus.ready:
+            return None
+        state = session.execute(
+            select(IndexVersion.status).where(IndexVersion.id == version.id)
+        ).scalar_one_or_none()
+        if state != VersionStatus.building:
+            return None
+        already = session.execute(
+            select(exists().where(Chunk.document_id == doc_id, Chunk.version == version.number))
+        ).scalar_one()
+        if already:
+            return None
+        seqs = sequence.allocate(session, len(chunks))
+        session.add_all(
+            Chunk(
+                kb_id=version.kb_id,
+                document_id=doc_id,
+                version=version.number,
+                ordinal=c.ordinal,
+                text=c.text,
+                text_sha256=text_hash(c.embed_text),
+                page_start=c.page_start,
+                page_end=c.page_end,
+                char_start=c.char_start,
+                char_end=c.char_end,
+                heading_path=list(c.heading_path),
+                token_count=c.token_count,
+                embedding=vectors[i].astype("<f4").tobytes(),
+                embedding_model=version.embedding_model,
+                seq=seq,
+            )
+            for i, (c, seq) in enumerate(zip(chunks, seqs, strict=True))
+        )
+        if version.job_id:
+            # Progress was made: a later crash is not this job's fault, so restarts after
+            # SIGKILL do not use up the attempts meant for jobs that kill their worker.
+            session.execute(update(Job).where(Job.id == version.job_id).values(attempts=1))
+    return None
+
+
+def check(
+    svc: Services, kb_id: str, version: IndexVersion, dense: KBIndex, lexical: LexicalIndex
+) -> dict[str, Any]:
+    """The checks a version must pass before it goes live; `ok` and a `reason` if not."""
+    number = version.number
+    compared = svc.indexes.compare(kb_id, number, dense, lexical)
+    with svc.db.read() as session:
+        ready = ready_documents(session, kb_id)
+        missing = missing_documents(session, kb_id, number)
+        sample = _sample(session, kb_id, number)
+    embedder = svc.embedder_for(version.embedding_model)
+    dense_found = lexical_found = 0
+    for text, sha in sample:
+        query = text[:QUERY_CHARS]
+        dense_hits = [i for i, _ in dense.search(embedder.embed_query(query), TOP_K)]
+        lexical_hits = [i for i, _ in lexical.search(lexical.query_ids(query), TOP_K)]
+        dense_found += sha in _hashes(svc, dense_hits)
+        lexical_found += sha in _hashes(svc, lexical_hits)
+    n = len(sample)
+    report: dict[str, Any] = {
+        "ready_documents": ready,
+        "documents_missing": len(missing),
+        "sql_chunks": compared["sql_chunks"],
+        "vectors": compared["vectors"],
+        "lexical_docs": compared["lexical_docs"],
+        "index_consistent": compared["consistent"],
+        "dim": dense.dim,
+        "sample": n,
+        "dense_hit_rate": dense_found / n if n else 1.0,
+        "lexical_hit_rate": lexical_found / n if n else 1.0,
+    }
+    # Documents missing here became ready after the fill; the switch gives them to the
+    # version first (it re-checks under the KB lock), so they are reported, not a failure.
+    reasons = []
+    if not compared["consistent"]:
+        reasons.append(
+            f"the index holds {compared['vectors']} vectors for {compared['sql_chunks']} chunks"
+        )
+    if dense.dim != version.embedding_dim:
+        reasons.append(f"the index is {dense.dim}-d, the version {version.embedding_dim}-d")
+    for kind in ("dense", "lexical"):
+        rate = report[f"{kind}_hit_rate"]
+        if rate < MIN_HIT_RATE:
+            reasons.append(
+                f"{kind} search found only {rate:.0%} of sampled chunks from their own text "
+                f"(need {MIN_HIT_RATE:.0%})"
+            )
+    report["ok"] = not reasons
+    report["reason"] = "; ".join(reasons) or None
+    return report
+
+
+def _sample(session: Session, kb_id: str, number: int) -> list[tuple[str, str]]:
+    """Up to SAMPLE chunks of distinct text, spread evenly over the version."""
+    total = session.execute(
+        select(func.count()).where(Chunk.kb_id == kb_id, Chunk.version == number)
+    ).scalar_one()
+    if not total:
+        return []
+    step = max(1, total // (SAMPLE * 3))
+    rows = session.execute(
+        select(Chunk.text, Chunk.text_sha256)
+        .where(Chunk.kb_id == kb_id, Chunk.version == number)
+        .order_by(Chunk.id)
+        .offset(step // 2)
+        .limit(SAMPLE * 3 * step)
+    ).all()
+    picked: dict[str, str] = {}
+    for text, sha in rows[::step]:
+        if text.strip() and sha not in picked:
+            picked[sha] = text
+    chosen = list(picked.items())
+    stride = max(1, len(chosen) // SAMPLE)
+    return [(text, sha) for sha, text in chosen[::stride][:SAMPLE]]
+
+
+def _hashes(svc: Services, ids: list[int]) -> set[str]:
+    """Text hashes of hit ids: a chunk whose text repeats elsewhere is found by its twin too."""
+    if not ids:
+        return set()
+    with svc.db.read() as session:
+        return set(session.execute(select(Chunk.text_sha256).where(Chunk.id.in_(ids))).scalars())
+
+
+def _switch(svc: Services, kb_id: str, number: int, checks: dict[str, Any]) -> int | None:
+    """Make the version live; None when a ready document still lacks chunks in it."""
+    with svc.db.write() as session:
+        kb = lock_kb(session, kb_id)
+        if missing_documents(session, kb_id, number):
+            return None
+        version = get_version(session, kb_id, number)
+        if version.status != VersionStatus.building:
+            raise job_control.JobCancelled(f"version {number} is {version.status}")
+        version.checks = checks
+        return activate(session, kb, version, svc.db.now())
+
+
+def _give_up(
+    svc: Services,
+    kb_id: str,
+    number: int,
+    rollback: bool,
+    status: VersionStatus,
+    reason: str,
+    checks: dict[str, Any] | None = None,
+) -> None:
+    """End a build that will not go live; the live version is untouched."""
+    try:
+        with svc.db.write() as session:
+            version = get_version(session, kb_id, number)
+            if version.status != VersionStatus.building:
+                return
+            if checks is not None:
+                version.checks = checks
+            end(session, version, rollback=rollback, status=status, error=reason)
+    except NotFound:
+        return
+    if not rollback:
+        svc.indexes.drop_version(kb_id, number)
+    log.warning("knowledge base %s: index version %d %s: %s", kb_id, number, status, reason)
