@@ -8,6 +8,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -70,24 +71,33 @@ def redis_reason() -> str | None:
     return None
 
 
+@contextmanager
+def postgres_schema(prefix: str = "t") -> Iterator[str]:
+    """A URL to a fresh, empty PostgreSQL schema, dropped afterwards (skips without PostgreSQL)."""
+    reason = postgres_reason()
+    if reason:
+        pytest.skip(reason)
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(POSTGRES_URL)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in POSTGRES_URL else "?"
+    try:
+        yield f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """Each persistence test runs on SQLite and on PostgreSQL (in a schema of its own)."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'rag.db'}"
         return
-    reason = postgres_reason()
-    if reason:
-        pytest.skip(reason)
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(POSTGRES_URL)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in POSTGRES_URL else "?"
-    yield f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}"
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
+    with postgres_schema() as url:
+        yield url
 
 
 def make_settings(data_dir: Path, database_url: str | None = None, **extra: Any) -> Settings:
@@ -158,6 +168,17 @@ def fake_llm() -> FakeLLM:
 def services(settings: Settings, fake_llm: FakeLLM) -> Iterator[Services]:
     llm = LLMClient(settings.llm, transport=httpx.MockTransport(fake_llm.handler))
     svc = Services.create(settings, llm=llm)
+    yield svc
+    svc.close()
+
+
+@pytest.fixture
+def db_services(tmp_path: Path, database_url: str) -> Iterator[Services]:
+    """Services over SQLite and over PostgreSQL (parametrised by `database_url`)."""
+    cfg = make_settings(tmp_path / "data", database_url)
+    svc = Services.create(
+        cfg, llm=LLMClient(cfg.llm, transport=httpx.MockTransport(FakeLLM().handler))
+    )
     yield svc
     svc.close()
 

@@ -4,13 +4,11 @@ knowledge base is exactly the source as of the backup's snapshot, and searches a
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import sqlalchemy as sa
 from sqlalchemy import select
 
 from ingest.jobs import Worker
@@ -22,7 +20,7 @@ from rag.llm import LLMClient
 from rag.models import Chunk, Document, DocumentStatus
 from rag.retrieve import search
 from rag.services import Services
-from tests.conftest import POSTGRES_URL, FakeLLM, make_settings, postgres_reason, wait_for
+from tests.conftest import FakeLLM, make_settings, postgres_schema, wait_for
 
 TOPICS = ["年假", "报销", "加班", "出差", "培训", "保密", "考勤", "福利", "绩效", "离职"]
 
@@ -50,18 +48,8 @@ def other_database_url(database_url: str) -> Iterator[str | None]:
     if database_url.startswith("sqlite"):
         yield None  # the restore target's own data dir holds its SQLite file
         return
-    reason = postgres_reason()
-    if reason:
-        pytest.skip(reason)
-    schema = f"r_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(POSTGRES_URL)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in POSTGRES_URL else "?"
-    yield f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}"
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
+    with postgres_schema("r") as url:
+        yield url
 
 
 def test_backup_during_ingestion_restores_the_snapshot(

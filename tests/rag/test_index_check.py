@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
-import httpx
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -14,19 +12,13 @@ from sqlalchemy.orm import Session
 from ingest.jobs import Worker
 from ingest.upload import stage_upload
 from rag import knowledge
-from rag.llm import LLMClient
 from rag.models import Chunk
 from rag.services import Services
-from tests.conftest import FakeLLM, make_settings
 
 
 @pytest.fixture
-def svc(tmp_path: Path, database_url: str) -> Iterator[Services]:
-    settings = make_settings(tmp_path / "data", database_url)
-    llm = LLMClient(settings.llm, transport=httpx.MockTransport(FakeLLM().handler))
-    services = Services.create(settings, llm=llm)
-    yield services
-    services.close()
+def svc(db_services: Services) -> Services:
+    return db_services
 
 
 def _add(svc: Services, kb_id: str, name: str, text: str) -> str:

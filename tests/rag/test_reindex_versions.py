@@ -3,11 +3,8 @@ once; the old one stays for rollback; models are never mixed (SQLite and Postgre
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 from sqlalchemy import func, select
@@ -18,11 +15,9 @@ from ingest.jobs import Worker
 from ingest.upload import stage_upload
 from rag import job_control, knowledge, versions
 from rag.errors import Conflict
-from rag.llm import LLMClient
 from rag.models import Chunk, Document, Job, JobStatus, KnowledgeBase
 from rag.retrieve import search
 from rag.services import Services
-from tests.conftest import FakeLLM, make_settings
 
 TOPICS = {
     "leave.txt": "年假制度：员工每年享有十五天带薪年假，需提前两周申请。",
@@ -35,12 +30,8 @@ QUERIES = ["年假怎么申请", "差旅发票报销", "密码多久更换", "�
 
 
 @pytest.fixture
-def svc(tmp_path: Path, database_url: str) -> Iterator[Services]:
-    settings = make_settings(tmp_path / "data", database_url)
-    llm = LLMClient(settings.llm, transport=httpx.MockTransport(FakeLLM().handler))
-    services = Services.create(settings, llm=llm)
-    yield services
-    services.close()
+def svc(db_services: Services) -> Services:
+    return db_services
 
 
 def _body(name: str, text: str) -> str:
