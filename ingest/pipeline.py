@@ -15,11 +15,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from ingest.chunking import Chunk as TextChunk
 from ingest.chunking import ChunkingConfig, chunk_document
@@ -228,6 +229,40 @@ def process_document(
     raise AssertionError("unreachable")
 
 
+def add_chunks(
+    session: Session,
+    kb_id: str,
+    doc_id: str,
+    version: int,
+    model: str,
+    chunks: Sequence[TextChunk],
+    vectors: np.ndarray,
+) -> None:
+    """Insert a document's chunks of one index version, with commit-ordered sequence numbers,
+    in the caller's transaction (ingestion and re-indexing both store chunks this way)."""
+    seqs = sequence.allocate(session, len(chunks))
+    session.add_all(
+        Chunk(
+            kb_id=kb_id,
+            document_id=doc_id,
+            version=version,
+            ordinal=c.ordinal,
+            text=c.text,
+            text_sha256=text_hash(c.embed_text),
+            page_start=c.page_start,
+            page_end=c.page_end,
+            char_start=c.char_start,
+            char_end=c.char_end,
+            heading_path=list(c.heading_path),
+            token_count=c.token_count,
+            embedding=vectors[i].astype("<f4").tobytes(),
+            embedding_model=model,
+            seq=seq,
+        )
+        for i, (c, seq) in enumerate(zip(chunks, seqs, strict=True))
+    )
+
+
 def _finish(
     svc: Services,
     outcome: Outcome,
@@ -261,27 +296,7 @@ def _finish(
             kb, parsed, chunks = item.kb, item.parsed, item.chunks
             # A previous attempt cannot have committed chunks (they commit with status=ready),
             # but be strict: this document's chunk set is exactly what we insert now.
-            seqs = sequence.allocate(session, len(chunks))
-            session.add_all(
-                Chunk(
-                    kb_id=kb.id,
-                    document_id=doc.id,
-                    version=item.version,
-                    ordinal=c.ordinal,
-                    text=c.text,
-                    text_sha256=text_hash(c.embed_text),
-                    page_start=c.page_start,
-                    page_end=c.page_end,
-                    char_start=c.char_start,
-                    char_end=c.char_end,
-                    heading_path=list(c.heading_path),
-                    token_count=c.token_count,
-                    embedding=vectors[i].astype("<f4").tobytes(),
-                    embedding_model=item.model,
-                    seq=seq,
-                )
-                for i, (c, seq) in enumerate(zip(chunks, seqs, strict=True))
-            )
+            add_chunks(session, kb.id, doc.id, item.version, item.model, chunks, vectors)
             doc.pages = parsed.pages
             doc.chunk_count = len(chunks)
             doc.warnings = parsed.warnings[:50]

@@ -24,8 +24,8 @@ from typing import Any
 from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session
 
-from ingest.pipeline import chunk_parsed, embed_chunks, parse_document, text_hash
-from rag import job_control, sequence
+from ingest.pipeline import add_chunks, chunk_parsed, embed_chunks, parse_document
+from rag import job_control
 from rag.errors import IngestionError, NotFound
 from rag.lexical import LexicalIndex
 from rag.models import Chunk, Document, DocumentStatus, IndexVersion, Job, VersionStatus
@@ -167,26 +167,8 @@ def _document(svc: Services, version: IndexVersion, doc_id: str) -> str | None:
         ).scalar_one()
         if already:
             return None
-        seqs = sequence.allocate(session, len(chunks))
-        session.add_all(
-            Chunk(
-                kb_id=version.kb_id,
-                document_id=doc_id,
-                version=version.number,
-                ordinal=c.ordinal,
-                text=c.text,
-                text_sha256=text_hash(c.embed_text),
-                page_start=c.page_start,
-                page_end=c.page_end,
-                char_start=c.char_start,
-                char_end=c.char_end,
-                heading_path=list(c.heading_path),
-                token_count=c.token_count,
-                embedding=vectors[i].astype("<f4").tobytes(),
-                embedding_model=version.embedding_model,
-                seq=seq,
-            )
-            for i, (c, seq) in enumerate(zip(chunks, seqs, strict=True))
+        add_chunks(
+            session, version.kb_id, doc_id, version.number, version.embedding_model, chunks, vectors
         )
         if version.job_id:
             # Progress was made: a later crash is not this job's fault, so restarts after
