@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session
 
+from rag import job_control
 from rag.config import ChunkSettings
 from rag.errors import Conflict, InvalidInput, NotFound
 from rag.knowledge import get_kb, tombstone_chunks
@@ -39,7 +40,6 @@ from rag.services import Services
 
 VERSION = "version"  # job payload: the version number the job builds
 ROLLBACK = "rollback"  # job payload: the target was a retired version (back to it on failure)
-_FINAL_JOB = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
 
 
 @dataclass(frozen=True)
@@ -252,7 +252,7 @@ def settle_abandoned(session: Session, kb_id: str) -> None:
         .where(IndexVersion.kb_id == kb_id, IndexVersion.status == VersionStatus.building)
     ).all()
     for version, job in rows:
-        if job is not None and job.status not in _FINAL_JOB:
+        if job is not None and job.status not in job_control.FINAL:
             continue
         cancelled = job is not None and job.status == JobStatus.cancelled
         end(
