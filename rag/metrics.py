@@ -23,3 +23,6 @@ EMBEDDINGS_REUSED = Counter(
 RETRIEVAL_SECONDS = Histogram("rag_retrieval_duration_seconds", "Query embedding + search")
 LLM_SECONDS = Histogram("rag_llm_duration_seconds", "LLM generation time")
 LLM_ERRORS = Counter("rag_llm_errors_total", "LLM failures", ["kind"])
+ANSWER_CACHE = Counter(
+    "rag_answer_cache_requests_total", "Answer-cache lookups by result", ["result"]
+)
