@@ -155,6 +155,11 @@ class AskRequest(BaseModel):
     max_tokens: int | None = Field(None, ge=1, description="At most the configured answer length.")
     temperature: float | None = Field(None, ge=0, le=2)
     filters: dict[str, Any] | None = Field(None, description="Retrieval filters, as for search.")
+    cache: bool = Field(
+        True,
+        description="Answer from the answer cache when the knowledge base is unchanged since the "
+        "same question was answered, and keep this answer there; false: neither.",
+    )
 
     def spec(self, kb_id: str) -> AskSpec:
         return AskSpec(
@@ -186,9 +191,10 @@ class AskResponse(BaseModel):
     finish_reason: str | None = None
     conversation_id: str | None = None
     message_id: int | None = None
+    cached: bool = Field(False, description="Served from the answer cache (usage is then 0).")
 
     @classmethod
-    def of(cls, a: Answer) -> AskResponse:
+    def of(cls, a: Answer, *, cached: bool = False) -> AskResponse:
         return cls(
             answer=a.answer,
             citations=citations_out(a),
@@ -201,6 +207,7 @@ class AskResponse(BaseModel):
             finish_reason=a.finish_reason,
             conversation_id=a.conversation_id,
             message_id=a.message_id,
+            cached=cached,
         )
 
 

@@ -1,13 +1,22 @@
 """Answers to repeated questions, served from a cache while the knowledge base is unchanged.
 
-The key covers everything an answer depends on: the knowledge base's state (its live index
-version and the newest sequence number among its chunks and tombstones, so any upload,
-deletion or re-index changes it), the normalised question, the retrieval and generation
-options, the model and the system prompts. Nothing needs invalidating: a change makes new keys,
-and old entries age out (TTL, and LRU in process). Only stand-alone questions are cached; a
-conversation's follow-up depends on its history.
+    request ──(cache off, conversation, history?)──────────────────────────> answer as usual
+       └─ key = sha256(tenant, kb, kb_state, normalised question, options, settings)
+            ├─ hit ──> the stored answer (cached=true, usage 0), replayable as a stream
+            └─ miss ─> answer as usual ──(complete?)──> stored under the key, with a TTL
 
-In process by default; in Redis (`RAG_CACHE__REDIS_URL`) when several replicas should share it.
+The key covers everything an answer depends on. `kb_state` is the knowledge base's content
+generation, read from SQL in one statement: the live index version and when it went live
+(a re-index switch or a rollback changes both), the newest chunk of the live version (every
+document that becomes ready commits its chunks with a new commit-ordered sequence number) and
+the newest tombstone (every deletion, of a document or of a failed build, records one). The
+document id and chunk id beside each sequence number keep a state unique even where sequence
+numbers repeat (a database restored from a backup hands them out again). So no write path needs
+a hook: any change makes new keys, and old entries age out (TTL, and LRU in process).
+
+Only stand-alone questions are cached: a conversation's follow-up (a conversation id, or
+earlier turns sent to the OpenAI endpoint) depends on its history, and its turn must be
+recorded. In process by default; in Redis (`RAG_CACHE__REDIS_URL`) when replicas share it.
 """
 
 from __future__ import annotations
@@ -17,36 +26,79 @@ import json
 import logging
 import threading
 import time
+import unicodedata
 from collections import OrderedDict
-from dataclasses import asdict
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Callable
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import func, select
+import anyio
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from rag.models import Chunk, ChunkTombstone, KnowledgeBase
+from rag import metrics
+from rag.answer import Answer, AskSpec, Citation
+from rag.config import Settings
+from rag.knowledge import get_kb
+from rag.models import Chunk, ChunkTombstone, IndexVersion, KnowledgeBase
+from rag.prompt import load_templates
+from rag.retrieve import Passage
+from rag.services import Services
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+PAYLOAD_FORMAT = 1  # bump when the stored shape changes; older entries then read as misses
+NO_USAGE = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+
+# --- the key ----------------------------------------------------------------------------------
 
 
 def kb_state(session: Session, kb_id: str) -> str:
     """Changes whenever the knowledge base's searchable content can have changed."""
-    live = session.execute(
-        select(KnowledgeBase.live_version).where(KnowledgeBase.id == kb_id)
-    ).scalar_one_or_none()
-    chunk_seq = session.execute(
-        select(func.max(Chunk.seq)).where(Chunk.kb_id == kb_id)
-    ).scalar_one_or_none()
-    gone_seq = session.execute(
-        select(func.max(ChunkTombstone.seq)).where(ChunkTombstone.kb_id == kb_id)
-    ).scalar_one_or_none()
-    return f"{live}:{chunk_seq or 0}:{gone_seq or 0}"
+    kb = KnowledgeBase
+    newest_chunk = (
+        select(Chunk.seq, Chunk.document_id)
+        .where(Chunk.kb_id == kb.id, Chunk.version == kb.live_version)
+        .order_by(Chunk.seq.desc())
+        .limit(1)
+        .correlate(kb)
+    )
+    newest_tombstone = (
+        select(ChunkTombstone.seq, ChunkTombstone.chunk_id)
+        .where(ChunkTombstone.kb_id == kb.id)
+        .order_by(ChunkTombstone.seq.desc())
+        .limit(1)
+        .correlate(kb)
+    )
+    activated = (
+        select(IndexVersion.activated_at)
+        .where(IndexVersion.kb_id == kb.id, IndexVersion.number == kb.live_version)
+        .correlate(kb)
+    )
+    # One statement, so the parts come from one snapshot.
+    row = session.execute(
+        select(
+            kb.live_version,
+            activated.scalar_subquery(),
+            newest_chunk.with_only_columns(Chunk.seq).scalar_subquery(),
+            newest_chunk.with_only_columns(Chunk.document_id).scalar_subquery(),
+            newest_tombstone.with_only_columns(ChunkTombstone.seq).scalar_subquery(),
+            newest_tombstone.with_only_columns(ChunkTombstone.chunk_id).scalar_subquery(),
+        ).where(kb.id == kb_id)
+    ).one_or_none()
+    if row is None:
+        return "missing"
+    return ":".join("-" if part is None else str(part) for part in row)
 
 
-def cache_key(kb_id: str, state: str, question: str, options: dict[str, Any]) -> str:
-    normalised = " ".join(question.split()).casefold()
+def normalise(question: str) -> str:
+    """Full-width and half-width forms, case and spacing do not make another question."""
+    return " ".join(unicodedata.normalize("NFKC", question).split()).casefold()
+
+
+def cache_key(tenant: str, kb_id: str, state: str, question: str, options: dict[str, Any]) -> str:
     material = json.dumps(
-        {"kb": kb_id, "state": state, "q": normalised, "o": options},
+        {"t": tenant, "kb": kb_id, "state": state, "q": normalise(question), "o": options},
         sort_keys=True,
         ensure_ascii=False,
         default=str,
@@ -54,10 +106,61 @@ def cache_key(kb_id: str, state: str, question: str, options: dict[str, Any]) ->
     return hashlib.sha256(material.encode()).hexdigest()
 
 
+def settings_fingerprint(settings: Settings) -> str:
+    """What the configuration contributes to an answer: models and routes, retrieval, prompt
+    templates and language, the link allowlist of the sanitizer. Replicas configured
+    differently never share entries."""
+    material = {
+        "llm": settings.llm.model_dump(mode="json"),
+        "retrieval": settings.retrieval.model_dump(mode="json"),
+        "embedding": settings.embedding.model_dump(mode="json"),
+        "tokenizer": settings.tokenizer.model_dump(mode="json"),
+        "links": settings.security.link_allowlist,
+        "templates": load_templates(settings.llm.prompt_dir),
+    }
+    raw = json.dumps(material, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def request_options(settings: Settings, spec: AskSpec) -> dict[str, Any]:
+    return {
+        "top_k": spec.top_k or settings.retrieval.top_k,
+        "search": spec.search_options,  # mode, filters, rerank as the request gave them
+        "format": spec.response_format,  # structured output: keyed on the schema
+        "max_tokens": spec.max_tokens,
+        "temperature": spec.temperature,
+        "settings": settings_fingerprint(settings),
+    }
+
+
+def cacheable(spec: AskSpec, *, stream: bool = False) -> bool:
+    # A follow-up depends on the conversation so far (the question alone is not the key), and
+    # a conversation must record every turn. The requests answer.plan or open_stream refuse
+    # (an empty question, structured output streamed) must reach them, not a stored answer.
+    if spec.conversation_id or spec.history or not spec.question.strip():
+        return False
+    return not (stream and spec.response_format is not None)
+
+
+def complete(result: Answer) -> bool:
+    """Only whole answers are kept: not retrieval-only results, not empty text, not text cut
+    off at max_tokens ("length") or by a content filter."""
+    return (
+        not result.retrieval_only
+        and bool((result.answer or "").strip())
+        and result.finish_reason in (None, "stop")
+    )
+
+
+# --- backends ---------------------------------------------------------------------------------
+
+
 class Backend(Protocol):
     def get(self, key: str) -> bytes | None: ...
 
     def put(self, key: str, value: bytes, ttl_s: float) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class MemoryBackend:
@@ -84,53 +187,74 @@ class MemoryBackend:
             while len(self._items) > self._max:
                 self._items.popitem(last=False)
 
+    def close(self) -> None:
+        with self._lock:
+            self._items.clear()
+
 
 class RedisBackend:
-    """Shared by replicas. A Redis outage makes every lookup a miss, never an error."""
+    """Shared by replicas. A Redis outage makes lookups misses, never errors, and after a
+    failure Redis is left alone for `retry_s`, so an outage does not add a timeout to every
+    question."""
 
-    def __init__(self, url: str, prefix: str = "kbqa:answers") -> None:
+    def __init__(self, url: str, prefix: str = "kbqa:answers", retry_s: float = 30.0) -> None:
         import redis
 
         self._client = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
         self._prefix = prefix
+        self._retry_s = retry_s
+        self._down_until = 0.0
 
-    def get(self, key: str) -> bytes | None:
+    def _call(self, what: str, action: Callable[[], T]) -> T | None:
         import redis
 
-        try:
-            value = self._client.get(f"{self._prefix}:{key}")
-        except redis.RedisError as exc:
-            log.warning("answer cache: Redis unavailable (%s); answering without it", exc)
+        if time.monotonic() < self._down_until:
             return None
+        try:
+            return action()
+        except redis.RedisError as exc:
+            self._down_until = time.monotonic() + self._retry_s
+            log.warning(
+                "answer cache: Redis failed to %s (%s); answering without it for %.0f s",
+                what,
+                exc,
+                self._retry_s,
+            )
+            return None
+
+    def get(self, key: str) -> bytes | None:
+        value = self._call("read", lambda: self._client.get(f"{self._prefix}:{key}"))
         return value if isinstance(value, bytes) else None
 
     def put(self, key: str, value: bytes, ttl_s: float) -> None:
-        import redis
+        name = f"{self._prefix}:{key}"
+        self._call("store", lambda: self._client.set(name, value, px=max(1, int(ttl_s * 1000))))
 
-        try:
-            self._client.set(f"{self._prefix}:{key}", value, px=int(ttl_s * 1000))
-        except redis.RedisError as exc:
-            log.warning("answer cache: could not store an answer (%s)", exc)
+    def close(self) -> None:
+        self._client.close()
 
 
 class AnswerCache:
     def __init__(self, backend: Backend, ttl_s: float = 3600.0) -> None:
         self.backend = backend
         self.ttl_s = ttl_s
-        self.hits = 0
-        self.misses = 0
 
     def get(self, key: str) -> dict[str, Any] | None:
         raw = self.backend.get(key)
         if raw is None:
-            self.misses += 1
             return None
-        self.hits += 1
-        value: dict[str, Any] = json.loads(raw)
-        return value
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            log.warning("answer cache: unreadable entry %s ignored", key)
+            return None
+        return value if isinstance(value, dict) else None
 
     def put(self, key: str, payload: dict[str, Any]) -> None:
         self.backend.put(key, json.dumps(payload, ensure_ascii=False).encode(), self.ttl_s)
+
+    def close(self) -> None:
+        self.backend.close()
 
 
 def build_cache(redis_url: str | None, max_entries: int, ttl_s: float) -> AnswerCache:
@@ -138,6 +262,121 @@ def build_cache(redis_url: str | None, max_entries: int, ttl_s: float) -> Answer
     return AnswerCache(backend, ttl_s)
 
 
-def plain(value: Any) -> Any:
-    """Dataclasses (answers, citations, passages) as JSON-ready values."""
-    return asdict(value) if hasattr(value, "__dataclass_fields__") else value
+# --- stored answers ---------------------------------------------------------------------------
+
+
+def to_payload(result: Answer) -> dict[str, Any]:
+    stored = asdict(result)
+    for per_turn in ("conversation_id", "message_id"):
+        stored.pop(per_turn, None)
+    return {"format": PAYLOAD_FORMAT, "answer": stored}
+
+
+def from_payload(payload: dict[str, Any]) -> Answer | None:
+    """The stored answer, or None for an entry of another format or shape (a miss)."""
+    if payload.get("format") != PAYLOAD_FORMAT:
+        return None
+    try:
+        data = dict(payload["answer"])
+        citations = [
+            Citation(
+                index=int(c["index"]),
+                passage=Passage(
+                    **{**c["passage"], "heading_path": tuple(c["passage"]["heading_path"])}
+                ),
+                cited=bool(c["cited"]),
+            )
+            for c in data.pop("citations")
+        ]
+        known = {f.name for f in fields(Answer)}
+        return Answer(citations=citations, **{k: v for k, v in data.items() if k in known})
+    except (KeyError, TypeError, ValueError) as exc:
+        log.warning("answer cache: entry of an older shape ignored (%s)", exc)
+        return None
+
+
+# --- one request ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What one request may do with the cache: body `"cache": false` turns it off both ways;
+    `Cache-Control: no-cache` asks for a fresh answer (which is then stored), `no-store`
+    for neither."""
+
+    read: bool = True
+    write: bool = True
+
+    @classmethod
+    def of(cls, enabled: bool = True, cache_control: str | None = None) -> Policy:
+        directives = {
+            part.split("=", 1)[0].strip().lower() for part in (cache_control or "").split(",")
+        }
+        if not enabled or "no-store" in directives:
+            return cls(read=False, write=False)
+        if "no-cache" in directives:
+            return cls(read=False, write=True)
+        return cls()
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """The outcome of a lookup: a hit to answer with, or the key to keep the answer under."""
+
+    cache: AnswerCache | None = None
+    key: str | None = None
+    hit: Answer | None = None
+    write: bool = False
+
+    async def keep(self, result: Answer) -> None:
+        if self.cache is None or self.key is None or not self.write or self.hit is not None:
+            return
+        if complete(result):
+            cache, key, payload = self.cache, self.key, to_payload(result)
+            await anyio.to_thread.run_sync(lambda: cache.put(key, payload))
+
+
+async def lookup(svc: Services, spec: AskSpec, policy: Policy, *, stream: bool = False) -> Lookup:
+    cache = svc.answer_cache
+    if cache is None or not (policy.read or policy.write) or not cacheable(spec, stream=stream):
+        return Lookup()
+
+    def find() -> tuple[str, dict[str, Any] | None]:
+        with svc.db.read() as session:
+            # The tenancy check answer.plan would make: a hit must not skip it.
+            kb = get_kb(session, spec.kb_id)
+            tenant, state = kb.tenant_id, kb_state(session, kb.id)
+        # The state is read before retrieval, so an answer can only be newer than its key.
+        key = cache_key(tenant, kb.id, state, spec.question, request_options(svc.settings, spec))
+        return key, cache.get(key) if policy.read else None
+
+    key, payload = await anyio.to_thread.run_sync(find)
+    hit = None
+    if policy.read:
+        hit = from_payload(payload) if payload is not None else None
+        metrics.ANSWER_CACHE.labels("hit" if hit is not None else "miss").inc()
+    if hit is not None:
+        # Usage says what this request cost: no tokens.
+        hit = replace(hit, usage=dict(NO_USAGE))
+    return Lookup(cache, key, hit, policy.write)
+
+
+class Replay:
+    """A cached answer with the interface of answer.LiveAnswer, so a hit streams as
+    deltas, then citations and done, like a fresh answer."""
+
+    piece_chars = 200
+
+    def __init__(self, result: Answer) -> None:
+        self.result = result
+
+    async def deltas(self) -> AsyncIterator[str]:
+        text = self.result.answer or ""
+        for start in range(0, len(text), self.piece_chars):
+            yield text[start : start + self.piece_chars]
+
+    async def finish(self) -> Answer:
+        return self.result
+
+    async def aclose(self) -> None:
+        return None

@@ -438,6 +438,7 @@ class Client(_Requests):
         response_format: Mapping[str, Any] | None = None,
         max_tokens: int | None = None,
         temperature: float | None = None,
+        cache: bool | None = None,
     ) -> Answer:
         options = _options(
             top_k=top_k,
@@ -447,6 +448,7 @@ class Client(_Requests):
             response_format=response_format,
             max_tokens=max_tokens,
             temperature=temperature,
+            cache=cache,
         )
         return self._send(self._ask(kb_id, question, options))
 
@@ -460,6 +462,7 @@ class Client(_Requests):
         filters: Mapping[str, Any] | None = None,
         max_tokens: int | None = None,
         temperature: float | None = None,
+        cache: bool | None = None,
     ) -> Generator[StreamEvent, None, None]:
         """Stream an answer: DeltaEvent..., CitationsEvent, DoneEvent (or an ErrorEvent).
         Leaving the loop early closes the connection, which stops the generation."""
@@ -469,6 +472,7 @@ class Client(_Requests):
             filters=filters,
             max_tokens=max_tokens,
             temperature=temperature,
+            cache=cache,
         )
         call = self._ask_stream(kb_id, question, options)
         with self._http.stream(call.method, call.path, **call.request_kwargs()) as response:
@@ -671,6 +675,7 @@ class AsyncClient(_Requests):
         response_format: Mapping[str, Any] | None = None,
         max_tokens: int | None = None,
         temperature: float | None = None,
+        cache: bool | None = None,
     ) -> Answer:
         options = _options(
             top_k=top_k,
@@ -680,6 +685,7 @@ class AsyncClient(_Requests):
             response_format=response_format,
             max_tokens=max_tokens,
             temperature=temperature,
+            cache=cache,
         )
         return await self._send(self._ask(kb_id, question, options))
 
@@ -693,6 +699,7 @@ class AsyncClient(_Requests):
         filters: Mapping[str, Any] | None = None,
         max_tokens: int | None = None,
         temperature: float | None = None,
+        cache: bool | None = None,
     ) -> AsyncGenerator[StreamEvent, None]:
         """Stream an answer as events. To stop early and close the connection at once, wrap
         it: `async with contextlib.aclosing(client.ask_stream(...)) as events:`."""
@@ -702,6 +709,7 @@ class AsyncClient(_Requests):
             filters=filters,
             max_tokens=max_tokens,
             temperature=temperature,
+            cache=cache,
         )
         call = self._ask_stream(kb_id, question, options)
         async with self._http.stream(call.method, call.path, **call.request_kwargs()) as response:

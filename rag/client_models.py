@@ -192,6 +192,7 @@ class Answer:
     finish_reason: str | None = None
     conversation_id: str | None = None
     message_id: int | None = None
+    cached: bool = False  # served from the server's answer cache (usage is then 0)
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -293,6 +294,7 @@ class DoneEvent:
     finish_reason: str | None = None
     conversation_id: str | None = None
     message_id: int | None = None
+    cached: bool = False  # the answer was replayed from the server's answer cache
     type: Literal["done"] = "done"
 
 

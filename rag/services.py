@@ -18,6 +18,7 @@ from rag.index import IndexStore
 
 if TYPE_CHECKING:
     from ingest.embedding import Embedder
+    from rag.answer_cache import AnswerCache
     from rag.llm import LLMClient
     from rag.rerank import Reranker
     from rag.routing import Router
@@ -37,6 +38,8 @@ class Services:
     _reranker: Reranker | None = None
     # Set directly in tests; otherwise built from RAG_LLM__ROUTES around `llm` on first use.
     _router: Router | None = None
+    # Set directly in tests; otherwise built from RAG_CACHE__* on first use (None: disabled).
+    _answer_cache: AnswerCache | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     # Embedders of models other than the configured one (an index version built with another
     # model must be queried with that model; vectors of two models never meet).
@@ -122,6 +125,18 @@ class Services:
                 self._reranker = load_reranker(self.settings.retrieval)
             return self._reranker
 
+    @property
+    def answer_cache(self) -> AnswerCache | None:
+        cfg = self.settings.cache
+        if not cfg.enabled:
+            return None
+        with self._lock:
+            if self._answer_cache is None:
+                from rag.answer_cache import build_cache
+
+                self._answer_cache = build_cache(cfg.redis_url, cfg.max_entries, cfg.ttl_s)
+            return self._answer_cache
+
     @cached_property
     def tokens(self) -> TokenCounter:
         from rag.tokens import load_token_counter
@@ -132,6 +147,8 @@ class Services:
         try:
             self.indexes.save_dirty()
         finally:
+            if self._answer_cache is not None:
+                self._answer_cache.close()
             if self._router is not None:
                 self._router.close()
             if self._llm is not None:

@@ -7,7 +7,10 @@ The last message is the question; earlier user/assistant messages are the conver
 follow-up is condensed into a standalone question for retrieval); system messages from the
 client are ignored, since the service's own grounded system prompt applies. The answer carries
 [n] markers, and the response (each chunk's last one when streaming) an extra `citations`
-field; `answered_by` names the LLM that answered. Works unchanged with the `openai` SDK.
+field; `answered_by` names the LLM that answered, `cached` says the answer came from the answer
+cache (rag/answer_cache.py; only for a single question, not a conversation). An extra body
+field `"cache": false` (the SDK's extra_body) or `Cache-Control: no-cache` / `no-store` bypasses
+it. Works unchanged with the `openai` SDK.
 """
 
 from __future__ import annotations
@@ -17,16 +20,16 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncGenerator
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter
+from fastapi import APIRouter, Header
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import ServicesDep
 from api.schemas import citations_out
 from api.streaming import EventStream, sse
-from rag import answer, knowledge
+from rag import answer, answer_cache, knowledge
 from rag.errors import InvalidInput, NotFound, RagError
 from rag.models import KnowledgeBase
 from rag.services import Services
@@ -61,6 +64,7 @@ class ChatRequest(BaseModel):
     response_format: dict[str, Any] | None = None
     n: int = Field(1, ge=1, le=1)
     top_k: int | None = Field(None, ge=1, le=1000, description="passages to retrieve (extension)")
+    cache: bool = Field(True, description="use the answer cache (extension)")
 
 
 def model_card(kb: KnowledgeBase) -> dict[str, Any]:
@@ -111,31 +115,56 @@ def _spec(kb_id: str, body: ChatRequest) -> answer.AskSpec:
 
 
 @router.post("/chat/completions", response_model=None)
-async def chat_completions(body: ChatRequest, svc: ServicesDep) -> dict[str, Any] | EventStream:
+async def chat_completions(
+    body: ChatRequest,
+    svc: ServicesDep,
+    cache_control: Annotated[
+        str | None, Header(description="no-cache: a fresh answer; no-store: the cache is not used")
+    ] = None,
+) -> dict[str, Any] | EventStream:
     kb = await anyio.to_thread.run_sync(_find_kb, svc, body.model)
-    plan = await answer.plan(svc, _spec(kb.id, body))
+    spec = _spec(kb.id, body)
+    found = await answer_cache.lookup(
+        svc, spec, answer_cache.Policy.of(body.cache, cache_control), stream=body.stream
+    )
     ident = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
+    include_usage = bool((body.stream_options or {}).get("include_usage"))
+    if found.hit is not None:
+        if body.stream:
+            replay = answer_cache.Replay(found.hit)
+            chunks = _chunks(replay, found, ident, created, body.model, include_usage, cached=True)
+            return EventStream(chunks)
+        return _completion(found.hit, ident, created, body.model, cached=True)
+    plan = await answer.plan(svc, spec)
     if not body.stream:
         result = await answer.generate(svc, plan)
-        return {
-            "id": ident,
-            "object": "chat.completion",
-            "created": created,
-            "model": body.model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": result.answer},
-                    "finish_reason": result.finish_reason or "stop",
-                }
-            ],
-            "usage": _usage(result.usage),
-            **_extras(result),
-        }
+        await found.keep(result)
+        return _completion(result, ident, created, body.model, cached=False)
     live = await answer.open_stream(svc, plan)
-    include_usage = bool((body.stream_options or {}).get("include_usage"))
-    return EventStream(_chunks(live, ident, created, body.model, include_usage))
+    return EventStream(
+        _chunks(live, found, ident, created, body.model, include_usage, cached=False)
+    )
+
+
+def _completion(
+    result: answer.Answer, ident: str, created: int, model: str, *, cached: bool
+) -> dict[str, Any]:
+    return {
+        "id": ident,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": result.answer},
+                "finish_reason": result.finish_reason or "stop",
+            }
+        ],
+        "usage": _usage(result.usage),
+        **_extras(result, cached=cached),
+    }
 
 
 def _usage(usage: dict[str, int]) -> dict[str, int]:
@@ -147,16 +176,24 @@ def _usage(usage: dict[str, int]) -> dict[str, int]:
     }
 
 
-def _extras(result: answer.Answer) -> dict[str, Any]:
+def _extras(result: answer.Answer, *, cached: bool) -> dict[str, Any]:
     return {
         "citations": [c.model_dump() for c in citations_out(result)],
         "answered_by": result.model,
         "route": result.route,
+        "cached": cached,
     }
 
 
 async def _chunks(
-    live: answer.LiveAnswer, ident: str, created: int, model: str, include_usage: bool
+    live: answer.LiveAnswer | answer_cache.Replay,
+    found: answer_cache.Lookup,
+    ident: str,
+    created: int,
+    model: str,
+    include_usage: bool,
+    *,
+    cached: bool,
 ) -> AsyncGenerator[str, None]:
     # Every chunk shares this head; only the delta differs, so build it once.
     head = json.dumps(
@@ -173,7 +210,9 @@ async def _chunks(
         async for delta in live.deltas():
             yield chunk({"content": delta})
         result = await live.finish()
-        yield chunk({}, result.finish_reason or "stop", **_extras(result))
+        # Kept only here: a stream that failed or that the client left never reaches this.
+        await found.keep(result)
+        yield chunk({}, result.finish_reason or "stop", **_extras(result, cached=cached))
         if include_usage:
             yield sse(None, f'{head}, "choices": [], "usage": {json.dumps(_usage(result.usage))}}}')
         yield sse(None, "[DONE]")

@@ -181,7 +181,8 @@ def test_structured_output_is_validated_and_retried_once(
     assert body["parsed"] == json.loads(valid)
 
     script.steps = ["not json at all"]
-    failed = client.post(url, json={"question": "Rotate?", "response_format": RESPONSE_FORMAT})
+    again = {"question": "Rotate?", "response_format": RESPONSE_FORMAT, "cache": False}
+    failed = client.post(url, json=again)
     assert (
         failed.status_code == 502 and failed.json()["error"]["code"] == "invalid_structured_output"
     )

@@ -1,7 +1,9 @@
-"""The answer cache's key follows the knowledge base's content; backends keep and expire."""
+"""The answer cache's key follows the knowledge base's content; backends keep and expire;
+stored answers come back whole; a hit still goes through the tenancy check."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 
@@ -9,9 +11,27 @@ import pytest
 
 from ingest.jobs import Worker
 from ingest.upload import stage_upload
-from rag import knowledge
-from rag.answer_cache import AnswerCache, MemoryBackend, RedisBackend, cache_key, kb_state
+from rag import knowledge, versions
+from rag.answer import Answer, AskSpec, Citation
+from rag.answer_cache import (
+    AnswerCache,
+    MemoryBackend,
+    Policy,
+    RedisBackend,
+    cache_key,
+    cacheable,
+    complete,
+    from_payload,
+    kb_state,
+    lookup,
+    request_options,
+    to_payload,
+)
+from rag.errors import NotFound
+from rag.models import KnowledgeBase
+from rag.retrieve import Passage
 from rag.services import Services
+from rag.tenancy import Principal, acting_as
 from tests.conftest import REDIS_URL, redis_reason
 
 
@@ -22,39 +42,124 @@ def _add(svc: Services, kb_id: str, name: str, text: str) -> str:
     with path.open("rb") as fh:
         staged = stage_upload(fh, name, svc.settings.data_dir, 10**7)
     doc_id = knowledge.add_document(svc, kb_id, staged)[0].id
-    worker = Worker(svc)
-    while worker.run_once():
-        pass
+    _work(svc)
     return doc_id
 
 
-def test_state_changes_with_every_content_change(services: Services) -> None:
-    kb = knowledge.create_kb(services, "kb").id
-    other = knowledge.create_kb(services, "other").id
+def _work(svc: Services) -> None:
+    worker = Worker(svc)
+    while worker.run_once():
+        pass
 
-    def state() -> str:
-        with services.db.read() as session:
-            return kb_state(session, kb)
 
-    empty = state()
-    doc = _add(services, kb, "a.txt", "年假十天。" * 50)
-    after_upload = state()
-    assert after_upload != empty
-    _add(services, other, "b.txt", "别的知识库。" * 50)
-    assert state() == after_upload  # another knowledge base's change does not matter
-    knowledge.delete_document(services, kb, doc)
-    assert state() not in (empty, after_upload)
+def _state(svc: Services, kb_id: str) -> str:
+    with svc.db.read() as session:
+        return kb_state(session, kb_id)
+
+
+def test_state_changes_with_every_content_change(db_services: Services) -> None:
+    svc = db_services  # SQLite and PostgreSQL: the state is one statement of subqueries
+    kb = knowledge.create_kb(svc, "kb").id
+    other = knowledge.create_kb(svc, "other").id
+    seen = [_state(svc, kb)]
+    doc = _add(svc, kb, "a.txt", "年假十天。" * 50)
+    seen.append(_state(svc, kb))
+    _add(svc, other, "b.txt", "别的知识库。" * 50)
+    assert _state(svc, kb) == seen[-1]  # another knowledge base's change does not matter
+    knowledge.delete_document(svc, kb, doc)
+    seen.append(_state(svc, kb))
+    _add(svc, kb, "c.txt", "病假五天。" * 50)
+    seen.append(_state(svc, kb))
+    assert len(set(seen)) == len(seen), seen
+
+
+def test_state_follows_the_live_version(db_services: Services) -> None:
+    svc = db_services
+    kb = knowledge.create_kb(svc, "kb").id
+    _add(svc, kb, "a.txt", "年假十天。" * 50)
+    before = _state(svc, kb)
+
+    versions.start_reindex(svc, kb, chunk_tokens=64)
+    _work(svc)
+    with svc.db.read() as session:
+        assert session.get(KnowledgeBase, kb).live_version == 2  # type: ignore[union-attr]
+    switched = _state(svc, kb)
+    assert switched != before
+
+    versions.start_rollback(svc, kb)
+    _work(svc)
+    with svc.db.read() as session:
+        assert session.get(KnowledgeBase, kb).live_version == 1  # type: ignore[union-attr]
+    # The same version as before, live again: still a state of its own.
+    assert _state(svc, kb) not in (before, switched)
 
 
 def test_key_normalises_the_question_and_covers_the_options() -> None:
-    base = cache_key("kb", "1:5:0", "年假 有几天？", {"top_k": 5})
-    assert cache_key("kb", "1:5:0", "  年假\n有几天？ ", {"top_k": 5}) == base
-    assert cache_key("kb", "1:6:0", "年假 有几天？", {"top_k": 5}) != base
-    assert cache_key("kb", "1:5:0", "年假 有几天？", {"top_k": 6}) != base
-    assert cache_key("kb2", "1:5:0", "年假 有几天？", {"top_k": 5}) != base
-    assert cache_key("kb", "1:5:0", "ANNUAL leave?", {}) == cache_key(
-        "kb", "1:5:0", "annual LEAVE?", {}
+    base = cache_key("t", "kb", "1:5", "年假 有几天？", {"top_k": 5})
+    assert cache_key("t", "kb", "1:5", "  年假\n有几天? ", {"top_k": 5}) == base  # NFKC ？→?
+    assert cache_key("t", "kb", "1:6", "年假 有几天？", {"top_k": 5}) != base
+    assert cache_key("t", "kb", "1:5", "年假 有几天？", {"top_k": 6}) != base
+    assert cache_key("t", "kb2", "1:5", "年假 有几天？", {"top_k": 5}) != base
+    assert cache_key("t2", "kb", "1:5", "年假 有几天？", {"top_k": 5}) != base
+    assert cache_key("t", "kb", "1:5", "ANNUAL leave?", {}) == cache_key(
+        "t", "kb", "1:5", "annual LEAVE?", {}
     )
+
+
+def test_options_cover_settings_that_change_answers(services: Services) -> None:
+    spec = AskSpec("kb", "年假？")
+    base = request_options(services.settings, spec)
+    assert request_options(services.settings, AskSpec("kb", "年假？", top_k=5)) == base  # default
+    services.settings.llm.model = "another-model"
+    assert request_options(services.settings, spec) != base
+    fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}
+    assert request_options(services.settings, AskSpec("kb", "年假？", response_format=fmt)) != (
+        request_options(services.settings, spec)
+    )
+
+
+def test_what_is_cacheable() -> None:
+    assert cacheable(AskSpec("kb", "年假？"))
+    assert not cacheable(AskSpec("kb", "年假？", conversation_id="c1"))
+    assert not cacheable(AskSpec("kb", "年假？", history=[{"role": "user", "content": "hi"}]))
+    assert not cacheable(AskSpec("kb", "   "))
+    fmt = {"type": "json_object"}
+    assert cacheable(AskSpec("kb", "年假？", response_format=fmt))
+    assert not cacheable(AskSpec("kb", "年假？", response_format=fmt), stream=True)
+    answer = Answer("十天 [1]。", [], "m", finish_reason="stop")
+    assert complete(answer)
+    assert not complete(Answer("十天", [], "m", finish_reason="length"))
+    assert not complete(Answer("  ", [], "m"))
+    assert not complete(Answer(None, [], None, retrieval_only=True))
+
+
+def test_policy_from_flag_and_header() -> None:
+    assert Policy.of() == Policy(read=True, write=True)
+    assert Policy.of(False) == Policy(read=False, write=False)
+    assert Policy.of(True, "no-cache") == Policy(read=False, write=True)
+    assert Policy.of(True, "max-age=0, No-Store") == Policy(read=False, write=False)
+    assert Policy.of(True, "max-age=0") == Policy()
+
+
+def test_payload_round_trip() -> None:
+    passage = Passage(7, "doc", "a.pdf", 3, 4, "年假十天。", 0.5, ("员工手册", "假期"))
+    answer = Answer(
+        "十天 [1]。",
+        [Citation(1, passage, True)],
+        "qwen",
+        {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12},
+        route="default",
+        question="年假？",
+        parsed={"days": 10},
+        finish_reason="stop",
+        conversation_id="c",
+        message_id=4,
+    )
+    back = from_payload(to_payload(answer))
+    assert back is not None
+    assert back == Answer(**{**answer.__dict__, "conversation_id": None, "message_id": None})
+    assert from_payload({**to_payload(answer), "format": 0}) is None
+    assert from_payload({"format": 1, "answer": {"answer": "x"}}) is None
 
 
 def test_memory_backend_expires_and_evicts() -> None:
@@ -66,7 +171,27 @@ def test_memory_backend_expires_and_evicts() -> None:
     assert cache.get("b") is None and cache.get("c") == {"answer": "三"}
     time.sleep(0.25)
     assert cache.get("a") is None
-    assert (cache.hits, cache.misses) == (2, 2)
+
+
+def test_a_hit_still_checks_the_tenant(services: Services) -> None:
+    kb = knowledge.create_kb(services, "kb").id
+    _add(services, kb, "a.txt", "年假十天。" * 50)
+    spec = AskSpec(kb, "年假？")
+    first = asyncio.run(lookup(services, spec, Policy()))
+    assert first.hit is None and first.key
+    asyncio.run(first.keep(Answer("十天 [1]。", [], "m", {"total_tokens": 5})))
+    hit = asyncio.run(lookup(services, spec, Policy())).hit
+    assert hit is not None and hit.answer == "十天 [1]。" and hit.usage["total_tokens"] == 0
+    stranger = Principal(actor="key:x", tenant_id="globex", scopes=frozenset({"query"}))
+    with acting_as(stranger), pytest.raises(NotFound):
+        asyncio.run(lookup(services, spec, Policy()))
+
+
+def test_disabled_cache_is_never_consulted(services: Services) -> None:
+    services.settings.cache.enabled = False
+    assert services.answer_cache is None
+    found = asyncio.run(lookup(services, AskSpec("no-such-kb", "年假？"), Policy()))
+    assert found.key is None and found.hit is None  # not even the knowledge base was read
 
 
 def test_redis_backend_shares_answers() -> None:
@@ -78,6 +203,15 @@ def test_redis_backend_shares_answers() -> None:
     two = AnswerCache(RedisBackend(REDIS_URL, prefix), ttl_s=5)
     one.put("k", {"answer": "共享", "citations": []})
     assert two.get("k") == {"answer": "共享", "citations": []}
-    broken = AnswerCache(RedisBackend("redis://127.0.0.1:9/0"), ttl_s=5)
-    broken.put("k", {"answer": "x"})
-    assert broken.get("k") is None  # an outage is a miss, not an error
+    one.close()
+    two.close()
+
+
+def test_redis_outage_is_a_miss_and_is_not_retried_at_once() -> None:
+    backend = RedisBackend("redis://127.0.0.1:9/0", retry_s=60)
+    broken = AnswerCache(backend, ttl_s=5)
+    broken.put("k", {"answer": "x"})  # fails: logged, not raised
+    started = time.monotonic()
+    assert broken.get("k") is None
+    assert time.monotonic() - started < 0.05  # Redis is left alone for retry_s
+    broken.close()
