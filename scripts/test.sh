@@ -5,10 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EXTRAS="offline,postgres,ray,redis,otel,dev" bash scripts/setup.sh
-# The web console's browser tests drive Debian's Chromium (browser downloads fail here).
+# The web console's browser tests drive Debian's Chromium (browser downloads fail here); a CJK
+# font makes the Chinese screenshots readable.
 if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
-    (apt-get install -y -q chromium >/dev/null 2>&1 \
-        || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }) \
+    (apt-get install -y -q chromium fonts-wqy-microhei >/dev/null 2>&1 \
+        || { apt-get update -q >/dev/null \
+            && apt-get install -y -q chromium fonts-wqy-microhei >/dev/null; }) \
         || echo "could not install chromium: the browser tests will say so" >&2
 fi
 export RAG_TEST_MODELS_DIR="${RAG_TEST_MODELS_DIR:-$PWD/.models}"

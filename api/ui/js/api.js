@@ -1,0 +1,171 @@
+// The HTTP API as the console uses it. Every /v1 call carries the signed-in key.
+
+const KEY_STORE = "kbqa.key";
+// The console is served at <prefix>/ui/, the API at <prefix>/: relative URLs keep working
+// behind a proxy that adds a prefix.
+const BASE = new URL("../", window.location.href);
+
+export class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+export const session = {
+  // sessionStorage: the key lives as long as the tab, never on disk beyond it.
+  get key() {
+    return sessionStorage.getItem(KEY_STORE);
+  },
+  signIn(key) {
+    sessionStorage.setItem(KEY_STORE, key);
+  },
+  signOut() {
+    sessionStorage.removeItem(KEY_STORE);
+  },
+  get signedIn() {
+    return sessionStorage.getItem(KEY_STORE) !== null;
+  },
+};
+
+export function url(path) {
+  return new URL(path.replace(/^\//, ""), BASE).toString();
+}
+
+function headers(extra = {}, key = session.key) {
+  const out = { ...extra };
+  if (key) out.Authorization = `Bearer ${key}`;
+  return out;
+}
+
+// The server's {"error": {"code", "message"}} body, or FastAPI's validation {"detail": [...]}.
+function errorFrom(status, body, fallback) {
+  if (body && body.error) return new ApiError(status, body.error.code, body.error.message);
+  if (body && Array.isArray(body.detail)) {
+    const msg = body.detail.map((d) => `${(d.loc || []).slice(1).join(".")}: ${d.msg}`).join("; ");
+    return new ApiError(status, "invalid_input", msg);
+  }
+  if (body && typeof body.detail === "string") return new ApiError(status, "error", body.detail);
+  return new ApiError(status, "http_error", fallback || `HTTP ${status}`);
+}
+
+async function parse(resp) {
+  if (resp.status === 204) return null;
+  const text = await resp.text();
+  let body = null;
+  try {
+    body = text ? JSON.parse(text) : null;
+  } catch {
+    body = null;
+  }
+  if (!resp.ok) throw errorFrom(resp.status, body, text.slice(0, 300) || resp.statusText);
+  return body;
+}
+
+export async function request(method, path, body, { key } = {}) {
+  const init = { method, headers: headers({}, key === undefined ? session.key : key) };
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  let resp;
+  try {
+    resp = await fetch(url(path), init);
+  } catch (exc) {
+    throw new ApiError(0, "network", exc.message || String(exc));
+  }
+  return parse(resp);
+}
+
+export const api = {
+  ready: () => fetch(url("readyz")).then((r) => r.json()),
+  listKbs: (key) => request("GET", "v1/knowledge-bases", undefined, { key }),
+  getKb: (id) => request("GET", `v1/knowledge-bases/${id}`),
+  createKb: (name, description) => request("POST", "v1/knowledge-bases", { name, description }),
+  deleteKb: (id) => request("DELETE", `v1/knowledge-bases/${id}`),
+  listDocs: (kb, status) =>
+    request("GET", `v1/knowledge-bases/${kb}/documents${status ? `?status=${status}` : ""}`),
+  deleteDoc: (kb, id) => request("DELETE", `v1/knowledge-bases/${kb}/documents/${id}`),
+  listConversations: (kb) => request("GET", `v1/conversations?kb_id=${encodeURIComponent(kb)}`),
+  getConversation: (id) => request("GET", `v1/conversations/${id}`),
+  createConversation: (kb) => request("POST", "v1/conversations", { kb_id: kb }),
+  ask: (kb, body) => request("POST", `v1/knowledge-bases/${kb}/ask`, body),
+  listJobs: (params) => request("GET", `v1/jobs?${new URLSearchParams(params)}`),
+  cancelJob: (id) => request("POST", `v1/jobs/${id}/cancel`),
+  reindex: (kb, body) => request("POST", `v1/knowledge-bases/${kb}/reindex`, body),
+};
+
+// One multipart upload with progress (fetch cannot report upload progress; XHR can).
+export function uploadFile(kb, file, onProgress) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open("POST", url(`v1/knowledge-bases/${kb}/documents`));
+    for (const [k, v] of Object.entries(headers())) xhr.setRequestHeader(k, v);
+    xhr.upload.onprogress = (e) => e.lengthComputable && onProgress(e.loaded / e.total);
+    xhr.onerror = () => reject(new ApiError(0, "network", "network error"));
+    xhr.onload = () => {
+      let body = null;
+      try {
+        body = JSON.parse(xhr.responseText);
+      } catch {
+        body = null;
+      }
+      if (xhr.status >= 200 && xhr.status < 300) resolve(body);
+      else reject(errorFrom(xhr.status, body, xhr.statusText));
+    };
+    const form = new FormData();
+    form.append("file", file, file.name);
+    xhr.send(form);
+  });
+}
+
+// POST .../ask with stream: true; calls onEvent(name, data) for each Server-Sent Event
+// (delta..., citations, done, or error). A failure before the stream starts throws ApiError.
+export async function askStream(kb, body, onEvent, signal) {
+  let resp;
+  try {
+    resp = await fetch(url(`v1/knowledge-bases/${kb}/ask`), {
+      method: "POST",
+      headers: headers({ "Content-Type": "application/json", Accept: "text/event-stream" }),
+      body: JSON.stringify({ ...body, stream: true }),
+      signal,
+    });
+  } catch (exc) {
+    if (exc.name === "AbortError") throw exc;
+    throw new ApiError(0, "network", exc.message || String(exc));
+  }
+  if (!resp.ok) await parse(resp);
+  const reader = resp.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += decoder.decode(value, { stream: true });
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      dispatch(buffer.slice(0, end), onEvent);
+      buffer = buffer.slice(end + 2);
+    }
+  }
+  if (buffer.trim()) dispatch(buffer, onEvent);
+}
+
+function dispatch(block, onEvent) {
+  let name = "message";
+  const data = [];
+  for (const line of block.split("\n")) {
+    if (line.startsWith("event:")) name = line.slice(6).trim();
+    else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+  }
+  if (!data.length) return;
+  const raw = data.join("\n");
+  let parsed = raw;
+  try {
+    parsed = JSON.parse(raw);
+  } catch {
+    // not JSON: pass the text on
+  }
+  onEvent(name, parsed);
+}

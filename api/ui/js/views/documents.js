@@ -1,0 +1,296 @@
+// Documents of the current knowledge base: table with live status, drag-and-drop upload of
+// several files with per-file progress, delete, and a filter for failed documents.
+
+import { api, uploadFile } from "../api.js";
+import {
+  badge,
+  clear,
+  confirmDialog,
+  formatBytes,
+  formatDate,
+  h,
+  poller,
+  progressBar,
+  toast,
+} from "../dom.js";
+import { label, t } from "../i18n.js";
+
+const PARALLEL_UPLOADS = 2;
+const BUSY = new Set(["queued", "processing"]);
+
+let ctx = null;
+let parts = null; // {summary, uploads, table}
+let stopPolling = null;
+let docs = [];
+let failedOnly = false;
+// Uploads outlive a re-render (language switch), and belong to the KB they were sent to.
+const uploads = [];
+
+export function mount(el, context) {
+  ctx = context;
+  const kb = ctx.kb;
+  if (!kb) {
+    clear(el, h("p.empty", {}, t("kb.pick_first")));
+    return;
+  }
+  docs = []; // another knowledge base's rows must not show while the first refresh runs
+  parts = {
+    summary: h("p.muted", { "data-test": "doc-summary" }),
+    uploads: h("ul.uploads", { "data-test": "uploads" }),
+    table: h("div", { "data-test": "doc-table-wrap" }),
+    live: h("span.live.muted.small", {}, t("docs.live")),
+  };
+  const filter = h("input", {
+    type: "checkbox",
+    id: "failed-only",
+    checked: failedOnly,
+    onchange: () => {
+      failedOnly = filter.checked;
+      refresh();
+    },
+  });
+  clear(
+    el,
+    h("div.view-head", {}, h("h1", {}, t("docs.title", { kb: kb.name })), parts.summary),
+    dropZone(kb.id),
+    parts.uploads,
+    h(
+      "div.toolbar",
+      {},
+      h("label.check", { for: "failed-only" }, filter, t("docs.failed_only")),
+      parts.live,
+    ),
+    parts.table,
+  );
+  renderUploads();
+  renderTable();
+  stopPolling = poller(refresh, () => (busy() ? 1000 : 5000));
+}
+
+export function unmount() {
+  if (stopPolling) stopPolling();
+  stopPolling = null;
+  parts = null;
+}
+
+function busy() {
+  return docs.some((d) => BUSY.has(d.status)) || uploads.some((u) => u.state === "uploading");
+}
+
+async function refresh() {
+  const kb = ctx?.kb;
+  if (!kb || !parts) return;
+  try {
+    const [list, stats] = await Promise.all([
+      api.listDocs(kb.id, failedOnly ? "failed" : null),
+      api.getKb(kb.id),
+    ]);
+    if (!parts) return;
+    docs = list.documents;
+    parts.summary.textContent = t("docs.summary", {
+      documents: stats.documents,
+      chunks: stats.chunks,
+    });
+    parts.live.classList.toggle("active", busy());
+    renderTable();
+  } catch (exc) {
+    ctx.failed(exc);
+  }
+}
+
+// --- upload ----------------------------------------------------------------------------------
+
+function dropZone(kbId) {
+  const input = h("input", {
+    type: "file",
+    multiple: true,
+    id: "file-input",
+    class: "visually-hidden",
+    onchange: () => {
+      enqueue(kbId, [...input.files]);
+      input.value = "";
+    },
+  });
+  const zone = h(
+    "div.dropzone",
+    {
+      "data-test": "dropzone",
+      ondragover: (e) => {
+        e.preventDefault();
+        zone.classList.add("over");
+      },
+      ondragleave: () => zone.classList.remove("over"),
+      ondrop: (e) => {
+        e.preventDefault();
+        zone.classList.remove("over");
+        enqueue(kbId, [...(e.dataTransfer?.files || [])]);
+      },
+    },
+    h("span", {}, t("docs.drop"), " "),
+    h("label.button-like", { for: "file-input" }, t("docs.choose")),
+    input,
+  );
+  return zone;
+}
+
+function enqueue(kbId, files) {
+  for (const file of files) {
+    uploads.push({ kbId, file, state: "waiting", progress: 0, message: "", docId: null });
+  }
+  renderUploads();
+  for (let i = 0; i < PARALLEL_UPLOADS; i += 1) drain();
+}
+
+let running = 0;
+
+async function drain() {
+  if (running >= PARALLEL_UPLOADS) return;
+  const next = uploads.find((u) => u.state === "waiting");
+  if (!next) return;
+  running += 1;
+  next.state = "uploading";
+  renderUploads();
+  try {
+    const doc = await uploadFile(next.kbId, next.file, (fraction) => {
+      next.progress = fraction;
+      renderUploads();
+    });
+    next.progress = 1;
+    next.state = doc.duplicate ? "duplicate" : "accepted";
+    next.docId = doc.id;
+  } catch (exc) {
+    next.state = "failed";
+    next.message = exc.message;
+  } finally {
+    running -= 1;
+    renderUploads();
+    refresh();
+    drain();
+  }
+}
+
+function clearFinished() {
+  for (let i = uploads.length - 1; i >= 0; i -= 1) {
+    if (!["waiting", "uploading"].includes(uploads[i].state)) uploads.splice(i, 1);
+  }
+  renderUploads();
+}
+
+function renderUploads() {
+  if (!parts) return;
+  const mine = uploads.filter((u) => u.kbId === ctx.kbId);
+  parts.uploads.hidden = !mine.length;
+  const finished = mine.some((u) => !["waiting", "uploading"].includes(u.state));
+  clear(
+    parts.uploads,
+    finished
+      ? h(
+          "li.uploads-head",
+          {},
+          h("button.link", { type: "button", onclick: clearFinished }, t("docs.clear_uploads")),
+        )
+      : null,
+    mine.map((u) => {
+      // Once accepted, the row follows the document through the worker.
+      const doc = u.docId && docs.find((d) => d.id === u.docId);
+      const text = {
+        waiting: t("upload.uploading", { pct: 0 }),
+        uploading: t("upload.uploading", { pct: Math.round(u.progress * 100) }),
+        accepted: t("upload.accepted"),
+        duplicate: t("upload.duplicate"),
+        failed: t("upload.failed", { message: u.message }),
+      }[u.state];
+      return h(
+        `li.upload.upload-${u.state}`,
+        { dataset: { file: u.file.name, state: u.state } },
+        h("span.upload-name", {}, u.file.name),
+        h("span.muted.small", {}, formatBytes(u.file.size)),
+        progressBar(u.progress, null),
+        h(
+          "span.upload-state",
+          {},
+          text,
+          doc ? [" · ", badge(doc.status, label("status", doc.status))] : null,
+        ),
+      );
+    }),
+  );
+}
+
+// --- table -----------------------------------------------------------------------------------
+
+function renderTable() {
+  if (!parts) return;
+  renderUploads();
+  if (!docs.length) {
+    clear(parts.table, h("p.empty", {}, t(failedOnly ? "docs.empty_failed" : "docs.empty")));
+    return;
+  }
+  const cols = [
+    "docs.filename",
+    "docs.status",
+    "docs.pages",
+    "docs.chunks",
+    "docs.size",
+    "docs.uploaded",
+    "docs.error",
+    "docs.actions",
+  ];
+  clear(
+    parts.table,
+    h(
+      "table.data",
+      { "data-test": "doc-table" },
+      h(
+        "thead",
+        {},
+        h(
+          "tr",
+          {},
+          cols.map((k) => h("th", {}, t(k))),
+        ),
+      ),
+      h("tbody", {}, docs.map(row)),
+    ),
+  );
+}
+
+function row(doc) {
+  const problems = [doc.error, ...(doc.warnings || [])].filter(Boolean);
+  return h(
+    "tr",
+    { dataset: { doc: doc.id, filename: doc.filename, status: doc.status } },
+    h("td.filename", {}, doc.filename),
+    h("td", {}, badge(doc.status, label("status", doc.status))),
+    h("td.num", { "data-col": "pages" }, doc.pages ?? "–"),
+    h("td.num", { "data-col": "chunks" }, doc.chunks),
+    h("td.num", {}, formatBytes(doc.size_bytes)),
+    h("td.small", {}, formatDate(doc.created_at)),
+    h(
+      "td.problems",
+      {},
+      problems.map((p, i) => h(i === 0 && doc.error ? "div.error-text" : "div.muted.small", {}, p)),
+    ),
+    h(
+      "td.actions",
+      {},
+      h(
+        "button.danger",
+        {
+          type: "button",
+          onclick: async () => {
+            if (!(await confirmDialog(t("docs.confirm_delete", { name: doc.filename })))) return;
+            try {
+              await api.deleteDoc(doc.kb_id, doc.id);
+              toast(t("docs.deleted_ok", { name: doc.filename }), "ok");
+              await refresh();
+            } catch (exc) {
+              ctx.failed(exc);
+            }
+          },
+        },
+        t("docs.delete"),
+      ),
+    ),
+  );
+}
