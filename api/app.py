@@ -5,16 +5,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from prometheus_client import CollectorRegistry
 
 from api import errors
 from api.auth import AuthMiddleware, Guard
 from api.body_limit import BodyLimitMiddleware
+from api.observe import ObserveMiddleware
 from api.routes import (
     ask,
     conversations,
@@ -25,12 +26,14 @@ from api.routes import (
     knowledge_bases,
     openai_compat,
     search,
+    ui,
     versions,
 )
 from ingest.pipelined_worker import PipelinedWorker
-from rag import metrics
+from rag import log_setup, tracing
 from rag.config import Settings, load_settings
 from rag.doc_metrics import DocumentStatusCollector
+from rag.queue_metrics import JobQueueCollector
 from rag.services import Services
 
 log = logging.getLogger(__name__)
@@ -89,6 +92,11 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         svc = services or Services.create(settings or load_settings())
+        # Only a configured endpoint starts (and later stops) tracing: an app without one leaves
+        # the process's tracing as it found it.
+        traced = bool(svc.settings.tracing.otlp_endpoint) and tracing.configure(
+            svc.settings.tracing
+        )
         # Fail fast on an unloadable embedding model (ConfigError names the setting); the
         # indexes load in the background and /readyz reports when they are done.
         await run_in_threadpool(lambda: svc.embedder)
@@ -107,6 +115,7 @@ def create_app(
         # Per-app registry: these gauges read this app's database at scrape time.
         app.state.registry = CollectorRegistry()
         app.state.registry.register(DocumentStatusCollector(svc))
+        app.state.registry.register(JobQueueCollector(svc))
         stop = threading.Event()
         if warm_up:
             threading.Thread(target=_warm_up, args=(app, svc), daemon=True).start()
@@ -129,6 +138,8 @@ def create_app(
                 svc.close()
             else:
                 svc.indexes.save_dirty()
+            if traced:
+                tracing.shutdown()
 
     app = FastAPI(
         title="Knowledge-base QA",
@@ -148,21 +159,14 @@ def create_app(
         versions.router,
         keys.router,
         health.router,
+        ui.router,
     ):
         app.include_router(router)
     app.add_middleware(BodyLimitMiddleware)
-    app.add_middleware(AuthMiddleware)  # outside the body limit, inside `observe`
-
-    @app.middleware("http")
-    async def observe(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        metrics.REQUESTS.labels(request.method, path, str(response.status_code)).inc()
-        metrics.REQUEST_SECONDS.labels(request.method, path).observe(time.perf_counter() - started)
-        return response
-
+    app.add_middleware(AuthMiddleware)  # outside the body limit, inside ObserveMiddleware
+    # Added last, so outermost: refusals by the auth and body-limit middlewares are counted,
+    # carry the request id, and their log records too.
+    app.add_middleware(ObserveMiddleware)
+    # Log records made while serving a request carry its id, however logging is configured.
+    log_setup.install_record_factory()
     return app

@@ -17,8 +17,9 @@ import logging
 import math
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from anyio import to_thread
 from starlette.responses import JSONResponse
@@ -32,6 +33,7 @@ from rag.errors import Forbidden, RagError, RateLimited, Unauthorized
 from rag.ratelimit import MemoryLimiter, RedisLimiter, build_limiter
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _KB = r"/v1/knowledge-bases/[^/]+"
 # (methods, path pattern, scope); first match wins. "read" is satisfied by any scope.
@@ -84,12 +86,37 @@ class Guard:
     def mode(self) -> str:
         """ "keys" (a key is required), "open" (loopback, no keys) or "locked" (no keys, but
         listening beyond loopback: nothing is served until a key is created)."""
-        if self.active.any():
+        return self._mode(self.active.any())
+
+    def _mode(self, any_key: bool) -> str:
+        if any_key:
             return "keys"
         return "open" if is_loopback(self.host) else "locked"
 
+    @property
+    def limits_in_process(self) -> bool:
+        """The limiter is in memory: its calls take a lock for microseconds, no I/O."""
+        return isinstance(self.limiter, MemoryLimiter)
+
     def authenticate(self, authorization: str | None) -> tenancy.Principal:
-        mode = self.mode()
+        """The caller's principal; may read the database, so call it from a thread."""
+        principal = self._authenticate(authorization, self.mode(), cached_only=False)
+        assert principal is not None
+        return principal
+
+    def authenticate_cached(self, authorization: str | None) -> tenancy.Principal | None:
+        """What `authenticate` returns (or raises) when that needs no database read: the mode
+        is cached and the key was verified within the last seconds. None when it needs one.
+        This is every request but the first of a key in a while, so it runs on the event loop.
+        """
+        configured = self.active.peek()
+        if configured is None:
+            return None
+        return self._authenticate(authorization, self._mode(configured), cached_only=True)
+
+    def _authenticate(
+        self, authorization: str | None, mode: str, *, cached_only: bool
+    ) -> tenancy.Principal | None:
         if mode == "open":
             # No key exists to check a presented one against; OpenAI SDKs always send one.
             return tenancy.OPEN
@@ -110,6 +137,8 @@ class Guard:
         cached = self._verified.get(digest)
         if cached and time.monotonic() - cached[0] < _VERIFIED_CACHE_S:
             return cached[1]
+        if cached_only:
+            return None
         principal = keys.verify(self.db, token)
         if len(self._verified) > 10_000:
             self._verified.clear()
@@ -171,17 +200,22 @@ class AuthMiddleware:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         method = scope["method"]
         slot: str | None = None
+        # Database and Redis calls go to a thread; cached verifications and in-memory limits
+        # take microseconds, and a thread hop for them would cost more than the work itself.
         try:
-            principal = await to_thread.run_sync(guard.authenticate, headers.get("authorization"))
+            authorization = headers.get("authorization")
+            principal = guard.authenticate_cached(authorization)
+            if principal is None:
+                principal = await to_thread.run_sync(guard.authenticate, authorization)
             scope_needed = required_scope(method, path)
             if not principal.allows(scope_needed):
                 raise Forbidden(f"this API key lacks the {scope_needed!r} scope")
-            await to_thread.run_sync(guard.check_rate, principal)
+            await _limits(guard, guard.check_rate, principal)
             declared = headers.get("content-length", "")
             if method == "POST" and _UPLOAD.fullmatch(path) and declared.isdigit():
-                await to_thread.run_sync(guard.spend_upload, principal, int(declared))
+                await _limits(guard, guard.spend_upload, principal, int(declared))
             if method == "POST" and _GENERATION.fullmatch(path):
-                slot = await to_thread.run_sync(guard.take_generation_slot, principal)
+                slot = await _limits(guard, guard.take_generation_slot, principal)
         except RagError as exc:
             await _refuse(scope, receive, send, exc)
             return
@@ -191,7 +225,14 @@ class AuthMiddleware:
                 await self.app(scope, receive, send)
         finally:
             if slot is not None:
-                await to_thread.run_sync(guard.release_generation_slot, principal, slot)
+                await _limits(guard, guard.release_generation_slot, principal, slot)
+
+
+async def _limits(guard: Guard, func: Callable[..., T], *args: Any) -> T:
+    """A limiter call: in a thread for Redis, here for the in-memory limiter (never blocks)."""
+    if guard.limits_in_process:
+        return func(*args)
+    return await to_thread.run_sync(func, *args)
 
 
 async def _refuse(scope: Scope, receive: Receive, send: Send, exc: RagError) -> None:

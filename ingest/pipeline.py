@@ -15,7 +15,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,7 +27,7 @@ from ingest.chunking import Chunk as TextChunk
 from ingest.chunking import ChunkingConfig, chunk_document
 from ingest.parsers.base import ParsedDocument, ParseLimits
 from ingest.sandbox import parse_isolated
-from rag import metrics, sequence
+from rag import metrics, sequence, tracing
 from rag.errors import IngestionError
 from rag.models import Chunk, Document, DocumentStatus, IndexVersion, KnowledgeBase
 from rag.services import Services
@@ -47,14 +48,13 @@ class Outcome:
     error: str | None = None
 
 
-def _stage(name: str) -> Callable[[], None]:
-    """Start timing a stage; call the result when the stage is done."""
-    started = time.perf_counter()
-
-    def done() -> None:
+@contextmanager
+def _stage(name: str, attributes: tracing.Attributes) -> Iterator[None]:
+    """Time a stage (rag_ingest_stage_duration_seconds) and trace it (ingest.<stage>)."""
+    with tracing.span(f"ingest.{name}", attributes):
+        started = time.perf_counter()
+        yield
         metrics.INGEST_STAGE_SECONDS.labels(stage=name).observe(time.perf_counter() - started)
-
-    return done
 
 
 def parse_document(svc: Services, doc: Document) -> ParsedDocument:
@@ -152,13 +152,12 @@ def prepare(
                 IndexVersion.kb_id == kb.id, IndexVersion.number == kb.live_version
             )
         ).scalar_one()
-    done = _stage("parse")
-    parsed = parse_document(svc, doc)
-    done()
+    where: tracing.Attributes = {"document_id": doc.id, "kb_id": kb.id}
+    with _stage("parse", where):
+        parsed = parse_document(svc, doc)
     on_stage(1)
-    done = _stage("chunk")
-    chunks = chunk_parsed(svc, parsed, version.chunk_tokens, version.overlap_tokens)
-    done()
+    with _stage("chunk", where):
+        chunks = chunk_parsed(svc, parsed, version.chunk_tokens, version.overlap_tokens)
     if not chunks:
         raise IngestionError("the document contains no text to index")
     on_stage(2)
@@ -167,16 +166,16 @@ def prepare(
 
 def embed_prepared(svc: Services, items: list[Prepared]) -> list[np.ndarray]:
     """One batched embedding call per model for the chunks of several documents."""
-    done = _stage("embed")
     out: list[np.ndarray | None] = [None] * len(items)
-    for model in dict.fromkeys(item.model for item in items):
-        picked = [i for i, item in enumerate(items) if item.model == model]
-        vectors = embed_chunks(svc, [c for i in picked for c in items[i].chunks], model)
-        start = 0
-        for i in picked:
-            out[i] = vectors[start : start + len(items[i].chunks)]
-            start += len(items[i].chunks)
-    done()
+    chunk_count = sum(len(item.chunks) for item in items)
+    with _stage("embed", {"documents": len(items), "chunks": chunk_count}):
+        for model in dict.fromkeys(item.model for item in items):
+            picked = [i for i, item in enumerate(items) if item.model == model]
+            vectors = embed_chunks(svc, [c for i in picked for c in items[i].chunks], model)
+            start = 0
+            for i in picked:
+                out[i] = vectors[start : start + len(items[i].chunks)]
+                start += len(items[i].chunks)
     return [v for v in out if v is not None]
 
 
@@ -184,11 +183,12 @@ def store(
     svc: Services, item: Prepared, vectors: np.ndarray, job_done: Callable[..., None]
 ) -> Outcome:
     """Commit chunks, status and job completion together, then bring the index up to date."""
-    done = _stage("store")
     outcome = Outcome(item.doc.id, DocumentStatus.ready, len(item.chunks), item.parsed.pages)
-    _finish(svc, outcome, (item, vectors), job_done)
-    done()
-    svc.indexes.sync(item.kb.id)
+    where: tracing.Attributes = {"document_id": item.doc.id, "kb_id": item.kb.id}
+    with _stage("store", where):
+        _finish(svc, outcome, (item, vectors), job_done)
+    with _stage("index", where):
+        svc.indexes.sync(item.kb.id)
     return outcome
 
 

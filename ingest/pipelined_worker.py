@@ -61,6 +61,9 @@ class PipelinedWorker(Worker):
         self._side_lock = threading.Lock()
 
     def start(self) -> None:
+        # Read at scrape time; the last worker started in this process is the one reported.
+        metrics.INGEST_PIPELINE_QUEUE.labels("embed").set_function(self._to_embed.qsize)
+        metrics.INGEST_PIPELINE_QUEUE.labels("store").set_function(self._to_store.qsize)
         for n in range(self.threads):
             t = threading.Thread(target=self._intake_loop, name=f"rag-intake-{n}", daemon=True)
             t.start()
@@ -88,6 +91,8 @@ class PipelinedWorker(Worker):
         self._to_embed.put(_STOP)
         for t in self._threads:
             t.join(timeout)
+        for name in ("embed", "store"):
+            metrics.INGEST_PIPELINE_QUEUE.labels(name).set_function(lambda: 0)
 
     # -- stages ------------------------------------------------------------------------------
 

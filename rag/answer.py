@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import anyio
 
-from rag import conversations, structured
+from rag import conversations, structured, tracing
 from rag.errors import InvalidInput, InvalidStructuredOutput, LLMContextLengthExceeded
 from rag.llm import LLMStream
 from rag.prompt import (
@@ -155,7 +155,8 @@ async def plan(svc: Services, spec: AskSpec) -> Plan:
         lambda: search(svc, spec.kb_id, standalone, spec.top_k, **spec.search_options)
     )
     answer_tokens = min(spec.max_tokens or route.settings.max_tokens, route.settings.max_tokens)
-    prompt = _build(svc, spec, history, route, passages, answer_tokens)
+    with tracing.span("prompt", {"passages": len(passages), "route": route.name}):
+        prompt = _build(svc, spec, history, route, passages, answer_tokens)
     return Plan(spec, standalone, history, route, passages, prompt, answer_tokens)
 
 

@@ -159,5 +159,11 @@ class KeysConfigured:
             self._value, self._at = count > 0, now
         return self._value
 
+    def peek(self) -> bool | None:
+        """`any()` when it needs no database read (the value is cached), else None."""
+        if self._value or time.monotonic() - self._at <= _ACTIVE_CACHE_S:
+            return self._value
+        return None
+
     def invalidate(self) -> None:
         self._at = -1e9

@@ -8,6 +8,10 @@ request would double its load. The test seam is the transport (httpx.MockTranspo
 
 Generation is async (the API streams; a client that goes away must cancel the upstream request
 at once); ping and model_info are sync for health checks and the CLI.
+
+Every request carries the current request id as X-Request-ID (vLLM logs it), and the trace
+context while tracing is on. Metrics: call time, time to first token and tokens/s per route,
+and every failure by kind (rag/metrics.py).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from typing import Any
 import anyio
 import httpx
 
-from rag import metrics
+from rag import metrics, request_context, tracing
 from rag.circuit import CircuitBreaker
 from rag.config import LLMSettings
 from rag.errors import (
@@ -51,6 +55,18 @@ Messages = list[dict[str, str]]
 _LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
 # Streamed answers read through rag.sse_transport (plain http only); False: httpx's own path.
 FAST_STREAMS = True
+
+
+def _tag(request: httpx.Request) -> None:
+    """Tie the upstream request to ours: the request id, and the trace while tracing is on."""
+    request_id = request_context.current()
+    if request_id is not None:
+        request.headers[request_context.HEADER] = request_id
+    tracing.inject(request.headers)
+
+
+async def _atag(request: httpx.Request) -> None:
+    _tag(request)
 
 
 @dataclass(frozen=True)
@@ -94,7 +110,14 @@ class LLMStream:
     finish_reason fill in as chunks arrive. Closing it (or cancelling the task that iterates
     it) closes the upstream connection, which makes vLLM abort the generation."""
 
-    def __init__(self, response: httpx.Response, client: LLMClient) -> None:
+    def __init__(
+        self,
+        response: httpx.Response,
+        client: LLMClient,
+        *,
+        started: float | None = None,
+        span: Any = None,
+    ) -> None:
         self._response = response
         self._client = client
         self._decoder = SSEDecoder()
@@ -103,6 +126,14 @@ class LLMStream:
         self.model = client.settings.model
         self.usage: dict[str, int] = {}
         self.finish_reason: str | None = None
+        # For the metrics: when the request was sent, first and last text, content chunks
+        # (one token each from vLLM; the usage count replaces it when the server sends one).
+        self._started = time.perf_counter() if started is None else started
+        self._first_at: float | None = None
+        self._last_at = 0.0
+        self._pieces = 0
+        self._span = span
+        self._observed = False
 
     async def deltas(self) -> AsyncIterator[str]:
         """Text as it arrives.
@@ -138,8 +169,15 @@ class LLMStream:
                     arrived.clear()
                     text = self._decode(data)
                     if text:
+                        self._last_at = time.perf_counter()
+                        if self._first_at is None:
+                            self._first_at = self._last_at
+                            metrics.LLM_TTFT_SECONDS.labels(self._client.name).observe(
+                                self._last_at - self._started
+                            )
                         yield text
                     if self._error is not None:
+                        metrics.LLM_ERRORS.labels(kind="stream_error").inc()
                         raise self._error
                     continue
                 if outcome:
@@ -148,6 +186,9 @@ class LLMStream:
                     return
                 wake.clear()
                 await wake.wait()
+        except Exception as exc:  # a stream the consumer abandons is observed by aclose()
+            self._observe(error=f"{type(exc).__name__}: {exc}")
+            raise
         finally:
             with anyio.CancelScope(shield=True):
                 if self._done and not reader.done():
@@ -202,7 +243,10 @@ class LLMStream:
         if choice.get("finish_reason"):
             self.finish_reason = choice["finish_reason"]
         content = (choice.get("delta") or {}).get("content")
-        return content if isinstance(content, str) else ""
+        if isinstance(content, str) and content:
+            self._pieces += 1
+            return content
+        return ""
 
     def _mapped(self, exc: Exception) -> Exception:
         if isinstance(exc, httpx.TimeoutException):
@@ -224,7 +268,37 @@ class LLMStream:
         error.__cause__ = exc
         return error
 
+    def _observe(self, error: str | None = None) -> None:
+        """Metrics and span of the finished (or abandoned) stream; once."""
+        if self._observed:
+            return
+        self._observed = True
+        now = time.perf_counter()
+        route = self._client.name
+        tokens = self.usage.get("completion_tokens") or self._pieces
+        metrics.LLM_SECONDS.observe(now - self._started)
+        metrics.LLM_COMPLETION_TOKENS.labels(route).inc(tokens)
+        if self._first_at is not None and tokens > 1 and self._last_at > self._first_at:
+            # The first token ends the prefill; speed is what came after it.
+            speed = (tokens - 1) / (self._last_at - self._first_at)
+            metrics.LLM_TOKENS_PER_SECOND.labels(route).observe(speed)
+        ttft = None if self._first_at is None else self._first_at - self._started
+        log.debug(
+            "LLM stream from %s ended: %d tokens in %.3f s, first after %s s%s",
+            self._client.url,
+            tokens,
+            now - self._started,
+            "-" if ttft is None else f"{ttft:.3f}",
+            f" ({error})" if error else "",
+        )
+        tracing.end(
+            self._span,
+            {"llm.completion_tokens": tokens, "llm.model": self.model},
+            error=error,
+        )
+
     async def aclose(self) -> None:
+        self._observe()
         # Shielded: when the downstream client disconnects, this runs inside a cancelled scope,
         # and the upstream connection must still be closed, not left to the garbage collector.
         with anyio.CancelScope(shield=True):
@@ -251,6 +325,7 @@ class LLMClient:
             timeout=self._timeout,
             transport=transport if isinstance(transport, httpx.BaseTransport) else None,
             headers=self._headers,
+            event_hooks={"request": [_tag]},
         )
         self._ahttp: httpx.AsyncClient | None = None
         self._aloop: asyncio.AbstractEventLoop | None = None
@@ -269,6 +344,7 @@ class LLMClient:
                 timeout=self._timeout,
                 transport=transport,
                 headers=self._headers,
+                event_hooks={"request": [_atag]},
             )
             self._aloop = loop
         return self._ahttp
@@ -319,27 +395,45 @@ class LLMClient:
 
     async def complete(self, messages: Messages, **extra: Any) -> Completion:
         started = time.perf_counter()
-        response = await self._send(self.body(messages, stream=False, **extra), stream=False)
-        try:
-            data = response.json()
-            choice = data["choices"][0]
-            text = choice["message"]["content"] or ""
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
-            raise LLMBadResponse(
-                f"the LLM at {self.url} answered in an unexpected format: {response.text[:300]}"
-            ) from exc
-        metrics.LLM_SECONDS.observe(time.perf_counter() - started)
+        with tracing.span("llm.complete", self._span_attributes()) as span:
+            response = await self._send(self.body(messages, stream=False, **extra), stream=False)
+            try:
+                data = response.json()
+                choice = data["choices"][0]
+                text = choice["message"]["content"] or ""
+            except (ValueError, KeyError, IndexError, TypeError) as exc:
+                metrics.LLM_ERRORS.labels(kind="bad_response").inc()
+                raise LLMBadResponse(
+                    f"the LLM at {self.url} answered in an unexpected format: {response.text[:300]}"
+                ) from exc
+            elapsed = time.perf_counter() - started
+            usage = _usage(data.get("usage"))
+            tokens = usage.get("completion_tokens", 0)
+            metrics.LLM_SECONDS.observe(elapsed)
+            metrics.LLM_COMPLETION_TOKENS.labels(self.name).inc(tokens)
+            if tokens and elapsed > 0:  # the prefill is inside: no first-token time to split at
+                metrics.LLM_TOKENS_PER_SECOND.labels(self.name).observe(tokens / elapsed)
+            tracing.set_attributes(span, {"llm.completion_tokens": tokens})
+            log.debug("LLM at %s answered: %d tokens in %.3f s", self.url, tokens, elapsed)
         return Completion(
-            text,
-            data.get("model") or self.settings.model,
-            _usage(data.get("usage")),
-            choice.get("finish_reason"),
+            text, data.get("model") or self.settings.model, usage, choice.get("finish_reason")
         )
 
     async def stream(self, messages: Messages, **extra: Any) -> LLMStream:
         """Open a stream; raises the mapped error if the upstream refuses before any token."""
-        response = await self._send(self.body(messages, stream=True, **extra), stream=True)
-        return LLMStream(response, self)
+        started = time.perf_counter()
+        # The span lasts until the stream ends, so it is started here and ended by LLMStream.
+        span = tracing.start("llm.stream", self._span_attributes())
+        try:
+            with tracing.activate(span):
+                response = await self._send(self.body(messages, stream=True, **extra), stream=True)
+        except BaseException as exc:
+            tracing.end(span, error=f"{type(exc).__name__}: {exc}")
+            raise
+        return LLMStream(response, self, started=started, span=span)
+
+    def _span_attributes(self) -> tracing.Attributes:
+        return {"llm.route": self.name, "llm.model": self.settings.model, "llm.url": self.url}
 
     async def count_tokens(self, messages: Messages) -> int | None:
         """The server's own prompt token count (vLLM's /tokenize), None where unsupported."""

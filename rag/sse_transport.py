@@ -12,7 +12,8 @@ https) goes to the httpx transport it wraps; a proxy from the environment is mou
 around a client's transport, so those requests never reach this one. Failures are raised as
 httpx's exceptions (ConnectError, ConnectTimeout, ReadTimeout, ReadError, RemoteProtocolError),
 so the LLM client maps them exactly as it maps httpx's. Closing a response before its end
-closes the connection, which is what makes vLLM abort the generation.
+closes the connection, which is what makes vLLM abort the generation. The request's headers go
+out exactly as the client built them, X-Request-ID and traceparent (rag/llm.py) included.
 """
 
 from __future__ import annotations
