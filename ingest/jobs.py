@@ -37,8 +37,17 @@ class _Interrupted(Exception):
 
 
 class Worker:
-    def __init__(self, svc: Services, *, threads: int = 1, worker_id: str | None = None) -> None:
+    def __init__(
+        self,
+        svc: Services,
+        *,
+        threads: int = 1,
+        worker_id: str | None = None,
+        reindex_build: reindex.Build | None = None,
+    ) -> None:
         self.svc = svc
+        # Where re-index jobs parse and embed: here by default, or on Ray (`--engine ray`).
+        self.reindex_build = reindex_build
         self.threads = threads
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._stop = threading.Event()
@@ -207,7 +216,10 @@ class Worker:
             )
         elif job.kind == JobKind.reindex and job.kb_id and versions.VERSION in (job.payload or {}):
             built = reindex.run(
-                self.svc, job, lambda d, t: self._progress(job.id, d, t, interruptible=True)
+                self.svc,
+                job,
+                lambda d, t: self._progress(job.id, d, t, interruptible=True),
+                self.reindex_build,
             )
             status = JobStatus.succeeded if built.ok else JobStatus.failed
             with self.svc.db.write() as session:

@@ -11,19 +11,26 @@
 Queries keep answering from the live version all along. The job restarts cleanly after a
 crash: documents already committed to the version are skipped, and a version that went live
 just before the crash is recognised as done. A rollback is the same job aimed at a retired
-version: it only has to catch up with documents added since it was retired.
+version: it only has to catch up with documents added since it was retired. After a switch,
+retired versions beyond RAG_INDEX__KEEP_VERSIONS are pruned (rag/versions.py).
+
+Where documents are parsed, chunked and embedded is a `Build`: here, one document at a time
+(`build_locally`), or on a Ray cluster (ingest.ray_engine.RayReindex). Both commit through
+`store_chunks`, and everything after the fill (checks, switch) is the same code.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session
 
+from ingest.chunking import Chunk as TextChunk
 from ingest.pipeline import add_chunks, chunk_parsed, embed_chunks, parse_document
 from rag import job_control
 from rag.errors import IngestionError, NotFound
@@ -39,6 +46,7 @@ from rag.versions import (
     get_version,
     lock_kb,
     missing_documents,
+    prune,
     ready_documents,
 )
 
@@ -49,6 +57,9 @@ MIN_HIT_RATE = 0.8
 QUERY_CHARS = 200
 
 Progress = Callable[[int, int], None]
+# Gives documents (by id) their chunks in a building version, committing each through
+# `store_chunks`; yields (document id, failure reason or None) as each one is done.
+Build = Callable[[Services, IndexVersion, list[str]], Iterator[tuple[str, str | None]]]
 
 
 @dataclass
@@ -58,13 +69,22 @@ class Outcome:
     error: str | None = None
 
 
-def run(svc: Services, job: Job, progress: Progress) -> Outcome:
-    """Run a reindex job; `progress(done, total)` raises JobCancelled when asked to stop."""
+def build_locally(
+    svc: Services, version: IndexVersion, doc_ids: list[str]
+) -> Iterator[tuple[str, str | None]]:
+    """The default `Build`: parse, chunk and embed in this process, one document at a time."""
+    for doc_id in doc_ids:
+        yield doc_id, _document(svc, version, doc_id)
+
+
+def run(svc: Services, job: Job, progress: Progress, build: Build | None = None) -> Outcome:
+    """Run a reindex job; `progress(done, total)` raises JobCancelled when asked to stop.
+    `build` fills the version (default: `build_locally`)."""
     assert job.kb_id is not None
     payload = job.payload or {}
     number, rollback = int(payload[VERSION]), bool(payload.get(ROLLBACK))
     try:
-        return _run(svc, job.kb_id, number, rollback, progress)
+        return _run(svc, job.kb_id, number, rollback, progress, build or build_locally)
     except job_control.JobCancelled:
         _give_up(svc, job.kb_id, number, rollback, VersionStatus.cancelled, "cancelled")
         raise
@@ -72,7 +92,9 @@ def run(svc: Services, job: Job, progress: Progress) -> Outcome:
         return Outcome(True, {"version": number, "skipped": "knowledge base deleted"})
 
 
-def _run(svc: Services, kb_id: str, number: int, rollback: bool, progress: Progress) -> Outcome:
+def _run(
+    svc: Services, kb_id: str, number: int, rollback: bool, progress: Progress, build: Build
+) -> Outcome:
     with svc.db.read() as session:
         version = get_version(session, kb_id, number)
     if version.status == VersionStatus.live:  # switched just before a crash
@@ -87,7 +109,7 @@ def _run(svc: Services, kb_id: str, number: int, rollback: bool, progress: Progr
     rounds = 0
     while True:
         rounds += 1
-        _fill(svc, kb_id, version, failures, progress)
+        _fill(svc, kb_id, version, failures, progress, build)
         if failures:
             first = next(iter(failures.values()))
             reason = f"{len(failures)} document(s) could not be re-indexed; first: {first}"
@@ -106,8 +128,24 @@ def _run(svc: Services, kb_id: str, number: int, rollback: bool, progress: Progr
         log.info("knowledge base %s: index version %d is live (was %d)", kb_id, number, previous)
         return Outcome(
             True,
-            {"version": number, "previous": previous, "rounds": rounds, "checks": checks},
+            {
+                "version": number,
+                "previous": previous,
+                "rounds": rounds,
+                "checks": checks,
+                "pruned": _prune_after_switch(svc, kb_id),
+            },
         )
+
+
+def _prune_after_switch(svc: Services, kb_id: str) -> list[int]:
+    """Prune retired versions beyond the configured number; the switch is done whatever
+    happens here, so a failure is logged (`rag reindex prune` can finish it), not raised."""
+    try:
+        return prune(svc, kb_id)
+    except Exception:
+        log.exception("knowledge base %s: pruning old index versions failed", kb_id)
+        return []
 
 
 def _fill(
@@ -116,6 +154,7 @@ def _fill(
     version: IndexVersion,
     failures: dict[str, str],
     progress: Progress,
+    build: Build,
 ) -> None:
     """Give every ready document its chunks in `version`, committing one document at a time,
     until none lacks them (documents that become ready meanwhile are taken too)."""
@@ -128,8 +167,7 @@ def _fill(
         progress(done, total)
         if not todo:
             return
-        for doc_id in todo:
-            error = _document(svc, version, doc_id)
+        for doc_id, error in build(svc, version, todo):
             if error is not None:
                 failures[doc_id] = error
             done += 1
@@ -149,24 +187,42 @@ def _document(svc: Services, version: IndexVersion, doc_id: str) -> str | None:
             raise IngestionError("the document contains no text to index")
         vectors = embed_chunks(svc, chunks, version.embedding_model)
     except IngestionError as exc:
-        log.warning("re-index %s v%d: %s: %s", version.kb_id, version.number, doc.filename, exc)
-        return f"{doc.filename}: {exc}"
+        return failure(version, doc.filename, str(exc))
+    store_chunks(svc, version, doc_id, chunks, vectors)
+    return None
+
+
+def failure(version: IndexVersion, filename: str, reason: str) -> str:
+    """The failure a `Build` reports for a document whose file fails now."""
+    log.warning("re-index %s v%d: %s: %s", version.kb_id, version.number, filename, reason)
+    return f"{filename}: {reason}"
+
+
+def store_chunks(
+    svc: Services,
+    version: IndexVersion,
+    doc_id: str,
+    chunks: Sequence[TextChunk],
+    vectors: np.ndarray,
+) -> None:
+    """Commit one document's chunks to a building version, unless it was deleted, the
+    version stopped building, or the chunks are there already."""
     with svc.db.write() as session:
         # The document's lock orders us against its deletion and against a second worker
         # that took the job over: its chunks in this version are inserted exactly once.
         fresh = session.get(Document, doc_id, with_for_update=True)
         if fresh is None or fresh.status != DocumentStatus.ready:
-            return None
+            return
         state = session.execute(
             select(IndexVersion.status).where(IndexVersion.id == version.id)
         ).scalar_one_or_none()
         if state != VersionStatus.building:
-            return None
+            return
         already = session.execute(
             select(exists().where(Chunk.document_id == doc_id, Chunk.version == version.number))
         ).scalar_one()
         if already:
-            return None
+            return
         add_chunks(
             session, version.kb_id, doc_id, version.number, version.embedding_model, chunks, vectors
         )
@@ -174,7 +230,6 @@ def _document(svc: Services, version: IndexVersion, doc_id: str) -> str | None:
             # Progress was made: a later crash is not this job's fault, so restarts after
             # SIGKILL do not use up the attempts meant for jobs that kill their worker.
             session.execute(update(Job).where(Job.id == version.job_id).values(attempts=1))
-    return None
 
 
 def check(

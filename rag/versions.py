@@ -3,6 +3,9 @@ one new version beside it (another chunk size, another embedding model) without 
 
     building ──checks pass, switch──> live ──next switch──> retired ──rollback──> live
         │                                                      (kept, with its chunks)
+        │                                                         │
+        │                               beyond RAG_INDEX__KEEP_VERSIONS, after a switch
+        │                                                         └──prune──> pruned
         ├──checks fail──> failed      (its chunks tombstoned; live untouched)
         └──cancelled────> cancelled   (its chunks tombstoned; live untouched)
 
@@ -280,6 +283,49 @@ def end(
         version.kb_id,
         (Chunk.kb_id == version.kb_id) & (Chunk.version == version.number),
     )
+
+
+# -- pruning ----------------------------------------------------------------------------------
+
+
+def prune(svc: Services, kb_id: str, keep: int | None = None) -> list[int]:
+    """Delete the chunks (vectors with them) and index files of retired versions, keeping the
+    live version and the `keep` - 1 most recent retired ones (the ones a rollback reaches
+    first); `keep` defaults to RAG_INDEX__KEEP_VERSIONS. Returns the pruned numbers.
+
+    Only retired versions are pruned, each in a transaction holding the KB row exclusively,
+    which a switch and the start of a rollback (retired -> building) also take: the live
+    version and any version a job is building are never touched. The rows stay, marked
+    pruned, so their numbers are not given out again."""
+    keep = svc.settings.index.keep_versions if keep is None else keep
+    if keep < 1:
+        raise InvalidInput("keep must be at least 1: the live version is always kept")
+    pruned: list[int] = []
+    while True:
+        with svc.db.write() as session:
+            get_kb(session, kb_id)  # the caller's view (tenancy), then the lock
+            kb = lock_kb(session, kb_id)
+            retired = session.execute(
+                select(IndexVersion)
+                .where(
+                    IndexVersion.kb_id == kb_id,
+                    IndexVersion.status == VersionStatus.retired,
+                    IndexVersion.number != kb.live_version,
+                )
+                .order_by(IndexVersion.number.desc())
+            ).scalars()
+            doomed = list(retired)[keep - 1 :]
+            if not doomed:
+                return pruned
+            # The oldest first, one per transaction: a version can hold millions of chunks.
+            version = doomed[-1]
+            tombstone_chunks(
+                session, kb_id, (Chunk.kb_id == kb_id) & (Chunk.version == version.number)
+            )
+            version.status = VersionStatus.pruned
+            number = version.number
+        svc.indexes.drop_version(kb_id, number)
+        pruned.append(number)
 
 
 def activate(session: Session, kb: KnowledgeBase, version: IndexVersion, now: datetime) -> int:

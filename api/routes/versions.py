@@ -1,8 +1,12 @@
-"""Index versions of a knowledge base: list them, roll back to the previous one."""
+"""Index versions of a knowledge base: list them, roll back to the previous one, prune old
+ones."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+from pydantic import BaseModel
 
 from api.deps import ServicesDep, WorkerDep
 from api.schemas import JobOut, ReindexOut, VersionList, VersionOut
@@ -31,3 +35,25 @@ def rollback(kb_id: str, svc: ServicesDep, worker: WorkerDep) -> ReindexOut:
     if worker is not None:
         worker.wake()
     return ReindexOut(**JobOut.of(job).model_dump(), version=version.number)
+
+
+class PruneOut(BaseModel):
+    pruned: list[int]
+    live: int
+
+
+@router.post("/prune")
+def prune(
+    kb_id: str,
+    svc: ServicesDep,
+    keep: Annotated[
+        int | None,
+        Query(ge=1, description="versions kept, the live one included (default: the setting)"),
+    ] = None,
+) -> PruneOut:
+    """Delete the chunks, vectors and index files of retired versions beyond the `keep` most
+    recent versions (RAG_INDEX__KEEP_VERSIONS by default); never the live version or one
+    being built. Pruned versions stay listed, with status pruned."""
+    pruned = versions.prune(svc, kb_id, keep)
+    with svc.db.read() as session:
+        return PruneOut(pruned=pruned, live=knowledge.get_kb(session, kb_id).live_version)

@@ -1,23 +1,50 @@
-"""The Ray path (a local Ray instance) stores the same chunks and vectors as the local path."""
+"""The Ray path (a local Ray instance) stores the same chunks and vectors as the local path, for
+bulk ingestion and for re-indexing, and always with the settings of the version it fills."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from sqlalchemy import select
 
+from ingest import ray_engine
 from ingest.jobs import Worker
 from ingest.upload import stage_upload
-from rag import knowledge
-from rag.models import Chunk, Document, Job
+from rag import job_control, knowledge, versions
+from rag.models import Chunk, Document, Job, JobStatus
 from rag.offline_models import OfflineModels
+from rag.retrieve import search
 from rag.services import Services
 from tests.conftest import FILES, REPO, make_settings
 
 pytestmark = pytest.mark.integration
 ray = pytest.importorskip("ray", reason="ray is not installed (pip install -e '.[ray]')")
+
+SAMPLES = REPO / "data" / "samples"
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    """One small local Ray instance for the module (starting one takes seconds)."""
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}},
+    )
+    yield
+    ray.shutdown()
+
+
+def _real_models(tmp_path: Path, models: OfflineModels) -> Services:
+    settings = make_settings(tmp_path / "data")
+    settings.embedding.model = str(models.m3e_small)
+    settings.tokenizer.path = models.qwen_tiktoken
+    return Services.create(settings)
 
 
 def _register(svc: Services, kb_id: str, paths: list[Path]) -> list[str]:
@@ -31,59 +58,76 @@ def _register(svc: Services, kb_id: str, paths: list[Path]) -> list[str]:
     return ids
 
 
-def _chunks(svc: Services, kb_id: str) -> list[tuple]:
+def _drain(svc: Services) -> None:
+    worker = Worker(svc)
+    while worker.run_once():
+        pass
+
+
+def _chunks(svc: Services, kb_id: str, version: int | None = None) -> list[tuple[Any, ...]]:
+    """(filename, ordinal, text, pages, offsets, headings, tokens, model, vector) in order."""
+    query = (
+        select(
+            Document.filename,
+            Chunk.ordinal,
+            Chunk.text,
+            Chunk.page_start,
+            Chunk.page_end,
+            Chunk.char_start,
+            Chunk.char_end,
+            Chunk.heading_path,
+            Chunk.token_count,
+            Chunk.embedding_model,
+            Chunk.embedding,
+        )
+        .join(Document)
+        .where(Chunk.kb_id == kb_id)
+        .order_by(Document.filename, Chunk.ordinal)
+    )
+    if version is not None:
+        query = query.where(Chunk.version == version)
     with svc.db.read() as session:
-        rows = session.execute(
-            select(
-                Document.filename,
-                Chunk.ordinal,
-                Chunk.text,
-                Chunk.page_start,
-                Chunk.page_end,
-                Chunk.heading_path,
-                Chunk.embedding,
-            )
-            .join(Document)
-            .where(Chunk.kb_id == kb_id)
-            .order_by(Document.filename, Chunk.ordinal)
-        ).all()
-    return [tuple(r) for r in rows]
+        return [tuple(r) for r in session.execute(query).all()]
 
 
-def test_ray_ingest_equals_local_ingest(tmp_path: Path, offline_models: OfflineModels) -> None:
-    from ingest.ray_engine import ingest_documents
+def _assert_same(a: list[tuple[Any, ...]], b: list[tuple[Any, ...]]) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        assert x[:-1] == y[:-1]
+        assert len(x[-1]) == len(y[-1])
+        assert np.allclose(np.frombuffer(x[-1], "<f4"), np.frombuffer(y[-1], "<f4"), atol=1e-5)
 
-    settings = make_settings(tmp_path / "data")
-    settings.embedding.model = str(offline_models.m3e_small)
-    settings.tokenizer.path = offline_models.qwen_tiktoken
-    svc = Services.create(settings)
+
+def _first_pages(src: Path, dest: Path, pages: int) -> Path:
+    """A real PDF cut to a few pages: real page numbers at a modest embedding cost."""
+    from pypdf import PdfReader, PdfWriter
+
+    writer = PdfWriter()
+    for page in PdfReader(src).pages[:pages]:
+        writer.add_page(page)
+    with dest.open("wb") as fh:
+        writer.write(fh)
+    return dest
+
+
+def test_ray_ingest_equals_local_ingest(
+    tmp_path: Path, offline_models: OfflineModels, local_ray: None
+) -> None:
+    svc = _real_models(tmp_path, offline_models)
     broken = tmp_path / "broken.pdf"
     broken.write_bytes(b"%PDF-1.4\n" + b"garbage" * 100)
     try:
         local = knowledge.create_kb(svc, "local")
-        files = [FILES / "R-FAQ.pdf", REPO / "data" / "samples" / "员工手册.md"]
+        files = [FILES / "R-FAQ.pdf", SAMPLES / "员工手册.md"]
         _register(svc, local.id, files)
-        worker = Worker(svc)
-        while worker.run_once():
-            pass
+        _drain(svc)
         remote = knowledge.create_kb(svc, "ray")
         ids = _register(svc, remote.id, [*files, broken])
-        ray.init(
-            num_cpus=2,
-            include_dashboard=False,
-            log_to_driver=False,
-            runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}},
-        )
-        try:
-            outcomes = ingest_documents(svc, ids, embed_actors=1)
-        finally:
-            ray.shutdown()
+        outcomes = ray_engine.ingest_documents(svc, ids, embed_actors=1)
         assert sorted(o.status for o in outcomes) == ["failed", "ready", "ready"]
         a, b = _chunks(svc, local.id), _chunks(svc, remote.id)
-        assert len(a) == len(b) > 20
-        for x, y in zip(a, b, strict=True):
-            assert x[:6] == y[:6]
-            assert np.allclose(np.frombuffer(x[6], "<f4"), np.frombuffer(y[6], "<f4"), atol=1e-5)
+        assert len(a) > 20
+        _assert_same(a, b)
         with svc.db.read() as session:
             jobs = session.execute(select(Job.status).where(Job.document_id.in_(ids))).scalars()
             assert sorted(jobs) == ["failed", "succeeded", "succeeded"]
@@ -91,3 +135,173 @@ def test_ray_ingest_equals_local_ingest(tmp_path: Path, offline_models: OfflineM
         assert check["consistent"] and check["vectors"] == len(b)
     finally:
         svc.close()
+
+
+def test_ray_reindex_equals_local_reindex(
+    tmp_path: Path, offline_models: OfflineModels, local_ray: None
+) -> None:
+    svc = _real_models(tmp_path, offline_models)
+    pdf = _first_pages(FILES / "R-FAQ.pdf", tmp_path / "r-faq-8.pdf", 8)
+    try:
+        kb = knowledge.create_kb(svc, "handbook").id
+        _register(svc, kb, [pdf, SAMPLES / "员工手册.md", SAMPLES / "product-faq.md"])
+        _drain(svc)
+        # The same new settings twice: version 2 built here, version 3 built on Ray.
+        local, local_job = versions.start_reindex(svc, kb, chunk_tokens=128, overlap_tokens=16)
+        assert Worker(svc).run_job(local_job.id)
+        remote, remote_job = versions.start_reindex(svc, kb, chunk_tokens=128, overlap_tokens=16)
+        assert Worker(svc, reindex_build=ray_engine.RayReindex()).run_job(remote_job.id)
+        with svc.db.read() as session:
+            job = job_control.get_job(session, remote_job.id)
+        assert job.status == JobStatus.succeeded, job.error
+        assert (local.number, remote.number) == (2, 3)
+        # The same completion as the local path: checks passed, switched, old kept, older pruned.
+        assert job.result["checks"]["ok"] and job.result["previous"] == 2
+        assert job.result["pruned"] == [1]
+        listed = {v.number: v for v in _list(svc, kb)}
+        assert [listed[n].status for n in (1, 2, 3)] == ["pruned", "retired", "live"]
+        a, b = _chunks(svc, kb, 2), _chunks(svc, kb, 3)
+        assert len(a) > 10 and len({r[3:5] for r in a if r[0] == pdf.name}) >= 3  # page spans
+        _assert_same(a, b)
+        check = svc.indexes.check(kb)
+        assert check["consistent"] and check["version"] == 3 and check["vectors"] == len(b)
+        hits = search(svc, kb, "年假", top_k=3)
+        assert hits and {h.chunk_id for h in hits} <= _ids(svc, kb, 3)
+    finally:
+        svc.close()
+
+
+def _list(svc: Services, kb_id: str) -> list[versions.VersionInfo]:
+    with svc.db.read() as session:
+        return versions.list_versions(session, kb_id)
+
+
+def _ids(svc: Services, kb_id: str, version: int) -> set[int]:
+    with svc.db.read() as session:
+        return set(
+            session.execute(
+                select(Chunk.id).where(Chunk.kb_id == kb_id, Chunk.version == version)
+            ).scalars()
+        )
+
+
+def _text_file(tmp_path: Path, name: str, line: str) -> Path:
+    path = tmp_path / name
+    path.write_text("\n".join(f"{line}（第 {i} 条）" for i in range(30)))
+    return path
+
+
+def _kb_at_v2(svc: Services, name: str, tmp_path: Path) -> str:
+    """A knowledge base whose live version 2 differs from the configured defaults in both
+    chunk size and embedding model."""
+    kb = knowledge.create_kb(svc, name).id
+    _register(svc, kb, [_text_file(tmp_path, "leave.txt", "年假制度：员工每年享有十五天带薪年假")])
+    _drain(svc)
+    _, job = versions.start_reindex(svc, kb, embedding_model="fake:32", chunk_tokens=64)
+    assert Worker(svc).run_job(job.id)
+    assert _list(svc, kb)[1].status == "live"
+    return kb
+
+
+def test_ray_ingest_uses_the_live_versions_settings(tmp_path: Path, local_ray: None) -> None:
+    svc = Services.create(make_settings(tmp_path / "data"))  # configured: fake:64, 256 tokens
+    new = _text_file(tmp_path, "parking.txt", "停车规定：员工车辆停放在地下二层，访客车位在一层")
+    try:
+        remote = _kb_at_v2(svc, "ray", tmp_path)
+        local = _kb_at_v2(svc, "local", tmp_path)
+        [doc_id] = _register(svc, remote, [new])
+        [outcome] = ray_engine.ingest_documents(svc, [doc_id])
+        assert outcome.status == "ready", outcome.error
+        _register(svc, local, [new])
+        _drain(svc)
+        got = [r for r in _chunks(svc, remote) if r[0] == "parking.txt"]
+        want = [r for r in _chunks(svc, local) if r[0] == "parking.txt"]
+        assert len(got) > 1 and {r[-2] for r in got} == {"fake:32"}
+        assert {len(r[-1]) for r in got} == {32 * 4}
+        _assert_same(want, got)
+        assert {c.id for c in _chunk_rows(svc, doc_id)} <= _ids(svc, remote, 2)
+        assert search(svc, remote, "访客车位在哪里", top_k=1)[0].document_id == doc_id
+        assert svc.indexes.check(remote)["consistent"]
+    finally:
+        svc.close()
+
+
+def _chunk_rows(svc: Services, doc_id: str) -> list[Chunk]:
+    with svc.db.read() as session:
+        return list(session.execute(select(Chunk).where(Chunk.document_id == doc_id)).scalars())
+
+
+def test_a_switch_while_ray_works_hands_the_document_back(
+    tmp_path: Path, local_ray: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    svc = Services.create(make_settings(tmp_path / "data"))
+    new = _text_file(tmp_path, "parking.txt", "停车规定：员工车辆停放在地下二层，访客车位在一层")
+    try:
+        kb = _kb_at_v2(svc, "handbook", tmp_path)
+        [doc_id] = _register(svc, kb, [new])
+        real = ray_engine._live_versions
+
+        def then_switch(*args: Any) -> Any:
+            targets = real(*args)  # the Ray pipeline works for version 2 ...
+            _, job = versions.start_reindex(svc, kb, chunk_tokens=128)
+            assert Worker(svc).run_job(job.id)  # ... which stops being live meanwhile
+            return targets
+
+        monkeypatch.setattr(ray_engine, "_live_versions", then_switch)
+        [outcome] = ray_engine.ingest_documents(svc, [doc_id])
+        assert outcome.status == "requeued"
+        assert not _chunk_rows(svc, doc_id)  # nothing of version 2 was committed
+        with svc.db.read() as session:
+            job = session.execute(select(Job).where(Job.document_id == doc_id)).scalar_one()
+            assert (job.status, job.attempts) == (JobStatus.queued, 0)
+        _drain(svc)  # the ordinary worker prepares it again, for version 3
+        rows = _chunk_rows(svc, doc_id)
+        assert rows and {(c.version, c.embedding_model) for c in rows} == {(3, "fake:32")}
+    finally:
+        svc.close()
+
+
+def test_a_file_failing_on_ray_fails_the_version_and_leaves_the_live_one(
+    tmp_path: Path, local_ray: None
+) -> None:
+    svc = Services.create(make_settings(tmp_path / "data"))
+    try:
+        kb = knowledge.create_kb(svc, "handbook").id
+        ids = _register(svc, kb, [SAMPLES / "员工手册.md", SAMPLES / "product-faq.md"])
+        _drain(svc)
+        with svc.db.read() as session:
+            doc = session.get(Document, ids[1])
+            assert doc is not None
+            (svc.settings.data_dir / doc.storage_path).unlink()
+        _, job = versions.start_reindex(svc, kb, chunk_tokens=64)
+        assert Worker(svc, reindex_build=ray_engine.RayReindex()).run_job(job.id)
+        with svc.db.read() as session:
+            done = job_control.get_job(session, job.id)
+        assert done.status == JobStatus.failed
+        assert "product-faq.md: the uploaded file is missing" in (done.error or "")
+        listed = {v.number: v for v in _list(svc, kb)}
+        assert (listed[1].status, listed[2].status, listed[2].chunks) == ("live", "failed", 0)
+        assert svc.indexes.check(kb)["version"] == 1
+    finally:
+        svc.close()
+
+
+def test_reindex_command_with_the_ray_engine(
+    tmp_path: Path, local_ray: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from rag.cli import app
+
+    monkeypatch.setenv("RAG_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("RAG_EMBEDDING__MODEL", "fake:64")
+    runner = CliRunner()
+    assert runner.invoke(app, ["ingest", str(SAMPLES), "--kb", "handbook"]).exit_code == 0
+    args = ["reindex", "--kb", "handbook", "--chunk-size", "64", "--engine", "ray"]
+    done = runner.invoke(app, args)
+    assert done.exit_code == 0, done.output
+    assert "parsing and embedding on Ray" in done.output
+    assert "index version 2 is live" in done.output and "another worker" not in done.output
+    listed = runner.invoke(app, ["reindex", "versions", "--kb", "handbook"])
+    assert "v1  retired" in listed.output and "v2  live" in listed.output
+    assert "64/0 tokens" in listed.output
