@@ -2,14 +2,16 @@
 
 Sign in with a real API key, create a knowledge base, drop several files (a PDF whose pages we
 wrote, a text file, a broken PDF), watch them become ready or fail, ask a question and watch the
-answer stream in, open the citation and check its page, start a re-index, switch to Chinese,
-delete the document, sign out. A screenshot of every page, in both languages, goes to
-var/ui-artifacts/ (or RAG_TEST_ARTIFACTS).
+answer stream in, open the citation and check its page, start a re-index, run a retrieval
+evaluation from a JSONL golden set and read its report, list the index versions and roll back,
+switch to Chinese, delete the document, sign out. A screenshot of every page, in both
+languages, goes to var/ui-artifacts/ (or RAG_TEST_ARTIFACTS).
 """
 
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 import httpx
@@ -71,7 +73,14 @@ class Console:
 
     def shot(self, name: str) -> None:
         self.page.wait_for_timeout(300)  # let the toast and transitions settle
+        # From the top: the sticky header of a scrolled page would cover the middle of it.
+        self.page.evaluate("window.scrollTo(0, 0)")
         self.page.screenshot(path=str(self.dir / f"{name}.png"), full_page=True)
+
+    def shot_of(self, locator: Any, name: str) -> None:
+        """A screenshot of one part of the page, at full size, for reading it closely."""
+        self.page.wait_for_timeout(300)
+        locator.screenshot(path=str(self.dir / f"{name}.png"))
 
     def tab(self, view: str) -> None:
         self.page.click(f"nav.tabs a[data-view={view}]")
@@ -106,7 +115,9 @@ def test_console_end_to_end(
         doc_id = upload_documents(ui, api, kb_id)
         ask_question(ui, api, kb_id, paced_llm)
         run_reindex(ui, api, kb_id)
-        chinese_pages(ui)
+        run_evaluation(ui, api, kb_id)
+        versions_and_rollback(ui, api, kb_id)
+        chinese_pages(ui, api, kb_id)
         delete_document(ui, api, kb_id, doc_id)
         delete_kb(ui, api, kb_id)
         sign_out(ui)
@@ -321,7 +332,231 @@ def run_reindex(ui: Console, api: httpx.Client, kb_id: str) -> None:
     ui.shot("06-jobs-en")
 
 
-def chinese_pages(ui: Console) -> None:
+# A golden set whose evidence is in the uploaded PDF: answer excerpts and pages. The last two
+# make the metrics differ: a vague question whose page is found further down, and a question
+# the manual does not answer (a miss in every mode).
+GOLDEN = [
+    {
+        "id": "descaling",
+        "question": "How long does the descaling program run?",
+        "answer_excerpt": "The descaling program runs for 42 minutes",
+    },
+    {
+        "id": "warranty",
+        "question": "How long does the warranty last after the date of sale?",
+        "answer_excerpt": "The warranty lasts 24 months from the date of sale.",
+    },
+    {
+        "id": "placement",
+        "question": "Where should the machine be placed during installation?",
+        "filename": "aurora-manual.pdf",
+        "page": 1,
+    },
+    {
+        "id": "keep-manual",
+        "question": "Who should keep this manual, and where?",
+        "filename": "aurora-manual.pdf",
+        "page": 3,
+    },
+    {
+        "id": "not-in-manual",
+        "question": "What colour is the power cable?",
+        "answer_excerpt": "The power cable is orange and two metres long.",
+    },
+]
+EVAL_MODES = ["lexical", "dense", "hybrid"]
+# The report's numeric columns: data-metric, the key in the job's result, decimals shown.
+METRICS = [
+    ("hit@1", ("hit_at", "1"), 3),
+    ("hit@5", ("hit_at", "5"), 3),
+    ("hit@10", ("hit_at", "10"), 3),
+    ("mrr", ("mrr",), 3),
+    ("ndcg@10", ("ndcg_at_10",), 3),
+    ("p50_ms", ("latency_p50_ms",), 1),
+    ("p95_ms", ("latency_p95_ms",), 1),
+]
+
+
+def _jsonl(items: list[dict[str, Any]]) -> bytes:
+    return "".join(json.dumps(item) + "\n" for item in items).encode()
+
+
+def _metric(report: dict[str, Any], path: tuple[str, ...]) -> float:
+    value: Any = report
+    for key in path:
+        value = value[key]
+    return float(value)
+
+
+def run_evaluation(ui: Console, api: httpx.Client, kb_id: str) -> None:
+    from playwright.sync_api import expect
+
+    page = ui.page
+    form = page.locator("form[data-test=eval-form]")
+    status = form.locator("[data-test=golden-status]")
+    start = form.locator("[data-test=eval-start]")
+    expect(start).to_be_disabled()
+    # The default modes: the three that need nothing more on the server.
+    for mode in EVAL_MODES:
+        expect(form.locator(f"input[name=eval-mode][value='{mode}']")).to_be_checked()
+    expect(form.locator("input[name=eval-mode][value='hybrid+rerank']")).not_to_be_checked()
+
+    # A broken file is refused in the page, with the line that is wrong.
+    bad = _jsonl(GOLDEN[:1]) + b"{not json\n"
+    page.set_input_files(
+        "#golden-file", files=[{"name": "bad.jsonl", "mimeType": "text/plain", "buffer": bad}]
+    )
+    expect(status).to_have_attribute("data-state", "error")
+    expect(status).to_contain_text("line 2 is not JSON")
+    expect(start).to_be_disabled()
+
+    page.set_input_files(
+        "#golden-file",
+        files=[{"name": "golden.jsonl", "mimeType": "text/plain", "buffer": _jsonl(GOLDEN)}],
+    )
+    expect(status).to_have_text(f"{len(GOLDEN)} questions read from golden.jsonl.")
+    expect(start).to_be_enabled()
+    ui.shot_of(form, "06b-jobs-eval-form-en")
+    before = {j["id"] for j in api.get("/v1/jobs", params={"kind": "eval"}).json()["jobs"]}
+    start.click()
+
+    row = page.locator("table[data-test=job-table] tbody tr[data-kind=eval]")
+    expect(row).to_have_count(1)
+    expect(row).to_have_attribute("data-status", "succeeded")
+    job_id = row.get_attribute("data-job")
+    assert job_id and job_id not in before
+    job = api.get(f"/v1/jobs/{job_id}").json()
+    assert job["kind"] == "eval" and job["kb_id"] == kb_id and job["status"] == "succeeded"
+    result = job["result"]
+    assert result["questions"] == len(GOLDEN)
+    assert list(result["modes"]) == EVAL_MODES
+    # The golden set's evidence is in the PDF: BM25 finds it.
+    assert result["modes"]["lexical"]["hit_at"]["10"] > 0
+    done, total = job["progress"]["done"], job["progress"]["total"]
+    assert total == len(GOLDEN) * len(EVAL_MODES) and done == total
+    expect(row.locator(".progress-text")).to_have_text(f"{int(done)} / {int(total)}")
+    expect(row.locator("td.kind")).to_contain_text("evaluation")
+
+    # Opening the row shows the report: one row per mode, every number as the API has it.
+    detail = page.locator(f"tr.job-detail[data-detail-of='{job_id}']")
+    expect(detail).to_have_count(0)
+    row.locator("[data-test=job-open]").click()
+    expect(row.locator("[data-test=job-open]")).to_have_attribute("aria-expanded", "true")
+    table = detail.locator("table[data-test=eval-table]")
+    expect(table.locator("tbody tr")).to_have_count(len(EVAL_MODES))
+    expect(detail).to_contain_text(f"{len(GOLDEN)} questions")
+    for mode, report in result["modes"].items():
+        cells = table.locator(f"tbody tr[data-mode='{mode}']")
+        for key, path, digits in METRICS:
+            value = _metric(report, path)
+            cell = cells.locator(f"td[data-metric='{key}']")
+            # The exact number behind the rounded text (JS and Python print 1.0 differently).
+            assert float(cell.get_attribute("data-value") or "nan") == value, (mode, key)
+            if digits == 3:
+                expect(cell).to_have_text(f"{value:.3f}")
+            else:
+                assert abs(float(cell.inner_text()) - value) <= 0.05 + 1e-9
+        misses = cells.locator("td[data-metric=misses]")
+        expect(misses).to_have_text(", ".join(report["misses"]) or "none")
+    hit5 = table.locator("tbody tr[data-mode=lexical] td[data-metric='hit@5']")
+    expect(hit5).to_have_text(f"{result['modes']['lexical']['hit_at']['5']:.3f}")
+    ui.shot("06c-jobs-eval-report-en")
+    ui.shot_of(detail, "06d-eval-report-en")
+
+
+def _versions(api: httpx.Client, kb_id: str) -> dict[str, Any]:
+    resp = api.get(f"/v1/knowledge-bases/{kb_id}/versions")
+    assert resp.status_code == 200, resp.text
+    return dict(resp.json())
+
+
+def versions_and_rollback(ui: Console, api: httpx.Client, kb_id: str) -> None:
+    from playwright.sync_api import expect
+
+    page = ui.page
+    panel = page.locator("[data-test=versions]")
+    rows = panel.locator("table[data-test=versions-table] tbody tr")
+    expect(rows).to_have_count(2)
+    listed = _versions(api, kb_id)
+    assert listed["live"] == 2
+    by_number = {v["number"]: v for v in listed["versions"]}
+    assert by_number[1]["status"] == "retired" and by_number[2]["status"] == "live"
+    for number, version in by_number.items():
+        r = panel.locator(f"tr[data-version='{number}']")
+        expect(r).to_have_attribute("data-status", version["status"])
+        expect(r.locator("td[data-col=model]")).to_have_text(version["embedding_model"])
+        expect(r.locator("td[data-col=dim]")).to_have_text(str(version["embedding_dim"]))
+        expect(r.locator("td[data-col=chunking]")).to_have_text(
+            f"{version['chunk_tokens']} tokens, overlap {version['overlap_tokens']}"
+        )
+        expect(r.locator("td[data-col=chunks]")).to_have_text(str(version["chunks"]))
+    expect(panel.locator("tr[data-version='2'] .badge")).to_have_text("live")
+    expect(panel.locator("tr[data-version='1'] .badge")).to_have_text("retired")
+    assert by_number[2]["chunk_tokens"] == 64
+    # The rollback goes to the most recent retired version: its row has the button.
+    expect(panel.locator("[data-test=rollback]")).to_have_count(1)
+    button = panel.locator("tr[data-version='1'] [data-test=rollback]")
+    expect(button).to_have_text("Roll back to v1")
+    ui.shot_of(panel, "06e-jobs-versions-en")
+
+    button.click()
+    dialog = page.locator(".modal[role=dialog]")
+    expect(dialog).to_contain_text("Make index version 1 live again instead of version 2?")
+    ui.shot("06f-rollback-confirm-en")
+    dialog.locator("button.danger").click()
+    expect(dialog).to_have_count(0)
+
+    # The rollback runs as a re-index job of version 1; the table follows it to the switch.
+    expect(panel.locator("tr[data-version='1']")).to_have_attribute("data-status", "live")
+    expect(panel.locator("tr[data-version='2']")).to_have_attribute("data-status", "retired")
+    listed = _versions(api, kb_id)
+    assert listed["live"] == 1
+    statuses = {v["number"]: v["status"] for v in listed["versions"]}
+    assert statuses == {1: "live", 2: "retired"}
+    job_id = {v["number"]: v for v in listed["versions"]}[1]["job_id"]
+    job = api.get(f"/v1/jobs/{job_id}").json()
+    assert job["status"] == "succeeded" and job["result"]["previous"] == 2
+    rollback_row = page.locator(f"table[data-test=job-table] tr[data-job='{job_id}']")
+    expect(rollback_row).to_have_attribute("data-status", "succeeded")
+    expect(rollback_row.locator("td.kind")).to_contain_text("v1, rolled back from v2")
+    expect(panel.locator("tr[data-version='2'] [data-test=rollback]")).to_have_text(
+        "Roll back to v2"
+    )
+    ui.shot("06g-jobs-after-rollback-en")
+
+
+def jobs_in_chinese(ui: Console, api: httpx.Client, kb_id: str) -> None:
+    from playwright.sync_api import expect
+
+    page = ui.page
+    panel = page.locator("[data-test=versions]")
+    expect(panel.locator("h2")).to_have_text("索引版本")
+    expect(panel.locator("tr[data-version='1'] .badge")).to_have_text("线上")
+    expect(panel.locator("tr[data-version='2'] .badge")).to_have_text("已退役")
+    expect(panel.locator("tr[data-version='1'] td[data-col=chunking]")).to_contain_text("词元")
+    form = page.locator("form[data-test=eval-form]")
+    expect(form.locator("[data-test=eval-start]")).to_have_text("开始评测")
+    # The evaluation opened before is still open, its report in Chinese.
+    report = page.locator("tr.job-detail table[data-test=eval-table]")
+    expect(report.locator("th").first).to_have_text("模式")
+    expect(report.locator("tr[data-mode=lexical] th")).to_have_text("词法（BM25）")
+    ui.shot("10-jobs-zh")
+    ui.shot_of(page.locator("tr.job-detail"), "10b-eval-report-zh")
+
+    # The confirmation in Chinese; cancelling it leaves everything as it was.
+    jobs_before = len(api.get("/v1/jobs", params={"kind": "reindex"}).json()["jobs"])
+    panel.locator("tr[data-version='2'] [data-test=rollback]").click()
+    dialog = page.locator(".modal[role=dialog]")
+    expect(dialog).to_contain_text("让索引版本 2 重新上线")
+    ui.shot("10c-rollback-confirm-zh")
+    dialog.get_by_role("button", name="取消").click()
+    expect(dialog).to_have_count(0)
+    page.wait_for_timeout(500)
+    assert _versions(api, kb_id)["live"] == 1
+    assert len(api.get("/v1/jobs", params={"kind": "reindex"}).json()["jobs"]) == jobs_before
+
+
+def chinese_pages(ui: Console, api: httpx.Client, kb_id: str) -> None:
     from playwright.sync_api import expect
 
     page = ui.page
@@ -342,10 +577,10 @@ def chinese_pages(ui: Console) -> None:
     expect(page.locator("[data-test=cite-page]")).to_have_text(f"第 {FACT_PAGE} 页")
     ui.shot("09-ask-zh")
     ui.tab("jobs")
-    expect(page.locator("table[data-test=job-table] tr[data-kind=reindex] .badge")).to_have_text(
-        "成功"
-    )
-    ui.shot("10-jobs-zh")
+    expect(
+        page.locator("table[data-test=job-table] tr[data-kind=reindex] .badge").first
+    ).to_have_text("成功")
+    jobs_in_chinese(ui, api, kb_id)
     page.click("header.topbar button.lang")
     expect(page.locator("nav.tabs a[data-view=kbs]")).to_have_text("Knowledge bases")
 

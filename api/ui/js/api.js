@@ -93,7 +93,11 @@ export const api = {
   ask: (kb, body) => request("POST", `v1/knowledge-bases/${kb}/ask`, body),
   listJobs: (params) => request("GET", `v1/jobs?${new URLSearchParams(params)}`),
   cancelJob: (id) => request("POST", `v1/jobs/${id}/cancel`),
+  getJob: (id) => request("GET", `v1/jobs/${id}`),
   reindex: (kb, body) => request("POST", `v1/knowledge-bases/${kb}/reindex`, body),
+  evaluate: (kb, body) => request("POST", `v1/knowledge-bases/${kb}/eval`, body),
+  listVersions: (kb) => request("GET", `v1/knowledge-bases/${kb}/versions`),
+  rollback: (kb) => request("POST", `v1/knowledge-bases/${kb}/versions/rollback`),
 };
 
 // One multipart upload with progress (fetch cannot report upload progress; XHR can).

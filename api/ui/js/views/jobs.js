@@ -1,9 +1,13 @@
-// Jobs: re-index (and evaluation, where the server runs them as jobs) with progress, rate and
-// ETA; start a re-index of the current knowledge base; cancel a queued or running job.
+// Jobs: re-index and retrieval-evaluation jobs with progress, rate and ETA (ingestion jobs
+// behind a filter); start a re-index or an evaluation of the current knowledge base; the index
+// versions with a rollback; cancel a queued or running job. Opening a row shows its details:
+// an evaluation's report, what a re-index did.
 
 import { api } from "../api.js";
 import { badge, clear, formatDate, formatDuration, h, poller, progressBar, toast } from "../dom.js";
 import { label, t } from "../i18n.js";
+import { EVAL_KIND, evalForm, evalPending } from "./jobs-eval.js";
+import { versionsPanel } from "./jobs-versions.js";
 
 const ACTIVE = new Set(["queued", "running", "processing"]);
 const FILTERS = {
@@ -16,11 +20,17 @@ let ctx = null;
 let parts = null;
 let jobs = [];
 let stopPolling = null;
+let versions = null;
+let versionKey = "";
 const view = { filter: "main", thisKb: true };
+// Opened rows (job ids) stay open across refreshes and visits.
+const opened = new Set();
+const COLS = 10;
 
 export function mount(el, context) {
   ctx = context;
   jobs = [];
+  versionKey = "";
   parts = { table: h("div", { "data-test": "job-table-wrap" }) };
   const select = h(
     "select",
@@ -44,19 +54,30 @@ export function mount(el, context) {
       refresh();
     },
   });
+  versions = ctx.kb ? versionsPanel(ctx, { onRollback: () => refresh() }) : null;
   clear(
     el,
     h("h1", {}, t("jobs.title")),
-    ctx.kb ? reindexForm(ctx.kb) : h("p.muted", {}, t("kb.pick_first")),
+    ctx.kb
+      ? h(
+          "div.job-forms",
+          {},
+          reindexForm(ctx.kb),
+          evalForm(ctx.kb, { failed: (exc) => ctx.failed(exc), onStarted: () => refresh() }),
+        )
+      : h("p.muted", {}, t("kb.pick_first")),
+    versions ? versions.el : null,
     h(
       "div.toolbar",
       {},
+      h("h2.toolbar-title", {}, t("jobs.list")),
       h("label", { for: "job-filter" }, t("jobs.filter")),
       select,
       h("label.check", { for: "jobs-this-kb" }, thisKb, t("jobs.this_kb")),
     ),
     parts.table,
   );
+  if (versions) versions.load();
   stopPolling = poller(refresh, () => (jobs.some((j) => ACTIVE.has(j.status)) ? 1000 : 5000));
 }
 
@@ -64,6 +85,7 @@ export function unmount() {
   if (stopPolling) stopPolling();
   stopPolling = null;
   parts = null;
+  versions = null;
 }
 
 async function refresh() {
@@ -73,10 +95,25 @@ async function refresh() {
   if (view.filter === "ingest") params.kind = "ingest";
   try {
     const body = await api.listJobs(params);
+    if (!parts) return;
+    followVersions(body.jobs);
     jobs = body.jobs.filter(FILTERS[view.filter]);
     render();
   } catch (exc) {
     ctx.failed(exc);
+  }
+}
+
+// Re-index and rollback jobs change the versions: reload them when one starts or ends.
+function followVersions(all) {
+  if (!versions) return;
+  const key = all
+    .filter((j) => j.kind === "reindex" && j.kb_id === ctx.kbId)
+    .map((j) => `${j.id}:${j.status}`)
+    .join(",");
+  if (key !== versionKey) {
+    versionKey = key;
+    versions.load();
   }
 }
 
@@ -144,7 +181,7 @@ function render() {
   clear(
     parts.table,
     h(
-      "table.data",
+      "table.data.jobs",
       { "data-test": "job-table" },
       h(
         "thead",
@@ -158,10 +195,28 @@ function render() {
       h(
         "tbody",
         {},
-        jobs.map((job) => row(job, names)),
+        jobs.flatMap((job) =>
+          opened.has(job.id) ? [row(job, names), detailRow(job)] : [row(job, names)],
+        ),
       ),
     ),
   );
+}
+
+function toggle(job) {
+  if (opened.has(job.id)) opened.delete(job.id);
+  else opened.add(job.id);
+  render();
+}
+
+// "v2", or "v1 (was v2)" for a switch that went back to an older version (a rollback).
+function versionNote(result) {
+  if (!result?.version) return null;
+  const back = result.previous != null && result.previous > result.version;
+  const text = back
+    ? t("jobs.rolled_back", { version: result.version, previous: result.previous })
+    : `v${result.version}`;
+  return h("span.muted.small", {}, ` ${text}`);
 }
 
 function row(job, names) {
@@ -175,14 +230,32 @@ function row(job, names) {
         : 0;
   const counts = p.total ? `${p.done ?? 0} / ${p.total}` : "";
   const active = ACTIVE.has(job.status);
+  const open = opened.has(job.id);
   return h(
-    "tr",
-    { dataset: { job: job.id, kind: job.kind, status: job.status } },
+    `tr.job-row${open ? ".open" : ""}`,
+    {
+      dataset: { job: job.id, kind: job.kind, status: job.status },
+      // The whole row opens its details; its own buttons keep their meaning.
+      onclick: (e) => {
+        if (!e.target.closest("button, a, input, select")) toggle(job);
+      },
+    },
     h(
-      "td",
+      "td.kind",
       {},
+      h(
+        "button.disclosure",
+        {
+          type: "button",
+          "data-test": "job-open",
+          "aria-expanded": open ? "true" : "false",
+          title: t(open ? "jobs.close_details" : "jobs.open_details"),
+          onclick: () => toggle(job),
+        },
+        open ? "▾" : "▸",
+      ),
       label("kind", job.kind),
-      job.result?.version ? h("span.muted.small", {}, ` v${job.result.version}`) : null,
+      versionNote(job.result),
     ),
     h("td.small", {}, names.get(job.kb_id) || job.kb_id || "–"),
     h("td", {}, badge(job.status, label("status", job.status))),
@@ -214,5 +287,57 @@ function row(job, names) {
           )
         : null,
     ),
+  );
+}
+
+function detailRow(job) {
+  return h(
+    "tr.job-detail",
+    { dataset: { detailOf: job.id } },
+    h("td", { colSpan: COLS }, job.kind === EVAL_KIND ? evalPending(job) : details(job)),
+  );
+}
+
+const pct = (x) => `${Math.round(x * 100)}%`;
+
+// What any other job says about itself: when it was queued, its attempts, and its result (a
+// re-index: the version, the one before it, the checks it passed or failed).
+function details(job) {
+  const r = job.result || {};
+  const facts = [
+    [t("jobs.id"), job.id],
+    [t("jobs.created_at"), formatDate(job.created_at)],
+    [t("jobs.attempts"), String(job.attempts)],
+  ];
+  if (job.document_id) facts.push([t("jobs.document"), job.document_id]);
+  if (r.version != null) {
+    const previous = r.previous != null ? ` (${t("jobs.previous", { version: r.previous })})` : "";
+    facts.push([t("jobs.version"), `v${r.version}${previous}`]);
+  }
+  if (r.checks) {
+    const c = r.checks;
+    const summary = c.ok
+      ? t("jobs.checks_ok", {
+          chunks: c.sql_chunks ?? "–",
+          dense: c.dense_hit_rate != null ? pct(c.dense_hit_rate) : "–",
+          lexical: c.lexical_hit_rate != null ? pct(c.lexical_hit_rate) : "–",
+        })
+      : t("jobs.checks_failed", { reason: c.reason || "–" });
+    facts.push([t("jobs.checks"), summary]);
+  }
+  if (r.pruned?.length) facts.push([t("jobs.pruned"), r.pruned.map((n) => `v${n}`).join(", ")]);
+  const known = new Set(["version", "previous", "checks", "pruned", "rounds", "failures"]);
+  for (const [key, value] of Object.entries(r)) {
+    if (!known.has(key) && value !== null && typeof value !== "object") {
+      facts.push([key, String(value)]);
+    }
+  }
+  if (r.failures) {
+    for (const [doc, reason] of Object.entries(r.failures)) facts.push([doc, reason]);
+  }
+  return h(
+    "dl.job-facts",
+    { "data-test": "job-details" },
+    facts.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]),
   );
 }
