@@ -13,6 +13,14 @@ if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$(id 
             && apt-get install -y -q chromium fonts-wqy-microhei >/dev/null; }) \
         || echo "could not install chromium: the browser tests will say so" >&2
 fi
+# `docker compose config` validates docker-compose.yml; Debian's docker-compose stands in for a
+# missing Compose plugin.
+if command -v docker >/dev/null && ! docker compose version >/dev/null 2>&1 \
+    && ! command -v docker-compose >/dev/null && command -v apt-get >/dev/null \
+    && [ "$(id -u)" = 0 ]; then
+    apt-get install -y -q docker-compose >/dev/null 2>&1 \
+        || echo "could not install docker-compose: the compose test will say so" >&2
+fi
 export RAG_TEST_MODELS_DIR="${RAG_TEST_MODELS_DIR:-$PWD/.models}"
 .venv/bin/rag models fetch --dest "$RAG_TEST_MODELS_DIR" >/dev/null
 set +e

@@ -224,26 +224,34 @@ def test_dockerfile_builds_a_cpu_image_for_a_non_root_user() -> None:
         assert path in ignored, path
 
 
-def _docker_compose_reason() -> str | None:
+def _compose_command() -> tuple[list[str] | None, str]:
+    """The Compose command to validate with, or None and why there is none: the Docker CLI's
+    plugin (`docker compose`), else the standalone `docker-compose` (Debian's package, which
+    scripts/test.sh installs beside docker)."""
     if shutil.which("docker") is None:
-        return "docker is not installed"
+        return None, "docker is not installed"
     try:
         probe = subprocess.run(
             ["docker", "compose", "version"], capture_output=True, text=True, timeout=30
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"`docker compose version` did not run: {exc}"
-    if probe.returncode != 0:
-        return f"`docker compose version` failed: {(probe.stderr or probe.stdout).strip()[:200]}"
-    return None
+        probe = None
+        why = f"`docker compose version` did not run: {exc}"
+    if probe is not None:
+        if probe.returncode == 0:
+            return ["docker", "compose"], ""
+        why = f"`docker compose version` failed: {(probe.stderr or probe.stdout).strip()[:200]}"
+    if shutil.which("docker-compose") is not None:
+        return ["docker-compose"], ""
+    return None, f"{why}; no docker-compose either"
 
 
 def test_docker_compose_accepts_the_file() -> None:
-    reason = _docker_compose_reason()
-    if reason:
-        pytest.skip(f"the Docker Compose plugin is not available here ({reason})")
+    command, reason = _compose_command()
+    if command is None:
+        pytest.skip(f"Docker Compose is not available here ({reason})")
     result = subprocess.run(
-        ["docker", "compose", "-f", str(COMPOSE), "config", "-q"],
+        [*command, "-f", str(COMPOSE), "config", "-q"],
         capture_output=True,
         text=True,
         timeout=60,
