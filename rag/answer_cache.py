@@ -244,6 +244,8 @@ class AnswerCache:
     def __init__(self, backend: Backend, ttl_s: float = 3600.0) -> None:
         self.backend = backend
         self.ttl_s = ttl_s
+        # Network round trips (Redis) stay off the event loop; the in-process dict need not.
+        self.blocking = not isinstance(backend, MemoryBackend)
 
     def get(self, key: str) -> dict[str, Any] | None:
         raw = self.backend.get(key)
@@ -339,7 +341,10 @@ class Lookup:
             return
         if complete(result):
             cache, key, payload = self.cache, self.key, to_payload(result)
-            await anyio.to_thread.run_sync(lambda: cache.put(key, payload))
+            if cache.blocking:
+                await anyio.to_thread.run_sync(lambda: cache.put(key, payload))
+            else:  # a dict under a lock: a thread hop would cost more than the put
+                cache.put(key, payload)
 
 
 async def lookup(svc: Services, spec: AskSpec, policy: Policy, *, stream: bool = False) -> Lookup:
