@@ -1,12 +1,19 @@
 """Ingestion benchmark: our stages against the plain libraries on the same input, same run.
 
     .venv/bin/python bench/ingest_pipeline.py [--models .models] [--memory-files 100 1000]
+        [--quick] [--json-out var/bench/ingest_pipeline.json]
 
 Prints ratios (machines here are shared and noisy, so absolute numbers mean little):
   parse   our parse stage pages/s / raw pypdf extract_text pages/s          target >= 0.9
   embed   our embed stage chunks/s / SentenceTransformer.encode chunks/s  target >= 0.9
   overlap whole pipeline time / slowest stage alone                         target <= 1.15
   memory  peak RSS ingesting 1,000 files vs 100 files (fake embedder)       target: flat
+  stages  per-stage throughput inside the overlap run (parse pages/s; chunk, embed, store and
+          index chunks/s: each stage's units / the seconds the pipeline spent in that stage)
+
+--quick: one timing of each instead of the best of three, fewer texts to embed, one PDF in
+the overlap run, 20 and 100 files for memory. --json-out writes every figure as JSON (for
+`rag bench`).
 """
 
 from __future__ import annotations
@@ -19,15 +26,23 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from prometheus_client import Histogram
+
+    from rag.services import Services
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 FILES = REPO / "tests" / "fixtures" / "files"
 PDFS = [FILES / "maint-guide.zh-cn.pdf", FILES / "R-FAQ.pdf"]
+STAGE_NAMES = ("parse", "chunk", "embed", "store")
 
 
-def best_of(n: int, fn) -> float:  # type: ignore[no-untyped-def]
+def best_of(n: int, fn: Callable[[], object]) -> float:
     times = []
     for _ in range(n):
         started = time.perf_counter()
@@ -36,7 +51,7 @@ def best_of(n: int, fn) -> float:  # type: ignore[no-untyped-def]
     return min(times)
 
 
-def bench_parse() -> float:
+def bench_parse(repeat: int = 3) -> dict[str, float]:
     from pypdf import PdfReader
 
     from ingest.parsers.base import ParseLimits
@@ -53,13 +68,18 @@ def bench_parse() -> float:
         for p in PDFS:
             parse_isolated(p, p.name, ParseLimits(), timeout_s=300, memory_mb=2048)
 
-    raw_s, ours_s = best_of(3, raw), best_of(3, ours)
+    raw_s, ours_s = best_of(repeat, raw), best_of(repeat, ours)
     ratio = (pages / ours_s) / (pages / raw_s)
     print(
         f"parse    raw pypdf {pages / raw_s:7.1f} pages/s   ours {pages / ours_s:7.1f} pages/s"
         f"   ratio {ratio:.2f} (target >= 0.9)"
     )
-    return ratio
+    return {
+        "pages": pages,
+        "raw_pages_per_s": pages / raw_s,
+        "ours_pages_per_s": pages / ours_s,
+        "ratio": ratio,
+    }
 
 
 def _faq_chunks(tokenizer: Path) -> list[str]:
@@ -72,18 +92,18 @@ def _faq_chunks(tokenizer: Path) -> list[str]:
     return [c.embed_text for c in chunks]
 
 
-def bench_embed(models: Path) -> float:
+def bench_embed(models: Path, limit: int = 160, rounds: int = 3) -> dict[str, float]:
     import torch
     from sentence_transformers import SentenceTransformer
 
     from ingest.embedding import SentenceTransformerEmbedder
 
-    texts = _faq_chunks(models / "qwen.tiktoken")[:160]
+    texts = _faq_chunks(models / "qwen.tiktoken")[:limit]
     plain = SentenceTransformer(str(models / "m3e-small"), device="cpu")
     ours = SentenceTransformerEmbedder(str(models / "m3e-small"), batch_size=32)
     # Interleave the two so that load from other processes hits both alike.
     plain_runs, ours_runs = [], []
-    for _ in range(3):
+    for _ in range(rounds):
         plain_runs.append(
             best_of(1, lambda: plain.encode(texts, batch_size=32, normalize_embeddings=True))
         )
@@ -95,23 +115,29 @@ def bench_embed(models: Path) -> float:
         f"{len(texts) / ours_s:6.1f} chunks/s   ratio {ratio:.2f} (target >= 0.9; "
         f"{torch.get_num_threads()} torch threads)"
     )
-    return ratio
+    return {
+        "chunks": len(texts),
+        "plain_chunks_per_s": len(texts) / plain_s,
+        "ours_chunks_per_s": len(texts) / ours_s,
+        "ratio": ratio,
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
-def bench_overlap(models: Path) -> float:
+def bench_overlap(models: Path, names: list[str] | None = None) -> dict[str, object]:
     """Whole pipeline on real files vs its slowest stage alone (parse or embed)."""
     from ingest.parsers.base import ParseLimits
     from ingest.sandbox import parse_isolated
     from rag.config import Settings
     from rag.services import Services
 
-    names = ["maint-guide.zh-cn.pdf", "R-FAQ.pdf", "debian-faq.zh-cn.docx"]
+    names = names or ["maint-guide.zh-cn.pdf", "R-FAQ.pdf", "debian-faq.zh-cn.docx"]
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(
             data_dir=Path(tmp) / "data",
-            embedding={"model": str(models / "m3e-small")},  # type: ignore[arg-type]
-            tokenizer={"path": models / "qwen.tiktoken"},  # type: ignore[arg-type]
-            ingest={"workers": 2, "poll_interval_s": 0.05},  # type: ignore[arg-type]
+            embedding={"model": str(models / "m3e-small")},
+            tokenizer={"path": models / "qwen.tiktoken"},
+            ingest={"workers": 2, "poll_interval_s": 0.05},
         )
         svc = Services.create(settings)
         parse_s = best_of(
@@ -121,18 +147,42 @@ def bench_overlap(models: Path) -> float:
                 for n in names
             ],
         )
-        whole_s, embed_s = _run_pipeline(svc, names)
+        whole_s, stages = _run_pipeline(svc, names)
         svc.close()
+    embed_s = stages["embed"]
     slowest = max(parse_s, embed_s)
     ratio = whole_s / slowest
     print(
         f"overlap  parse {parse_s:.1f}s  embed {embed_s:.1f}s  whole pipeline {whole_s:.1f}s"
         f"   ratio whole/slowest {ratio:.2f} (target <= 1.15)"
     )
-    return ratio
+    pages, chunks = int(stages.pop("pages")), int(stages.pop("chunks"))
+    per_stage = {
+        stage: (pages if stage == "parse" else chunks) / seconds if seconds else None
+        for stage, seconds in stages.items()
+    }
+    print(
+        "stages   "
+        + "   ".join(
+            f"{stage} {rate:.1f} {'pages' if stage == 'parse' else 'chunks'}/s"
+            for stage, rate in per_stage.items()
+            if rate
+        )
+        + f"   ({pages} pages, {chunks} chunks)"
+    )
+    return {
+        "parse_alone_s": parse_s,
+        "embed_s": embed_s,
+        "whole_s": whole_s,
+        "ratio": ratio,
+        "pages": pages,
+        "chunks": chunks,
+        "stage_seconds": stages,
+        "stage_throughput": per_stage,
+    }
 
 
-def _run_pipeline(svc, names: list[str]) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+def _run_pipeline(svc: Services, names: list[str]) -> tuple[float, dict[str, float]]:
     from ingest.pipelined_worker import PipelinedWorker
     from ingest.upload import stage_upload
     from rag import knowledge
@@ -144,7 +194,7 @@ def _run_pipeline(svc, names: list[str]) -> tuple[float, float]:  # type: ignore
     for n in names:
         with (FILES / n).open("rb") as fh:
             knowledge.add_document(svc, kb.id, stage_upload(fh, n, svc.settings.data_dir, 10**9))
-    embed_before = _histogram_sum(INGEST_STAGE_SECONDS, "embed")
+    before = {s: _histogram_sum(INGEST_STAGE_SECONDS, s) for s in STAGE_NAMES}
     worker = PipelinedWorker(svc, threads=2)
     started = time.perf_counter()
     worker.start()
@@ -156,10 +206,19 @@ def _run_pipeline(svc, names: list[str]) -> tuple[float, float]:  # type: ignore
         time.sleep(0.05)
     whole = time.perf_counter() - started
     worker.stop()
-    return whole, _histogram_sum(INGEST_STAGE_SECONDS, "embed") - embed_before
+    stages = {s: _histogram_sum(INGEST_STAGE_SECONDS, s) - before[s] for s in STAGE_NAMES}
+    with svc.db.read() as session:
+        docs = session.query(Document).all()
+        stages["pages"] = float(sum(d.pages or 0 for d in docs))
+        stages["chunks"] = float(sum(d.chunk_count for d in docs))
+    # The index stage: what the server's catch-up does with the new rows (FAISS + BM25).
+    started = time.perf_counter()
+    svc.indexes.pair(kb.id)
+    stages["index"] = time.perf_counter() - started
+    return whole, stages
 
 
-def _histogram_sum(hist, stage: str) -> float:  # type: ignore[no-untyped-def]
+def _histogram_sum(hist: Histogram, stage: str) -> float:
     for metric in hist.collect():
         for sample in metric.samples:
             if sample.name.endswith("_sum") and sample.labels.get("stage") == stage:
@@ -179,9 +238,9 @@ def memory_child(n_files: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(
             data_dir=Path(tmp) / "data",
-            embedding={"model": "fake:512"},  # type: ignore[arg-type]
+            embedding={"model": "fake:512"},
             ingest={"poll_interval_s": 0.02},
-        )  # type: ignore[arg-type]
+        )
         svc = Services.create(settings)
         kb = knowledge.create_kb(svc, "mem")
         worker = PipelinedWorker(svc, threads=2)
@@ -241,14 +300,29 @@ def main() -> None:
     parser.add_argument("--models", type=Path, default=REPO / ".models")
     parser.add_argument("--memory-files", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--memory-child", type=int)
+    parser.add_argument("--quick", action="store_true", help="single timings, fewer texts")
+    parser.add_argument("--json-out", type=Path, help="write the figures as JSON here")
     args = parser.parse_args()
     if args.memory_child:
         memory_child(args.memory_child)
         return
-    bench_parse()
-    bench_embed(args.models)
-    bench_overlap(args.models)
-    bench_memory(args.memory_files)
+    if args.quick and args.memory_files == [100, 1000]:
+        args.memory_files = [20, 100]
+    results: dict[str, object] = {
+        "parse": bench_parse(1 if args.quick else 3),
+        "embed": bench_embed(args.models, 48 if args.quick else 160, 2 if args.quick else 3),
+        # --quick: one PDF instead of three (embedding dominates: minutes per document here)
+        "overlap": bench_overlap(args.models, ["R-FAQ.pdf"] if args.quick else None),
+    }
+    peaks = bench_memory(args.memory_files)
+    results["memory"] = {
+        "peak_rss_mb": {str(n): mb for n, mb in peaks.items()},
+        "ratio": peaks[args.memory_files[-1]] / peaks[args.memory_files[0]],
+    }
+    if args.json_out:
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(json.dumps(results, indent=1))
+        print(f"wrote {args.json_out}")
 
 
 if __name__ == "__main__":

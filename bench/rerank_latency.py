@@ -2,6 +2,7 @@
 passages of about 300 tokens each.
 
     .venv/bin/python bench/rerank_latency.py [--candidates 20 50] [--tokens 300] [--repeat 3]
+        [--json-out var/bench/rerank_latency.json]
 
 No model hub is reachable here, so the model is XLMRobertaForSequenceClassification built from
 a config with bge-reranker-base's shape (12 layers, hidden 768, 12 heads, FFN 3072, vocabulary
@@ -13,8 +14,10 @@ rag/rerank.py sends them; torch uses its default CPU threads.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
+from pathlib import Path
 
 import torch
 from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
@@ -27,8 +30,9 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, nargs="+", default=[20, 50])
     parser.add_argument("--tokens", type=int, default=300, help="query + passage, per pair")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--json-out", type=Path, help="write the figures as JSON here")
     args = parser.parse_args()
-    config = XLMRobertaConfig(
+    config = XLMRobertaConfig(  # type: ignore[call-arg]  # num_labels: a PretrainedConfig kwarg
         vocab_size=250_002,
         hidden_size=768,
         num_hidden_layers=12,
@@ -45,6 +49,7 @@ def main() -> None:
         f"{torch.get_num_threads()} torch threads"
     )
     generator = torch.Generator().manual_seed(0)
+    rows = []
     for n in args.candidates:
         ids = torch.randint(5, 250_000, (n, args.tokens), generator=generator)
         ids[:, 0] = 0  # <s>
@@ -63,6 +68,12 @@ def main() -> None:
         print(
             f"top-{n} x {args.tokens} tokens: median {statistics.median(times):.2f} s "
             f"(min {min(times):.2f}, max {max(times):.2f}) per query"
+        )
+        rows.append({"candidates": n, "tokens": args.tokens, "median_s": statistics.median(times)})
+    if args.json_out:
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(
+            json.dumps({"torch_threads": torch.get_num_threads(), "rows": rows}, indent=1)
         )
 
 
