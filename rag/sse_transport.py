@@ -6,8 +6,9 @@ one socket read brought. This transport reads the socket in network-sized pieces
 chunk framing with bytes operations, so a read that brought forty tokens is one piece of body,
 which the SSE decoder then splits by itself.
 
-It covers only what the LLM client sends on this path: a streamed chat request (marked with
-STREAM_EXTENSION) over plain `http://`, HTTP/1.1, keep-alive. Everything else (other requests,
+It covers only what the LLM client sends on this path: a chat request, streamed or whole
+(marked with STREAM_EXTENSION), over plain `http://`, HTTP/1.1, keep-alive; for a whole answer
+it saves httpx's async per-call cost (about 0.7 ms per call here). Everything else (other requests,
 https) goes to the httpx transport it wraps; a proxy from the environment is mounted by httpx
 around a client's transport, so those requests never reach this one. Failures are raised as
 httpx's exceptions (ConnectError, ConnectTimeout, ReadTimeout, ReadError, RemoteProtocolError),
