@@ -45,6 +45,9 @@ import httpx
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(BENCH))
+
+from processes import free_port, wait_until_up  # noqa: E402
 
 QUESTIONS = REPO / "tests" / "fixtures" / "debian-faq-zh.jsonl"
 DOCUMENTS = ("debian-faq.zh-cn.txt",)
@@ -182,28 +185,6 @@ def serve_api(port: int, upstream: str, data_dir: Path, tokens: int) -> None:
 
 
 # --- the driver -------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{proc.args!r} exited with {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=1).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"{url} did not answer within {timeout:.0f} s")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -362,7 +343,7 @@ def main() -> None:
         serve_api(int(args.serve[0]), args.serve[1], Path(args.serve[2]), int(args.serve[3]))
         return
 
-    up_port, api_port = _free_port(), _free_port()
+    up_port, api_port = free_port(), free_port()
     upstream, api = f"http://127.0.0.1:{up_port}/v1", f"http://127.0.0.1:{api_port}"
     tmp = Path(tempfile.mkdtemp(prefix="bench-load-"))
     questions = [json.loads(line)["question"] for line in QUESTIONS.read_text("utf-8").splitlines()]
@@ -384,8 +365,8 @@ def main() -> None:
         ),
     ]  # fmt: skip
     try:
-        _wait(f"{upstream}/models", procs[0], 60)
-        _wait(f"{api}/healthz", procs[1], 600)
+        wait_until_up(f"{upstream}/models", procs[0], 60)
+        wait_until_up(f"{api}/healthz", procs[1], 600)
         kb = json.loads((tmp / "data" / "kb.json").read_text())
         print(f"knowledge base: {kb['chunks']} chunks; fake answers of {args.tokens} tokens")
         with httpx.Client(timeout=60) as client:

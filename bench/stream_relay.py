@@ -44,6 +44,9 @@ import httpx
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(BENCH))
+
+from processes import free_port, wait_until_up  # noqa: E402
 
 TOKEN = b"tok "
 # The text of a token event in either stream: our delta {"text": ...}, OpenAI's "content".
@@ -86,28 +89,6 @@ def serve_api(port: int, upstream: str, tokens: int) -> None:
     knowledge.create_kb(svc, "bench")
     app = create_app(services=svc, start_worker=False, warm_up=False)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{proc.args!r} exited with {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=1).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"{url} did not answer within {timeout:.0f} s")
 
 
 def measure(
@@ -175,7 +156,7 @@ def main() -> None:
         serve_api(int(args.serve_api[0]), args.serve_api[1], int(args.serve_api[2]))
         return
 
-    up_port, api_port = _free_port(), _free_port()
+    up_port, api_port = free_port(), free_port()
     upstream = f"http://127.0.0.1:{up_port}/v1"
     procs = [
         subprocess.Popen(
@@ -204,8 +185,8 @@ def main() -> None:
         ),
     ]
     try:
-        _wait(f"{upstream}/models", procs[0])
-        _wait(f"http://127.0.0.1:{api_port}/healthz", procs[1])
+        wait_until_up(f"{upstream}/models", procs[0])
+        wait_until_up(f"http://127.0.0.1:{api_port}/healthz", procs[1])
         direct_url = f"{upstream}/chat/completions"
         direct_body = {
             "model": "fake",
