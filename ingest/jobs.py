@@ -269,6 +269,10 @@ class Worker:
     def _requeue(self, job: Job) -> None:
         """Hand a job we were told to stop back to the queue, without counting the attempt."""
         log.info("job %s interrupted by shutdown; queued again", job.id)
+        self.hand_back(job)
+
+    def hand_back(self, job: Job) -> None:
+        """Queue a job this worker claimed again for any worker, without counting the attempt."""
         with self.svc.db.write() as session:
             session.execute(
                 update(Job)

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import case, select, update
+from sqlalchemy import select, update
 
 from ingest import pipeline, reindex
 from ingest.chunking import Chunk as TextChunk
@@ -458,21 +458,6 @@ def _heartbeat(svc: Services, worker: Worker, jobs: list[Job], stop: threading.E
             )
 
 
-def _hand_back(svc: Services, worker: Worker, job: Job) -> None:
-    """Queue a claimed job again for the ordinary workers, without counting the attempt."""
-    with svc.db.write() as session:
-        session.execute(
-            update(Job)
-            .where(Job.id == job.id, Job.worker_id == worker.worker_id)
-            .values(
-                status=JobStatus.queued,
-                heartbeat_at=None,
-                run_after=svc.db.now(),
-                attempts=case((Job.attempts > 0, Job.attempts - 1), else_=0),
-            )
-        )
-
-
 def _store_all(
     svc: Services,
     worker: Worker,
@@ -497,7 +482,7 @@ def _store_all(
         except pipeline.VersionChanged:
             # A re-index switched versions while Ray worked: these chunks are for the old one.
             log.info("document %s: the live index version changed; queued again", doc_id)
-            _hand_back(svc, worker, job)
+            worker.hand_back(job)
             yield Outcome(doc_id, "requeued")
 
 
