@@ -41,10 +41,20 @@ def rrf(
 
 
 def weighted(dense: Hits, lexical: Hits, dense_weight: float = 0.5) -> list[tuple[int, float]]:
-    fused: dict[int, float] = {}
-    _add_normalised(fused, dense, dense_weight)
+    fused = _normalised(dense, dense_weight)
     _add_normalised(fused, lexical, 1.0 - dense_weight)
     return _ordered(fused)
+
+
+def _normalised(hits: Hits, weight: float) -> dict[int, float]:
+    """The first ranking's share: a dict comprehension, cheaper than adding into an empty dict."""
+    if not hits:
+        return {}
+    low = hits[-1][1]
+    span = hits[0][1] - low
+    if span > 0:
+        return {chunk_id: weight * ((score - low) / span) for chunk_id, score in hits}
+    return {chunk_id: weight for chunk_id, _ in hits}
 
 
 def _add_normalised(fused: dict[int, float], hits: Hits, weight: float) -> None:

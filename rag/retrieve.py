@@ -25,6 +25,7 @@ from rag.filters import Filters
 from rag.knowledge import get_kb
 from rag.lexical import LexicalIndex
 from rag.models import Chunk, Document
+from rag.overlap import side_runner
 from rag.services import Services
 from rag.vector_index import KBIndex
 
@@ -121,13 +122,24 @@ def rank(
     if mode == "dense":
         assert vector is not None
         return dense.search(vector, k, allowed)
-    query_ids = lexical.query_ids(query)  # tokenised once, for either mode
     if mode == "lexical":
-        return lexical.search(query_ids, k, allowed)
+        return lexical.search(lexical.query_ids(query), k, allowed)
     assert vector is not None
     pool = max(k, cfg.candidates)
-    dense_hits = dense.search(vector, pool, allowed)
-    lexical_hits = lexical.search(query_ids, pool, allowed)
+
+    def lexical_search() -> list[tuple[int, float]]:
+        return lexical.search(lexical.query_ids(query), pool, allowed)
+
+    # A scan big enough to hide BM25 behind, on one core: tokenise and score on another
+    # meanwhile. A scan that runs on every core already (FAISS's OpenMP threads) gains nothing.
+    total = len(dense)
+    if total >= cfg.overlap_min_chunks and dense.search_threads(total) == 1:
+        lexical_result = side_runner().start(lexical_search)
+        dense_hits = dense.search(vector, pool, allowed)
+        lexical_hits = lexical_result()
+    else:
+        dense_hits = dense.search(vector, pool, allowed)
+        lexical_hits = lexical_search()
     if cfg.fusion == "weighted":
         fused = fusion.weighted(dense_hits, lexical_hits, cfg.dense_weight)
     else:

@@ -1,0 +1,94 @@
+"""The side runner that lets hybrid search score BM25 while FAISS scans, and that the overlapped
+hybrid ranks exactly as the serial one does."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import numpy as np
+import pytest
+
+from rag.config import RetrievalSettings
+from rag.lexical import LexicalIndex
+from rag.overlap import SideRunner, side_runner
+from rag.retrieve import rank
+from rag.vector_index import KBIndex
+
+WAIT_S = 10.0
+
+
+def test_a_side_task_runs_beside_the_caller() -> None:
+    runner = SideRunner(1)
+    caller_done = threading.Event()
+
+    def side() -> int:
+        # Only possible if the caller is free meanwhile: run inline, this would time out.
+        assert caller_done.wait(WAIT_S)
+        return threading.get_ident()
+
+    result = runner.start(side)
+    caller_done.set()
+    assert result() != threading.get_ident()
+
+
+def test_with_every_worker_busy_the_caller_runs_it_itself() -> None:
+    runner = SideRunner(1)
+    release = threading.Event()
+    busy = runner.start(lambda: release.wait(WAIT_S))
+    try:
+        inline = runner.start(threading.get_ident)
+        assert inline() == threading.get_ident()
+    finally:
+        release.set()
+    assert busy() is True
+    # The worker is idle again: the next task goes to it.
+    assert runner.start(threading.get_ident)() != threading.get_ident()
+
+
+def test_an_error_reaches_the_caller_and_frees_the_worker() -> None:
+    runner = SideRunner(1)
+
+    def fail() -> None:
+        raise ValueError("bm25 broke")
+
+    result = runner.start(fail)
+    with pytest.raises(ValueError, match="bm25 broke"):
+        result()
+    assert runner.start(threading.get_ident)() != threading.get_ident()
+
+
+@pytest.mark.parametrize("fusion", ["weighted", "rrf"])
+def test_overlapped_hybrid_ranks_as_the_serial_one(fusion: str) -> None:
+    rng = np.random.default_rng(3)
+    n, dim = 600, 32
+    ids = np.arange(1, n + 1, dtype=np.int64)
+    vecs = rng.standard_normal((n, dim), dtype=np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    words = rng.integers(0, 300, size=(n, 12))
+    lexical = LexicalIndex("kb")
+    lexical.add_texts(ids.tolist(), [" ".join(f"w{w}" for w in row) for row in words])
+    dense = KBIndex("kb", "synthetic", dim)
+    dense.add(ids, vecs)
+    overlapped = RetrievalSettings(fusion=fusion, overlap_min_chunks=1)  # type: ignore[arg-type]
+    serial = RetrievalSettings(fusion=fusion, overlap_min_chunks=n + 1)  # type: ignore[arg-type]
+    allowed = np.sort(rng.choice(ids, size=200, replace=False))
+    for i in range(40):
+        query = " ".join(f"w{w}" for w in words[i * 7][:3])
+        vector = vecs[i * 11]
+        for subset in (None, allowed):
+            expected = rank(dense, lexical, query, vector, 10, "hybrid", serial, subset)
+            assert len(expected) == 10
+            assert rank(dense, lexical, query, vector, 10, "hybrid", overlapped, subset) == expected
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+def test_a_forked_child_gets_its_own_workers() -> None:
+    assert side_runner().start(threading.get_ident)() != threading.get_ident()  # pool in use
+    pid = os.fork()
+    if pid == 0:  # the child: a copied pool would leave this task queued forever
+        done = threading.Event()
+        result = side_runner().start(lambda: done.set() or threading.get_ident())
+        os._exit(0 if done.wait(WAIT_S) and result() != threading.get_ident() else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
