@@ -12,6 +12,7 @@ the upstream connection. Blocking work (retrieval, SQL) runs in worker threads.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -247,17 +248,22 @@ async def generate(svc: Services, plan: Plan) -> Answer:
     usage = _usage(svc, prompt, completion.text, completion.usage)
     parsed = None
     fmt = plan.spec.response_format
-    if fmt is not None:
+    clean = _sanitizer(svc, prompt).clean
+    if fmt is None:
+        text = clean(completion.text)
+    else:
         try:
-            parsed = structured.parse(completion.text, fmt)
+            parsed = structured.parse(completion.text, fmt, clean)
         except InvalidStructuredOutput as invalid:
             log.warning("structured output invalid (%s); asking once more", invalid)
             retry = _corrective(svc, plan, prompt, completion.text, str(invalid))
             completion = await client.complete(retry, **plan.extra())
             second = _usage(svc, prompt, completion.text, completion.usage)
             usage = {k: usage.get(k, 0) + second.get(k, 0) for k in usage.keys() | second.keys()}
-            parsed = structured.parse(completion.text, fmt)
-    text = completion.text if fmt is not None else _sanitizer(svc, prompt).clean(completion.text)
+            parsed = structured.parse(completion.text, fmt, clean)
+        # The checked (and cleaned) value, not the raw reply: no code fence, nothing removed
+        # from `parsed` still present in the text.
+        text = json.dumps(parsed, ensure_ascii=False)
     result = Answer(
         text,
         citations_for(prompt, text),

@@ -5,6 +5,7 @@ guided decoding); what comes back is validated here, because not every server en
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import jsonschema
@@ -33,15 +34,50 @@ def check_format(response_format: dict[str, Any] | None) -> dict[str, Any] | Non
     return {"type": "json_schema", "json_schema": {"name": spec.get("name") or "answer", **spec}}
 
 
-def parse(text: str, response_format: dict[str, Any]) -> Any:
-    """The JSON value in text, checked against the schema; InvalidStructuredOutput if not."""
+def parse(
+    text: str, response_format: dict[str, Any], clean: Callable[[str], str] | None = None
+) -> Any:
+    """The JSON value in text, checked against the schema; InvalidStructuredOutput if not.
+    `clean` (the answer sanitizer) is applied to every string in it, keys included: a JSON
+    answer is as able to carry an exfiltrating link or the system prompt as a text one. What
+    is cleaned must still fit the schema, or the answer counts as invalid (and is asked for
+    again, as any invalid answer is)."""
+    value = _checked(_loads(text), response_format)
+    if clean is None:
+        return value
+    cleaned = _map_strings(value, clean)
+    if cleaned == value:
+        return value
+    try:
+        return _checked(cleaned, response_format)
+    except InvalidStructuredOutput as invalid:
+        raise InvalidStructuredOutput(
+            f"{invalid} (after links outside the allow-list or text of the system prompt were"
+            " removed from it)"
+        ) from invalid
+
+
+def _map_strings(value: Any, clean: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        return clean(value)
+    if isinstance(value, list):
+        return [_map_strings(v, clean) for v in value]
+    if isinstance(value, dict):
+        return {clean(k): _map_strings(v, clean) for k, v in value.items()}
+    return value
+
+
+def _loads(text: str) -> Any:
     body = text.strip()
     if body.startswith("```"):  # models without guided decoding like to fence JSON
         body = body.strip("`").removeprefix("json").strip()
     try:
-        value = json.loads(body)
+        return json.loads(body)
     except ValueError as exc:
         raise InvalidStructuredOutput(f"the model did not answer with JSON: {exc}") from exc
+
+
+def _checked(value: Any, response_format: dict[str, Any]) -> Any:
     if response_format["type"] == "json_object":
         if not isinstance(value, dict):
             raise InvalidStructuredOutput("the model's JSON is not an object")

