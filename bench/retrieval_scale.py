@@ -260,7 +260,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--queries-1m", type=int, default=50, help="fewer queries at >= 1M")
+    parser.add_argument("--queries-1m", type=int, default=100, help="fewer queries at >= 1M")
     parser.add_argument("--e2e-max", type=int, default=100_000)
     parser.add_argument(
         "--json", type=Path, default=REPO / "var" / "bench" / "retrieval_scale.json"

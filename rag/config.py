@@ -196,8 +196,8 @@ class RetrievalSettings(BaseModel):
     reranker_model: str = "BAAI/bge-reranker-base"
     reranker_device: str = "cpu"
     rerank_candidates: int = Field(20, ge=1, le=500)
-    # Hybrid search runs BM25 on another core while FAISS scans, from this many vectors on
-    # (below it the hand-over costs more than the scan; bench/retrieval_scale.py).
+    # Hybrid search runs BM25 on another core during a one-core flat FAISS scan, from this
+    # many vectors on (below it the hand-over costs more than the scan; bench/README.md).
     overlap_min_chunks: int = Field(5_000, ge=1)
     # Dense indexes above this many vectors switch from exact flat to IVF (0: never).
     ann_threshold: int = Field(200_000, ge=0)

@@ -130,10 +130,7 @@ def rank(
     def lexical_search() -> list[tuple[int, float]]:
         return lexical.search(lexical.query_ids(query), pool, allowed)
 
-    # A scan big enough to hide BM25 behind, on one core: tokenise and score on another
-    # meanwhile. A scan that runs on every core already (FAISS's OpenMP threads) gains nothing.
-    total = len(dense)
-    if total >= cfg.overlap_min_chunks and dense.search_threads(total) == 1:
+    if _overlaps(dense, cfg):
         lexical_result = side_runner().start(lexical_search)
         dense_hits = dense.search(vector, pool, allowed)
         lexical_hits = lexical_result()
@@ -146,6 +143,20 @@ def rank(
         weights = (cfg.dense_weight, 1.0 - cfg.dense_weight)
         fused = fusion.rrf([dense_hits, lexical_hits], cfg.rrf_k, weights)
     return fused[:k]
+
+
+def _overlaps(dense: KBIndex, cfg: RetrievalSettings) -> bool:
+    """Whether BM25 (tokenising and scoring) should run on another core during the FAISS scan:
+    only for an exact flat scan on one core, long enough to hide BM25 behind (4-6x its time).
+    A scan on every core already (FAISS's OpenMP threads) leaves no core free; an IVF probe is
+    short (2.6 ms against BM25's 15 at 1M), so it hides little, and in full benchmark runs the
+    overlap measured 0.94, 1.09 and 1.18 x raw there against 1.01-1.06 serial (bench/README.md)."""
+    total = len(dense)
+    return (
+        total >= cfg.overlap_min_chunks
+        and dense.layout == "flat"
+        and dense.search_threads(total) == 1
+    )
 
 
 def _rerank(svc: Services, query: str, passages: list[Passage]) -> list[Passage]:

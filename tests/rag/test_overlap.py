@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
+from typing import TypeVar
 
 import numpy as np
 import pytest
@@ -16,6 +18,7 @@ from rag.retrieve import rank
 from rag.vector_index import KBIndex
 
 WAIT_S = 10.0
+T = TypeVar("T")
 
 
 def test_a_side_task_runs_beside_the_caller() -> None:
@@ -80,6 +83,44 @@ def test_overlapped_hybrid_ranks_as_the_serial_one(fusion: str) -> None:
             expected = rank(dense, lexical, query, vector, 10, "hybrid", serial, subset)
             assert len(expected) == 10
             assert rank(dense, lexical, query, vector, 10, "hybrid", overlapped, subset) == expected
+
+
+class _Recorder:
+    """A side runner that records each side task and runs it in the caller."""
+
+    def __init__(self) -> None:
+        self.started = 0
+
+    def start(self, fn: Callable[[], T]) -> Callable[[], T]:
+        self.started += 1
+        result = fn()
+        return lambda: result
+
+
+def test_only_a_long_flat_scan_on_one_core_is_overlapped(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(5)
+    n, dim = 800, 16
+    ids = np.arange(1, n + 1, dtype=np.int64)
+    vecs = rng.standard_normal((n, dim), dtype=np.float32)
+    lexical = LexicalIndex("kb")
+    lexical.add_texts(ids.tolist(), [f"w{i % 50} w{i % 7}" for i in range(n)])
+    flat = KBIndex("kb", "synthetic", dim)
+    flat.add(ids, vecs)
+    ivf = flat.with_layout("ivf", ids, vecs)
+    recorder = _Recorder()
+    monkeypatch.setattr("rag.retrieve.side_runner", lambda: recorder)
+
+    def overlapped(dense: KBIndex, min_chunks: int) -> bool:
+        before = recorder.started
+        cfg = RetrievalSettings(overlap_min_chunks=min_chunks)
+        assert rank(dense, lexical, "w3 w4", vecs[3], 5, "hybrid", cfg)
+        return recorder.started > before
+
+    assert overlapped(flat, n)
+    assert not overlapped(flat, n + 1)  # too small to hide the hand-over
+    assert not overlapped(ivf, n)  # a short probe: BM25 is the longer half
+    monkeypatch.setattr(flat, "search_threads", lambda total: 2)
+    assert not overlapped(flat, n)  # FAISS's OpenMP threads hold every core
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
