@@ -37,6 +37,7 @@ from rag.errors import LLMUnavailable
 # Any 40-hex string: the hub cache wants a commit-like snapshot name behind refs/main.
 _REVISION = "0" * 40
 _LOG_TAIL_CHARS = 4000
+_KILLED_GRACE_S = 2.0  # for a SIGKILLed group to be reaped
 
 
 class LLMServerError(LLMUnavailable):
@@ -144,22 +145,39 @@ def wait_until_ready(
 
 
 def stop(proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
-    """SIGTERM the server's process group, SIGKILL it after timeout_s; remove temp files."""
+    """SIGTERM the server's process group, SIGKILL what is left of it after timeout_s; return
+    once the whole group is gone, not only its leader; remove temp files."""
+    deadline = time.monotonic() + timeout_s
     try:
         os.killpg(proc.pid, signal.SIGTERM)
     except ProcessLookupError:  # group gone, or proc was never a group leader
         if proc.poll() is None:
             proc.terminate()
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
+    # Children of the server (workers, resource trackers) can outlive it by a moment, holding
+    # its port or GPU memory: wait for them too, then kill whatever still stands.
+    if proc.returncode is None or not _group_gone(proc.pid, deadline):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+        _group_gone(proc.pid, time.monotonic() + _KILLED_GRACE_S)
     if isinstance(proc, ServerProcess):
         shutil.rmtree(proc.hub_dir, ignore_errors=True)
         if proc.own_log:
             proc.log_file.unlink(missing_ok=True)
+
+
+def _group_gone(pgid: int, deadline: float) -> bool:
+    """Wait until no process of group `pgid` is left, or the deadline passes."""
+    while True:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
 
 
 def _hub_view(model_dir: Path, name: str) -> Path:

@@ -118,6 +118,47 @@ def test_wait_until_ready_returns_when_models_answers() -> None:
         server.shutdown()
 
 
+# A server whose child outlives it: the leader exits at once on SIGTERM, the child takes 0.5 s.
+_LINGERING_CHILD = """
+import signal, subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", "import signal, sys, time\\n"
+    "signal.signal(signal.SIGTERM, lambda *a: (time.sleep(0.5), sys.exit(0)))\\n"
+    "print('ready', flush=True)\\ntime.sleep(60)"], stdout=subprocess.PIPE)
+child.stdout.readline()
+print("ready", flush=True)
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+time.sleep(60)
+"""
+
+
+def test_stop_returns_once_the_whole_group_is_gone() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _LINGERING_CHILD], stdout=subprocess.PIPE, start_new_session=True
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
+    stop(proc)
+    proc.stdout.close()
+    assert proc.returncode == 0
+    assert not group_alive(proc.pid)
+
+
+def test_stop_kills_a_group_that_ignores_sigterm() -> None:
+    code = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "print('ready', flush=True); time.sleep(60)"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, start_new_session=True
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
+    started = time.monotonic()
+    stop(proc, timeout_s=0.5)
+    proc.stdout.close()
+    assert proc.returncode == -signal.SIGKILL
+    assert not group_alive(proc.pid)
+    assert time.monotonic() - started < 30
+
+
 @pytest.mark.integration
 def test_a_broken_model_fails_fast_with_the_log(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text('{"model_type": "no-such-architecture"}')
