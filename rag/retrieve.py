@@ -149,7 +149,7 @@ def _overlaps(dense: KBIndex, cfg: RetrievalSettings) -> bool:
     """Whether BM25 (tokenising and scoring) should run on another core during the FAISS scan:
     only for an exact flat scan on one core, long enough to hide BM25 behind (4-6x its time).
     A scan on every core already (FAISS's OpenMP threads) leaves no core free; an IVF probe is
-    short (2.6 ms against BM25's 15 at 1M), so it hides little, and in full benchmark runs the
+    short (2.5 ms against BM25's 12-15 at 1M), so it hides little, and in full benchmark runs the
     overlap measured 0.94, 1.09 and 1.18 x raw there against 1.01-1.06 serial (bench/README.md)."""
     total = len(dense)
     return (
