@@ -30,7 +30,6 @@ import argparse
 import contextvars
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -48,6 +47,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(BENCH))
 
 from processes import free_port, wait_until_up  # noqa: E402
+
+from rag.llm_server import stop  # noqa: E402
 
 QUESTIONS = REPO / "tests" / "fixtures" / "debian-faq-zh.jsonl"
 DOCUMENTS = ("debian-faq.zh-cn.txt",)
@@ -388,8 +389,7 @@ def main() -> None:
             ]
     finally:
         for proc in procs:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(30)
+            stop(proc, timeout_s=30)
     result = {
         "when": time.strftime("%Y-%m-%d %H:%M:%S"),
         "chunks": kb["chunks"],

@@ -31,7 +31,6 @@ import argparse
 import json
 import os
 import re
-import signal
 import statistics
 import subprocess
 import sys
@@ -47,6 +46,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(BENCH))
 
 from processes import free_port, wait_until_up  # noqa: E402
+
+from rag.llm_server import stop  # noqa: E402
 
 TOKEN = b"tok "
 # The text of a token event in either stream: our delta {"text": ...}, OpenAI's "content".
@@ -213,8 +214,7 @@ def main() -> None:
             bare = [_rtt(client, f"{upstream}/models") for _ in range(50)]
     finally:
         for proc in procs:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(30)
+            stop(proc, timeout_s=30)
     pace = f"paced at {args.pace:g} tokens/s" if args.pace else "as fast as it can"
     relay = "httpx" if args.relay_over_httpx else "rag.sse_transport"
     load = os.getloadavg()[0]

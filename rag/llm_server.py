@@ -158,8 +158,11 @@ def stop(proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
     # Children of the server (workers, resource trackers) can outlive it by a moment, holding
     # its port or GPU memory: wait for them too, then kill whatever still stands.
     if proc.returncode is None or not _group_gone(proc.pid, deadline):
-        with contextlib.suppress(ProcessLookupError):
+        try:
             os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:  # not a group leader: kill the process itself
+            if proc.poll() is None:
+                proc.kill()
         proc.wait()
         _group_gone(proc.pid, time.monotonic() + _KILLED_GRACE_S)
     if isinstance(proc, ServerProcess):

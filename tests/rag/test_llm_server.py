@@ -119,14 +119,15 @@ def test_wait_until_ready_returns_when_models_answers() -> None:
 
 
 # A server whose child outlives it: the leader exits at once on SIGTERM, the child takes 0.5 s.
+# Each says "ready" only once its handler is in place, so stop() never races the handler.
 _LINGERING_CHILD = """
 import signal, subprocess, sys, time
 child = subprocess.Popen([sys.executable, "-c", "import signal, sys, time\\n"
     "signal.signal(signal.SIGTERM, lambda *a: (time.sleep(0.5), sys.exit(0)))\\n"
     "print('ready', flush=True)\\ntime.sleep(60)"], stdout=subprocess.PIPE)
 child.stdout.readline()
-print("ready", flush=True)
 signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+print("ready", flush=True)
 time.sleep(60)
 """
 
@@ -157,6 +158,18 @@ def test_stop_kills_a_group_that_ignores_sigterm() -> None:
     assert proc.returncode == -signal.SIGKILL
     assert not group_alive(proc.pid)
     assert time.monotonic() - started < 30
+
+
+def test_stop_kills_a_process_outside_its_own_group_that_ignores_sigterm() -> None:
+    code = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "print('ready', flush=True); time.sleep(60)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
+    stop(proc, timeout_s=0.5)
+    proc.stdout.close()
+    assert proc.returncode == -signal.SIGKILL
 
 
 @pytest.mark.integration
