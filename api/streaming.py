@@ -9,7 +9,7 @@ request end in both cases, at once, rather than whenever the garbage collector g
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 
 import anyio
 from starlette.responses import StreamingResponse
@@ -26,9 +26,15 @@ def sse(event: str | None, data: object) -> str:
 
 
 class EventStream(StreamingResponse):
-    def __init__(self, events: AsyncGenerator[str, None]) -> None:
+    """`on_close` runs once the response ends, however it ends: also when the client left
+    before the generator started, when closing the generator runs none of its code."""
+
+    def __init__(
+        self, events: AsyncGenerator[str, None], on_close: Callable[[], None] | None = None
+    ) -> None:
         super().__init__(events, media_type="text/event-stream", headers=SSE_HEADERS)
         self._events = events
+        self._on_close = on_close
 
     async def stream_response(self, send: Send) -> None:
         try:
@@ -36,3 +42,5 @@ class EventStream(StreamingResponse):
         finally:
             with anyio.CancelScope(shield=True):
                 await self._events.aclose()
+            if self._on_close is not None:
+                self._on_close()

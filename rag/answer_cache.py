@@ -17,10 +17,17 @@ a hook: any change makes new keys, and old entries age out (TTL, and LRU in proc
 Only stand-alone questions are cached: a conversation's follow-up (a conversation id, or
 earlier turns sent to the OpenAI endpoint) depends on its history, and its turn must be
 recorded. In process by default; in Redis (`RAG_CACHE__REDIS_URL`) when replicas share it.
+
+Single flight: while an answer is being generated, the same question under the same key,
+asked whole (not streamed), waits for that answer instead of asking the LLM again, so a burst
+of one question costs one generation. Per process: replicas sharing Redis each generate once.
+If the first request fails or its answer is not kept (cut off, interrupted), the waiting ones
+generate their own.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -240,10 +247,52 @@ class RedisBackend:
         self._client.close()
 
 
+class InFlight:
+    """Answers being generated in this process, by key: the future of the request generating
+    it (the leader), which settles with the kept answer or None. Futures belong to the event
+    loop that made them; a request on another loop neither waits for nor replaces one."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: dict[str, asyncio.Future[Answer | None]] = {}
+
+    def leader(self, key: str) -> asyncio.Future[Answer | None] | None:
+        with self._lock:
+            flight = self._pending.get(key)
+        if flight is None or flight.done() or flight.get_loop() is not asyncio.get_running_loop():
+            return None
+        return flight
+
+    def lead(self, key: str) -> asyncio.Future[Answer | None] | None:
+        """A future for this request to settle, or None when another request leads already."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            current = self._pending.get(key)
+            if current is not None and not current.done() and current.get_loop() is loop:
+                return None
+            flight: asyncio.Future[Answer | None] = loop.create_future()
+            self._pending[key] = flight
+        return flight
+
+    def settle(
+        self, key: str, flight: asyncio.Future[Answer | None], result: Answer | None
+    ) -> None:
+        with self._lock:
+            if self._pending.get(key) is flight:
+                del self._pending[key]
+        if not flight.done():
+            flight.set_result(result)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+
 class AnswerCache:
     def __init__(self, backend: Backend, ttl_s: float = 3600.0) -> None:
         self.backend = backend
         self.ttl_s = ttl_s
+        self.inflight = InFlight()
         # Network round trips (Redis) stay off the event loop; the in-process dict need not.
         self.blocking = not isinstance(backend, MemoryBackend)
 
@@ -329,22 +378,34 @@ class Policy:
 
 @dataclass(frozen=True)
 class Lookup:
-    """The outcome of a lookup: a hit to answer with, or the key to keep the answer under."""
+    """The outcome of a lookup: a hit to answer with, or the key to keep the answer under
+    (and, for the request that generates it, the flight identical requests wait on)."""
 
     cache: AnswerCache | None = None
     key: str | None = None
     hit: Answer | None = None
     write: bool = False
+    flight: asyncio.Future[Answer | None] | None = None
 
     async def keep(self, result: Answer) -> None:
-        if self.cache is None or self.key is None or not self.write or self.hit is not None:
-            return
-        if complete(result):
-            cache, key, payload = self.cache, self.key, to_payload(result)
-            if cache.blocking:
-                await anyio.to_thread.run_sync(lambda: cache.put(key, payload))
-            else:  # a dict under a lock: a thread hop would cost more than the put
-                cache.put(key, payload)
+        try:
+            if self.cache is None or self.key is None or not self.write or self.hit is not None:
+                return
+            if complete(result):
+                cache, key, payload = self.cache, self.key, to_payload(result)
+                if cache.blocking:
+                    await anyio.to_thread.run_sync(lambda: cache.put(key, payload))
+                else:  # a dict under a lock: a thread hop would cost more than the put
+                    cache.put(key, payload)
+        finally:
+            self.release(result)
+
+    def release(self, result: Answer | None = None) -> None:
+        """Hand the answer to the requests waiting on this one; None (failed, interrupted, or
+        not kept) sends them to generate their own. Idempotent; every path must reach it."""
+        if self.flight is not None and self.cache is not None and self.key is not None:
+            kept = result if result is not None and complete(result) else None
+            self.cache.inflight.settle(self.key, self.flight, kept)
 
 
 async def lookup(svc: Services, spec: AskSpec, policy: Policy, *, stream: bool = False) -> Lookup:
@@ -362,14 +423,42 @@ async def lookup(svc: Services, spec: AskSpec, policy: Policy, *, stream: bool =
         return key, cache.get(key) if policy.read else None
 
     key, payload = await anyio.to_thread.run_sync(find)
-    hit = None
+    hit = from_payload(payload) if policy.read and payload is not None else None
+    # No await between looking for a leader and becoming one: on one event loop, the first of
+    # simultaneous identical requests leads and the others wait for it. A stream does not wait:
+    # its first token would come only once the leader's whole answer had.
+    leader = cache.inflight.leader(key) if hit is None and policy.read and not stream else None
+    if leader is not None:
+        metrics.ANSWER_CACHE.labels("joined").inc()
+        shared = await _answer_of(cache.inflight, key, leader, svc.settings.llm.read_timeout_s)
+        if shared is not None:
+            return Lookup(cache, key, _as_served(shared), policy.write)
+        return Lookup(cache, key, None, policy.write)  # generate our own, leading nobody
     if policy.read:
-        hit = from_payload(payload) if payload is not None else None
         metrics.ANSWER_CACHE.labels("hit" if hit is not None else "miss").inc()
     if hit is not None:
-        # Usage says what this request cost: no tokens.
-        hit = replace(hit, usage=dict(NO_USAGE))
-    return Lookup(cache, key, hit, policy.write)
+        return Lookup(cache, key, _as_served(hit), policy.write)
+    flight = cache.inflight.lead(key) if policy.write else None
+    return Lookup(cache, key, None, policy.write, flight)
+
+
+def _as_served(result: Answer) -> Answer:
+    # Usage says what this request cost: no tokens; the turn ids were the leader's.
+    return replace(result, usage=dict(NO_USAGE), conversation_id=None, message_id=None)
+
+
+async def _answer_of(
+    inflight: InFlight, key: str, leader: asyncio.Future[Answer | None], timeout_s: float
+) -> Answer | None:
+    """The leader's kept answer; None when it has none or takes longer than timeout_s."""
+    try:
+        return await asyncio.wait_for(asyncio.shield(leader), timeout_s)
+    except TimeoutError:
+        # A leader this late is presumed lost (a response never sent never releases it): end
+        # its flight, so that neither its other followers nor later requests wait on it.
+        log.warning("answer cache: no answer after %.0f s from an identical request", timeout_s)
+        inflight.settle(key, leader, None)
+        return None
 
 
 class Replay:

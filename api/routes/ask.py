@@ -50,12 +50,17 @@ async def ask(
         if body.stream:
             return EventStream(_events(answer_cache.Replay(found.hit), found, cached=True))
         return AskResponse.of(found.hit, cached=True)
-    plan = await answer.plan(svc, spec)
-    if not body.stream:
-        result = await answer.generate(svc, plan)
-        await found.keep(result)
-        return AskResponse.of(result)
-    return EventStream(_events(await answer.open_stream(svc, plan), found, cached=False))
+    try:
+        plan = await answer.plan(svc, spec)
+        if not body.stream:
+            result = await answer.generate(svc, plan)
+            await found.keep(result)
+            return AskResponse.of(result)
+        live = await answer.open_stream(svc, plan)
+    except BaseException:
+        found.release()  # the identical requests waiting on this one generate their own
+        raise
+    return EventStream(_events(live, found, cached=False), on_close=found.release)
 
 
 def done_event(result: answer.Answer, *, cached: bool) -> dict[str, Any]:

@@ -5,8 +5,11 @@ cache shared by two replicas through Redis."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -76,11 +79,33 @@ class _Broken(httpx.AsyncByteStream):
         raise httpx.RemoteProtocolError("peer closed connection without sending complete body")
 
 
+class _Held(httpx.MockTransport):
+    """The LLM's transport, holding every chat completion until `gate` is set."""
+
+    def __init__(self, llm: LLM) -> None:
+        super().__init__(llm.handler)
+        self.gate = threading.Event()
+        self.held = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/chat/completions"):
+            self.held += 1
+            while not self.gate.is_set():
+                await asyncio.sleep(0.005)
+        return await super().handle_async_request(request)
+
+
 def _app(
-    data_dir: Path, llm: LLM, *, worker: bool = True, **settings: Any
+    data_dir: Path,
+    llm: LLM,
+    *,
+    worker: bool = True,
+    transport: httpx.MockTransport | None = None,
+    **settings: Any,
 ) -> tuple[Services, TestClient]:
     cfg = make_settings(data_dir, **settings)
-    svc = Services.create(cfg, llm=LLMClient(cfg.llm, transport=httpx.MockTransport(llm.handler)))
+    transport = transport or httpx.MockTransport(llm.handler)
+    svc = Services.create(cfg, llm=LLMClient(cfg.llm, transport=transport))
     return svc, TestClient(create_app(services=svc, warm_up=False, start_worker=worker))
 
 
@@ -210,6 +235,54 @@ def test_a_cached_answer_streams_like_a_fresh_one(
     # Streamed and whole answers share entries.
     whole = _ask(client, kb)
     assert whole["cached"] is True and whole["answer"] == text and llm.calls == 1
+
+
+def test_identical_questions_at_once_are_generated_once(tmp_path: Path) -> None:
+    llm = LLM()
+    held = _Held(llm)
+    svc, client = _app(tmp_path / "data", llm, transport=held)
+    joined = _lookups("joined")
+    with client, ThreadPoolExecutor(4) as pool:
+        kb = client.post("/v1/knowledge-bases", json={"name": "handbook"}).json()["id"]
+        _add(client, kb, "handbook.md", HANDBOOK)
+        leader = pool.submit(_stream, client, kb)  # a stream can lead...
+        wait_for(lambda: held.held == 1)
+        alone = pool.submit(_stream, client, kb)  # ...but does not wait: its first token would
+        wait_for(lambda: held.held == 2)  # come only with the leader's last
+        followers = [pool.submit(_ask, client, kb) for _ in range(2)]
+        wait_for(lambda: _lookups("joined") - joined == 2)
+        held.gate.set()
+        streamed, whole = leader.result(), [f.result() for f in followers]
+        assert alone.result()[-1][1]["cached"] is False
+    svc.close()
+    assert llm.calls == 2 and held.held == 2
+    text = "".join(data["text"] for name, data in streamed if name == "delta")
+    assert streamed[-1][1]["cached"] is False
+    for answer in whole:
+        assert answer["cached"] is True and answer["answer"] == text
+        assert answer["citations"] == streamed[-2][1]
+        assert answer["usage"]["total_tokens"] == 0
+
+
+def test_a_leader_that_fails_leaves_its_followers_to_answer(tmp_path: Path) -> None:
+    llm = LLM()
+    held = _Held(llm)
+    svc, client = _app(tmp_path / "data", llm, transport=held)
+    joined = _lookups("joined")
+    with client, ThreadPoolExecutor(3) as pool:
+        kb = client.post("/v1/knowledge-bases", json={"name": "handbook"}).json()["id"]
+        _add(client, kb, "handbook.md", HANDBOOK)
+        llm.break_stream = True
+        leader = pool.submit(_stream, client, kb)
+        wait_for(lambda: held.held == 1)
+        followers = [pool.submit(_ask, client, kb) for _ in range(2)]
+        wait_for(lambda: _lookups("joined") - joined == 2)
+        held.gate.set()
+        assert leader.result()[-1][0] == "error"  # broke off: nothing to share
+        answers = [f.result() for f in followers]
+    svc.close()
+    assert llm.calls == 3  # whole answers read no stream: theirs do not break
+    assert all(a["cached"] is False and a["answer"] == llm.reply for a in answers)
 
 
 def test_off_per_request(env: tuple[TestClient, Services, str], llm: LLM) -> None:

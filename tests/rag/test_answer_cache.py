@@ -15,6 +15,7 @@ from rag import knowledge, versions
 from rag.answer import Answer, AskSpec, Citation
 from rag.answer_cache import (
     AnswerCache,
+    Lookup,
     MemoryBackend,
     Policy,
     RedisBackend,
@@ -185,6 +186,88 @@ def test_a_hit_still_checks_the_tenant(services: Services) -> None:
     stranger = Principal(actor="key:x", tenant_id="globex", scopes=frozenset({"query"}))
     with acting_as(stranger), pytest.raises(NotFound):
         asyncio.run(lookup(services, spec, Policy()))
+
+
+def test_identical_lookups_at_once_share_one_answer(services: Services) -> None:
+    kb = knowledge.create_kb(services, "kb").id
+    _add(services, kb, "a.txt", "年假十天。" * 50)
+    spec = AskSpec(kb, "年假？")
+    answer = Answer("十天 [1]。", [], "m", {"total_tokens": 5}, conversation_id="c1", message_id=3)
+
+    async def scenario() -> tuple[list[Answer | None], int]:
+        leader = await lookup(services, spec, Policy())
+        assert leader.hit is None and leader.flight is not None
+        # A stream and a no-cache request do not wait: each generates its own, leading nobody.
+        for own in (
+            await lookup(services, spec, Policy(), stream=True),
+            await lookup(services, spec, Policy.of(cache_control="no-cache")),
+        ):
+            assert own.hit is None and own.flight is None
+        followers = [asyncio.create_task(lookup(services, spec, Policy())) for _ in range(3)]
+        await asyncio.sleep(0.05)
+        assert not any(task.done() for task in followers)  # waiting on the leader
+        await leader.keep(answer)
+        found = [(await task).hit for task in followers]
+        return found, len(services.answer_cache.inflight)
+
+    found, pending = asyncio.run(scenario())
+    assert pending == 0
+    for hit in found:
+        assert hit is not None and hit.answer == "十天 [1]。"
+        assert hit.usage["total_tokens"] == 0  # this request cost nothing
+        assert hit.conversation_id is None and hit.message_id is None  # the leader's turn
+
+
+def test_followers_of_a_failed_leader_generate_their_own(services: Services) -> None:
+    kb = knowledge.create_kb(services, "kb").id
+    _add(services, kb, "a.txt", "年假十天。" * 50)
+    spec = AskSpec(kb, "年假？")
+
+    async def scenario(end: str) -> list[Lookup]:
+        leader = await lookup(services, spec, Policy())
+        followers = [asyncio.create_task(lookup(services, spec, Policy())) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        if end == "failed":
+            leader.release()
+        else:  # cut off at max_tokens: not kept, so not shared either
+            await leader.keep(Answer("十", [], "m", finish_reason="length"))
+        return [await task for task in followers]
+
+    for end in ("failed", "cut off"):
+        for follower in asyncio.run(scenario(end)):
+            assert follower.hit is None and follower.flight is None, end
+            assert follower.write  # its own answer may still be kept
+    assert len(services.answer_cache.inflight) == 0
+
+
+def test_a_lost_leader_is_waited_for_only_until_the_timeout(services: Services) -> None:
+    services.settings.llm.read_timeout_s = 0.2
+    kb = knowledge.create_kb(services, "kb").id
+    _add(services, kb, "a.txt", "年假十天。" * 50)
+    spec = AskSpec(kb, "年假？")
+
+    async def scenario() -> tuple[Lookup, Lookup]:
+        lost = await lookup(services, spec, Policy())  # never kept nor released
+        assert lost.flight is not None
+        waited = await lookup(services, spec, Policy())
+        # The lost flight was ended: the next request leads instead of waiting in turn.
+        return waited, await lookup(services, spec, Policy())
+
+    waited, after = asyncio.run(scenario())
+    assert waited.hit is None and waited.flight is None
+    assert after.flight is not None
+
+
+def test_a_flight_of_another_event_loop_is_neither_joined_nor_blocking(
+    services: Services,
+) -> None:
+    kb = knowledge.create_kb(services, "kb").id
+    _add(services, kb, "a.txt", "年假十天。" * 50)
+    spec = AskSpec(kb, "年假？")
+    first = asyncio.run(lookup(services, spec, Policy()))  # its loop is closed now
+    second = asyncio.run(lookup(services, spec, Policy()))
+    assert first.flight is not None and second.flight is not None
+    assert second.hit is None and second.flight is not first.flight
 
 
 def test_disabled_cache_is_never_consulted(services: Services) -> None:
