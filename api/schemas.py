@@ -230,6 +230,9 @@ class JobOut(BaseModel):
     attempts: int
     cancel_requested: bool = False
     result: dict[str, Any]
+    request_id: str | None = Field(
+        None, description="X-Request-ID of the request that queued the job; on its log records"
+    )
     created_at: UtcDateTime
     started_at: UtcDateTime | None
     finished_at: UtcDateTime | None
@@ -254,6 +257,7 @@ class JobOut(BaseModel):
             error=job.error,
             attempts=job.attempts,
             result=job.result or {},
+            request_id=job.request_id,
             created_at=job.created_at,
             started_at=job.started_at,
             finished_at=job.finished_at,

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from ingest import reindex
 from ingest.pipeline import STAGES, Outcome, VersionChanged, process_document
-from rag import job_control, metrics, versions
+from rag import job_control, metrics, request_context, versions
 from rag.errors import IngestionError, NotFound
 from rag.eval_run import EVAL_JOB, run_eval_job
 from rag.models import Document, DocumentStatus, Job, JobKind, JobStatus
@@ -185,6 +185,10 @@ class Worker:
 
     def execute(self, job: Job) -> None:
         """Run a claimed job to its end: succeeded, failed, cancelled or queued for a retry."""
+        with request_context.bound(job.request_id):
+            self._execute(job)
+
+    def _execute(self, job: Job) -> None:
         try:
             self._run(job)
         except job_control.JobCancelled:

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from ingest import pipeline
 from ingest.jobs import Worker
 from ingest.pipeline import STAGES, Outcome, Prepared
-from rag import job_control, metrics
+from rag import job_control, metrics, request_context
 from rag.errors import IngestionError
 from rag.models import Job, JobKind
 from rag.services import Services
@@ -133,24 +133,28 @@ class PipelinedWorker(Worker):
         self.execute(job)  # another intake thread started one meanwhile: run it here
 
     def _prepare(self, job: Job) -> None:
-        assert job.document_id is not None
-        done = self._job_done(job)
-        try:
-            begun = pipeline.begin(self.svc, job.document_id, done)
-            if begun is None:
-                self._release(job)
+        # Log records of this job carry the id of the request that queued it.
+        with request_context.bound(job.request_id):
+            assert job.document_id is not None
+            done = self._job_done(job)
+            try:
+                begun = pipeline.begin(self.svc, job.document_id, done)
+                if begun is None:
+                    self._release(job)
+                    return
+                item = pipeline.prepare(
+                    self.svc, *begun, lambda n: self._progress(job.id, n, STAGES)
+                )
+            except IngestionError as exc:
+                self._settle(job, pipeline.fail(self.svc, job.document_id, str(exc), done))
                 return
-            item = pipeline.prepare(self.svc, *begun, lambda n: self._progress(job.id, n, STAGES))
-        except IngestionError as exc:
-            self._settle(job, pipeline.fail(self.svc, job.document_id, str(exc), done))
-            return
-        except job_control.JobCancelled:
-            self._cancelled(job)
-            return
-        except Exception as exc:
-            self._failed(job, exc)
-            return
-        self._to_embed.put(_Work(job, item))  # blocks while embedding is behind
+            except job_control.JobCancelled:
+                self._cancelled(job)
+                return
+            except Exception as exc:
+                self._failed(job, exc)
+                return
+            self._to_embed.put(_Work(job, item))  # blocks while embedding is behind
 
     def _embed_loop(self) -> None:
         while True:
@@ -191,15 +195,17 @@ class PipelinedWorker(Worker):
                 return
             assert work.vectors is not None
             job = work.job
-            try:
-                self._progress(job.id, 3, STAGES)
-                self._settle(
-                    job, pipeline.store(self.svc, work.item, work.vectors, self._job_done(job))
-                )
-            except job_control.JobCancelled:
-                self._cancelled(job)
-            except Exception as exc:
-                self._failed(job, exc)
+            with request_context.bound(job.request_id):
+                self._store(job, work.item, work.vectors)
+
+    def _store(self, job: Job, item: Prepared, vectors: np.ndarray) -> None:
+        try:
+            self._progress(job.id, 3, STAGES)
+            self._settle(job, pipeline.store(self.svc, item, vectors, self._job_done(job)))
+        except job_control.JobCancelled:
+            self._cancelled(job)
+        except Exception as exc:
+            self._failed(job, exc)
 
     # -- bookkeeping -------------------------------------------------------------------------
 
@@ -222,8 +228,9 @@ class PipelinedWorker(Worker):
         self._release(job)
 
     def _failed(self, job: Job, exc: Exception) -> None:
-        log.exception("job %s failed", job.id, exc_info=exc)
-        self._retry_or_fail(job, exc)
+        with request_context.bound(job.request_id):  # also for a batch's embedding failure
+            log.exception("job %s failed", job.id, exc_info=exc)
+            self._retry_or_fail(job, exc)
         self._release(job)
 
     def _release(self, job: Job) -> None:

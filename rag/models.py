@@ -21,6 +21,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from rag import request_context
 from rag.tenancy import DEFAULT_TENANT
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit identity.
@@ -48,6 +49,9 @@ class JobStatus(StrEnum):
     succeeded = "succeeded"
     failed = "failed"
     cancelled = "cancelled"
+
+
+JOB_REQUEST_ID = "request_id"  # the payload key of the request that queued a job
 
 
 class JobKind(StrEnum):
@@ -209,6 +213,19 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        # The request that queued the job travels with it, so that the worker's log records
+        # for the job (another thread, maybe another process) carry the same request id.
+        queued_by = request_context.current()
+        if queued_by is not None:
+            self.payload = {**(self.payload or {}), JOB_REQUEST_ID: queued_by}
+
+    @property
+    def request_id(self) -> str | None:
+        value = (self.payload or {}).get(JOB_REQUEST_ID)
+        return value if isinstance(value, str) else None
 
 
 class Conversation(Base):

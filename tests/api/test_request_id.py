@@ -231,3 +231,18 @@ def test_cached_keys_and_memory_limits_stay_on_the_event_loop(
     )
     assert ask.status_code == 200
     assert hops.calls == ["check_rate", "take_generation_slot", "release_generation_slot"]
+
+
+def test_an_upload_job_carries_the_request_id_to_the_worker_logs(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="ingest")
+    kb = client.post("/v1/knowledge-bases", json={"name": "hr"}).json()["id"]
+    resp = upload(client, kb, "hr.md", TEXT, headers={"X-Request-ID": "upload-4711"})
+    assert resp.status_code == 202 and resp.headers["x-request-id"] == "upload-4711"
+    doc = resp.json()["id"]
+    assert wait_document(client, kb, doc)["status"] == "ready"
+    jobs = client.get("/v1/jobs", params={"kb_id": kb}).json()["jobs"]
+    assert [(j["document_id"], j["request_id"]) for j in jobs] == [(doc, "upload-4711")]
+    done = [r for r in caplog.records if r.getMessage().startswith(f"document {doc}: ready")]
+    assert done and all(getattr(r, "request_id", None) == "upload-4711" for r in done)
