@@ -285,6 +285,28 @@ def test_a_leader_that_fails_leaves_its_followers_to_answer(tmp_path: Path) -> N
     assert all(a["cached"] is False and a["answer"] == llm.reply for a in answers)
 
 
+def test_chat_completions_asked_at_once_are_generated_once(tmp_path: Path) -> None:
+    llm = LLM()
+    held = _Held(llm)
+    svc, client = _app(tmp_path / "data", llm, transport=held)
+    joined = _lookups("joined")
+    with client, ThreadPoolExecutor(3) as pool:
+        kb = client.post("/v1/knowledge-bases", json={"name": "handbook"}).json()["id"]
+        _add(client, kb, "handbook.md", HANDBOOK)
+        leader = pool.submit(_chat_stream, client)
+        wait_for(lambda: held.held == 1)
+        followers = [pool.submit(_chat, client) for _ in range(2)]
+        wait_for(lambda: _lookups("joined") - joined == 2)
+        held.gate.set()
+        chunks, whole = leader.result(), [f.result() for f in followers]
+    svc.close()
+    assert llm.calls == 1
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    for answer in whole:
+        assert answer["cached"] is True and answer["choices"][0]["message"]["content"] == text
+        assert answer["usage"]["total_tokens"] == 0
+
+
 def test_off_per_request(env: tuple[TestClient, Services, str], llm: LLM) -> None:
     client, _, kb = env
     # "cache": false neither reads nor writes.
