@@ -116,7 +116,9 @@ class PipelinedWorker(Worker):
             if job.kind != JobKind.ingest or not job.document_id:
                 self._run_aside(job)  # re-index, eval: not pipelined
                 continue
-            self._prepare(job)
+            # Log records of this job carry the id of the request that queued it.
+            with request_context.bound(job.request_id):
+                self._prepare(job)
 
     def _side_busy(self) -> bool:
         with self._side_lock:
@@ -133,28 +135,24 @@ class PipelinedWorker(Worker):
         self.execute(job)  # another intake thread started one meanwhile: run it here
 
     def _prepare(self, job: Job) -> None:
-        # Log records of this job carry the id of the request that queued it.
-        with request_context.bound(job.request_id):
-            assert job.document_id is not None
-            done = self._job_done(job)
-            try:
-                begun = pipeline.begin(self.svc, job.document_id, done)
-                if begun is None:
-                    self._release(job)
-                    return
-                item = pipeline.prepare(
-                    self.svc, *begun, lambda n: self._progress(job.id, n, STAGES)
-                )
-            except IngestionError as exc:
-                self._settle(job, pipeline.fail(self.svc, job.document_id, str(exc), done))
+        assert job.document_id is not None
+        done = self._job_done(job)
+        try:
+            begun = pipeline.begin(self.svc, job.document_id, done)
+            if begun is None:
+                self._release(job)
                 return
-            except job_control.JobCancelled:
-                self._cancelled(job)
-                return
-            except Exception as exc:
-                self._failed(job, exc)
-                return
-            self._to_embed.put(_Work(job, item))  # blocks while embedding is behind
+            item = pipeline.prepare(self.svc, *begun, lambda n: self._progress(job.id, n, STAGES))
+        except IngestionError as exc:
+            self._settle(job, pipeline.fail(self.svc, job.document_id, str(exc), done))
+            return
+        except job_control.JobCancelled:
+            self._cancelled(job)
+            return
+        except Exception as exc:
+            self._failed(job, exc)
+            return
+        self._to_embed.put(_Work(job, item))  # blocks while embedding is behind
 
     def _embed_loop(self) -> None:
         while True:
@@ -179,7 +177,8 @@ class PipelinedWorker(Worker):
                 vectors = pipeline.embed_prepared(self.svc, [w.item for w in batch])
             except Exception as exc:
                 for w in batch:
-                    self._failed(w.job, exc)
+                    with request_context.bound(w.job.request_id):
+                        self._failed(w.job, exc)
             else:
                 for w, v in zip(batch, vectors, strict=True):
                     w.vectors = v
@@ -228,9 +227,8 @@ class PipelinedWorker(Worker):
         self._release(job)
 
     def _failed(self, job: Job, exc: Exception) -> None:
-        with request_context.bound(job.request_id):  # also for a batch's embedding failure
-            log.exception("job %s failed", job.id, exc_info=exc)
-            self._retry_or_fail(job, exc)
+        log.exception("job %s failed", job.id, exc_info=exc)
+        self._retry_or_fail(job, exc)
         self._release(job)
 
     def _release(self, job: Job) -> None:

@@ -44,8 +44,8 @@ import anyio
 from sqlalchemy import Select, bindparam, select
 from sqlalchemy.orm import Session
 
-from rag import metrics
-from rag.answer import Answer, AskSpec, Citation
+from rag import answer, metrics
+from rag.answer import Answer, AskSpec, Citation, LiveAnswer
 from rag.config import Settings
 from rag.knowledge import get_kb
 from rag.models import Chunk, ChunkTombstone, IndexVersion, KnowledgeBase
@@ -259,18 +259,14 @@ class InFlight:
     def leader(self, key: str) -> asyncio.Future[Answer | None] | None:
         with self._lock:
             flight = self._pending.get(key)
-        if flight is None or flight.done() or flight.get_loop() is not asyncio.get_running_loop():
-            return None
-        return flight
+        return flight if _awaitable_here(flight) else None
 
     def lead(self, key: str) -> asyncio.Future[Answer | None] | None:
         """A future for this request to settle, or None when another request leads already."""
-        loop = asyncio.get_running_loop()
         with self._lock:
-            current = self._pending.get(key)
-            if current is not None and not current.done() and current.get_loop() is loop:
+            if _awaitable_here(self._pending.get(key)):
                 return None
-            flight: asyncio.Future[Answer | None] = loop.create_future()
+            flight: asyncio.Future[Answer | None] = asyncio.get_running_loop().create_future()
             self._pending[key] = flight
         return flight
 
@@ -286,6 +282,13 @@ class InFlight:
     def __len__(self) -> int:
         with self._lock:
             return len(self._pending)
+
+
+def _awaitable_here(flight: asyncio.Future[Answer | None] | None) -> bool:
+    """Unsettled, and of the running event loop (a future of another loop cannot be awaited)."""
+    return (
+        flight is not None and not flight.done() and flight.get_loop() is asyncio.get_running_loop()
+    )
 
 
 class AnswerCache:
@@ -406,6 +409,24 @@ class Lookup:
         if self.flight is not None and self.cache is not None and self.key is not None:
             kept = result if result is not None and complete(result) else None
             self.cache.inflight.settle(self.key, self.flight, kept)
+
+
+async def answer_missed(
+    svc: Services, spec: AskSpec, found: Lookup, *, stream: bool
+) -> Answer | LiveAnswer:
+    """A fresh answer for a request the cache could not answer: whole (and kept) or an open
+    stream (kept by whoever reads it to the end). If it fails before either is ready, the
+    identical requests waiting on this one are sent to generate their own."""
+    try:
+        plan = await answer.plan(svc, spec)
+        if not stream:
+            result = await answer.generate(svc, plan)
+            await found.keep(result)
+            return result
+        return await answer.open_stream(svc, plan)
+    except BaseException:
+        found.release()
+        raise
 
 
 async def lookup(svc: Services, spec: AskSpec, policy: Policy, *, stream: bool = False) -> Lookup:

@@ -50,17 +50,10 @@ async def ask(
         if body.stream:
             return EventStream(_events(answer_cache.Replay(found.hit), found, cached=True))
         return AskResponse.of(found.hit, cached=True)
-    try:
-        plan = await answer.plan(svc, spec)
-        if not body.stream:
-            result = await answer.generate(svc, plan)
-            await found.keep(result)
-            return AskResponse.of(result)
-        live = await answer.open_stream(svc, plan)
-    except BaseException:
-        found.release()  # the identical requests waiting on this one generate their own
-        raise
-    return EventStream(_events(live, found, cached=False), on_close=found.release)
+    fresh = await answer_cache.answer_missed(svc, spec, found, stream=body.stream)
+    if isinstance(fresh, answer.Answer):
+        return AskResponse.of(fresh)
+    return EventStream(_events(fresh, found, cached=False), on_close=found.release)
 
 
 def done_event(result: answer.Answer, *, cached: bool) -> dict[str, Any]:

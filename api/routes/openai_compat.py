@@ -136,17 +136,10 @@ async def chat_completions(
             chunks = _chunks(replay, found, ident, created, body.model, include_usage, cached=True)
             return EventStream(chunks)
         return _completion(found.hit, ident, created, body.model, cached=True)
-    try:
-        plan = await answer.plan(svc, spec)
-        if not body.stream:
-            result = await answer.generate(svc, plan)
-            await found.keep(result)
-            return _completion(result, ident, created, body.model, cached=False)
-        live = await answer.open_stream(svc, plan)
-    except BaseException:
-        found.release()  # the identical requests waiting on this one generate their own
-        raise
-    chunks = _chunks(live, found, ident, created, body.model, include_usage, cached=False)
+    fresh = await answer_cache.answer_missed(svc, spec, found, stream=body.stream)
+    if isinstance(fresh, answer.Answer):
+        return _completion(fresh, ident, created, body.model, cached=False)
+    chunks = _chunks(fresh, found, ident, created, body.model, include_usage, cached=False)
     return EventStream(chunks, on_close=found.release)
 
 
