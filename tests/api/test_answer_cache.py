@@ -8,8 +8,9 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -114,14 +115,34 @@ def llm() -> LLM:
     return LLM()
 
 
-@pytest.fixture
-def env(tmp_path: Path, llm: LLM) -> Iterator[tuple[TestClient, Services, str]]:
-    svc, client = _app(tmp_path / "data", llm)
+@contextmanager
+def _handbook(
+    data_dir: Path, llm: LLM, transport: httpx.MockTransport | None = None
+) -> Iterator[tuple[TestClient, Services, str]]:
+    svc, client = _app(data_dir, llm, transport=transport)
     with client:
         kb = client.post("/v1/knowledge-bases", json={"name": "handbook"}).json()["id"]
         _add(client, kb, "handbook.md", HANDBOOK)
         yield client, svc, kb
     svc.close()
+
+
+@pytest.fixture
+def env(tmp_path: Path, llm: LLM) -> Iterator[tuple[TestClient, Services, str]]:
+    with _handbook(tmp_path / "data", llm) as running:
+        yield running
+
+
+@pytest.fixture
+def held(llm: LLM) -> _Held:
+    return _Held(llm)
+
+
+@pytest.fixture
+def held_env(tmp_path: Path, llm: LLM, held: _Held) -> Iterator[tuple[TestClient, str]]:
+    """The handbook service with every chat completion held until `held.gate` is set."""
+    with _handbook(tmp_path / "data", llm, held) as (client, _, kb):
+        yield client, kb
 
 
 def _add(client: TestClient, kb: str, name: str, content: bytes) -> str:
@@ -237,24 +258,27 @@ def test_a_cached_answer_streams_like_a_fresh_one(
     assert whole["cached"] is True and whole["answer"] == text and llm.calls == 1
 
 
-def test_identical_questions_at_once_are_generated_once(tmp_path: Path) -> None:
-    llm = LLM()
-    held = _Held(llm)
-    svc, client = _app(tmp_path / "data", llm, transport=held)
+def _join(pool: ThreadPoolExecutor, n: int, call: Callable[..., Any], *args: Any) -> list[Any]:
+    """Submit n identical requests; return once each of them waits on the leader."""
     joined = _lookups("joined")
-    with client, ThreadPoolExecutor(4) as pool:
-        kb = client.post("/v1/knowledge-bases", json={"name": "handbook"}).json()["id"]
-        _add(client, kb, "handbook.md", HANDBOOK)
+    futures = [pool.submit(call, *args) for _ in range(n)]
+    wait_for(lambda: _lookups("joined") - joined == n)
+    return futures
+
+
+def test_identical_questions_at_once_are_generated_once(
+    held_env: tuple[TestClient, str], llm: LLM, held: _Held
+) -> None:
+    client, kb = held_env
+    with ThreadPoolExecutor(4) as pool:
         leader = pool.submit(_stream, client, kb)  # a stream can lead...
         wait_for(lambda: held.held == 1)
         alone = pool.submit(_stream, client, kb)  # ...but does not wait: its first token would
         wait_for(lambda: held.held == 2)  # come only with the leader's last
-        followers = [pool.submit(_ask, client, kb) for _ in range(2)]
-        wait_for(lambda: _lookups("joined") - joined == 2)
+        followers = _join(pool, 2, _ask, client, kb)
         held.gate.set()
         streamed, whole = leader.result(), [f.result() for f in followers]
         assert alone.result()[-1][1]["cached"] is False
-    svc.close()
     assert llm.calls == 2 and held.held == 2
     text = "".join(data["text"] for name, data in streamed if name == "delta")
     assert streamed[-1][1]["cached"] is False
@@ -264,42 +288,32 @@ def test_identical_questions_at_once_are_generated_once(tmp_path: Path) -> None:
         assert answer["usage"]["total_tokens"] == 0
 
 
-def test_a_leader_that_fails_leaves_its_followers_to_answer(tmp_path: Path) -> None:
-    llm = LLM()
-    held = _Held(llm)
-    svc, client = _app(tmp_path / "data", llm, transport=held)
-    joined = _lookups("joined")
-    with client, ThreadPoolExecutor(3) as pool:
-        kb = client.post("/v1/knowledge-bases", json={"name": "handbook"}).json()["id"]
-        _add(client, kb, "handbook.md", HANDBOOK)
-        llm.break_stream = True
+def test_a_leader_that_fails_leaves_its_followers_to_answer(
+    held_env: tuple[TestClient, str], llm: LLM, held: _Held
+) -> None:
+    client, kb = held_env
+    llm.break_stream = True
+    with ThreadPoolExecutor(3) as pool:
         leader = pool.submit(_stream, client, kb)
         wait_for(lambda: held.held == 1)
-        followers = [pool.submit(_ask, client, kb) for _ in range(2)]
-        wait_for(lambda: _lookups("joined") - joined == 2)
+        followers = _join(pool, 2, _ask, client, kb)
         held.gate.set()
         assert leader.result()[-1][0] == "error"  # broke off: nothing to share
         answers = [f.result() for f in followers]
-    svc.close()
     assert llm.calls == 3  # whole answers read no stream: theirs do not break
     assert all(a["cached"] is False and a["answer"] == llm.reply for a in answers)
 
 
-def test_chat_completions_asked_at_once_are_generated_once(tmp_path: Path) -> None:
-    llm = LLM()
-    held = _Held(llm)
-    svc, client = _app(tmp_path / "data", llm, transport=held)
-    joined = _lookups("joined")
-    with client, ThreadPoolExecutor(3) as pool:
-        kb = client.post("/v1/knowledge-bases", json={"name": "handbook"}).json()["id"]
-        _add(client, kb, "handbook.md", HANDBOOK)
+def test_chat_completions_asked_at_once_are_generated_once(
+    held_env: tuple[TestClient, str], llm: LLM, held: _Held
+) -> None:
+    client, _ = held_env
+    with ThreadPoolExecutor(3) as pool:
         leader = pool.submit(_chat_stream, client)
         wait_for(lambda: held.held == 1)
-        followers = [pool.submit(_chat, client) for _ in range(2)]
-        wait_for(lambda: _lookups("joined") - joined == 2)
+        followers = _join(pool, 2, _chat, client)
         held.gate.set()
         chunks, whole = leader.result(), [f.result() for f in followers]
-    svc.close()
     assert llm.calls == 1
     text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
     for answer in whole:

@@ -132,6 +132,13 @@ time.sleep(60)
 """
 
 
+# A server that ignores SIGTERM.
+_DEAF = (
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    "print('ready', flush=True); time.sleep(60)"
+)
+
+
 def test_stop_returns_once_the_whole_group_is_gone() -> None:
     proc = subprocess.Popen(
         [sys.executable, "-c", _LINGERING_CHILD], stdout=subprocess.PIPE, start_new_session=True
@@ -144,12 +151,8 @@ def test_stop_returns_once_the_whole_group_is_gone() -> None:
 
 
 def test_stop_kills_a_group_that_ignores_sigterm() -> None:
-    code = (
-        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-        "print('ready', flush=True); time.sleep(60)"
-    )
     proc = subprocess.Popen(
-        [sys.executable, "-c", code], stdout=subprocess.PIPE, start_new_session=True
+        [sys.executable, "-c", _DEAF], stdout=subprocess.PIPE, start_new_session=True
     )
     assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
     started = time.monotonic()
@@ -161,11 +164,7 @@ def test_stop_kills_a_group_that_ignores_sigterm() -> None:
 
 
 def test_stop_kills_a_process_outside_its_own_group_that_ignores_sigterm() -> None:
-    code = (
-        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-        "print('ready', flush=True); time.sleep(60)"
-    )
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-c", _DEAF], stdout=subprocess.PIPE)
     assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
     stop(proc, timeout_s=0.5)
     proc.stdout.close()
