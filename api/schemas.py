@@ -9,10 +9,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from api.types import UtcDateTime
+from ingest.scheduling import QueueState, priority_name
 from rag import job_control
 from rag.answer import Answer, AskSpec
 from rag.knowledge import KBStats
-from rag.models import Document, Job, KnowledgeBase
+from rag.models import Document, DocumentStatus, Job, KnowledgeBase
 from rag.retrieve import Passage
 from rag.versions import VersionInfo
 
@@ -69,10 +70,22 @@ class DocumentOut(BaseModel):
     created_at: UtcDateTime
     updated_at: UtcDateTime
     duplicate: bool = False
+    # Ingestion progress, for queued and processing documents only (null otherwise).
+    queue_position: int | None = Field(
+        None, description="queued: 1-based place in the fair ingestion order (1 runs next)"
+    )
+    stage: str | None = Field(None, description="processing: parse, ocr, chunk, embed or store")
+    pages_done: int | None = Field(None, description="pages the current stage has done")
+    pages_total: int | None = None
+    eta_s: float | None = Field(
+        None, description="estimated seconds until ready, from recent throughput; null until known"
+    )
 
     @classmethod
-    def of(cls, doc: Document, duplicate: bool = False) -> DocumentOut:
-        return cls(
+    def of(
+        cls, doc: Document, duplicate: bool = False, queue: QueueState | None = None
+    ) -> DocumentOut:
+        out = cls(
             id=doc.id,
             kb_id=doc.kb_id,
             filename=doc.filename,
@@ -89,6 +102,11 @@ class DocumentOut(BaseModel):
             updated_at=doc.updated_at,
             duplicate=duplicate,
         )
+        if queue is not None and doc.status in (DocumentStatus.queued, DocumentStatus.processing):
+            out.queue_position, out.stage = queue.queue_position, queue.stage
+            out.pages_done, out.pages_total = queue.pages_done, queue.pages_total
+            out.eta_s = queue.eta_s
+        return out
 
 
 class DocumentList(BaseModel):
@@ -225,6 +243,16 @@ class JobOut(BaseModel):
     kb_id: str | None
     document_id: str | None
     status: str
+    filename: str | None = Field(None, description="the document's file name (ingest jobs)")
+    priority: str = Field(
+        "interactive", description="interactive, batch or background: the order jobs run in"
+    )
+    stage: str | None = Field(None, description="running ingest jobs: the IngestStage")
+    pages_done: int = 0
+    pages_total: int | None = None
+    queue_position: int | None = Field(
+        None, description="queued jobs: 1-based place in the fair order (1 runs next)"
+    )
     progress: dict[str, float | None]
     error: str | None
     attempts: int
@@ -238,7 +266,7 @@ class JobOut(BaseModel):
     finished_at: UtcDateTime | None
 
     @classmethod
-    def of(cls, job: Job) -> JobOut:
+    def of(cls, job: Job, queue_position: int | None = None) -> JobOut:
         p = job_control.progress(job, datetime.now(UTC))
         return cls(
             id=job.id,
@@ -247,6 +275,12 @@ class JobOut(BaseModel):
             kb_id=job.kb_id,
             document_id=job.document_id,
             status=job.status,
+            filename=job.filename,
+            priority=priority_name(job.priority or 0),
+            stage=job.stage,
+            pages_done=job.pages_done or 0,
+            pages_total=job.pages_total,
+            queue_position=queue_position,
             progress={
                 "done": p.done,
                 "total": p.total,

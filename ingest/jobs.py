@@ -13,23 +13,28 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import case, or_, select, true, update
+from sqlalchemy import case, update
 from sqlalchemy.orm import Session
 
-from ingest import reindex
+from ingest import progress, reindex, sandbox, scheduling
 from ingest.pipeline import STAGES, Outcome, VersionChanged, process_document
 from rag import job_control, metrics, request_context, versions
 from rag.errors import IngestionError, NotFound
 from rag.eval_run import EVAL_JOB, run_eval_job
-from rag.models import Document, DocumentStatus, Job, JobKind, JobStatus
+from rag.models import Document, DocumentStatus, IngestStage, Job, JobKind, JobStatus
 from rag.services import Services
 
 log = logging.getLogger(__name__)
+# How often pending stage writes are flushed when no other transaction carried them.
+STAGE_FLUSH_S = 0.5
+# The columns of a job that is queued again: it has no stage until a worker takes it up.
+_UNSTARTED: dict[str, Any] = {"stage": None, "pages_done": 0, "pages_total": None}
 
 
 class _Interrupted(Exception):
@@ -55,6 +60,12 @@ class Worker:
         self._running: set[str] = set()
         self._running_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        # Stage and pages of this worker's ingest jobs, written along with other transactions.
+        self._stages = progress.StageBoard(self.worker_id)
+        cfg = svc.settings.ingest
+        sandbox.configure_shared(
+            max_documents=cfg.parse_child_documents, max_rss_mb=cfg.parse_child_rss_mb
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -95,14 +106,21 @@ class Worker:
                 self._wake.clear()
 
     def _heartbeat_loop(self) -> None:
+        """Heartbeat the running jobs every lease / 3; flush pending stage writes meanwhile."""
         period = max(0.2, self.svc.settings.ingest.lease_s / 3)
-        while not self._stop.wait(period):
-            with self._running_lock:
-                ids = list(self._running)
-            if not ids:
-                continue
+        next_beat = time.monotonic() + period
+        while not self._stop.wait(min(period, STAGE_FLUSH_S)):
             try:
+                if time.monotonic() < next_beat:
+                    self._stages.flush(self.svc.db)
+                    continue
+                next_beat = time.monotonic() + period
+                with self._running_lock:
+                    ids = list(self._running)
+                if not ids:
+                    continue
                 with self.svc.db.write() as session:
+                    self._stages.write(session)
                     session.execute(
                         update(Job)
                         .where(Job.id.in_(ids), Job.worker_id == self.worker_id)
@@ -114,25 +132,13 @@ class Worker:
     # -- one job -----------------------------------------------------------------------------
 
     def claim(self, job_id: str | None = None, kinds: Sequence[str] | None = None) -> Job | None:
-        """The oldest runnable job (of `kinds`, or job `job_id`, if given), leased to us."""
+        """The next runnable job in fair order (ingest/scheduling.py: priority, then rounds
+        across tenants and knowledge bases), of `kinds` or job `job_id` if given, leased to us."""
         cfg = self.svc.settings.ingest
         now = self.svc.db.now()
-        stale = now - timedelta(seconds=cfg.lease_s)
+        stale = scheduling.stale_before(now, cfg.lease_s)
         with self.svc.db.write() as session:
-            job = session.execute(
-                select(Job)
-                .where(
-                    or_(
-                        (Job.status == JobStatus.queued) & (Job.run_after <= now),
-                        (Job.status == JobStatus.running) & (Job.heartbeat_at < stale),
-                    ),
-                    Job.id == job_id if job_id is not None else true(),
-                    Job.kind.in_(list(kinds)) if kinds is not None else true(),
-                )
-                .order_by(Job.created_at, Job.id)
-                .limit(1)
-                .with_for_update(skip_locked=True)
-            ).scalar_one_or_none()
+            job = scheduling.lock_next(session, now, stale, job_id=job_id, kinds=kinds)
             if job is None:
                 return None
             if job.status == JobStatus.running:
@@ -199,6 +205,7 @@ class Worker:
             log.exception("job %s (%s) failed", job.id, job.kind)
             self._retry_or_fail(job, exc)
         finally:
+            self._stages.forget(job.id)
             with self._running_lock:
                 self._running.discard(job.id)
 
@@ -208,7 +215,9 @@ class Worker:
                 self.svc,
                 job.document_id,
                 lambda session, out: self._complete(session, job, out),
-                on_stage=lambda done: self._progress(job.id, done, STAGES),
+                on_stage=lambda done: self._ingest_stage(job.id, done),
+                on_begin=lambda session: self._began(session, job.id),
+                on_pages=lambda pages: self._stages.record(job.id, 0, pages=pages),
             )
             metrics.DOCUMENTS_INGESTED.labels(status=outcome.status).inc()
             log.info(
@@ -265,6 +274,22 @@ class Worker:
             session.execute(
                 update(Job).where(Job.id == job_id).values(progress_done=done, progress_total=total)
             )
+        self._check_cancel(job_id, interruptible=interruptible)
+
+    def _began(self, session: Session, job_id: str) -> None:
+        """In the transaction that marks the document processing: the job is parsing, and
+        whatever stages other jobs reached meanwhile go along."""
+        self._stages.record(job_id, 0)
+        self._stages.write(session)
+
+    def _ingest_stage(self, job_id: str, done: int) -> None:
+        """The plain worker writes each stage as it comes (one document at a time per thread:
+        nothing to fold); then honours a cancel request."""
+        self._stages.record(job_id, done)
+        self._stages.flush(self.svc.db)
+        self._check_cancel(job_id)
+
+    def _check_cancel(self, job_id: str, *, interruptible: bool = False) -> None:
         if job_control.cancel_requested(self.svc.db, job_id):
             raise job_control.JobCancelled(job_id)
         if interruptible and self._stop.is_set():
@@ -286,6 +311,7 @@ class Worker:
                     heartbeat_at=None,
                     run_after=self.svc.db.now(),
                     attempts=case((Job.attempts > 0, Job.attempts - 1), else_=0),
+                    **_UNSTARTED,
                 )
             )
 
@@ -294,7 +320,12 @@ class Worker:
             JobStatus.failed if outcome.status == DocumentStatus.failed else JobStatus.succeeded
         )
         result = {"status": outcome.status, "chunks": outcome.chunks, "pages": outcome.pages}
-        self._mark(session, job.id, status, result=result, error=outcome.error)
+        stored = (
+            {"stage": IngestStage.store, "pages_done": outcome.pages, "pages_total": outcome.pages}
+            if outcome.status == DocumentStatus.ready  # the last stage, every page done
+            else {}
+        )
+        self._mark(session, job.id, status, result=result, error=outcome.error, **stored)
 
     def _mark(
         self,
@@ -304,8 +335,9 @@ class Worker:
         *,
         result: dict[str, Any] | None = None,
         error: str | None = None,
+        **columns: Any,
     ) -> None:
-        values: dict[str, Any] = {"status": status, "error": error, "heartbeat_at": None}
+        values: dict[str, Any] = {"status": status, "error": error, "heartbeat_at": None, **columns}
         if result is not None:
             values["result"] = result
         if status in (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled):
@@ -337,6 +369,7 @@ class Worker:
                 fresh.status, fresh.error, fresh.heartbeat_at = JobStatus.queued, None, None
                 fresh.attempts = max(0, fresh.attempts - 1)
                 fresh.run_after = self.svc.db.now()
+                fresh.stage, fresh.pages_done, fresh.pages_total = None, 0, None
                 return
             if fresh.attempts >= self.svc.settings.ingest.max_attempts:
                 self._fail(session, fresh, f"failed after {fresh.attempts} attempts: {reason}")
@@ -346,3 +379,4 @@ class Worker:
             fresh.error = reason
             fresh.heartbeat_at = None
             fresh.run_after = self.svc.db.now() + timedelta(seconds=delay)
+            fresh.stage, fresh.pages_done, fresh.pages_total = None, 0, None

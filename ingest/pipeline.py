@@ -3,6 +3,8 @@
 The chunks, the document's status and its job's completion are committed in one transaction, so
 a document is searchable all at once or not at all; replaying a document after a crash starts
 again from its stored file. Text already embedded with the same model is not embedded again.
+Several documents ready at once are stored in one transaction, each in a savepoint of its own
+(`store_group`), and the index catches up once per group.
 
 A document is chunked and embedded for the knowledge base's live index version (its chunk
 settings, its model). If a re-index switches the live version meanwhile, the commit refuses
@@ -27,7 +29,7 @@ from ingest.chunking import Chunk as TextChunk
 from ingest.chunking import ChunkingConfig, chunk_document
 from ingest.parsers.base import ParsedDocument, ParseLimits
 from ingest.sandbox import parse_isolated
-from rag import metrics, sequence, tracing
+from rag import metrics, quarantine, sequence, tracing
 from rag.errors import IngestionError
 from rag.models import Chunk, Document, DocumentStatus, IndexVersion, KnowledgeBase
 from rag.services import Services
@@ -61,7 +63,9 @@ def parse_document(svc: Services, doc: Document) -> ParsedDocument:
     cfg = svc.settings.ingest
     limits = ParseLimits(max_pages=cfg.max_pages, max_decompressed_bytes=cfg.max_decompressed_bytes)
     path = svc.settings.data_dir / doc.storage_path
-    if not path.is_file():
+    if not path.is_file() and not quarantine.restore(
+        svc.settings.data_dir, doc.storage_path, f"document {doc.id} is being ingested"
+    ):
         raise IngestionError("the uploaded file is missing from the data directory")
     return parse_isolated(
         path, doc.filename, limits, timeout_s=cfg.parse_timeout_s, memory_mb=cfg.parse_memory_mb
@@ -127,9 +131,13 @@ class Prepared:
 
 
 def begin(
-    svc: Services, doc_id: str, job_done: Callable[..., None]
+    svc: Services,
+    doc_id: str,
+    job_done: Callable[..., None],
+    on_begin: Callable[[Session], None] | None = None,
 ) -> tuple[Document, KnowledgeBase] | None:
-    """Mark the document processing; None (job completed) when it was deleted meanwhile."""
+    """Mark the document processing; None (job completed) when it was deleted meanwhile.
+    `on_begin(session)` runs in the same transaction (the worker records the stage there)."""
     with svc.db.write() as session:
         doc = session.get(Document, doc_id)
         kb = session.get(KnowledgeBase, doc.kb_id) if doc is not None else None
@@ -138,14 +146,20 @@ def begin(
             return None
         doc.status = DocumentStatus.processing
         doc.error = None
+        if on_begin is not None:
+            on_begin(session)
         return doc, kb
 
 
 def prepare(
-    svc: Services, doc: Document, kb: KnowledgeBase, on_stage: Callable[[int], None]
+    svc: Services,
+    doc: Document,
+    kb: KnowledgeBase,
+    on_stage: Callable[[int], None],
+    on_pages: Callable[[int], None] = lambda pages: None,
 ) -> Prepared:
     """Parse (in a limited child process) and chunk for the live index version; raises
-    IngestionError with a reason."""
+    IngestionError with a reason. `on_pages(n)` learns the page count before `on_stage(1)`."""
     with svc.db.read() as session:
         version = session.execute(
             select(IndexVersion).where(
@@ -155,6 +169,7 @@ def prepare(
     where: tracing.Attributes = {"document_id": doc.id, "kb_id": kb.id}
     with _stage("parse", where):
         parsed = parse_document(svc, doc)
+    on_pages(parsed.pages)
     on_stage(1)
     with _stage("chunk", where):
         chunks = chunk_parsed(svc, parsed, version.chunk_tokens, version.overlap_tokens)
@@ -183,19 +198,76 @@ def store(
     svc: Services, item: Prepared, vectors: np.ndarray, job_done: Callable[..., None]
 ) -> Outcome:
     """Commit chunks, status and job completion together, then bring the index up to date."""
-    outcome = Outcome(item.doc.id, DocumentStatus.ready, len(item.chunks), item.parsed.pages)
     where: tracing.Attributes = {"document_id": item.doc.id, "kb_id": item.kb.id}
-    with _stage("store", where):
-        _finish(svc, outcome, (item, vectors), job_done)
+    with _stage("store", where), svc.db.write() as session:
+        outcome = _finish(session, _ready(item), (item, vectors), job_done)
     with _stage("index", where):
         svc.indexes.sync(item.kb.id)
     return outcome
 
 
+@dataclass
+class Stored:
+    """One document of a group to store, and how its job completes."""
+
+    item: Prepared
+    vectors: np.ndarray
+    job_done: Callable[..., None]
+
+
+def store_group(
+    svc: Services, group: Sequence[Stored], on_commit: Callable[[Session], None] | None = None
+) -> list[Outcome | Exception]:
+    """Store several documents in one transaction, then bring each index up to date once.
+
+    Each document is all or nothing still: its chunks, status and job completion go in a
+    savepoint, so one that fails (VersionChanged, deleted meanwhile, an error) is rolled back
+    alone and its exception returned in its place while the others commit. Should the group's
+    commit itself fail, each document is stored again on its own. `on_commit(session)` runs in
+    the group's transaction (the worker writes pending progress there).
+    """
+    results: list[Outcome | Exception] = []
+    chunks = sum(len(s.item.chunks) for s in group)
+    where: tracing.Attributes = {"documents": len(group), "chunks": chunks}
+    try:
+        with _stage("store", where), svc.db.write() as session:
+            if on_commit is not None:
+                on_commit(session)
+            for one in group:
+                try:
+                    with session.begin_nested():
+                        outcome = _finish(
+                            session, _ready(one.item), (one.item, one.vectors), one.job_done
+                        )
+                except Exception as exc:
+                    results.append(exc)
+                else:
+                    results.append(outcome)
+    except Exception:
+        if len(group) == 1:
+            raise
+        log.exception("storing %d documents together failed; storing each alone", len(group))
+        return [_store_alone(svc, one) for one in group]
+    with _stage("index", where):
+        for kb_id in dict.fromkeys(s.item.kb.id for s in group):
+            svc.indexes.sync(kb_id)
+    return results
+
+
+def _store_alone(svc: Services, one: Stored) -> Outcome | Exception:
+    try:
+        return store(svc, one.item, one.vectors, one.job_done)
+    except Exception as exc:
+        return exc
+
+
+def _ready(item: Prepared) -> Outcome:
+    return Outcome(item.doc.id, DocumentStatus.ready, len(item.chunks), item.parsed.pages)
+
+
 def fail(svc: Services, doc_id: str, error: str, job_done: Callable[..., None]) -> Outcome:
-    outcome = Outcome(doc_id, DocumentStatus.failed, error=error)
-    _finish(svc, outcome, None, job_done)
-    return outcome
+    with svc.db.write() as session:
+        return _finish(session, Outcome(doc_id, DocumentStatus.failed, error=error), None, job_done)
 
 
 def process_document(
@@ -203,19 +275,22 @@ def process_document(
     doc_id: str,
     job_done: Callable[..., None],
     on_stage: Callable[[int], None] = lambda done: None,
+    on_begin: Callable[[Session], None] | None = None,
+    on_pages: Callable[[int], None] = lambda pages: None,
 ) -> Outcome:
     """Ingest one document, start to end (the pipelined worker runs the same stages).
 
     `job_done(session, outcome)` completes the job in the same commit as the chunks.
     `on_stage(n)` runs after each of the first STAGES - 1 stages; it may raise JobCancelled,
     which leaves nothing of the document in the index (chunks commit only at the end).
+    `on_begin` and `on_pages` are passed to `begin` and `prepare`.
     """
     for attempt in range(3):
-        begun = begin(svc, doc_id, job_done)
+        begun = begin(svc, doc_id, job_done, on_begin)
         if begun is None:
             return Outcome(doc_id, "deleted")
         try:
-            item = prepare(svc, *begun, on_stage)
+            item = prepare(svc, *begun, on_stage, on_pages)
             [vectors] = embed_prepared(svc, [item])
             on_stage(3)
         except IngestionError as exc:
@@ -264,31 +339,30 @@ def add_chunks(
 
 
 def _finish(
-    svc: Services,
+    session: Session,
     outcome: Outcome,
     payload: tuple[Prepared, np.ndarray] | None,
     job_done: Callable[..., None],
-) -> None:
-    with svc.db.write() as session:
-        if payload is not None:
-            # Shared lock on the KB row, taken before the document's (the switch takes the KB
-            # row exclusively, then updates documents): the version stays live until commit.
-            live = session.execute(
-                select(KnowledgeBase.live_version)
-                .where(KnowledgeBase.id == payload[0].kb.id)
-                .with_for_update(read=True)
-            ).scalar_one_or_none()
-            if live is not None and live != payload[0].version:
-                raise VersionChanged(
-                    f"prepared for index version {payload[0].version}, but {live} is live"
-                )
-        doc = session.get(Document, outcome.document_id, with_for_update=True)
-        if doc is None:  # deleted while we worked: keep nothing
-            job_done(session, Outcome(outcome.document_id, "deleted"))
-            return
-        if doc.status == DocumentStatus.ready:  # another worker finished it first
-            job_done(session, Outcome(doc.id, doc.status, doc.chunk_count, doc.pages or 0))
-            return
+) -> Outcome:
+    """Settle a document in the caller's transaction; the outcome its job completed with."""
+    if payload is not None:
+        # Shared lock on the KB row, taken before the document's (the switch takes the KB
+        # row exclusively, then updates documents): the version stays live until commit.
+        live = session.execute(
+            select(KnowledgeBase.live_version)
+            .where(KnowledgeBase.id == payload[0].kb.id)
+            .with_for_update(read=True)
+        ).scalar_one_or_none()
+        if live is not None and live != payload[0].version:
+            raise VersionChanged(
+                f"prepared for index version {payload[0].version}, but {live} is live"
+            )
+    doc = session.get(Document, outcome.document_id, with_for_update=True)
+    if doc is None:  # deleted while we worked: keep nothing
+        outcome = Outcome(outcome.document_id, "deleted")
+    elif doc.status == DocumentStatus.ready:  # another worker finished it first
+        outcome = Outcome(doc.id, doc.status, doc.chunk_count, doc.pages or 0)
+    else:
         doc.status = outcome.status
         doc.error = outcome.error
         if payload is not None:
@@ -300,4 +374,5 @@ def _finish(
             doc.pages = parsed.pages
             doc.chunk_count = len(chunks)
             doc.warnings = parsed.warnings[:50]
-        job_done(session, outcome)
+    job_done(session, outcome)
+    return outcome

@@ -1,16 +1,26 @@
 """The background worker as a pipeline: parse | embed | store overlap.
 
     intake threads (N)        embed thread            store thread
-    claim, parse, chunk  -->  batch across docs  -->  commit per document, sync index
-           bounded queue               bounded queue
+    claim, parse, chunk  -->  batch across docs  -->  commit groups, index catch-up per group
+           '------ at most 2 batches of chunks in flight, intake to store -----'
 
-Parsing runs in child processes (one per document, with limits), embedding in this process's
-model, storing in one thread (SQLite has one writer anyway). The queues are bounded, so memory
-stays flat however many files are queued: intake blocks when embedding falls behind. Other jobs
-(re-index, eval) run one at a time in a side thread, so uploads keep being ingested during a
-long re-index. Each job
-keeps its lease and heartbeat while it waits in a queue; a crash anywhere leaves jobs that the
-lease hands to the next worker, and nothing is committed for a document before its store step.
+Parsing runs in pooled child processes (ingest/sandbox.py: limits per document, children
+reused), embedding in this process's model, storing in one thread (SQLite has one writer
+anyway). Many small files are as cheap per chunk as a few large ones:
+
+- intake runs a batch ahead of embedding, so under load every embedding call gets a full
+  batch of chunks from many documents;
+- the documents of a batch (and any others waiting) are committed in one transaction, each in
+  a savepoint of its own (pipeline.store_group), and the index catches up once per group;
+- stage writes cost no transaction of their own: they ride along with the transactions that
+  happen anyway, or a tick flushes them (ingest/progress.py); cancel requests are read once
+  per group.
+
+What is in flight is bounded in chunks, so memory stays flat however many files are queued:
+intake blocks when embedding or storing falls behind. Other jobs (re-index, eval) run one at a
+time in a side thread, so uploads keep being ingested during a long re-index. Each job keeps
+its lease and heartbeat while it waits in a queue; a crash anywhere leaves jobs that the lease
+hands to the next worker, and nothing is committed for a document before its store step.
 """
 
 from __future__ import annotations
@@ -22,11 +32,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ingest import pipeline
 from ingest.jobs import Worker
-from ingest.pipeline import STAGES, Outcome, Prepared
+from ingest.pipeline import Outcome, Prepared
 from rag import job_control, metrics, request_context
 from rag.errors import IngestionError
 from rag.models import Job, JobKind
@@ -34,6 +45,10 @@ from rag.services import Services
 
 log = logging.getLogger(__name__)
 _STOP = None  # queue sentinel: no more work
+# One batch being embedded and the next gathering behind it (a group being stored counts too,
+# briefly). More would not embed faster, only claim jobs earlier: an upload queued behind them
+# (even one of higher priority) waits for all the chunks already taken in.
+_BATCHES_IN_FLIGHT = 2
 
 
 @dataclass
@@ -41,6 +56,30 @@ class _Work:
     job: Job
     item: Prepared
     vectors: np.ndarray | None = None
+
+    @property
+    def chunks(self) -> int:
+        return len(self.item.chunks)
+
+
+class _ChunkBudget:
+    """Chunks admitted between intake and store. A document is let in while the total stays
+    under the limit, or when nothing else is in flight (so one huge document still passes)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._used = 0
+        self._changed = threading.Condition()
+
+    def acquire(self, n: int) -> None:
+        with self._changed:
+            self._changed.wait_for(lambda: not self._used or self._used + n <= self.limit)
+            self._used += n
+
+    def release(self, n: int) -> None:
+        with self._changed:
+            self._used -= n
+            self._changed.notify_all()
 
 
 class PipelinedWorker(Worker):
@@ -50,12 +89,13 @@ class PipelinedWorker(Worker):
         *,
         threads: int = 1,
         worker_id: str | None = None,
-        max_batch_chunks: int = 256,
+        max_batch_chunks: int | None = None,
     ) -> None:
         super().__init__(svc, threads=threads, worker_id=worker_id)
-        self.max_batch_chunks = max_batch_chunks
-        self._to_embed: queue.Queue[_Work | None] = queue.Queue(maxsize=2 * threads)
-        self._to_store: queue.Queue[_Work | None] = queue.Queue(maxsize=2)
+        self.max_batch_chunks = max_batch_chunks or svc.settings.ingest.embed_batch_chunks
+        self._budget = _ChunkBudget(_BATCHES_IN_FLIGHT * self.max_batch_chunks)
+        self._to_embed: queue.Queue[_Work | None] = queue.Queue()
+        self._to_store: queue.Queue[list[_Work] | None] = queue.Queue()
         self._intake: list[threading.Thread] = []
         self._side: threading.Thread | None = None  # the running non-ingest job, if any
         self._side_lock = threading.Lock()
@@ -138,11 +178,18 @@ class PipelinedWorker(Worker):
         assert job.document_id is not None
         done = self._job_done(job)
         try:
-            begun = pipeline.begin(self.svc, job.document_id, done)
+            begun = pipeline.begin(
+                self.svc, job.document_id, done, lambda session: self._began(session, job.id)
+            )
             if begun is None:
                 self._release(job)
                 return
-            item = pipeline.prepare(self.svc, *begun, lambda n: self._progress(job.id, n, STAGES))
+            item = pipeline.prepare(
+                self.svc,
+                *begun,
+                lambda n: self._reached(job.id, n),
+                lambda pages: self._stages.record(job.id, 0, pages=pages),
+            )
         except IngestionError as exc:
             self._settle(job, pipeline.fail(self.svc, job.document_id, str(exc), done))
             return
@@ -152,7 +199,14 @@ class PipelinedWorker(Worker):
         except Exception as exc:
             self._failed(job, exc)
             return
-        self._to_embed.put(_Work(job, item))  # blocks while embedding is behind
+        work = _Work(job, item)
+        self._budget.acquire(work.chunks)  # blocks while embedding or storing is behind
+        self._to_embed.put(work)
+
+    def _reached(self, job_id: str, done: int) -> None:
+        """A stage boundary: recorded for the next write; stop if the job was cancelled."""
+        self._stages.record(job_id, done)
+        self._check_cancel(job_id)
 
     def _embed_loop(self) -> None:
         while True:
@@ -161,7 +215,7 @@ class PipelinedWorker(Worker):
                 self._to_store.put(_STOP)
                 return
             batch = [first]
-            size = len(first.item.chunks)
+            size = first.chunks
             stop_after = False
             while size < self.max_batch_chunks:
                 try:
@@ -172,41 +226,84 @@ class PipelinedWorker(Worker):
                     stop_after = True
                     break
                 batch.append(more)
-                size += len(more.item.chunks)
+                size += more.chunks
             try:
                 vectors = pipeline.embed_prepared(self.svc, [w.item for w in batch])
             except Exception as exc:
                 for w in batch:
                     with request_context.bound(w.job.request_id):
                         self._failed(w.job, exc)
+                    self._budget.release(w.chunks)
             else:
                 for w, v in zip(batch, vectors, strict=True):
                     w.vectors = v
-                    self._to_store.put(w)
+                    self._stages.record(w.job.id, 3)
+                self._to_store.put(batch)
             if stop_after:
                 self._to_store.put(_STOP)
                 return
 
     def _store_loop(self) -> None:
         while True:
-            work = self._to_store.get()
-            if work is None:
+            first = self._to_store.get()
+            if first is None:
                 return
-            assert work.vectors is not None
-            job = work.job
-            with request_context.bound(job.request_id):
-                self._store(job, work.item, work.vectors)
+            group = list(first)
+            stop_after = False
+            while True:  # everything embedded meanwhile goes in the same transaction
+                try:
+                    more = self._to_store.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop_after = True
+                    break
+                group.extend(more)
+            try:
+                self._store(group)
+            finally:
+                self._budget.release(sum(w.chunks for w in group))
+            if stop_after:
+                return
 
-    def _store(self, job: Job, item: Prepared, vectors: np.ndarray) -> None:
+    def _store(self, group: list[_Work]) -> None:
         try:
-            self._progress(job.id, 3, STAGES)
-            self._settle(job, pipeline.store(self.svc, item, vectors, self._job_done(job)))
-        except job_control.JobCancelled:
-            self._cancelled(job)
+            cancelled = self._cancel_requested([w.job.id for w in group])
+        except Exception:
+            log.exception("reading cancel requests failed")
+            cancelled = set()
+        for w in group:
+            if w.job.id in cancelled:
+                with request_context.bound(w.job.request_id):
+                    self._cancelled(w.job)
+        todo = [w for w in group if w.job.id not in cancelled]
+        if not todo:
+            return
+        stored = []
+        for w in todo:
+            assert w.vectors is not None
+            stored.append(pipeline.Stored(w.item, w.vectors, self._job_done(w.job)))
+        try:
+            results = pipeline.store_group(self.svc, stored, on_commit=self._stages.write)
         except Exception as exc:
-            self._failed(job, exc)
+            for w in todo:
+                with request_context.bound(w.job.request_id):
+                    self._failed(w.job, exc)
+            return
+        for w, result in zip(todo, results, strict=True):
+            with request_context.bound(w.job.request_id):
+                if isinstance(result, Exception):
+                    self._failed(w.job, result)  # VersionChanged: queued again at once
+                else:
+                    self._settle(w.job, result)
 
     # -- bookkeeping -------------------------------------------------------------------------
+
+    def _cancel_requested(self, job_ids: list[str]) -> set[str]:
+        """Which of these jobs someone asked to cancel (one read for a whole group)."""
+        with self.svc.db.read() as session:
+            rows = session.execute(select(Job.id, Job.payload).where(Job.id.in_(job_ids))).all()
+        return {i for i, payload in rows if (payload or {}).get(job_control.CANCEL_REQUESTED)}
 
     def _job_done(self, job: Job) -> Callable[[Session, Outcome], None]:
         return lambda session, outcome: self._complete(session, job, outcome)
@@ -232,5 +329,6 @@ class PipelinedWorker(Worker):
         self._release(job)
 
     def _release(self, job: Job) -> None:
+        self._stages.forget(job.id)
         with self._running_lock:
             self._running.discard(job.id)

@@ -122,7 +122,7 @@ def ingest(
     from ingest.pipelined_worker import PipelinedWorker
     from ingest.upload import stage_upload
     from rag import knowledge
-    from rag.models import Document, DocumentStatus
+    from rag.models import Document, DocumentStatus, JobPriority
 
     if engine not in ("local", "ray"):
         _fail(f"--engine must be local or ray, not {engine!r}")
@@ -145,7 +145,10 @@ def ingest(
                 staged = stage_upload(
                     fh, path.name, svc.settings.data_dir, svc.settings.ingest.max_upload_bytes
                 )
-            doc, duplicate = knowledge.add_document(svc, kb_row.id, staged, meta)
+            # A folder of files is a batch: an upload someone waits for goes first.
+            doc, duplicate = knowledge.add_document(
+                svc, kb_row.id, staged, meta, priority=JobPriority.batch
+            )
         except RagError as exc:
             summary["rejected"] += 1
             typer.secho(f"rejected {path}: {exc}", fg=typer.colors.RED, err=True)
@@ -182,6 +185,68 @@ def ingest(
     typer.echo(", ".join(f"{k}: {v}" for k, v in summary.items()))
     if summary["failed"] or summary["rejected"]:
         raise typer.Exit(2)
+
+
+def _duration(seconds: float) -> str:
+    s = round(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+@app.command()
+def documents(
+    kb: KbOpt,
+    status: Annotated[
+        str | None, typer.Option(help="only documents in this state: queued, processing, ...")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="at most this many documents")] = 1000,
+) -> None:
+    """A knowledge base's documents and its ingestion queue: processing ones with their stage,
+    pages and ETA first, then queued ones in the order they will run, then the rest."""
+    from ingest import scheduling
+    from rag import knowledge
+    from rag.models import Document, DocumentStatus
+
+    if status is not None and status not in set(DocumentStatus):
+        _fail(f"--status must be one of {', '.join(DocumentStatus)}, not {status!r}")
+    svc = _services()
+    with svc.db.read() as session:
+        kb_id = knowledge.find_kb(session, kb).id
+        docs = knowledge.list_documents(session, kb_id, status, limit)
+        rank: dict[str, int] = {DocumentStatus.processing: 0, DocumentStatus.queued: 1}
+        states = scheduling.document_progress(
+            session,
+            [d.id for d in docs if d.status in rank],
+            svc.db.now(),
+            svc.settings.ingest.lease_s,
+        )
+    svc.close()
+
+    def order(doc: Document) -> tuple[int, int]:
+        state = states.get(doc.id)
+        return rank.get(doc.status, 2), (state.queue_position or 0) if state else 0
+
+    for doc in sorted(docs, key=order):  # stable: the rest stay in upload order
+        state = states.get(doc.id)
+        where = ""
+        if state is not None and state.queue_position is not None:
+            where = f"#{state.queue_position}"
+        elif state is not None and state.stage:
+            where = state.stage
+            if state.pages_total:
+                where += f" {state.pages_done}/{state.pages_total} pages"
+        elif doc.status == DocumentStatus.ready:
+            where = f"{doc.pages or 0} pages, {doc.chunk_count} chunks"
+        eta = ""
+        if state is not None and state.eta_s is not None:
+            eta = f"eta {_duration(state.eta_s)}"
+        line = f"{doc.status:10}  {where:24}  {eta:11}  {doc.filename}"
+        typer.echo(line.rstrip() + (f"  ({doc.error})" if doc.error else ""))
+    if not docs:
+        typer.echo(f"no {status + ' ' if status else ''}documents in {kb}")
 
 
 @app.command()
@@ -428,11 +493,32 @@ def _follow(
 
 @app.command()
 def doctor(
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="report only")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="report only: change nothing, on disk or in SQL")
+    ] = False,
+    quarantined: Annotated[
+        bool, typer.Option("--quarantined", help="list the files set aside and the log")
+    ] = False,
+    restore: Annotated[
+        str | None, typer.Option("--restore", help="move a quarantined file (its path) back")
+    ] = None,
 ) -> None:
-    """Compare the FAISS indexes, stored files and queue with SQL; repair from SQL."""
+    """Compare the indexes, stored files and queue with SQL; repair from SQL. Files no
+    document names are moved to quarantine/ (never deleted), and can be moved back."""
+    from rag import quarantine
     from rag.doctor import examine
 
+    data_dir = load_settings().data_dir
+    if quarantined:
+        for entry in quarantine.history(data_dir):
+            typer.echo(f"{entry['action']:10} {entry['path']}  {entry['reason']}")
+        typer.echo(f"{len(quarantine.entries(data_dir))} file(s) in quarantine")
+        return
+    if restore is not None:
+        if not quarantine.restore(data_dir, restore, "restored by an operator"):
+            _fail(f"{restore} is not in quarantine, or its original place is taken")
+        typer.echo(f"restored {restore}")
+        return
     svc = _services()
     findings = examine(svc, repair=not dry_run)
     for f in findings:

@@ -77,6 +77,8 @@ __all__ = [
 T = TypeVar("T")
 Upload = str | os.PathLike[str] | bytes | IO[bytes]
 SearchMode = Literal["dense", "lexical", "hybrid"]
+# interactive: a person waits for it (the default); batch: bulk loads, ingested after them.
+Priority = Literal["interactive", "batch"]
 
 
 # --------------------------------------------------------------------------- requests
@@ -191,6 +193,7 @@ class _Requests:
         filename: str | None,
         metadata: Mapping[str, Any] | None,
         idempotency_key: str | None,
+        priority: Priority | None = None,
     ) -> _Call[Document]:
         if filename is None:
             if isinstance(source, str | os.PathLike):
@@ -199,11 +202,14 @@ class _Requests:
                 filename = Path(source.name).name
             else:
                 raise ValueError("upload: pass filename= with bytes or an unnamed stream")
+        data = {"metadata": json.dumps(dict(metadata), ensure_ascii=False)} if metadata else {}
+        if priority is not None:
+            data["priority"] = priority
         return _Call(
             "POST",
             self._kb_path(kb_id, "/documents"),
             _doc,
-            data={"metadata": json.dumps(dict(metadata), ensure_ascii=False)} if metadata else None,
+            data=data or None,
             headers={"Idempotency-Key": idempotency_key} if idempotency_key else None,
             upload=(filename, source),
         )
@@ -383,10 +389,12 @@ class Client(_Requests):
         filename: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
+        priority: Priority | None = None,
     ) -> Document:
         """Upload a file (path, bytes or binary stream); the document comes back queued, or
-        the existing one with `duplicate=True` when the same bytes are already there."""
-        call = self._upload(kb_id, path_or_bytes, filename, metadata, idempotency_key)
+        the existing one with `duplicate=True` when the same bytes are already there.
+        `priority="batch"` for bulk loads: they are ingested after interactive uploads."""
+        call = self._upload(kb_id, path_or_bytes, filename, metadata, idempotency_key, priority)
         return self._send(call)
 
     def list_documents(
@@ -624,8 +632,9 @@ class AsyncClient(_Requests):
         filename: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
+        priority: Priority | None = None,
     ) -> Document:
-        call = self._upload(kb_id, path_or_bytes, filename, metadata, idempotency_key)
+        call = self._upload(kb_id, path_or_bytes, filename, metadata, idempotency_key, priority)
         return await self._send(call)
 
     async def list_documents(

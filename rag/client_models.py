@@ -137,6 +137,13 @@ class Document:
     created_at: datetime | None = None
     updated_at: datetime | None = None
     duplicate: bool = False  # the same bytes were already in the knowledge base
+    # Ingestion progress while queued or processing (None otherwise): the place in the queue
+    # (1 runs next), the stage and its pages, and the seconds until ready (None until known).
+    queue_position: int | None = None
+    stage: str | None = None
+    pages_done: int | None = None
+    pages_total: int | None = None
+    eta_s: float | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -247,6 +254,12 @@ class Job:
     status: str  # queued | running | succeeded | failed | cancelled ...
     kb_id: str | None = None
     document_id: str | None = None
+    filename: str | None = None  # ingest jobs: the document's file name
+    priority: str = "interactive"  # interactive | batch | background
+    stage: str | None = None  # running ingest jobs: parse | ocr | chunk | embed | store
+    pages_done: int = 0
+    pages_total: int | None = None
+    queue_position: int | None = None  # queued jobs: 1 runs next
     progress: dict[str, float | None] = field(default_factory=dict)
     error: str | None = None
     attempts: int = 0

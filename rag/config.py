@@ -171,6 +171,14 @@ class IngestSettings(BaseModel):
     max_decompressed_bytes: int = Field(512 * 1024 * 1024, ge=1)
     parse_timeout_s: float = Field(300.0, gt=0)
     parse_memory_mb: int = Field(2048, ge=64)
+    # A parser child is reused (starting one costs more than parsing a small file) until it
+    # has parsed this many documents or its resident memory grew past parse_child_rss_mb.
+    parse_child_documents: int = Field(200, ge=1)
+    parse_child_rss_mb: int = Field(512, ge=32)
+    # Chunks per embedding call, gathered across documents; the pipelined worker takes in up to
+    # two calls' worth ahead. Larger calls pad less (texts are sorted by length within a call)
+    # but claim more jobs early, which an upload queued behind them waits for.
+    embed_batch_chunks: int = Field(256, ge=1)
     # Background workers inside `rag serve`; 0 disables them (run `rag worker` elsewhere).
     workers: int = Field(1, ge=0, le=64)
     # A claimed job whose heartbeat is older than this is taken over by another worker.
@@ -286,6 +294,9 @@ class Settings(BaseSettings):
     index_sync_interval_s: float = Field(2.0, gt=0)
     # Seconds between background consistency checks (rag.doctor) inside `rag serve`; 0: off.
     doctor_interval_s: float = Field(600.0, ge=0)
+    # The check leaves stored files and tmp/ uploads younger than this alone: an upload moves
+    # its file into files/ a moment before its row commits, and a slow one writes tmp/ for long.
+    doctor_grace_s: float = Field(3600.0, ge=0)
 
     embedding: EmbeddingSettings = EmbeddingSettings()
     llm: LLMSettings = LLMSettings()

@@ -13,7 +13,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from rag import audit, sequence, tenancy
+from rag import audit, quarantine, sequence, tenancy
 from rag.errors import Conflict, InvalidInput, NotFound
 from rag.models import (
     Chunk,
@@ -23,6 +23,7 @@ from rag.models import (
     IndexVersion,
     Job,
     JobKind,
+    JobPriority,
     JobStatus,
     KnowledgeBase,
     VersionStatus,
@@ -147,6 +148,7 @@ def delete_kb(svc: Services, kb_id: str) -> None:
         session.execute(delete(KnowledgeBase).where(KnowledgeBase.id == kb_id))
     svc.indexes.drop(kb_id)
     shutil.rmtree(svc.settings.files_dir / kb_id, ignore_errors=True)
+    quarantine.discard(svc.settings.data_dir, Path("files") / kb_id)
     log.info("deleted knowledge base %s with %d documents", kb_id, len(doc_ids))
 
 
@@ -178,9 +180,15 @@ class StagedFile:
 
 
 def add_document(
-    svc: Services, kb_id: str, staged: StagedFile, metadata: dict[str, Any] | None = None
+    svc: Services,
+    kb_id: str,
+    staged: StagedFile,
+    metadata: dict[str, Any] | None = None,
+    *,
+    priority: int = JobPriority.interactive,
 ) -> tuple[Document, bool]:
-    """Register a document and queue its ingestion; returns (document, duplicate)."""
+    """Register a document and queue its ingestion at `priority` (JobPriority); returns
+    (document, duplicate)."""
     with svc.db.read() as session:
         get_kb(session, kb_id)
         existing = _by_hash(session, kb_id, staged.sha256)
@@ -191,8 +199,7 @@ def add_document(
     doc_id = new_id()
     relative = Path("files") / kb_id / doc_id
     target = svc.settings.data_dir / relative
-    target.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(staged.path, target)
+    _place_file(staged.path, target)
     doc = Document(
         id=doc_id,
         kb_id=kb_id,
@@ -209,7 +216,15 @@ def add_document(
             get_kb(session, kb_id)
             session.add(doc)
             session.flush()
-            session.add(Job(kind=JobKind.ingest, kb_id=kb_id, document_id=doc_id))
+            session.add(
+                Job(
+                    kind=JobKind.ingest,
+                    kb_id=kb_id,
+                    document_id=doc_id,
+                    priority=priority,
+                    filename=staged.filename,
+                )
+            )
     except IntegrityError:
         # The same bytes raced in through another request: keep the first, drop ours.
         target.unlink(missing_ok=True)
@@ -222,6 +237,13 @@ def add_document(
         target.unlink(missing_ok=True)
         raise
     return doc, False
+
+
+def _place_file(source: Path, target: Path) -> None:
+    """Move a staged upload to its stored place. Its row commits a moment later, so the
+    consistency check leaves files younger than its grace period alone (rag/doctor.py)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(source, target)
 
 
 def _by_hash(session: Session, kb_id: str, sha256: str) -> Document | None:
@@ -265,4 +287,6 @@ def delete_document(svc: Services, kb_id: str, doc_id: str) -> None:
         session.delete(doc)
     svc.indexes.sync(kb_id)
     (svc.settings.data_dir / storage).unlink(missing_ok=True)
+    # The check may have set the file aside between our commit and the unlink.
+    quarantine.discard(svc.settings.data_dir, storage)
     log.info("deleted document %s (%d chunks)", doc_id, len(removed))

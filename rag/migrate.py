@@ -31,6 +31,13 @@ def upgrade(engine: Engine, *, chunking: tuple[int, int] | None = None) -> None:
             conn.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
         try:
             with conn.begin():
+                if engine.dialect.name == "postgresql":
+                    # Replicas starting together on an empty database: one migrates, the
+                    # others wait here and then find the schema at head. (SQLite's BEGIN
+                    # IMMEDIATE already serialises writers.)
+                    conn.exec_driver_sql(
+                        "SELECT pg_advisory_xact_lock(hashtext('rag-migrate:' || current_schema()))"
+                    )
                 cfg.attributes["connection"] = conn
                 if chunking is not None:
                     cfg.attributes["chunking"] = chunking

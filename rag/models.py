@@ -54,6 +54,25 @@ class JobStatus(StrEnum):
 JOB_REQUEST_ID = "request_id"  # the payload key of the request that queued a job
 
 
+class JobPriority:
+    """Lower runs first: a person waiting on an upload goes before a batch, and both before
+    background jobs (re-index, evaluation, rebuild)."""
+
+    interactive = 0
+    batch = 5
+    background = 10
+
+
+class IngestStage(StrEnum):
+    """Where a processing document is (Job.stage); queued documents have none."""
+
+    parse = "parse"
+    ocr = "ocr"
+    chunk = "chunk"
+    embed = "embed"
+    store = "store"
+
+
 class JobKind(StrEnum):
     ingest = "ingest"
     # Build a new index version (re-chunk, re-embed), check it, switch it live.
@@ -194,13 +213,26 @@ class Counter(Base):
 
 class Job(Base):
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_status_run_after", "status", "run_after"),)
+    __table_args__ = (
+        Index("ix_jobs_status_run_after", "status", "run_after"),
+        Index("ix_jobs_status_priority", "status", "priority", "created_at"),
+        # The fair order looks up when each knowledge base was last served.
+        Index("ix_jobs_started_at", "started_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     kind: Mapped[str] = mapped_column(String(32))
     kb_id: Mapped[str | None] = mapped_column(String(32), index=True, default=None)
     document_id: Mapped[str | None] = mapped_column(String(32), index=True, default=None)
     status: Mapped[str] = mapped_column(String(16), default=JobStatus.queued)
+    # JobPriority: lower first; fairness across knowledge bases applies within one priority.
+    priority: Mapped[int] = mapped_column(Integer, default=JobPriority.interactive)
+    # The document's file name, for operators reading the queue (ingest jobs only).
+    filename: Mapped[str | None] = mapped_column(String(500), default=None)
+    # IngestStage of a running ingest job, and how many of its pages that stage has done.
+    stage: Mapped[str | None] = mapped_column(String(16), default=None)
+    pages_done: Mapped[int] = mapped_column(Integer, default=0)
+    pages_total: Mapped[int | None] = mapped_column(Integer, default=None)
     progress_done: Mapped[int] = mapped_column(Integer, default=0)
     progress_total: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text, default=None)
@@ -215,6 +247,8 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
 
     def __init__(self, **kw: Any) -> None:
+        if "priority" not in kw and kw.get("kind", JobKind.ingest) != JobKind.ingest:
+            kw["priority"] = JobPriority.background
         super().__init__(**kw)
         # The request that queued the job travels with it, so that the worker's log records
         # for the job (another thread, maybe another process) carry the same request id.

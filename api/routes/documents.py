@@ -5,12 +5,16 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Header, Query, Response, UploadFile, status
 from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session
 
 from api.deps import ServicesDep, WorkerDep
 from api.schemas import DocumentList, DocumentOut
+from ingest import scheduling
 from ingest.upload import stage_upload
 from rag import idempotency, knowledge
 from rag.errors import InvalidInput
+from rag.models import Document, DocumentStatus
+from rag.services import Services
 
 router = APIRouter(prefix="/v1/knowledge-bases/{kb_id}/documents", tags=["documents"])
 
@@ -25,6 +29,21 @@ def _metadata(raw: str | None) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InvalidInput("metadata must be a JSON object")
     return value
+
+
+def _priority(raw: str) -> int:
+    try:
+        return scheduling.PRIORITIES[raw]
+    except KeyError:
+        choices = " or ".join(scheduling.PRIORITIES)
+        raise InvalidInput(f"priority must be {choices}, not {raw!r}") from None
+
+
+def _out(svc: Services, session: Session, docs: list[Document]) -> list[DocumentOut]:
+    """The documents with the queue state of those still in flight (one lookup for all)."""
+    busy = [d.id for d in docs if d.status in (DocumentStatus.queued, DocumentStatus.processing)]
+    states = scheduling.document_progress(session, busy, svc.db.now(), svc.settings.ingest.lease_s)
+    return [DocumentOut.of(d, queue=states.get(d.id)) for d in docs]
 
 
 @router.post(
@@ -42,11 +61,19 @@ def upload(
     metadata: Annotated[
         str | None, Form(description="a JSON object kept with the document")
     ] = None,
+    priority: Annotated[
+        str,
+        Form(
+            description="interactive (a person waits; the default) or batch (bulk loads): "
+            "interactive uploads are ingested first"
+        ),
+    ] = "interactive",
     idempotency_key: Annotated[
         str | None, Header(description="repeat a request safely: the first response returns")
     ] = None,
 ) -> DocumentOut | JSONResponse:
     meta = _metadata(metadata)
+    rank = _priority(priority)
     key = idempotency.check_key(idempotency_key) if idempotency_key is not None else None
     with svc.db.read() as session:
         knowledge.get_kb(session, kb_id)
@@ -64,7 +91,7 @@ def upload(
         if prior is not None:
             staged.path.unlink(missing_ok=True)
             return JSONResponse(prior[1], status_code=prior[0])
-    doc, duplicate = knowledge.add_document(svc, kb_id, staged, meta)
+    doc, duplicate = knowledge.add_document(svc, kb_id, staged, meta, priority=rank)
     if duplicate:
         response.status_code = status.HTTP_200_OK
     elif worker is not None:
@@ -88,13 +115,13 @@ def list_all(
 ) -> DocumentList:
     with svc.db.read() as session:
         docs = knowledge.list_documents(session, kb_id, status_filter, limit, offset)
-        return DocumentList(documents=[DocumentOut.of(d) for d in docs])
+        return DocumentList(documents=_out(svc, session, docs))
 
 
 @router.get("/{doc_id}")
 def get_one(kb_id: str, doc_id: str, svc: ServicesDep) -> DocumentOut:
     with svc.db.read() as session:
-        return DocumentOut.of(knowledge.get_document(session, kb_id, doc_id))
+        return _out(svc, session, [knowledge.get_document(session, kb_id, doc_id)])[0]
 
 
 @router.delete("/{doc_id}", status_code=status.HTTP_204_NO_CONTENT)

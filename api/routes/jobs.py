@@ -4,13 +4,25 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, status
 from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session
 
 from api.deps import ServicesDep, WorkerDep
 from api.schemas import JobOut, ReindexOut, ReindexRequest
+from ingest import scheduling
 from rag import idempotency, job_control, knowledge, versions
-from rag.models import Job, JobKind
+from rag.models import Job, JobKind, JobStatus
+from rag.services import Services
 
 router = APIRouter(tags=["jobs"])
+
+
+def _out(svc: Services, session: Session, jobs: list[Job]) -> list[JobOut]:
+    """The jobs with the queue positions of the waiting ones (one query for all)."""
+    waiting = [j.id for j in jobs if j.status in (JobStatus.queued, JobStatus.running)]
+    positions = scheduling.job_positions(
+        session, waiting, svc.db.now(), svc.settings.ingest.lease_s
+    )
+    return [JobOut.of(j, positions.get(j.id)) for j in jobs]
 
 
 @router.post(
@@ -90,13 +102,13 @@ def list_jobs(
         jobs = job_control.list_jobs(
             session, status=status_filter, kind=kind, kb_id=kb_id, limit=limit
         )
-        return {"jobs": [JobOut.of(j) for j in jobs]}
+        return {"jobs": _out(svc, session, jobs)}
 
 
 @router.get("/v1/jobs/{job_id}")
 def get_job(job_id: str, svc: ServicesDep) -> JobOut:
     with svc.db.read() as session:
-        return JobOut.of(job_control.get_job(session, job_id))
+        return _out(svc, session, [job_control.get_job(session, job_id)])[0]
 
 
 @router.post("/v1/jobs/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED)

@@ -1,12 +1,22 @@
 """The pipelined worker: many documents through parse | embed | store, failures isolated,
-cancellation honoured, the index equal to SQL at the end."""
+cancellation honoured, the index equal to SQL at the end; intake running ahead so batches and
+commits span documents; each job's stage and pages visible as it moves."""
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import numpy as np
+import pytest
 from sqlalchemy import func, select
 
+from ingest import pipeline
 from ingest.embedding import FakeEmbedder
+from ingest.jobs import Worker
+from ingest.pipeline import STAGES
 from ingest.pipelined_worker import PipelinedWorker
 from ingest.upload import stage_upload
 from rag import job_control, knowledge
@@ -79,3 +89,157 @@ def test_cancel_while_queued_in_the_pipeline(services: Services) -> None:
         assert session.get(Job, job_id).status == "cancelled"
         assert session.get(Document, doc_id).status == "failed"
         assert session.execute(select(func.count()).select_from(Chunk)).scalar_one() == 0
+
+
+class GatedEmbedder(FakeEmbedder):
+    """Holds its first call until `release` is set; records each call's size."""
+
+    def __init__(self) -> None:
+        super().__init__(64)
+        self.batches: list[int] = []
+        self.first = 0
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def embed_passages(self, texts: list[str]) -> np.ndarray:
+        if not self.batches:
+            self.first = len(texts)
+            self.entered.set()
+            self.release.wait(60)
+        self.batches.append(len(texts))
+        return super().embed_passages(texts)
+
+
+def _job_of(svc: Services, doc_id: str) -> Job:
+    with svc.db.read() as session:
+        return session.execute(select(Job).where(Job.document_id == doc_id)).scalar_one()
+
+
+def test_intake_runs_ahead_so_one_batch_and_one_commit_span_many_documents(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    embedder = GatedEmbedder()
+    services._embedder = embedder
+    kb = knowledge.create_kb(services, "kb")
+    for i in range(12):  # one chunk each
+        _add(services, kb.id, f"n{i}.txt", f"第 {i} 号通知：请于周{i}前提交材料。".encode())
+    groups: list[int] = []
+    store_group = pipeline.store_group
+
+    def recorded(svc: Services, group: Sequence[pipeline.Stored], **kw: Any) -> Any:
+        groups.append(len(group))
+        return store_group(svc, group, **kw)
+
+    monkeypatch.setattr(pipeline, "store_group", recorded)
+    syncs: list[str | None] = []
+    sync = services.indexes.sync
+
+    def counted_sync(kb_id: str | None = None) -> None:
+        syncs.append(kb_id)
+        sync(kb_id)
+
+    monkeypatch.setattr(services.indexes, "sync", counted_sync)
+    worker = PipelinedWorker(services, threads=1)
+    worker.start()
+    try:
+        # While the first call embeds, the other documents are parsed, chunked and queued (the
+        # old bounded queue held two), so the next call embeds them all together.
+        assert embedder.entered.wait(30)
+        wait_for(lambda: worker._to_embed.qsize() == 12 - embedder.first)
+        embedder.release.set()
+        wait_for(lambda: set(_statuses(services).values()) == {"ready"})
+    finally:
+        embedder.release.set()
+        worker.stop()
+    assert embedder.batches == [embedder.first, 12 - embedder.first]
+    # Stored in at most two transactions (one, when the second batch was embedded before the
+    # store thread took the first), and the index caught up once per transaction.
+    assert sum(groups) == 12 and len(groups) <= 2
+    assert syncs == [kb.id] * len(groups)
+    with services.db.read() as session:
+        assert set(services.indexes.get(kb.id).ids().tolist()) == set(
+            session.scalars(select(Chunk.id))
+        )
+
+
+def test_stage_and_pages_move_through_parse_chunk_embed_store(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pause = 1.2  # each stage takes this long, so a poll sees it (stage writes flush in 0.5 s)
+
+    def slow(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kw: Any) -> Any:
+            time.sleep(pause)
+            return fn(*args, **kw)
+
+        return wrapper
+
+    class SlowEmbedder(FakeEmbedder):
+        def embed_passages(self, texts: list[str]) -> np.ndarray:
+            time.sleep(pause)
+            return super().embed_passages(texts)
+
+    services._embedder = SlowEmbedder(64)
+    for name in ("parse_document", "chunk_parsed", "store_group"):
+        monkeypatch.setattr(pipeline, name, slow(getattr(pipeline, name)))
+    kb = knowledge.create_kb(services, "kb")
+    doc_id = _add(services, kb.id, "stages.txt", "分阶段处理的文件。".encode() * 30)
+    seen: list[tuple[Any, ...]] = []
+    worker = PipelinedWorker(services, threads=1)
+    worker.start()
+    try:
+
+        def finished() -> bool:
+            job = _job_of(services, doc_id)
+            row = (job.stage, job.pages_done, job.pages_total, job.progress_done)
+            if not seen or seen[-1] != row:
+                seen.append(row)
+            return job.status in ("succeeded", "failed")
+
+        wait_for(finished, interval=0.02)
+    finally:
+        worker.stop()
+    stages = [row[0] for row in seen if row[0] is not None]
+    assert [s for i, s in enumerate(stages) if i == 0 or stages[i - 1] != s] == [
+        "parse",
+        "chunk",
+        "embed",
+        "store",
+    ]
+    by_stage = {row[0]: row for row in seen}
+    assert by_stage["parse"][1:] == (0, None, 0)
+    assert by_stage["chunk"][1:] == (1, 1, 1)  # parsed: one page of one
+    assert by_stage["embed"][1:] == (1, 1, 2)
+    final = _job_of(services, doc_id)
+    assert final.status == "succeeded"
+    assert (final.stage, final.pages_done, final.pages_total) == ("store", 1, 1)
+    assert (final.progress_done, final.progress_total) == (STAGES, STAGES)
+
+
+def test_cancel_while_embedding_is_honoured_before_storing(services: Services) -> None:
+    embedder = GatedEmbedder()
+    services._embedder = embedder
+    kb = knowledge.create_kb(services, "kb")
+    doc_id = _add(services, kb.id, "a.txt", "嵌入时取消的文件。".encode() * 30)
+    worker = PipelinedWorker(services, threads=1)
+    worker.start()
+    try:
+        assert embedder.entered.wait(30)
+        job_control.cancel(services.db, _job_of(services, doc_id).id)
+        embedder.release.set()
+        wait_for(lambda: _job_of(services, doc_id).status == "cancelled")
+    finally:
+        embedder.release.set()
+        worker.stop()
+    assert _statuses(services) == {"a.txt": "failed"}
+    with services.db.read() as session:
+        assert session.execute(select(func.count()).select_from(Chunk)).scalar_one() == 0
+
+
+def test_the_plain_worker_records_stage_and_pages_too(services: Services) -> None:
+    kb = knowledge.create_kb(services, "kb")
+    doc_id = _add(services, kb.id, "a.txt", "普通工作进程处理的文件。".encode() * 30)
+    assert Worker(services).run_once()
+    job = _job_of(services, doc_id)
+    assert (job.status, job.stage, job.pages_done, job.pages_total) == ("succeeded", "store", 1, 1)
+    assert job.progress_done == job.progress_total == STAGES

@@ -1,5 +1,6 @@
-// Documents of the current knowledge base: table with live status, drag-and-drop upload of
-// several files with per-file progress, delete, and a filter for failed documents.
+// Documents of the current knowledge base: table with live status (queue position, stage,
+// pages and ETA while a document is in flight), drag-and-drop upload of several files with
+// per-file progress, delete, and a filter for failed documents.
 
 import { api, uploadFile } from "../api.js";
 import {
@@ -8,6 +9,7 @@ import {
   confirmDialog,
   formatBytes,
   formatDate,
+  formatDuration,
   h,
   poller,
   progressBar,
@@ -211,6 +213,7 @@ function renderUploads() {
           {},
           text,
           doc ? [" · ", badge(doc.status, label("status", doc.status))] : null,
+          doc && BUSY.has(doc.status) && flightText(doc) ? [" · ", flightText(doc)] : null,
         ),
       );
     }),
@@ -229,6 +232,7 @@ function renderTable() {
   const cols = [
     "docs.filename",
     "docs.status",
+    "docs.progress",
     "docs.pages",
     "docs.chunks",
     "docs.size",
@@ -262,6 +266,7 @@ function row(doc) {
     { dataset: { doc: doc.id, filename: doc.filename, status: doc.status } },
     h("td.filename", {}, doc.filename),
     h("td", {}, badge(doc.status, label("status", doc.status))),
+    h("td.flight.small", { "data-col": "progress" }, BUSY.has(doc.status) ? flight(doc) : "–"),
     h("td.num", { "data-col": "pages" }, doc.pages ?? "–"),
     h("td.num", { "data-col": "chunks" }, doc.chunks),
     h("td.num", {}, formatBytes(doc.size_bytes)),
@@ -293,4 +298,41 @@ function row(doc) {
       ),
     ),
   );
+}
+
+// --- in flight ---------------------------------------------------------------------------------
+
+// Where a queued or processing document is: its place in the queue, or its stage and pages,
+// and the server's estimate of the time left (absent until the worker's recent speed is known).
+function flightParts(doc) {
+  const where = [];
+  if (doc.queue_position != null) {
+    where.push(t("docs.queue_position", { position: doc.queue_position }));
+  } else if (doc.stage) {
+    where.push(label("stage", doc.stage));
+    if (doc.pages_total) {
+      where.push(t("docs.stage_pages", { done: doc.pages_done ?? 0, total: doc.pages_total }));
+    }
+  }
+  const eta = doc.eta_s != null ? t("docs.eta", { eta: formatDuration(doc.eta_s) }) : null;
+  return { where, eta };
+}
+
+function flightText(doc) {
+  const { where, eta } = flightParts(doc);
+  return [...where, eta].filter(Boolean).join(" · ");
+}
+
+// Stages that go page by page; later ones report the pages already read.
+const PAGED = new Set(["parse", "ocr"]);
+
+function flight(doc) {
+  const { where, eta } = flightParts(doc);
+  const pages =
+    PAGED.has(doc.stage) && doc.pages_total ? (doc.pages_done ?? 0) / doc.pages_total : null;
+  return [
+    h("div", { "data-test": "doc-where" }, where.join(" · ") || "–"),
+    pages != null ? progressBar(pages, null) : null,
+    eta ? h("div.muted", { "data-test": "doc-eta" }, eta) : null,
+  ];
 }
