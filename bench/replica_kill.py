@@ -16,24 +16,13 @@ redis://127.0.0.1:6379/15). Logs stay in the work folder with --keep.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.harness import (  # noqa: E402
-    DEFAULT_POSTGRES_URL,
-    DEFAULT_REDIS_URL,
-    ClusterConfig,
-    postgres_schema,
-    run_replica_kill,
-    summary,
-)
+from bench.harness import ClusterConfig, report, run_bench, run_replica_kill  # noqa: E402
 
 
 def main() -> None:
@@ -49,40 +38,31 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the work folder and logs")
     args = parser.parse_args()
 
-    root = Path(tempfile.mkdtemp(prefix="replica-kill-"))
-    postgres = os.environ.get("RAG_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
-    redis = os.environ.get("RAG_TEST_REDIS_URL", DEFAULT_REDIS_URL)
-    try:
-        with postgres_schema(postgres, "replica_kill_bench") as database_url:
-            result = run_replica_kill(
-                root,
-                ClusterConfig(
-                    database_url=database_url,
-                    redis_url=redis,
-                    apis=args.apis,
-                    workers=args.workers,
-                    embedding_model=args.embedding_model,
-                ),
-                duration_s=args.minutes * 60,
-                kill_every=(args.kill_every[0], args.kill_every[1]),
-                threads=args.threads,
-                upload_rate=args.upload_rate,
-            )
-    finally:
-        if not args.keep:
-            shutil.rmtree(root, ignore_errors=True)
-    print(summary(result))
-    print(
-        f"\nuploads {result['uploads']} (accepted {result['accepted']}), kills {result['kills']}, "
+    root, result = run_bench(
+        "replica_kill",
+        lambda root, database_url, redis: run_replica_kill(
+            root,
+            ClusterConfig(
+                database_url=database_url,
+                redis_url=redis,
+                apis=args.apis,
+                workers=args.workers,
+                embedding_model=args.embedding_model,
+            ),
+            duration_s=args.minutes * 60,
+            kill_every=(args.kill_every[0], args.kill_every[1]),
+            threads=args.threads,
+            upload_rate=args.upload_rate,
+        ),
+        keep=args.keep,
+    )
+    headline = (
+        f"uploads {result['uploads']} (accepted {result['accepted']}), kills {result['kills']}, "
         f"failed requests {result['failed']} (excused {result['failed_excused']}, not excused "
         f"{result['failed_not_excused']}), lost documents {len(result['lost'])}, "
         f"other problems {len(result['problems'])}"
     )
-    if args.keep:
-        print(f"logs: {root / 'logs'}")
-    if args.json_out:
-        args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(json.dumps(result, indent=2, ensure_ascii=False))
+    report(result, headline, root, keep=args.keep, json_out=args.json_out)
 
 
 if __name__ == "__main__":

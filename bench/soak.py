@@ -15,24 +15,13 @@ PostgreSQL (RAG_TEST_POSTGRES_URL) and Redis (RAG_TEST_REDIS_URL), as bench/repl
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.harness import (  # noqa: E402
-    DEFAULT_POSTGRES_URL,
-    DEFAULT_REDIS_URL,
-    ClusterConfig,
-    postgres_schema,
-    run_soak,
-    summary,
-)
+from bench.harness import ClusterConfig, report, run_bench, run_soak  # noqa: E402
 
 
 def main() -> None:
@@ -47,44 +36,35 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the work folder and logs")
     args = parser.parse_args()
 
-    root = Path(tempfile.mkdtemp(prefix="soak-"))
-    postgres = os.environ.get("RAG_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
-    redis = os.environ.get("RAG_TEST_REDIS_URL", DEFAULT_REDIS_URL)
-    try:
-        with postgres_schema(postgres, "soak_bench") as database_url:
-            result = run_soak(
-                root,
-                ClusterConfig(
-                    database_url=database_url,
-                    redis_url=redis,
-                    apis=1,
-                    workers=0,
-                    api_worker_threads=1,
-                    embedding_model=args.embedding_model,
-                ),
-                duration_s=args.minutes * 60,
-                warmup_s=args.warmup_s,
-                threads=args.threads,
-                upload_rate=args.upload_rate,
-                keep_live=args.keep_live,
-            )
-    finally:
-        if not args.keep:
-            shutil.rmtree(root, ignore_errors=True)
-    print(summary(result))
-    print(
-        f"\nRSS median first fifth {result['rss_first_fifth_median_mib']} MiB, last fifth "
+    root, result = run_bench(
+        "soak",
+        lambda root, database_url, redis: run_soak(
+            root,
+            ClusterConfig(
+                database_url=database_url,
+                redis_url=redis,
+                apis=1,
+                workers=0,
+                api_worker_threads=1,
+                embedding_model=args.embedding_model,
+            ),
+            duration_s=args.minutes * 60,
+            warmup_s=args.warmup_s,
+            threads=args.threads,
+            upload_rate=args.upload_rate,
+            keep_live=args.keep_live,
+        ),
+        keep=args.keep,
+    )
+    headline = (
+        f"RSS median first fifth {result['rss_first_fifth_median_mib']} MiB, last fifth "
         f"{result['rss_last_fifth_median_mib']} MiB (x{result['rss_ratio']}); fds "
         f"{result['fds_first']} -> {result['fds_last']} (after drain "
         f"{result.get('fds_after_drain')}); requests {result['requests']}, failed "
         f"{result['failed']}, 5xx {result['server_errors']}; stuck {result['stuck']}; "
         f"problems {len(result['problems']) + len(result['lost'])}"
     )
-    if args.keep:
-        print(f"logs: {root / 'logs'}")
-    if args.json_out:
-        args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(json.dumps(result, indent=2, ensure_ascii=False))
+    report(result, headline, root, keep=args.keep, json_out=args.json_out)
 
 
 if __name__ == "__main__":

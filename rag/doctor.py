@@ -72,13 +72,14 @@ def _indexes(svc: Services, repair: bool) -> list[Finding]:
         check = svc.indexes.inspect(kb_id)
         if check["consistent"]:
             continue
-        detail = (
-            f"index has {check['vectors']} vectors, SQL {check['sql_chunks']} chunks "
-            f"as of sequence {check['last_seq']}; first ids missing {check['missing_ids']}, "
-            f"extra {check['extra_ids']}"
-        )
         if check.get("unreadable"):
             detail = f"unreadable snapshot: {check['unreadable']}"
+        else:
+            detail = (
+                f"index has {check['vectors']} vectors, SQL {check['sql_chunks']} chunks "
+                f"as of sequence {check['last_seq']}; first ids missing {check['missing_ids']}, "
+                f"extra {check['extra_ids']}"
+            )
         if repair:
             svc.indexes.rebuild(kb_id)
         out.append(Finding("index_drift", detail, kb_id, repaired=repair))

@@ -160,12 +160,7 @@ class IndexStore:
             directory = self.root / kb_id  # a legacy snapshot, not yet moved (see _open)
         unreadable: list[str] = []
         try:
-            dense = KBIndex.load(
-                directory,
-                kb_id=kb_id,
-                embedding_model=record.embedding_model,
-                dim=record.embedding_dim,
-            )
+            dense = self._load_dense(directory, record)
         except IndexError_ as exc:
             if (directory / DENSE_MANIFEST).exists():
                 unreadable.append(str(exc))
@@ -330,6 +325,17 @@ class IndexStore:
         self._lexical.pop(key, None)
         self._dirty = {d for d in self._dirty if d[0] != key}
 
+    def _load_dense(self, directory: Path, version: IndexVersion) -> KBIndex:
+        """A version's dense snapshot from `directory`; IndexError_ when missing or unusable."""
+        dense = KBIndex.load(
+            directory,
+            kb_id=version.kb_id,
+            embedding_model=version.embedding_model,
+            dim=version.embedding_dim,
+        )
+        dense.nprobe = self.ivf_nprobe
+        return dense
+
     def _new_dense(self, kb_id: str, version: IndexVersion) -> KBIndex:
         index = KBIndex(kb_id, version.embedding_model, version.embedding_dim)
         index.nprobe = self.ivf_nprobe
@@ -359,13 +365,7 @@ class IndexStore:
         if number == 1:
             self._adopt_legacy_snapshot(kb_id, directory)
         try:
-            dense = KBIndex.load(
-                directory,
-                kb_id=kb_id,
-                embedding_model=version.embedding_model,
-                dim=version.embedding_dim,
-            )
-            dense.nprobe = self.ivf_nprobe
+            dense = self._load_dense(directory, version)
         except IndexError_ as exc:
             if directory.exists() and any(directory.iterdir()):
                 self._quarantine(directory, str(exc))

@@ -31,9 +31,14 @@ valid requests.
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +84,8 @@ __all__ = [
     "excused",
     "is_infrastructure_reason",
     "postgres_schema",
+    "report",
+    "run_bench",
     "run_replica_kill",
     "run_soak",
     "summary",
@@ -257,3 +264,32 @@ def summary(result: dict[str, Any]) -> str:
         lines.append(f"{k:>28}: {len(v)}")
         lines += [f"{'':>30}{item}" for item in v[:20]]
     return "\n".join(lines)
+
+
+def run_bench(
+    name: str, run: Callable[[Path, str, str], dict[str, Any]], *, keep: bool
+) -> tuple[Path, dict[str, Any]]:
+    """A bench script's run: `run(work folder, database URL in a fresh schema, Redis URL)`
+    against RAG_TEST_POSTGRES_URL and RAG_TEST_REDIS_URL; the folder is removed unless `keep`."""
+    root = Path(tempfile.mkdtemp(prefix=f"{name.replace('_', '-')}-"))
+    postgres = os.environ.get("RAG_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
+    redis = os.environ.get("RAG_TEST_REDIS_URL", DEFAULT_REDIS_URL)
+    try:
+        with postgres_schema(postgres, f"{name}_bench") as database_url:
+            return root, run(root, database_url, redis)
+    finally:
+        if not keep:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def report(
+    result: dict[str, Any], headline: str, root: Path, *, keep: bool, json_out: Path | None
+) -> None:
+    """Print a bench run's figures and its one-line headline; write them as JSON if asked."""
+    print(summary(result))
+    print(f"\n{headline}")
+    if keep:
+        print(f"logs: {root / 'logs'}")
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(result, indent=2, ensure_ascii=False))

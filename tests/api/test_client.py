@@ -7,7 +7,6 @@ import asyncio
 import json
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import aclosing, contextmanager
 from dataclasses import dataclass
@@ -16,7 +15,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from api.app import create_app
@@ -34,8 +32,7 @@ from rag.client import (
 )
 from rag.llm import LLMClient
 from rag.services import Services
-from tests.conftest import REPO, FakeLLM, make_settings, wait_for
-from tests.integration.service_process import free_port
+from tests.conftest import REPO, FakeLLM, make_settings, serving
 
 SAMPLES = REPO / "data" / "samples"
 HANDBOOK = SAMPLES / "员工手册.md"
@@ -59,16 +56,10 @@ def live_server(tmp_path: Path, **settings: Any) -> Iterator[Live]:
         config, llm=LLMClient(config.llm, transport=httpx.MockTransport(fake.handler))
     )
     app = create_app(services=svc)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, timeout=30)
     try:
-        yield Live(f"http://127.0.0.1:{port}", app, fake)
+        with serving(app) as url:
+            yield Live(url, app, fake)
     finally:
-        server.should_exit = True
-        thread.join(30)
         svc.close()
 
 

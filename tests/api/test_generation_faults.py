@@ -13,14 +13,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from api.app import create_app
 from rag.llm import LLMClient
 from rag.services import Services
-from tests.conftest import make_settings, wait_for
-from tests.integration.service_process import free_port
+from tests.conftest import make_settings, serving, wait_for
 from tests.llm_script import EndlessTokens, ScriptedLLM, Status, app_with, english_kb, events
 
 QUESTION = {"question": "How do I reset my access key?", "top_k": 4}
@@ -164,18 +162,10 @@ def live_server(tmp_path: Path) -> Iterator[tuple[str, EndlessTokens, ScriptedLL
     )
     settings = make_settings(tmp_path / "data")
     svc = Services.create(settings, llm=LLMClient(settings.llm, transport=script.transport()))
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(services=svc, start_worker=False), port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, timeout=30)
     try:
-        yield f"http://127.0.0.1:{port}", upstream, script
+        with serving(create_app(services=svc, start_worker=False)) as url:
+            yield url, upstream, script
     finally:
-        server.should_exit = True
-        thread.join(30)
         svc.close()
 
 

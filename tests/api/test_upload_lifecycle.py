@@ -13,7 +13,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import func, select
 
 from api.app import create_app
@@ -21,8 +20,7 @@ from ingest.jobs import Worker
 from rag.doctor import examine
 from rag.models import Document
 from rag.services import Services
-from tests.conftest import REPO, make_settings, wait_for
-from tests.integration.service_process import free_port
+from tests.conftest import REPO, make_settings, serving
 
 
 def _stored(svc: Services) -> list[Path]:
@@ -39,17 +37,10 @@ def _documents(svc: Services) -> int:
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[str, Services]]:
     svc = Services.create(make_settings(tmp_path / "data"))
-    port = free_port()
-    app = create_app(services=svc, start_worker=False, warm_up=False)
-    srv = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    wait_for(lambda: srv.started, timeout=30)
     try:
-        yield f"http://127.0.0.1:{port}", svc
+        with serving(create_app(services=svc, start_worker=False, warm_up=False)) as url:
+            yield url, svc
     finally:
-        srv.should_exit = True
-        thread.join(30)
         svc.close()
 
 

@@ -3,19 +3,16 @@ nothing of it is left on disk."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from api.app import create_app
 from api.body_limit import ENVELOPE
 from rag.services import Services
-from tests.conftest import make_settings, wait_for
-from tests.integration.service_process import free_port
+from tests.conftest import make_settings, serving
 
 LIMIT = 64 * 1024
 
@@ -25,17 +22,10 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Services]]:
     settings = make_settings(tmp_path / "data")
     settings.ingest.max_upload_bytes = LIMIT
     svc = Services.create(settings)
-    port = free_port()
-    app = create_app(services=svc, start_worker=False, warm_up=False)
-    srv = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    wait_for(lambda: srv.started, timeout=30)
     try:
-        yield f"http://127.0.0.1:{port}", svc
+        with serving(create_app(services=svc, start_worker=False, warm_up=False)) as url:
+            yield url, svc
     finally:
-        srv.should_exit = True
-        thread.join(30)
         svc.close()
 
 

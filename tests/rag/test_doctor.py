@@ -8,6 +8,8 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -114,12 +116,12 @@ def test_young_unknown_file_is_an_upload_in_flight_and_left_alone(services: Serv
     assert fresh.read_bytes() == b"data"
 
 
-def test_upload_held_between_file_move_and_row_commit_survives_the_check(
-    svc: Services, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The race of issue 14, reproduced: the check runs while an upload's file is in files/
-    and its row is not yet committed. The upload is not touched and ends ready."""
-    kb = knowledge.create_kb(svc, "kb")
+@contextmanager
+def _held_upload(
+    svc: Services, kb_id: str, staged: knowledge.StagedFile, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[list[tuple[Document, bool]]]:
+    """An upload paused between moving its file into files/ and committing its row: the body
+    of the `with` runs in that gap. The list holds add_document's result once it is left."""
     moved, release = threading.Event(), threading.Event()
     place = knowledge._place_file
 
@@ -129,22 +131,31 @@ def test_upload_held_between_file_move_and_row_commit_survives_the_check(
         assert release.wait(30)
 
     monkeypatch.setattr(knowledge, "_place_file", held)
-    staged = _stage(svc)
     result: list[tuple[Document, bool]] = []
-    upload = threading.Thread(
-        target=lambda: result.append(knowledge.add_document(svc, kb.id, staged))
+    thread = threading.Thread(
+        target=lambda: result.append(knowledge.add_document(svc, kb_id, staged))
     )
-    upload.start()
+    thread.start()
     try:
         assert moved.wait(30)
+        yield result
+    finally:
+        release.set()
+        thread.join(30)
+
+
+def test_upload_held_between_file_move_and_row_commit_survives_the_check(
+    svc: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race of issue 14, reproduced: the check runs while an upload's file is in files/
+    and its row is not yet committed. The upload is not touched and ends ready."""
+    kb = knowledge.create_kb(svc, "kb")
+    with _held_upload(svc, kb.id, _stage(svc), monkeypatch) as result:
         # The stored file has no row yet: exactly what the old check called an orphan.
         [stored] = [p for p in svc.settings.files_dir.rglob("*") if p.is_file()]
         assert examine(svc, repair=False) == []
         assert examine(svc, repair=True) == []
         assert stored.is_file()
-    finally:
-        release.set()
-        upload.join(30)
     [(doc, duplicate)] = result
     assert not duplicate
     _drain(svc)
@@ -158,33 +169,13 @@ def test_a_quarantined_upload_is_restored_never_failed(
     """Even with no grace period (a clock jump, a check configured too eagerly), the file the
     check set aside comes back: the worker restores it, and so does the next check."""
     kb = knowledge.create_kb(svc, "kb")
-    moved, release = threading.Event(), threading.Event()
-    place = knowledge._place_file
-
-    def held(source: Path, target: Path) -> None:
-        place(source, target)
-        moved.set()
-        assert release.wait(30)
-
-    monkeypatch.setattr(knowledge, "_place_file", held)
-    docs: list[Document] = []
-
-    def upload(staged: knowledge.StagedFile) -> None:
-        docs.append(knowledge.add_document(svc, kb.id, staged)[0])
 
     def race(text: str, name: str) -> Document:
-        moved.clear()
-        release.clear()
-        thread = threading.Thread(target=upload, args=(_stage(svc, text, name),))
-        thread.start()
-        try:
-            assert moved.wait(30)
+        with _held_upload(svc, kb.id, _stage(svc, text, name), monkeypatch) as result:
             found = examine(svc, repair=True, grace_s=0)
             assert [(f.kind, f.repaired) for f in found] == [("orphan_file", True)]
-        finally:
-            release.set()
-            thread.join(30)
-        return docs[-1]
+        [(doc, _)] = result
+        return doc
 
     # The worker finds its file in quarantine and takes it back.
     first = race("第一份文件。" * 20, "a.txt")
@@ -216,7 +207,7 @@ def test_stuck_document_is_requeued_and_finishes(svc: Services) -> None:
 def test_stale_job_is_handed_back_to_the_queue(svc: Services) -> None:
     kb = knowledge.create_kb(svc, "kb")
     doc_id = _ingest(svc, kb.id, drain=False)
-    long_ago = svc.db.now() - __import__("datetime").timedelta(hours=1)
+    long_ago = svc.db.now() - timedelta(hours=1)
     with svc.db.write() as session:
         session.execute(
             update(Job).values(status=JobStatus.running, heartbeat_at=long_ago, worker_id="gone")
