@@ -30,10 +30,10 @@ from api.routes import (
     versions,
 )
 from ingest.pipelined_worker import PipelinedWorker
-from rag import log_setup, tracing
-from rag.config import Settings, load_settings
-from rag.doc_metrics import DocumentStatusCollector
-from rag.queue_metrics import JobQueueCollector
+from rag.core import log_setup, tracing
+from rag.core.config import Settings, load_settings
+from rag.kb.doc_metrics import DocumentStatusCollector
+from rag.kb.queue_metrics import JobQueueCollector
 from rag.services import Services
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 def _warm_up(app: FastAPI, svc: Services) -> None:
     """Load every index in the background; /readyz says when done."""
     try:
-        from rag.knowledge import list_kbs
+        from rag.kb.knowledge import list_kbs
 
         with svc.db.read() as session:
             kb_ids = [kb.id for kb in list_kbs(session)]
@@ -57,7 +57,7 @@ def _warm_up(app: FastAPI, svc: Services) -> None:
 
 def _doctor_loop(app: FastAPI, svc: Services, stop: threading.Event) -> None:
     """Periodic consistency check; /readyz says 'degraded' while a repair runs."""
-    from rag.doctor import examine
+    from rag.kb.doctor import examine
 
     interval = svc.settings.doctor_interval_s
     while interval and not stop.wait(interval):

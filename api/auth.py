@@ -2,7 +2,7 @@
 
 One place instead of a dependency on each route: a route added later is covered at once, and
 anything this table does not know needs the admin scope (fail closed). The middleware sets the
-request's principal (rag/tenancy.py), which the knowledge-base lookups use to filter by tenant.
+request's principal (rag/core/tenancy.py), which the knowledge-base lookups use to filter by tenant.
 
 Open mode: while no key has ever been created and the server is bound to loopback, requests act
 as the default tenant's admin, and /readyz and the log say so. On any other address, or once a
@@ -26,11 +26,12 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.errors import error_body
-from rag import keys, tenancy
-from rag.config import SecuritySettings
-from rag.db import Database
-from rag.errors import Forbidden, RagError, RateLimited, Unauthorized
-from rag.ratelimit import MemoryLimiter, RedisLimiter, build_limiter
+from rag.core import tenancy
+from rag.core.config import SecuritySettings
+from rag.core.errors import Forbidden, RagError, RateLimited, Unauthorized
+from rag.security import keys
+from rag.security.ratelimit import MemoryLimiter, RedisLimiter, build_limiter
+from rag.store.db import Database
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

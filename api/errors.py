@@ -8,7 +8,7 @@ import math
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from rag.errors import RagError
+from rag.core.errors import RagError
 
 log = logging.getLogger(__name__)
 

@@ -4,9 +4,9 @@ Plain ASGI on purpose. Starlette's BaseHTTPMiddleware (`@app.middleware("http")`
 in a separate task and relays every body message through a memory stream, which delays each
 streamed event; here a message costs one function call on its way out.
 
-The request id is the caller's X-Request-ID when it is short and plain (rag/request_context.py),
-a new one otherwise; it comes back in the response's X-Request-ID, is on every log record made
-while serving the request, and goes upstream to the LLM.
+The request id is the caller's X-Request-ID when it is short and plain
+(rag/core/request_context.py), a new one otherwise; it comes back in the response's
+X-Request-ID, is on every log record made while serving the request, and goes upstream to the LLM.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from rag import metrics, request_context, tracing
+from rag.core import metrics, request_context, tracing
 
 _HEADER = request_context.HEADER.lower().encode("latin-1")
 

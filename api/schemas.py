@@ -1,4 +1,4 @@
-"""Request and response bodies of the public HTTP contract (DESIGN.md)."""
+"""Request and response bodies of the public HTTP contract."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from pydantic import BaseModel, Field
 
 from api.types import UtcDateTime
 from ingest.scheduling import QueueState, priority_name
-from rag import job_control
-from rag.answer import Answer, AskSpec
-from rag.knowledge import KBStats
-from rag.models import Document, DocumentStatus, Job, KnowledgeBase
-from rag.retrieve import Passage
-from rag.versions import VersionInfo
+from rag.kb import job_control
+from rag.kb.knowledge import KBStats
+from rag.kb.versions import VersionInfo
+from rag.qa.answer import Answer, AskSpec
+from rag.retrieval.retriever import Passage
+from rag.store.models import Document, DocumentStatus, Job, KnowledgeBase
 
 
 class KnowledgeBaseCreate(BaseModel):

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator
 
-from rag.db import as_utc
+from rag.store.db import as_utc
 
 # SQLite hands back naive datetimes even for timezone-aware columns; the API always answers
 # RFC 3339 timestamps with an offset, whatever the database.

@@ -419,7 +419,8 @@ def render(results: Path, report: Path, plots: Path) -> list[Path]:
         return (
             img(written[-1])
             + "\nSynthetic 512-d vectors and 60-word documents (`bench/retrieval_scale.py`); "
-            "ours = `rag.retrieve.rank` hybrid (from 5k chunks BM25 scores on a second core "
+            "ours = `rag.retrieval.retriever.rank` hybrid (from 5k chunks BM25 scores on a "
+            "second core "
             "during the FAISS scan), serial = the same with that overlap off, raw = the FAISS "
             "and bm25s calls it makes, overhead = serial minus raw per query, "
             "e2e = `search()` with the chunks in SQLite. Above 200k chunks the service uses IVF "
@@ -507,7 +508,8 @@ def render(results: Path, report: Path, plots: Path) -> list[Path]:
             "directly with a prompt of the same size (the question plus the five passages "
             "`/search` returned). In the server process only, an ASGI wrapper outside every "
             "middleware times each request from its first byte in to its last byte out, and "
-            "wrappers around `rag.retrieve.search` and `LLMClient.complete` time retrieval and "
+            "wrappers around `rag.retrieval.retriever.search` and `LLMClient.complete` time "
+            "retrieval and "
             "generation inside it (the service code is unchanged).\n\n"
             "- **client-side** (the target figure) = /ask latency at the client − retrieval "
             "inside that /ask − the direct upstream call of the same round: everything the "

@@ -28,8 +28,8 @@ SETS = {
 
 
 def measure(cache: Path, size: int, overlap: int) -> dict[str, dict[str, dict[str, float]]]:
-    from rag.eval_run import run_modes
-    from rag.evaluation import load_golden
+    from rag.evaluation.golden import load_golden
+    from rag.evaluation.runner import run_modes
 
     svc = real_services(cache / f"{size}-{overlap}", size, overlap)
     try:

@@ -50,7 +50,7 @@ def corpus_texts() -> list[str]:
 
 
 def questions() -> list[str]:
-    from rag.evaluation import load_golden
+    from rag.evaluation.golden import load_golden
 
     files = [REPO / "tests" / "fixtures" / "debian-faq-zh.jsonl", *sorted(EVAL.glob("*.jsonl"))]
     return [item.question for f in files for item in load_golden(f)]
@@ -78,10 +78,10 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=REPO / "var" / "bench" / "dense_ann.json")
     args = parser.parse_args()
 
-    from ingest.embedding import load_embedder
-    from rag.config import EmbeddingSettings
-    from rag.offline_models import ensure_offline_models
-    from rag.vector_index import KBIndex
+    from rag.core.config import EmbeddingSettings
+    from rag.index.dense import KBIndex
+    from rag.ml.embedding import load_embedder
+    from rag.ml.offline_models import ensure_offline_models
 
     if args.cache.exists():
         cached = np.load(args.cache)

@@ -85,7 +85,7 @@ def bench_parse(repeat: int = 3) -> dict[str, float]:
 def _faq_chunks(tokenizer: Path) -> list[str]:
     from ingest.chunking import ChunkingConfig, chunk_document
     from ingest.parsers import parse
-    from rag.tokens import load_token_counter
+    from rag.ml.tokens import load_token_counter
 
     doc = parse((FILES / "debian-faq.zh-cn.txt").read_bytes(), "faq.txt")
     _, chunks = chunk_document(doc, ChunkingConfig(256, 32), load_token_counter(tokenizer).count)
@@ -96,7 +96,7 @@ def bench_embed(models: Path, limit: int = 160, rounds: int = 3) -> dict[str, fl
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from ingest.embedding import SentenceTransformerEmbedder
+    from rag.ml.embedding import SentenceTransformerEmbedder
 
     texts = _faq_chunks(models / "qwen.tiktoken")[:limit]
     plain = SentenceTransformer(str(models / "m3e-small"), device="cpu")
@@ -128,7 +128,7 @@ def bench_overlap(models: Path, names: list[str] | None = None) -> dict[str, obj
     """Whole pipeline on real files vs its slowest stage alone (parse or embed)."""
     from ingest.parsers.base import ParseLimits
     from ingest.sandbox import parse_isolated
-    from rag.config import Settings
+    from rag.core.config import Settings
     from rag.services import Services
 
     names = names or ["maint-guide.zh-cn.pdf", "R-FAQ.pdf", "debian-faq.zh-cn.docx"]
@@ -185,9 +185,9 @@ def bench_overlap(models: Path, names: list[str] | None = None) -> dict[str, obj
 def _run_pipeline(svc: Services, names: list[str]) -> tuple[float, dict[str, float]]:
     from ingest.pipelined_worker import PipelinedWorker
     from ingest.upload import stage_upload
-    from rag import knowledge
-    from rag.metrics import INGEST_STAGE_SECONDS
-    from rag.models import Document
+    from rag.core.metrics import INGEST_STAGE_SECONDS
+    from rag.kb import knowledge
+    from rag.store.models import Document
 
     kb = knowledge.create_kb(svc, "bench")
     svc.embedder.embed_passages(["warm up"])
@@ -230,10 +230,10 @@ def memory_child(n_files: int) -> None:
     """Run in a fresh process: ingest n small files with the fake embedder, print peak RSS."""
     from ingest.pipelined_worker import PipelinedWorker
     from ingest.upload import stage_upload
-    from rag import knowledge
-    from rag.config import Settings
-    from rag.models import Document
+    from rag.core.config import Settings
+    from rag.kb import knowledge
     from rag.services import Services
+    from rag.store.models import Document
 
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(

@@ -49,8 +49,8 @@ sys.path.insert(0, str(BENCH))
 
 from processes import free_port, wait_until_up  # noqa: E402
 
-from rag.config import EmbeddingSettings  # noqa: E402
-from rag.llm_server import stop  # noqa: E402
+from rag.core.config import EmbeddingSettings  # noqa: E402
+from rag.generation.local_server import stop  # noqa: E402
 
 BATCH_SIZE = 64  # the baseline's encode batch size
 

@@ -14,7 +14,8 @@ Overhead per /ask beyond retrieval and generation, measured at concurrency 1 in 
 alternate /ask, /search and a direct request to the upstream with the same question:
 
   client   (/ask as the client sees it) - (retrieval inside that request, timed in the server
-           around rag.retrieve.search) - (the same upstream asked directly by this client, with a
+           around rag.retrieval.retriever.search) - (the same upstream asked directly by this
+           client, with a
            prompt of the same size): everything the service adds, its HTTP hop included
   server   (first byte in to last byte out, timed by an ASGI wrapper outside every middleware)
            - retrieval - generation (the time inside LLMClient.complete) for the same request
@@ -48,7 +49,7 @@ sys.path.insert(0, str(BENCH))
 
 from processes import free_port, wait_until_up  # noqa: E402
 
-from rag.llm_server import stop  # noqa: E402
+from rag.generation.local_server import stop  # noqa: E402
 
 QUESTIONS = REPO / "tests" / "fixtures" / "debian-faq-zh.jsonl"
 DOCUMENTS = ("debian-faq.zh-cn.txt",)
@@ -114,10 +115,10 @@ class Timed:
 
 
 def _instrument() -> None:
-    """Time retrieval (rag.retrieve.search, as /ask and /search call it) and generation."""
+    """Time retrieval (retriever.search, as /ask and /search call it) and generation."""
     from api.routes import search as search_route
-    from rag import answer
-    from rag.llm import LLMClient
+    from rag.generation.llm import LLMClient
+    from rag.qa import answer
 
     def timed_search(fn: Callable[..., Any]) -> Callable[..., Any]:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -153,8 +154,8 @@ def serve_api(port: int, upstream: str, data_dir: Path, tokens: int) -> None:
     from api.app import create_app
     from ingest.jobs import Worker
     from ingest.upload import stage_upload
-    from rag import knowledge
-    from rag.config import Settings
+    from rag.core.config import Settings
+    from rag.kb import knowledge
     from rag.services import Services
 
     qwen = REPO / ".models" / "qwen.tiktoken"

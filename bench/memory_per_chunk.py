@@ -68,7 +68,7 @@ def vectors(start: int, stop: int, seed: int = 5) -> np.ndarray:
 
 
 def _settings(data_dir: Path) -> Any:
-    from rag.config import Settings
+    from rag.core.config import Settings
 
     return Settings(
         data_dir=data_dir,
@@ -81,9 +81,10 @@ def build(data_dir: Path, n: int) -> dict[str, Any]:
     """Write a tiny and a large knowledge base into SQLite (run in its own process)."""
     from sqlalchemy import insert
 
-    from rag import knowledge, sequence
-    from rag.models import Chunk, Document
+    from rag.kb import knowledge
     from rag.services import Services
+    from rag.store import sequence
+    from rag.store.models import Chunk, Document
 
     svc = Services.create(_settings(data_dir))
     corpus = texts(n + 10)
@@ -139,7 +140,7 @@ def build(data_dir: Path, n: int) -> dict[str, Any]:
 
 
 def measure_service(data_dir: Path, kbs: dict[str, str]) -> dict[str, Any]:
-    from rag.retrieve import search
+    from rag.retrieval.retriever import search
     from rag.services import Services
 
     svc = Services.create(_settings(data_dir))
@@ -157,8 +158,8 @@ def measure_service(data_dir: Path, kbs: dict[str, str]) -> dict[str, Any]:
 
 
 def measure_structures(part: str, n: int) -> dict[str, Any]:
-    from rag.lexical import LexicalIndex
-    from rag.vector_index import KBIndex
+    from rag.index.dense import KBIndex
+    from rag.index.lexical import LexicalIndex
 
     warm = LexicalIndex("warm")  # libraries and jieba's dictionary, as in measure_service
     warm.add_texts([1, 2], texts(2, seed=9))

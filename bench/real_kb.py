@@ -19,8 +19,8 @@ DOCUMENTS = (
 
 
 def real_services(data_dir: Path, chunk_tokens: int = 256, overlap_tokens: int = 32, **retrieval):  # type: ignore[no-untyped-def]
-    from rag.config import Settings
-    from rag.offline_models import ensure_offline_models
+    from rag.core.config import Settings
+    from rag.ml.offline_models import ensure_offline_models
     from rag.services import Services
 
     models = ensure_offline_models(REPO / ".models")
@@ -39,7 +39,7 @@ def ingest_documents(svc, names=DOCUMENTS) -> dict[str, str]:  # type: ignore[no
     """One knowledge base per document (named after it); returns name -> kb id."""
     from ingest.jobs import Worker
     from ingest.upload import stage_upload
-    from rag import knowledge
+    from rag.kb import knowledge
 
     kbs: dict[str, str] = {}
     with svc.db.read() as session:

@@ -8,7 +8,7 @@ No model hub is reachable here, so the model is XLMRobertaForSequenceClassificat
 a config with bge-reranker-base's shape (12 layers, hidden 768, 12 heads, FFN 3072, vocabulary
 250,002, one output) with RANDOM weights, fed random token ids: the arithmetic, and so the
 latency, is that of the real model; its scores mean nothing. Batches of 16 pairs, as
-rag/rerank.py sends them; torch uses its default CPU threads.
+rag/ml/rerank.py sends them; torch uses its default CPU threads.
 """
 
 from __future__ import annotations

@@ -9,14 +9,15 @@ Zipf vocabulary of 50k words. For every size it reports, per query:
 
   raw      FAISS `index.search` on our index object + bm25s `get_scores_from_ids` and a top-k
            selection on our BM25 segment: the library calls a hybrid search makes
-  ours     `rag.retrieve.rank(..., mode)`: query tokenisation, both searches, fusion; from
-           `overlap_min_chunks` (5k) on, hybrid scores BM25 on a second core during the scan
+  ours     `rag.retrieval.retriever.rank(..., mode)`: query tokenisation, both searches,
+           fusion; from `overlap_min_chunks` (5k) on, hybrid scores BM25 on a second core
+           during the scan
   serial   ours hybrid with that overlap turned off: both searches one after the other
   ratio    median(ours hybrid) / (median(raw FAISS) + median(raw BM25))      target <= 1.1
   serial ratio  the same for serial
   overhead median over queries of (serial - raw FAISS - raw BM25) for the same query: our
            fixed cost (tokenising, wrappers, fusion), which the overlap hides but does not remove
-  e2e      `rag.retrieve.search()` through Services with the chunks in SQLite (fake query
+  e2e      `rag.retrieval.retriever.search()` through Services with the chunks in SQLite (fake query
            embedder): adds the knowledge-base lookup, the catch-up check and loading the
            passages' rows; only up to --e2e-max chunks (loading SQL is slow to set up)
 
@@ -41,10 +42,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rag.config import RetrievalSettings
-from rag.lexical import LexicalIndex
-from rag.retrieve import rank
-from rag.vector_index import KBIndex
+from rag.core.config import RetrievalSettings
+from rag.index.dense import KBIndex
+from rag.index.lexical import LexicalIndex
+from rag.retrieval.retriever import rank
 
 DIM = 512
 VOCAB = 50_000
@@ -185,11 +186,12 @@ def bench_end_to_end(n: int, queries: int) -> dict[str, float]:
     """search() through Services over n chunks stored in SQLite (fake 512-d query embedder)."""
     from sqlalchemy import insert
 
-    from rag import knowledge, sequence
-    from rag.config import Settings
-    from rag.models import Chunk, Document
-    from rag.retrieve import search
+    from rag.core.config import Settings
+    from rag.kb import knowledge
+    from rag.retrieval.retriever import search
     from rag.services import Services
+    from rag.store import sequence
+    from rag.store.models import Chunk, Document
 
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(

@@ -16,9 +16,9 @@ application does) and once with one that only counts token bytes (the cheapest c
   added TTFT       = p50 of (first token through /ask - first token straight from upstream)
 
 The direct reader is plain httpx (`client.stream`), as an application would read the upstream.
-The relay reads the upstream through rag.sse_transport; --relay-over-httpx makes it read through
-httpx instead (the relay before that transport), to compare the two in one session. --save
-appends the figures to a JSON file.
+The relay reads the upstream through rag.generation.stream_transport; --relay-over-httpx makes
+it read through httpx instead (the relay before that transport), to compare the two in one
+session. --save appends the figures to a JSON file.
 
 Retrieval is stubbed in the service process (five fixed passages), so the added TTFT is ours:
 HTTP, validation, prompt building and token counting with Qwen's tokenizer (if .models has it),
@@ -47,7 +47,7 @@ sys.path.insert(0, str(BENCH))
 
 from processes import free_port, wait_until_up  # noqa: E402
 
-from rag.llm_server import stop  # noqa: E402
+from rag.generation.local_server import stop  # noqa: E402
 
 TOKEN = b"tok "
 # The text of a token event in either stream: our delta {"text": ...}, OpenAI's "content".
@@ -64,9 +64,11 @@ def serve_api(port: int, upstream: str, tokens: int) -> None:
     import uvicorn
 
     from api.app import create_app
-    from rag import answer, knowledge, llm
-    from rag.config import Settings
-    from rag.retrieve import Passage
+    from rag.core.config import Settings
+    from rag.generation import llm
+    from rag.kb import knowledge
+    from rag.qa import answer
+    from rag.retrieval.retriever import Passage
     from rag.services import Services
 
     qwen = REPO / ".models" / "qwen.tiktoken"
@@ -216,7 +218,7 @@ def main() -> None:
         for proc in procs:
             stop(proc, timeout_s=30)
     pace = f"paced at {args.pace:g} tokens/s" if args.pace else "as fast as it can"
-    relay = "httpx" if args.relay_over_httpx else "rag.sse_transport"
+    relay = "httpx" if args.relay_over_httpx else "rag.generation.stream_transport"
     load = os.getloadavg()[0]
     print(
         f"{args.runs} paired runs of {args.tokens} tokens, upstream {pace}, relay reading "

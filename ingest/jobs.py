@@ -24,11 +24,12 @@ from sqlalchemy.orm import Session
 
 from ingest import progress, reindex, sandbox, scheduling
 from ingest.pipeline import STAGES, Outcome, VersionChanged, process_document
-from rag import job_control, metrics, request_context, versions
-from rag.errors import IngestionError, NotFound
-from rag.eval_run import EVAL_JOB, run_eval_job
-from rag.models import Document, DocumentStatus, IngestStage, Job, JobKind, JobStatus
+from rag.core import metrics, request_context
+from rag.core.errors import IngestionError, NotFound
+from rag.evaluation.runner import EVAL_JOB, run_eval_job
+from rag.kb import job_control, versions
 from rag.services import Services
+from rag.store.models import Document, DocumentStatus, IngestStage, Job, JobKind, JobStatus
 
 log = logging.getLogger(__name__)
 # How often pending stage writes are flushed when no other transaction carried them.

@@ -29,10 +29,12 @@ from ingest.chunking import Chunk as TextChunk
 from ingest.chunking import ChunkingConfig, chunk_document
 from ingest.parsers.base import ParsedDocument, ParseLimits
 from ingest.sandbox import parse_isolated
-from rag import metrics, quarantine, sequence, tracing
-from rag.errors import IngestionError
-from rag.models import Chunk, Document, DocumentStatus, IndexVersion, KnowledgeBase
+from rag.core import metrics, tracing
+from rag.core.errors import IngestionError
+from rag.kb import quarantine
 from rag.services import Services
+from rag.store import sequence
+from rag.store.models import Chunk, Document, DocumentStatus, IndexVersion, KnowledgeBase
 
 log = logging.getLogger(__name__)
 

@@ -38,10 +38,11 @@ from sqlalchemy.orm import Session
 from ingest import pipeline
 from ingest.jobs import Worker
 from ingest.pipeline import Outcome, Prepared
-from rag import job_control, metrics, request_context
-from rag.errors import IngestionError
-from rag.models import Job, JobKind
+from rag.core import metrics, request_context
+from rag.core.errors import IngestionError
+from rag.kb import job_control
 from rag.services import Services
+from rag.store.models import Job, JobKind
 
 log = logging.getLogger(__name__)
 _STOP = None  # queue sentinel: no more work

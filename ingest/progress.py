@@ -16,8 +16,8 @@ from sqlalchemy import bindparam, update
 from sqlalchemy.orm import Session
 
 from ingest.pipeline import STAGES
-from rag.db import Database
-from rag.models import IngestStage, Job, JobStatus
+from rag.store.db import Database
+from rag.store.models import IngestStage, Job, JobStatus
 
 # progress_done -> the stage that runs next (0: parsing ... 3: storing)
 RUNNING = (IngestStage.parse, IngestStage.chunk, IngestStage.embed, IngestStage.store)

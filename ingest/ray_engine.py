@@ -39,8 +39,9 @@ from ingest.chunking import Chunk as TextChunk
 from ingest.jobs import Worker
 from ingest.parsers.base import ParsedDocument
 from ingest.pipeline import Outcome, Prepared
-from rag.config import Settings
-from rag.models import (
+from rag.core.config import Settings
+from rag.services import Services
+from rag.store.models import (
     Document,
     DocumentStatus,
     IndexVersion,
@@ -48,10 +49,9 @@ from rag.models import (
     JobStatus,
     KnowledgeBase,
 )
-from rag.services import Services
 
 if TYPE_CHECKING:
-    from rag.tokens import TokenCounter
+    from rag.ml.tokens import TokenCounter
 
 log = logging.getLogger(__name__)
 _IDS_PER_QUERY = 500  # stay far below the bound-parameter limits of SQLite and PostgreSQL
@@ -63,7 +63,7 @@ _IDS_PER_QUERY = 500  # stay far below the bound-parameter limits of SQLite and 
 @functools.lru_cache(maxsize=4)
 def _token_counter(path: str | None) -> TokenCounter:
     """One tokenizer per Ray worker process, not one per document."""
-    from rag.tokens import load_token_counter
+    from rag.ml.tokens import load_token_counter
 
     return load_token_counter(Path(path) if path else None)
 
@@ -74,7 +74,7 @@ def _parse_and_chunk(batch: dict[str, Any], settings_json: str) -> dict[str, lis
     from ingest.chunking import ChunkingConfig, chunk_document
     from ingest.parsers.base import ParseLimits
     from ingest.sandbox import parse_isolated
-    from rag.errors import IngestionError
+    from rag.core.errors import IngestionError
 
     settings = Settings.model_validate_json(settings_json)
     cfg = settings.ingest
@@ -166,7 +166,7 @@ class EmbedActor:
 
     def _embedder(self, model: str) -> Any:
         if model not in self.embedders:
-            from ingest.embedding import load_embedder
+            from rag.ml.embedding import load_embedder
 
             self.embedders[model] = load_embedder(self.base.model_copy(update={"model": model}))
         return self.embedders[model]

@@ -12,7 +12,7 @@ Queries keep answering from the live version all along. The job restarts cleanly
 crash: documents already committed to the version are skipped, and a version that went live
 just before the crash is recognised as done. A rollback is the same job aimed at a retired
 version: it only has to catch up with documents added since it was retired. After a switch,
-retired versions beyond RAG_INDEX__KEEP_VERSIONS are pruned (rag/versions.py).
+retired versions beyond RAG_INDEX__KEEP_VERSIONS are pruned (rag/kb/versions.py).
 
 Where documents are parsed, chunked and embedded is a `Build`: here, one document at a time
 (`build_locally`), or on a Ray cluster (ingest.ray_engine.RayReindex). Both commit through
@@ -32,13 +32,11 @@ from sqlalchemy.orm import Session
 
 from ingest.chunking import Chunk as TextChunk
 from ingest.pipeline import add_chunks, chunk_parsed, embed_chunks, parse_document
-from rag import job_control
-from rag.errors import IngestionError, NotFound
-from rag.lexical import LexicalIndex
-from rag.models import Chunk, Document, DocumentStatus, IndexVersion, Job, VersionStatus
-from rag.services import Services
-from rag.vector_index import KBIndex
-from rag.versions import (
+from rag.core.errors import IngestionError, NotFound
+from rag.index.dense import KBIndex
+from rag.index.lexical import LexicalIndex
+from rag.kb import job_control
+from rag.kb.versions import (
     ROLLBACK,
     VERSION,
     activate,
@@ -49,6 +47,8 @@ from rag.versions import (
     prune,
     ready_documents,
 )
+from rag.services import Services
+from rag.store.models import Chunk, Document, DocumentStatus, IndexVersion, Job, VersionStatus
 
 log = logging.getLogger(__name__)
 SAMPLE = 10  # chunks queried with the start of their own text

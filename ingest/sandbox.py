@@ -28,7 +28,7 @@ from pathlib import Path
 
 from ingest.parsers import ParseError, parse
 from ingest.parsers.base import ParsedDocument, ParseLimits
-from rag.errors import IngestionError
+from rag.core.errors import IngestionError
 
 _CTX = multiprocessing.get_context("forkserver")
 _CTX.set_forkserver_preload(["ingest.parsers"])

@@ -38,8 +38,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement, Subquery, and_, func, or_, select, true
 from sqlalchemy.orm import Session
 
-from rag.db import as_utc
-from rag.models import IngestStage, Job, JobKind, JobPriority, JobStatus, KnowledgeBase
+from rag.store.db import as_utc
+from rag.store.models import IngestStage, Job, JobKind, JobPriority, JobStatus, KnowledgeBase
 
 # Starts older than this do not count as service: such groups rank as never served.
 SERVED_WITHIN = timedelta(hours=1)

@@ -12,8 +12,8 @@ from typing import BinaryIO
 
 from ingest.parsers import UnsupportedMediaType as ParserUnsupported
 from ingest.parsers import detect_media_type
-from rag.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
-from rag.knowledge import StagedFile
+from rag.core.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from rag.kb.knowledge import StagedFile
 
 _COPY_CHUNK = 1024 * 1024
 _HEAD = 8192

@@ -11,18 +11,18 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from rag import migrate
-from rag.config import Settings
-from rag.db import Database
-from rag.index import IndexStore
+from rag.core.config import Settings
+from rag.index.store import IndexStore
+from rag.store import schema
+from rag.store.db import Database
 
 if TYPE_CHECKING:
-    from ingest.embedding import Embedder
-    from rag.answer_cache import AnswerCache
-    from rag.llm import LLMClient
-    from rag.rerank import Reranker
-    from rag.routing import Router
-    from rag.tokens import TokenCounter
+    from rag.generation.llm import LLMClient
+    from rag.generation.model_routes import Router
+    from rag.ml.embedding import Embedder
+    from rag.ml.rerank import Reranker
+    from rag.ml.tokens import TokenCounter
+    from rag.qa.answer_cache import AnswerCache
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class Services:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         db = Database(settings.sqlalchemy_url)
         chunking = settings.chunking
-        migrate.upgrade(db.engine, chunking=(chunking.chunk_tokens, chunking.overlap_tokens))
+        schema.upgrade(db.engine, chunking=(chunking.chunk_tokens, chunking.overlap_tokens))
         return cls(
             settings=settings,
             db=db,
@@ -74,7 +74,7 @@ class Services:
     def embedder(self) -> Embedder:
         with self._lock:
             if self._embedder is None:
-                from ingest.embedding import load_embedder
+                from rag.ml.embedding import load_embedder
 
                 self._embedder = load_embedder(self.settings.embedding)
             return self._embedder
@@ -87,7 +87,7 @@ class Services:
             if self._embedder is not None and self._embedder.model_name == model:
                 return self._embedder
             if model not in self._other_embedders:
-                from ingest.embedding import load_embedder
+                from rag.ml.embedding import load_embedder
 
                 cfg = self.settings.embedding.model_copy(update={"model": model})
                 self._other_embedders[model] = load_embedder(cfg)
@@ -101,7 +101,7 @@ class Services:
     def llm(self) -> LLMClient:
         with self._lock:
             if self._llm is None:
-                from rag.llm import LLMClient
+                from rag.generation.llm import LLMClient
 
                 self._llm = LLMClient(self.settings.llm)
             return self._llm
@@ -111,7 +111,7 @@ class Services:
         default = self.llm
         with self._lock:
             if self._router is None:
-                from rag.routing import Router
+                from rag.generation.model_routes import Router
 
                 self._router = Router(self.settings.llm, default)
             return self._router
@@ -120,7 +120,7 @@ class Services:
     def reranker(self) -> Reranker:
         with self._lock:
             if self._reranker is None:
-                from rag.rerank import load_reranker
+                from rag.ml.rerank import load_reranker
 
                 self._reranker = load_reranker(self.settings.retrieval)
             return self._reranker
@@ -132,14 +132,14 @@ class Services:
             return None
         with self._lock:
             if self._answer_cache is None:
-                from rag.answer_cache import build_cache
+                from rag.qa.answer_cache import build_cache
 
                 self._answer_cache = build_cache(cfg.redis_url, cfg.max_entries, cfg.ttl_s)
             return self._answer_cache
 
     @cached_property
     def tokens(self) -> TokenCounter:
-        from rag.tokens import load_token_counter
+        from rag.ml.tokens import load_token_counter
 
         return load_token_counter(self.settings.tokenizer.path)
 

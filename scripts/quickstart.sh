@@ -15,7 +15,7 @@ set +a
 export RAG_DATA_DIR="${RAG_DATA_DIR:-var/demo}"
 LLM_PORT="${LLM_PORT:-8000}"
 mkdir -p "$RAG_DATA_DIR"
-.venv/bin/python -m rag.llm_server --model-dir "$MODELS/SmolLM2-135M-Instruct" \
+.venv/bin/python -m rag.generation.local_server --model-dir "$MODELS/SmolLM2-135M-Instruct" \
     --port "$LLM_PORT" >"$RAG_DATA_DIR/llm-server.log" 2>&1 &
 LLM_PID=$!
 trap 'kill $LLM_PID 2>/dev/null || true' EXIT

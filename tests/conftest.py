@@ -17,8 +17,8 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from rag.config import Settings
-from rag.llm import LLMClient
+from rag.core.config import Settings
+from rag.generation.llm import LLMClient
 from rag.services import Services
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -19,7 +19,7 @@ import httpx
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from rag.llm import LLMClient
+from rag.generation.llm import LLMClient
 from rag.services import Services
 from tests.conftest import REPO, make_settings, upload, wait_document
 

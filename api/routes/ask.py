@@ -5,7 +5,7 @@ a failure after the stream started ends it with `error` {code, message} instead.
 before the first token (LLM down, overloaded) are plain HTTP errors with Retry-After.
 
 A question asked again of an unchanged knowledge base is answered from the answer cache
-(rag/answer_cache.py), streamed the same way when asked for; `cached` says so. `"cache": false`
+(rag/qa/answer_cache.py), streamed the same way when asked for; `cached` says so. `"cache": false`
 in the body (or `Cache-Control: no-cache` / `no-store`) bypasses it.
 """
 
@@ -20,8 +20,8 @@ from fastapi import APIRouter, Header
 from api.deps import ServicesDep
 from api.schemas import AskRequest, AskResponse, citations_out
 from api.streaming import EventStream, sse
-from rag import answer, answer_cache
-from rag.errors import RagError
+from rag.core.errors import RagError
+from rag.qa import answer, answer_cache
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/knowledge-bases/{kb_id}", tags=["question answering"])

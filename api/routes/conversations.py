@@ -10,8 +10,8 @@ from pydantic import BaseModel, Field
 
 from api.deps import ServicesDep
 from api.types import UtcDateTime
-from rag import conversations
-from rag.models import Conversation, Message
+from rag.qa import conversations
+from rag.store.models import Conversation, Message
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
 

@@ -11,10 +11,11 @@ from api.deps import ServicesDep, WorkerDep
 from api.schemas import DocumentList, DocumentOut
 from ingest import scheduling
 from ingest.upload import stage_upload
-from rag import idempotency, knowledge
-from rag.errors import InvalidInput
-from rag.models import Document, DocumentStatus
+from rag.core.errors import InvalidInput
+from rag.kb import knowledge
 from rag.services import Services
+from rag.store import idempotency
+from rag.store.models import Document, DocumentStatus
 
 router = APIRouter(prefix="/v1/knowledge-bases/{kb_id}/documents", tags=["documents"])
 

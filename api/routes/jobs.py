@@ -9,9 +9,10 @@ from sqlalchemy.orm import Session
 from api.deps import ServicesDep, WorkerDep
 from api.schemas import JobOut, ReindexOut, ReindexRequest
 from ingest import scheduling
-from rag import idempotency, job_control, knowledge, versions
-from rag.models import Job, JobKind, JobStatus
+from rag.kb import job_control, knowledge, versions
 from rag.services import Services
+from rag.store import idempotency
+from rag.store.models import Job, JobKind, JobStatus
 
 router = APIRouter(tags=["jobs"])
 

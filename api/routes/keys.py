@@ -11,8 +11,9 @@ from pydantic import BaseModel, Field
 
 from api.deps import ServicesDep
 from api.types import UtcDateTime
-from rag import audit, keys, tenancy
-from rag.security_models import ApiKey
+from rag.core import tenancy
+from rag.security import audit, keys
+from rag.store.models import ApiKey
 
 router = APIRouter(tags=["security"])
 

@@ -4,7 +4,7 @@ from fastapi import APIRouter, status
 
 from api.deps import ServicesDep
 from api.schemas import KnowledgeBaseCreate, KnowledgeBaseList, KnowledgeBaseOut
-from rag import knowledge
+from rag.kb import knowledge
 
 router = APIRouter(prefix="/v1/knowledge-bases", tags=["knowledge bases"])
 

@@ -8,7 +8,7 @@ follow-up is condensed into a standalone question for retrieval); system message
 client are ignored, since the service's own grounded system prompt applies. The answer carries
 [n] markers, and the response (each chunk's last one when streaming) an extra `citations`
 field; `answered_by` names the LLM that answered, `cached` says the answer came from the answer
-cache (rag/answer_cache.py; only for a single question, not a conversation). An extra body
+cache (rag/qa/answer_cache.py; only for a single question, not a conversation). An extra body
 field `"cache": false` (the SDK's extra_body) or `Cache-Control: no-cache` / `no-store` bypasses
 it. Works unchanged with the `openai` SDK.
 """
@@ -29,10 +29,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.deps import ServicesDep
 from api.schemas import citations_out
 from api.streaming import EventStream, sse
-from rag import answer, answer_cache, knowledge
-from rag.errors import InvalidInput, NotFound, RagError
-from rag.models import KnowledgeBase
+from rag.core.errors import InvalidInput, NotFound, RagError
+from rag.kb import knowledge
+from rag.qa import answer, answer_cache
 from rag.services import Services
+from rag.store.models import KnowledgeBase
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])

@@ -7,11 +7,11 @@ from pydantic import BaseModel, Field
 
 from api.deps import ServicesDep, WorkerDep
 from api.schemas import JobOut, SearchRequest, SearchResponse, SearchResult
-from rag import knowledge
-from rag.errors import InvalidInput
-from rag.eval_run import EVAL_JOB, golden_from_payload, validate_modes
-from rag.models import Job
-from rag.retrieve import search as run_search
+from rag.core.errors import InvalidInput
+from rag.evaluation.runner import EVAL_JOB, golden_from_payload, validate_modes
+from rag.kb import knowledge
+from rag.retrieval.retriever import search as run_search
+from rag.store.models import Job
 
 router = APIRouter(prefix="/v1/knowledge-bases/{kb_id}", tags=["question answering"])
 

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from api.deps import ServicesDep, WorkerDep
 from api.schemas import JobOut, ReindexOut, VersionList, VersionOut
-from rag import knowledge, versions
+from rag.kb import knowledge, versions
 
 router = APIRouter(prefix="/v1/knowledge-bases/{kb_id}/versions", tags=["index versions"])
 

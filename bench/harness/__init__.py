@@ -11,7 +11,7 @@ and per-key limits), with a fake OpenAI-compatible upstream (bench/fake_openai.p
 deterministic fake embedder. The data volume is shared as in docker-compose.yml, the index
 caches are not: every process has a data dir of its own whose `files`, `tmp` and `quarantine`
 are links to one shared folder (a worker reads what an API stored), while its `index/` is its
-own (DESIGN.md invariant 1: an index is a per-process cache derived from SQL; two live
+own (docs/architecture.md: an index is a per-process cache derived from SQL; two live
 processes writing snapshots into one folder would overwrite each other's files; compose gives
 each worker its own index volume likewise). A restarted process gets its old data dir back,
 as a container gets its volumes.

@@ -21,8 +21,8 @@ from prometheus_client import REGISTRY
 
 from api.app import create_app
 from rag.client import Client
-from rag.client_models import DoneEvent
-from rag.llm import LLMClient
+from rag.client._models import DoneEvent
+from rag.generation.llm import LLMClient
 from rag.services import Services
 from tests.conftest import (
     REDIS_URL,

@@ -13,9 +13,9 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from api.app import create_app
-from rag import keys
-from rag.cli import app as cli_app
-from rag.llm import LLMClient
+from rag.cli.main import app as cli_app
+from rag.generation.llm import LLMClient
+from rag.security import keys
 from rag.services import Services
 from tests.conftest import REDIS_URL, FakeLLM, make_settings, redis_reason, upload
 

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from pypdf import PdfReader, PdfWriter
 
-from rag.config import Settings
+from rag.core.config import Settings
 from tests.conftest import FILES, upload, wait_document
 
 PDF = (FILES / "R-FAQ.pdf").read_bytes()

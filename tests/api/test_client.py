@@ -30,7 +30,7 @@ from rag.client import (
     ErrorEvent,
     StreamEvent,
 )
-from rag.llm import LLMClient
+from rag.generation.llm import LLMClient
 from rag.services import Services
 from tests.conftest import REPO, FakeLLM, make_settings, serving
 

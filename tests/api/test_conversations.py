@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rag.prompt import load_templates
+from rag.qa.prompt import load_templates
 from tests.llm_script import ScriptedLLM, app_with, english_kb, events
 
 FIRST = "How do I reset my access key?"

@@ -16,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from rag.llm import LLMClient
+from rag.generation.llm import LLMClient
 from rag.services import Services
 from tests.conftest import make_settings, serving, wait_for
 from tests.llm_script import EndlessTokens, ScriptedLLM, Status, app_with, english_kb, events
@@ -247,7 +247,9 @@ def test_stream_from_a_real_socket_upstream_keeps_events_and_text(
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/v1"
     settings = make_settings(tmp_path / "data", llm={"base_url": url, "max_retries": 0})
-    svc = Services.create(settings)  # the real LLM client: streams through rag.sse_transport
+    svc = Services.create(
+        settings
+    )  # the real LLM client: streams through rag.generation.stream_transport
     try:
         with TestClient(create_app(services=svc)) as client:
             kb = english_kb(client)

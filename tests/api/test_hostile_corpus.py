@@ -17,8 +17,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from rag.models import Chunk
 from rag.services import Services
+from rag.store.models import Chunk
 from tests.conftest import FILES, upload, wait_document
 
 # The API process may grow by at most this much while the whole corpus is processed.

@@ -10,8 +10,8 @@ from sqlalchemy import func, select
 
 from api.app import create_app
 from ingest.jobs import Worker
-from rag.models import Chunk
 from rag.services import Services
+from rag.store.models import Chunk
 from tests.conftest import REPO, upload, wait_document, wait_for
 
 SAMPLE = (REPO / "data" / "samples" / "员工手册.md").read_bytes()

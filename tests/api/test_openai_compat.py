@@ -12,7 +12,7 @@ import openai
 import pytest
 from fastapi.testclient import TestClient
 
-from rag.prompt import load_templates
+from rag.qa.prompt import load_templates
 from tests.llm_script import ScriptedLLM, app_with, english_kb
 
 REPLY = "Open the console and press Rotate [1]."

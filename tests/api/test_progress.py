@@ -13,11 +13,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from ingest.embedding import FakeEmbedder
 from ingest.jobs import Worker
 from rag.client import Client
-from rag.models import IngestStage
+from rag.ml.embedding import FakeEmbedder
 from rag.services import Services
+from rag.store.models import IngestStage
 from tests.conftest import upload, wait_document, wait_for
 
 FIELDS = ("queue_position", "stage", "pages_done", "pages_total", "eta_s")

@@ -1,7 +1,7 @@
 """The request id: taken from X-Request-ID or made, returned, on the log records of the request,
 and sent upstream to the LLM, through httpx and through the streaming transport
-(rag/sse_transport.py) against a real socket. Also: the auth middleware's hot path stays on the
-event loop."""
+(rag/generation/stream_transport.py) against a real socket. Also: the auth middleware's hot
+path stays on the event loop."""
 
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ from fastapi.testclient import TestClient
 
 from api import auth
 from api.app import create_app
-from rag import keys
-from rag.llm import LLMClient
-from rag.ratelimit import MemoryLimiter
+from rag.generation.llm import LLMClient
+from rag.security import keys
+from rag.security.ratelimit import MemoryLimiter
 from rag.services import Services
 from tests.conftest import FakeLLM, make_settings, upload, wait_document
 
@@ -107,7 +107,7 @@ def test_streamed_ask_sends_the_callers_id_upstream_and_logs_it(
     live: tuple[TestClient, str], upstream: _Upstream, caplog: pytest.LogCaptureFixture
 ) -> None:
     client, kb = live
-    caplog.set_level(logging.DEBUG, logger="rag.llm")
+    caplog.set_level(logging.DEBUG, logger="rag.generation.llm")
     body = {"question": "年假有几天？", "stream": True}
     headers = {"X-Request-ID": "helpdesk-4711"}
     with client.stream("POST", f"/v1/knowledge-bases/{kb}/ask", json=body, headers=headers) as r:
@@ -115,7 +115,9 @@ def test_streamed_ask_sends_the_callers_id_upstream_and_logs_it(
     assert r.status_code == 200 and "event: done" in text, text
     assert r.headers["x-request-id"] == "helpdesk-4711"
     assert [seen.get("x-request-id") for seen in upstream.seen] == ["helpdesk-4711"]
-    ended = [rec for rec in caplog.records if rec.name == "rag.llm" and "ended" in rec.message]
+    ended = [
+        rec for rec in caplog.records if rec.name == "rag.generation.llm" and "ended" in rec.message
+    ]
     assert ended and all(getattr(rec, "request_id", None) == "helpdesk-4711" for rec in ended)
 
 

@@ -13,8 +13,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from rag import keys
-from rag.llm import LLMClient
+from rag.generation.llm import LLMClient
+from rag.security import keys
 from rag.services import Services
 from tests.conftest import FakeLLM, make_settings, upload, wait_document
 

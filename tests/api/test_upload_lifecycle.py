@@ -17,9 +17,9 @@ from sqlalchemy import func, select
 
 from api.app import create_app
 from ingest.jobs import Worker
-from rag.doctor import examine
-from rag.models import Document
+from rag.kb.doctor import examine
 from rag.services import Services
+from rag.store.models import Document
 from tests.conftest import REPO, make_settings, serving
 
 
@@ -107,7 +107,7 @@ _CHILD = textwrap.dedent(
     """
     import os, sys
     from pathlib import Path
-    from rag import knowledge
+    from rag.kb import knowledge
     from rag.services import Services
     from ingest import upload
     from tests.conftest import make_settings
@@ -142,7 +142,7 @@ def test_a_process_killed_at_any_step_of_an_upload_leaves_a_document_or_nothing(
     settings = make_settings(tmp_path / "data")
     svc = Services.create(settings)
     try:
-        from rag import knowledge
+        from rag.kb import knowledge
 
         kb = knowledge.create_kb(svc, "kb")
         source = tmp_path / "upload.txt"

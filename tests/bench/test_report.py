@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from rag import cli_bench
-from rag.cli import app
+from rag.cli import bench as cli_bench
+from rag.cli.main import app
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 PNG = b"\x89PNG\r\n\x1a\n"

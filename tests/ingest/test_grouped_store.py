@@ -13,9 +13,9 @@ from sqlalchemy.orm import Session
 from ingest import pipeline
 from ingest.pipeline import Outcome, Stored
 from ingest.upload import stage_upload
-from rag import knowledge
-from rag.models import Chunk, Document
+from rag.kb import knowledge
 from rag.services import Services
+from rag.store.models import Chunk, Document
 
 
 def _add(svc: Services, kb_id: str, name: str) -> str:

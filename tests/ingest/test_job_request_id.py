@@ -12,9 +12,10 @@ from sqlalchemy import select
 from ingest.jobs import Worker
 from ingest.pipelined_worker import PipelinedWorker
 from ingest.upload import stage_upload
-from rag import knowledge, log_setup, request_context
-from rag.models import Document, Job
+from rag.core import log_setup, request_context
+from rag.kb import knowledge
 from rag.services import Services
+from rag.store.models import Document, Job
 from tests.conftest import wait_for
 
 

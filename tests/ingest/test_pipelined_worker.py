@@ -14,14 +14,14 @@ import pytest
 from sqlalchemy import func, select
 
 from ingest import pipeline
-from ingest.embedding import FakeEmbedder
 from ingest.jobs import Worker
 from ingest.pipeline import STAGES
 from ingest.pipelined_worker import PipelinedWorker
 from ingest.upload import stage_upload
-from rag import job_control, knowledge
-from rag.models import Chunk, Document, Job
+from rag.kb import job_control, knowledge
+from rag.ml.embedding import FakeEmbedder
 from rag.services import Services
+from rag.store.models import Chunk, Document, Job
 from tests.conftest import wait_for
 
 

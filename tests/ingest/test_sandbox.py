@@ -12,7 +12,7 @@ import pytest
 
 from ingest.parsers.base import ParseLimits
 from ingest.sandbox import ParserPool, parse_isolated, shared_pool
-from rag.errors import IngestionError
+from rag.core.errors import IngestionError
 from tests.conftest import FILES, wait_for
 from tests.ingest.parser_fakes import by_name, pid_of
 

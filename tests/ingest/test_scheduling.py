@@ -18,10 +18,11 @@ from ingest import scheduling
 from ingest.jobs import Worker
 from ingest.pipelined_worker import PipelinedWorker
 from ingest.upload import stage_upload
-from rag import knowledge, tenancy
-from rag.llm import LLMClient
-from rag.models import Document, DocumentStatus, Job, JobKind, JobPriority, JobStatus
+from rag.core import tenancy
+from rag.generation.llm import LLMClient
+from rag.kb import knowledge
 from rag.services import Services
+from rag.store.models import Document, DocumentStatus, Job, JobKind, JobPriority, JobStatus
 from tests.conftest import FakeLLM, make_settings, wait_for
 
 T0 = datetime(2024, 1, 1, 9, 0)

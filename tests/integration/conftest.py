@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rag.offline_models import OfflineModels, ensure_offline_models
+from rag.ml.offline_models import OfflineModels, ensure_offline_models
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -10,9 +10,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from rag.config import Settings
-from rag.llm_server import served_model_name, start_transformers_serve, stop, wait_until_ready
-from rag.offline_models import OfflineModels
+from rag.core.config import Settings
+from rag.generation.local_server import (
+    served_model_name,
+    start_transformers_serve,
+    stop,
+    wait_until_ready,
+)
+from rag.ml.offline_models import OfflineModels
 from rag.services import Services
 from tests.conftest import REPO, wait_document
 from tests.integration.service_process import free_port

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from rag.config import Settings
-from rag.db import Database
-from rag.models import Chunk, Document
-from rag.vector_index import KBIndex
+from rag.core.config import Settings
+from rag.index.dense import KBIndex
+from rag.store.db import Database
+from rag.store.models import Chunk, Document
 from tests.conftest import FILES
 from tests.integration.service_process import ServiceProcess
 

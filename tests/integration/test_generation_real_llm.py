@@ -19,8 +19,8 @@ import pytest
 import uvicorn
 
 from api.app import create_app
-from rag.config import Settings
-from rag.offline_models import OfflineModels
+from rag.core.config import Settings
+from rag.ml.offline_models import OfflineModels
 from rag.services import Services
 from tests.conftest import FILES, REPO, wait_for
 from tests.integration.service_process import free_port

@@ -14,11 +14,11 @@ from sqlalchemy import select
 from ingest import ray_engine
 from ingest.jobs import Worker
 from ingest.upload import stage_upload
-from rag import job_control, knowledge, versions
-from rag.models import Chunk, Document, Job, JobStatus
-from rag.offline_models import OfflineModels
-from rag.retrieve import search
+from rag.kb import job_control, knowledge, versions
+from rag.ml.offline_models import OfflineModels
+from rag.retrieval.retriever import search
 from rag.services import Services
+from rag.store.models import Chunk, Document, Job, JobStatus
 from tests.conftest import FILES, REPO, make_settings
 
 pytestmark = pytest.mark.integration
@@ -291,7 +291,7 @@ def test_reindex_command_with_the_ray_engine(
 ) -> None:
     from typer.testing import CliRunner
 
-    from rag.cli import app
+    from rag.cli.main import app
 
     monkeypatch.setenv("RAG_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("RAG_EMBEDDING__MODEL", "fake:64")

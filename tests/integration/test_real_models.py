@@ -13,13 +13,13 @@ from sqlalchemy import select
 
 from ingest.jobs import Worker
 from ingest.upload import stage_upload
-from rag import knowledge
-from rag.config import Settings
-from rag.evaluation import evaluate, load_golden
-from rag.models import Chunk
-from rag.offline_models import OfflineModels
-from rag.retrieve import search
+from rag.core.config import Settings
+from rag.evaluation.golden import evaluate, load_golden
+from rag.kb import knowledge
+from rag.ml.offline_models import OfflineModels
+from rag.retrieval.retriever import search
 from rag.services import Services
+from rag.store.models import Chunk
 from tests.conftest import FILES, FIXTURES
 
 pytestmark = pytest.mark.integration

@@ -14,9 +14,9 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from rag.config import Settings
-from rag.db import Database
-from rag.models import Chunk, Document
+from rag.core.config import Settings
+from rag.store.db import Database
+from rag.store.models import Chunk, Document
 from tests.integration.service_process import ServiceProcess
 
 pytestmark = pytest.mark.integration

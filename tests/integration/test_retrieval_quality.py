@@ -16,12 +16,12 @@ import pytest
 
 from ingest.jobs import Worker
 from ingest.upload import stage_upload
-from rag import knowledge
-from rag.config import Settings
-from rag.eval_run import run_modes, table
-from rag.evaluation import EvalReport, load_golden
-from rag.offline_models import OfflineModels
-from rag.retrieve import search
+from rag.core.config import Settings
+from rag.evaluation.golden import EvalReport, load_golden
+from rag.evaluation.runner import run_modes, table
+from rag.kb import knowledge
+from rag.ml.offline_models import OfflineModels
+from rag.retrieval.retriever import search
 from rag.services import Services
 from tests.conftest import FILES, FIXTURES
 

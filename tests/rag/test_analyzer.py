@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from rag.analyzer import tokenize
+from rag.index.analyzer import tokenize
 from tests.conftest import REPO
 
 
@@ -34,7 +34,7 @@ def test_full_width_letters_and_case_are_normalised() -> None:
 def test_first_use_prints_nothing_to_stdout() -> None:
     # A fresh interpreter: jieba loads its dictionary on this first call.
     out = subprocess.run(
-        [sys.executable, "-c", "from rag.analyzer import tokenize; tokenize('中文分词')"],
+        [sys.executable, "-c", "from rag.index.analyzer import tokenize; tokenize('中文分词')"],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -11,9 +11,11 @@ import pytest
 
 from ingest.jobs import Worker
 from ingest.upload import stage_upload
-from rag import knowledge, versions
-from rag.answer import Answer, AskSpec, Citation
-from rag.answer_cache import (
+from rag.core.errors import NotFound
+from rag.core.tenancy import Principal, acting_as
+from rag.kb import knowledge, versions
+from rag.qa.answer import Answer, AskSpec, Citation
+from rag.qa.answer_cache import (
     AnswerCache,
     Lookup,
     MemoryBackend,
@@ -28,11 +30,9 @@ from rag.answer_cache import (
     request_options,
     to_payload,
 )
-from rag.errors import NotFound
-from rag.models import KnowledgeBase
-from rag.retrieve import Passage
+from rag.retrieval.retriever import Passage
 from rag.services import Services
-from rag.tenancy import Principal, acting_as
+from rag.store.models import KnowledgeBase
 from tests.conftest import REDIS_URL, redis_reason
 
 

@@ -13,13 +13,13 @@ from sqlalchemy import select
 
 from ingest.jobs import Worker
 from ingest.upload import stage_upload
-from rag import knowledge
-from rag.backup import backup, restore
-from rag.errors import InvalidInput
-from rag.llm import LLMClient
-from rag.models import Chunk, Document, DocumentStatus
-from rag.retrieve import search
+from rag.core.errors import InvalidInput
+from rag.generation.llm import LLMClient
+from rag.kb import knowledge
+from rag.retrieval.retriever import search
 from rag.services import Services
+from rag.store.backup import backup, restore
+from rag.store.models import Chunk, Document, DocumentStatus
 from tests.conftest import FakeLLM, make_settings, postgres_schema, wait_for
 
 TOPICS = ["年假", "报销", "加班", "出差", "培训", "保密", "考勤", "福利", "绩效", "离职"]
@@ -147,7 +147,7 @@ def test_restore_refuses_a_non_empty_installation(tmp_path: Path) -> None:
 def test_cli_backup_and_restore(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
-    from rag.cli import app
+    from rag.cli.main import app
 
     svc = _services(tmp_path / "a", None)
     kb = knowledge.create_kb(svc, "kb").id

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from rag.circuit import CircuitBreaker
+from rag.core.circuit import CircuitBreaker
 
 
 def test_opens_after_threshold_then_half_open_allows_one_trial() -> None:

@@ -8,11 +8,11 @@ import pytest
 from typer.testing import CliRunner
 
 from ingest.upload import stage_upload
-from rag import knowledge
-from rag.cli import app
-from rag.config import load_settings
-from rag.models import JobPriority
+from rag.cli.main import app
+from rag.core.config import load_settings
+from rag.kb import knowledge
 from rag.services import Services
+from rag.store.models import JobPriority
 
 runner = CliRunner()
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from rag.cli import app
-from rag.cli_llm import plan_serve, vllm_argv
-from rag.config import LLMSettings
-from rag.errors import ConfigError
+from rag.cli.llm import plan_serve, vllm_argv
+from rag.cli.main import app
+from rag.core.config import LLMSettings
+from rag.core.errors import ConfigError
 
 runner = CliRunner()
 
@@ -81,7 +81,7 @@ def test_backend_choice(
     assert plan.backend == backend and why in plan.reason
     assert plan.base_url == "http://127.0.0.1:8000/v1"
     if backend == "transformers":
-        assert plan.argv[1:3] == ["-m", "rag.llm_server"]
+        assert plan.argv[1:3] == ["-m", "rag.generation.local_server"]
         assert plan.model == "local/SmolLM2-135M-Instruct" and plan.max_model_len == 4096
     else:
         assert plan.argv[0] == "/usr/bin/vllm" and plan.model == "Qwen/Qwen2.5-7B-Instruct"

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from rag.config import BGE_ZH_QUERY_INSTRUCTION, EmbeddingSettings, load_settings
-from rag.errors import ConfigError
+from rag.core.config import BGE_ZH_QUERY_INSTRUCTION, EmbeddingSettings, load_settings
+from rag.core.errors import ConfigError
 
 
 def test_defaults_are_the_production_models(monkeypatch: pytest.MonkeyPatch) -> None:

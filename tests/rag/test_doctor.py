@@ -19,11 +19,11 @@ from sqlalchemy import delete, select, update
 
 from ingest.jobs import Worker
 from ingest.upload import stage_upload
-from rag import knowledge, quarantine
-from rag.doctor import examine
-from rag.llm import LLMClient
-from rag.models import Base, Chunk, Document, Job, JobStatus
+from rag.generation.llm import LLMClient
+from rag.kb import knowledge, quarantine
+from rag.kb.doctor import examine
 from rag.services import Services
+from rag.store.models import Base, Chunk, Document, Job, JobStatus
 from tests.conftest import REPO, FakeLLM
 
 SAMPLE = REPO / "data" / "samples" / "员工手册.md"
@@ -330,7 +330,7 @@ def test_dry_run_changes_nothing_on_disk_or_in_sql(drifted: Services, tmp_path: 
     # The same through the CLI, which exits 1 on unrepaired findings and writes nothing.
     from typer.testing import CliRunner
 
-    from rag.cli import app
+    from rag.cli.main import app
 
     env = {"RAG_DATA_DIR": str(svc.settings.data_dir), "RAG_EMBEDDING__MODEL": "fake:64"}
     if svc.settings.database_url:
@@ -415,7 +415,7 @@ def test_reconcile_leaves_rows_committed_after_its_catch_up_to_the_next_one(
 def test_cli_lists_and_restores_quarantined_files(services: Services) -> None:
     from typer.testing import CliRunner
 
-    from rag.cli import app
+    from rag.cli.main import app
 
     kb = knowledge.create_kb(services, "kb")
     orphan = services.settings.files_dir / kb.id / "left-behind"

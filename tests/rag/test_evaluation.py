@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from rag.errors import InvalidInput
-from rag.evaluation import GoldenItem, evaluate, first_hit, load_golden, parse_golden, report
+from rag.core.errors import InvalidInput
+from rag.evaluation.golden import GoldenItem, evaluate, first_hit, load_golden, parse_golden, report
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rag.fusion import rrf, weighted
+from rag.retrieval.fusion import rrf, weighted
 
 
 def test_rrf_rewards_agreement() -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rag.errors import IndexError_
-from rag.vector_index import MANIFEST, KBIndex
+from rag.core.errors import IndexUnusable
+from rag.index.dense import MANIFEST, KBIndex
 
 
 def _unit(rows: int, dim: int = 8, seed: int = 0) -> np.ndarray:
@@ -37,7 +37,7 @@ def test_add_is_idempotent_by_id() -> None:
 
 
 def test_wrong_dimension_is_refused() -> None:
-    with pytest.raises(IndexError_):
+    with pytest.raises(IndexUnusable):
         KBIndex("kb", "m", 8).add(np.array([1]), _unit(1, dim=4))
 
 
@@ -51,14 +51,14 @@ def test_snapshot_round_trip_and_checks(tmp_path: Path) -> None:
     loaded = KBIndex.load(tmp_path, kb_id="kb", embedding_model="m", dim=8)
     assert sorted(loaded.ids().tolist()) == [7, 9] and loaded.last_seq == 42
 
-    with pytest.raises(IndexError_, match="built with"):
+    with pytest.raises(IndexUnusable, match="built with"):
         KBIndex.load(tmp_path, kb_id="kb", embedding_model="other", dim=8)
     data_file = tmp_path / manifest.index_file
     data_file.write_bytes(data_file.read_bytes()[:-10])
-    with pytest.raises(IndexError_, match="checksum"):
+    with pytest.raises(IndexUnusable, match="checksum"):
         KBIndex.load(tmp_path, kb_id="kb", embedding_model="m", dim=8)
     (tmp_path / MANIFEST).write_text("{broken")
-    with pytest.raises(IndexError_, match="unreadable"):
+    with pytest.raises(IndexUnusable, match="unreadable"):
         KBIndex.load(tmp_path, kb_id="kb", embedding_model="m", dim=8)
 
 

@@ -11,9 +11,9 @@ from sqlalchemy.orm import Session
 
 from ingest.jobs import Worker
 from ingest.upload import stage_upload
-from rag import knowledge
-from rag.models import Chunk
+from rag.kb import knowledge
 from rag.services import Services
+from rag.store.models import Chunk
 
 
 @pytest.fixture

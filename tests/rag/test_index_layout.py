@@ -8,10 +8,10 @@ import numpy as np
 
 from ingest.jobs import Worker
 from ingest.upload import stage_upload
-from rag import knowledge
-from rag.retrieve import search
+from rag.index.dense import KBIndex
+from rag.kb import knowledge
+from rag.retrieval.retriever import search
 from rag.services import Services
-from rag.vector_index import KBIndex
 from tests.conftest import make_settings
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rag import lexical
-from rag.errors import IndexError_
-from rag.lexical import MANIFEST, LexicalIndex
+from rag.core.errors import IndexUnusable
+from rag.index import lexical
+from rag.index.lexical import MANIFEST, LexicalIndex
 
 DOCS = {
     1: "年假 规定：入职满一年的员工每年享有十天带薪年假。",
@@ -142,17 +142,17 @@ def test_snapshot_round_trip(tmp_path: Path) -> None:
 
 
 def test_corrupt_or_foreign_snapshots_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(IndexError_):
+    with pytest.raises(IndexUnusable):
         LexicalIndex.load(tmp_path, kb_id="kb")
     _index().save(tmp_path)
-    with pytest.raises(IndexError_):
+    with pytest.raises(IndexUnusable):
         LexicalIndex.load(tmp_path, kb_id="other")
     manifest = json.loads((tmp_path / MANIFEST).read_text())
     (tmp_path / MANIFEST).write_text(json.dumps(manifest | {"analyzer_version": -1}))
-    with pytest.raises(IndexError_, match="tokeniser"):
+    with pytest.raises(IndexUnusable, match="tokeniser"):
         LexicalIndex.load(tmp_path, kb_id="kb")
     (tmp_path / MANIFEST).write_text(json.dumps(manifest))
     data = tmp_path / manifest["data_file"]
     data.write_bytes(data.read_bytes()[:-10] + b"0123456789")
-    with pytest.raises(IndexError_, match="checksum"):
+    with pytest.raises(IndexUnusable, match="checksum"):
         LexicalIndex.load(tmp_path, kb_id="kb")

@@ -4,8 +4,8 @@ from pathlib import Path
 
 from ingest.jobs import Worker
 from ingest.upload import stage_upload
-from rag import knowledge
-from rag.llama import KnowledgeBaseRetriever
+from rag.integrations.llama_index import KnowledgeBaseRetriever
+from rag.kb import knowledge
 from rag.services import Services
 from tests.conftest import REPO
 

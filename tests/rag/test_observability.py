@@ -19,10 +19,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import create_app
 from ingest.jobs import Worker
-from rag import log_setup, request_context
-from rag.config import LLMSettings
-from rag.errors import LLMError
-from rag.llm import LLMClient
+from rag.core import log_setup, request_context
+from rag.core.config import LLMSettings
+from rag.core.errors import LLMError
+from rag.generation.llm import LLMClient
 from rag.services import Services
 from tests.conftest import REPO, FakeLLM, make_settings, upload, wait_document
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from rag import offline_models
-from rag.offline_models import (
+from rag.ml import offline_models
+from rag.ml.offline_models import (
     OFFLINE_WHEELS,
     OfflineModelError,
     OfflineModels,

@@ -11,11 +11,11 @@ from typing import TypeVar
 import numpy as np
 import pytest
 
-from rag.config import RetrievalSettings
-from rag.lexical import LexicalIndex
-from rag.overlap import SideRunner, side_runner
-from rag.retrieve import rank
-from rag.vector_index import KBIndex
+from rag.core.config import RetrievalSettings
+from rag.index.dense import KBIndex
+from rag.index.lexical import LexicalIndex
+from rag.retrieval.retriever import rank
+from rag.retrieval.side_thread import SideRunner, side_runner
 
 WAIT_S = 10.0
 T = TypeVar("T")
@@ -108,7 +108,7 @@ def test_only_a_long_flat_scan_on_one_core_is_overlapped(monkeypatch: pytest.Mon
     flat.add(ids, vecs)
     ivf = flat.with_layout("ivf", ids, vecs)
     recorder = _Recorder()
-    monkeypatch.setattr("rag.retrieve.side_runner", lambda: recorder)
+    monkeypatch.setattr("rag.retrieval.retriever.side_runner", lambda: recorder)
 
     def overlapped(dense: KBIndex, min_chunks: int) -> bool:
         before = recorder.started

@@ -11,13 +11,13 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import select, update
 
-from ingest.embedding import FakeEmbedder
 from ingest.jobs import Worker
 from ingest.upload import stage_upload
-from rag import knowledge
-from rag.models import Base, Chunk, Document, Job, JobStatus
-from rag.retrieve import search
+from rag.kb import knowledge
+from rag.ml.embedding import FakeEmbedder
+from rag.retrieval.retriever import search
 from rag.services import Services
+from rag.store.models import Base, Chunk, Document, Job, JobStatus
 from tests.conftest import make_settings
 
 TEXTS = {

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from rag.errors import InvalidInput
-from rag.prompt import (
+from rag.core.errors import InvalidInput
+from rag.ml.tokens import ApproxTokenizer, TokenCounter
+from rag.qa.prompt import (
     build_condense_prompt,
     build_prompt,
     count_chat,
@@ -17,8 +18,7 @@ from rag.prompt import (
     load_templates,
     render_chat,
 )
-from rag.retrieve import Passage
-from rag.tokens import ApproxTokenizer, TokenCounter
+from rag.retrieval.retriever import Passage
 
 TEMPLATES = load_templates()
 SYSTEM_ZH, SYSTEM_EN = TEMPLATES["system_zh"], TEMPLATES["system_en"]
@@ -102,8 +102,8 @@ def test_tiny_budget_keeps_the_best_passages_and_whole_labels() -> None:
 
 @pytest.mark.integration
 def test_tiny_budget_with_qwens_tokenizer() -> None:
-    from rag.offline_models import ensure_offline_models
-    from rag.tokens import QwenTokenizer
+    from rag.ml.offline_models import ensure_offline_models
+    from rag.ml.tokens import QwenTokenizer
 
     models = Path(os.environ.get("RAG_TEST_MODELS_DIR", Path(__file__).parents[2] / ".models"))
     path = ensure_offline_models(models, only={"qwen_tiktoken"}).qwen_tiktoken

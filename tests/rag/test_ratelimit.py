@@ -8,7 +8,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from rag.ratelimit import LimitExceeded, MemoryLimiter, RedisLimiter, seconds_to_utc_midnight
+from rag.security.ratelimit import (
+    LimitExceeded,
+    MemoryLimiter,
+    RedisLimiter,
+    seconds_to_utc_midnight,
+)
 from tests.conftest import REDIS_URL, redis_reason
 
 

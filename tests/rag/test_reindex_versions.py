@@ -10,14 +10,14 @@ import pytest
 from sqlalchemy import func, select
 
 from ingest import pipeline, reindex
-from ingest.embedding import FakeEmbedder
 from ingest.jobs import Worker
 from ingest.upload import stage_upload
-from rag import job_control, knowledge, versions
-from rag.errors import Conflict
-from rag.models import Chunk, Document, Job, JobStatus, KnowledgeBase
-from rag.retrieve import search
+from rag.core.errors import Conflict
+from rag.kb import job_control, knowledge, versions
+from rag.ml.embedding import FakeEmbedder
+from rag.retrieval.retriever import search
 from rag.services import Services
+from rag.store.models import Chunk, Document, Job, JobStatus, KnowledgeBase
 
 TOPICS = {
     "leave.txt": "年假制度：员工每年享有十五天带薪年假，需提前两周申请。",
@@ -324,12 +324,12 @@ def test_migration_gives_existing_knowledge_bases_a_live_version_1(database_url:
     from alembic import command
     from sqlalchemy import text
 
-    from rag import migrate
-    from rag.db import Database
+    from rag.store import schema
+    from rag.store.db import Database
 
     db = Database(database_url)
     try:
-        cfg = migrate.alembic_config(database_url)
+        cfg = schema.alembic_config(database_url)
         with db.engine.begin() as conn:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "0003")
@@ -357,7 +357,7 @@ def test_migration_gives_existing_knowledge_bases_a_live_version_1(database_url:
                 ),
                 {"e": b"\0" * 256},
             )
-        migrate.upgrade(db.engine, chunking=(300, 20))
+        schema.upgrade(db.engine, chunking=(300, 20))
         with db.read() as session:
             kb_row = session.get(KnowledgeBase, "k1")
             assert kb_row is not None and kb_row.live_version == 1

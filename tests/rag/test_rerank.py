@@ -10,11 +10,11 @@ import pytest
 
 from ingest.jobs import Worker
 from ingest.upload import stage_upload
-from rag import knowledge
-from rag.config import RetrievalSettings
-from rag.errors import ConfigError
-from rag.rerank import CrossEncoderReranker, load_reranker
-from rag.retrieve import search
+from rag.core.config import RetrievalSettings
+from rag.core.errors import ConfigError
+from rag.kb import knowledge
+from rag.ml.rerank import CrossEncoderReranker, load_reranker
+from rag.retrieval.retriever import search
 from rag.services import Services
 
 

@@ -11,10 +11,10 @@ import pytest
 
 from ingest.jobs import Worker
 from ingest.upload import stage_upload
-from rag import knowledge
-from rag.errors import InvalidInput
-from rag.lexical import MANIFEST as LEXICAL_MANIFEST
-from rag.retrieve import search
+from rag.core.errors import InvalidInput
+from rag.index.lexical import MANIFEST as LEXICAL_MANIFEST
+from rag.kb import knowledge
+from rag.retrieval.retriever import search
 from rag.services import Services
 from tests.conftest import make_settings
 

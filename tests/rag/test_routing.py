@@ -7,10 +7,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from rag.config import LLMRoute, LLMSettings, load_settings
-from rag.errors import ConfigError
-from rag.llm import LLMClient
-from rag.routing import Router
+from rag.core.config import LLMRoute, LLMSettings, load_settings
+from rag.core.errors import ConfigError
+from rag.generation.llm import LLMClient
+from rag.generation.model_routes import Router
 from rag.services import Services
 from tests.llm_script import ScriptedLLM, app_with, english_kb
 

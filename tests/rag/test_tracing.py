@@ -11,9 +11,9 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from rag import tracing
-from rag.config import TracingSettings
-from rag.errors import ConfigError
+from rag.core import tracing
+from rag.core.config import TracingSettings
+from rag.core.errors import ConfigError
 from rag.services import Services
 from tests.conftest import FakeLLM, upload, wait_document
 
@@ -74,7 +74,7 @@ def test_spans_cover_request_retrieval_llm_and_ingestion(
 
     services.llm._transport = httpx.MockTransport(recording)
     services.llm._ahttp = None  # rebuilt on next use, with the recording transport
-    caplog.set_level(logging.DEBUG, logger="rag.llm")
+    caplog.set_level(logging.DEBUG, logger="rag.generation.llm")
     _ingest_and_ask(client, services)
     spans = exporter.get_finished_spans()
     names = {s.name for s in spans}
@@ -96,7 +96,9 @@ def test_spans_cover_request_retrieval_llm_and_ingestion(
     chat = [r for r in sent if r.url.path.endswith("/chat/completions")]
     assert chat and chat[-1].headers["traceparent"].startswith(f"00-{trace_id:032x}-")
     # Log records made inside a span carry its trace id.
-    answered = [r for r in caplog.records if r.name == "rag.llm" and "answered" in r.message]
+    answered = [
+        r for r in caplog.records if r.name == "rag.generation.llm" and "answered" in r.message
+    ]
     assert answered and getattr(answered[-1], "trace_id", None) == f"{trace_id:032x}"
 
 

@@ -13,13 +13,13 @@ from typer.testing import CliRunner
 
 from ingest.jobs import Worker
 from ingest.upload import stage_upload
-from rag import job_control, knowledge, versions
-from rag.cli import app
-from rag.config import load_settings
-from rag.errors import ConfigError, Conflict, InvalidInput
-from rag.models import Chunk, ChunkTombstone, Job, JobStatus
-from rag.retrieve import search
+from rag.cli.main import app
+from rag.core.config import load_settings
+from rag.core.errors import ConfigError, Conflict, InvalidInput
+from rag.kb import job_control, knowledge, versions
+from rag.retrieval.retriever import search
 from rag.services import Services
+from rag.store.models import Chunk, ChunkTombstone, Job, JobStatus
 from tests.conftest import REPO, upload, wait_document, wait_for
 
 FINAL = ("succeeded", "failed", "cancelled")

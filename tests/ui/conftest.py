@@ -21,8 +21,8 @@ import httpx
 import pytest
 
 from api.app import create_app
-from rag.config import Settings
-from rag.llm import LLMClient
+from rag.core.config import Settings
+from rag.generation.llm import LLMClient
 from rag.services import Services
 from tests.conftest import REPO
 from tests.integration.service_process import free_port

@@ -1,0 +1,365 @@
+"""Results, stream events and errors of the kbqa client (rag/client/_client.py): frozen dataclasses
+read from the API's JSON. Only httpx and the standard library, like the client itself."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, Literal, TypeVar
+
+import httpx
+
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class ApiError(Exception):
+    """The API answered with an error status.
+
+    `status` is the HTTP status, `code` and `message` come from the error envelope (for a body
+    that is not one, `code` is "http_<status>" and `message` the body's text), `retry_after`
+    the seconds to wait from `Retry-After` (429 and 503 only; None when absent).
+    """
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        body: Any = None,
+    ) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+        self.body = body
+
+    @classmethod
+    def from_response(cls, response: httpx.Response) -> ApiError:
+        try:
+            body: Any = response.json()
+        except ValueError:
+            body = response.text
+        code, message = f"http_{response.status_code}", str(body)[:2000]
+        if isinstance(body, dict) and isinstance(body.get("error"), dict):
+            code = str(body["error"].get("code", code))
+            message = str(body["error"].get("message", message))
+        elif isinstance(body, dict) and "detail" in body:  # a framework-level error
+            message = json.dumps(body["detail"], ensure_ascii=False)
+        retry_after = None
+        if response.status_code in (429, 503):
+            retry_after = _retry_after_seconds(response.headers.get("retry-after"))
+        return cls(response.status_code, code, message, retry_after=retry_after, body=body)
+
+
+class DocumentFailed(Exception):
+    """`wait_until_ready` saw the document fail; `document.error` says why."""
+
+    def __init__(self, document: Document) -> None:
+        super().__init__(f"document {document.filename!r} failed: {document.error}")
+        self.document = document
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:  # the HTTP-date form
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+# --------------------------------------------------------------------------- results
+
+
+def _time(value: Any) -> datetime | None:
+    return datetime.fromisoformat(value) if isinstance(value, str) else None
+
+
+def _build(cls: type[T], data: Mapping[str, Any], **converted: Any) -> T:
+    """Make `cls` from a JSON object: known fields only (newer servers may add fields), the
+    converted ones replaced, the whole object kept in `raw` where the class has it."""
+    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    kwargs = {k: v for k, v in data.items() if k in names}
+    kwargs.update(converted)
+    if "raw" in names:
+        kwargs["raw"] = dict(data)
+    return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class KnowledgeBase:
+    id: str
+    name: str
+    description: str = ""
+    embedding_model: str = ""
+    embedding_dim: int = 0
+    created_at: datetime | None = None
+    documents: int | None = None
+    chunks: int | None = None
+    documents_by_status: dict[str, int] | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> KnowledgeBase:
+        return _build(cls, data, created_at=_time(data.get("created_at")))
+
+
+@dataclass(frozen=True)
+class Document:
+    id: str
+    kb_id: str
+    filename: str
+    status: str  # queued | processing | ready | failed
+    error: str | None = None
+    pages: int | None = None
+    chunks: int = 0
+    media_type: str = ""
+    size_bytes: int = 0
+    sha256: str = ""
+    warnings: list[str] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    duplicate: bool = False  # the same bytes were already in the knowledge base
+    # Ingestion progress while queued or processing (None otherwise): the place in the queue
+    # (1 runs next), the stage and its pages, and the seconds until ready (None until known).
+    queue_position: int | None = None
+    stage: str | None = None
+    pages_done: int | None = None
+    pages_total: int | None = None
+    eta_s: float | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Document:
+        return _build(
+            cls,
+            data,
+            created_at=_time(data.get("created_at")),
+            updated_at=_time(data.get("updated_at")),
+        )
+
+
+@dataclass(frozen=True)
+class Passage:
+    """A search result: `page` is 1-based, as a PDF viewer counts."""
+
+    chunk_id: int
+    document_id: str
+    filename: str
+    page: int
+    text: str
+    score: float
+    page_end: int | None = None
+    heading_path: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Passage:
+        return _build(cls, data)
+
+
+@dataclass(frozen=True)
+class Citation(Passage):
+    """A numbered reference of an answer; `cited` when the text uses its `[index]`."""
+
+    index: int = 0
+    cited: bool = False
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Citation:
+        return _build(cls, data)
+
+
+@dataclass(frozen=True)
+class Answer:
+    answer: str | None
+    citations: list[Citation]
+    model: str | None = None
+    usage: dict[str, int] = field(default_factory=dict)
+    retrieval_only: bool = False
+    route: str | None = None
+    question: str | None = None  # the standalone question retrieval used
+    parsed: Any = None  # the validated JSON when response_format was given
+    finish_reason: str | None = None
+    conversation_id: str | None = None
+    message_id: int | None = None
+    cached: bool = False  # served from the server's answer cache (usage is then 0)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Answer:
+        return _build(cls, data, citations=_citations(data.get("citations") or []))
+
+
+def _citations(items: Iterable[Mapping[str, Any]]) -> list[Citation]:
+    return [Citation.from_json(c) for c in items]
+
+
+@dataclass(frozen=True)
+class Message:
+    id: int
+    role: str
+    content: str
+    standalone: str | None = None
+    citations: list[dict[str, Any]] = field(default_factory=list)
+    model: str | None = None
+    usage: dict[str, Any] = field(default_factory=dict)
+    created_at: datetime | None = None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Message:
+        return _build(cls, data, created_at=_time(data.get("created_at")))
+
+
+@dataclass(frozen=True)
+class Conversation:
+    id: str
+    kb_id: str
+    title: str = ""
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    messages: list[Message] = field(default_factory=list)  # filled by get_conversation
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Conversation:
+        return _build(
+            cls,
+            data,
+            created_at=_time(data.get("created_at")),
+            updated_at=_time(data.get("updated_at")),
+            messages=[Message.from_json(m) for m in data.get("messages") or []],
+        )
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    kind: str
+    status: str  # queued | running | succeeded | failed | cancelled ...
+    kb_id: str | None = None
+    document_id: str | None = None
+    filename: str | None = None  # ingest jobs: the document's file name
+    priority: str = "interactive"  # interactive | batch | background
+    stage: str | None = None  # running ingest jobs: parse | ocr | chunk | embed | store
+    pages_done: int = 0
+    pages_total: int | None = None
+    queue_position: int | None = None  # queued jobs: 1 runs next
+    progress: dict[str, float | None] = field(default_factory=dict)
+    error: str | None = None
+    attempts: int = 0
+    cancel_requested: bool = False
+    result: dict[str, Any] = field(default_factory=dict)
+    version: int | None = None  # the index version a reindex job builds
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Job:
+        return _build(
+            cls,
+            data,
+            created_at=_time(data.get("created_at")),
+            started_at=_time(data.get("started_at")),
+            finished_at=_time(data.get("finished_at")),
+        )
+
+
+# Events of a streamed answer, in order: DeltaEvent..., CitationsEvent, DoneEvent; or an
+# ErrorEvent that ends the stream (failures before the first token raise ApiError instead).
+
+
+@dataclass(frozen=True)
+class DeltaEvent:
+    text: str
+    type: Literal["delta"] = "delta"
+
+
+@dataclass(frozen=True)
+class CitationsEvent:
+    citations: list[Citation]
+    type: Literal["citations"] = "citations"
+
+
+@dataclass(frozen=True)
+class DoneEvent:
+    model: str | None = None
+    usage: dict[str, int] = field(default_factory=dict)
+    route: str | None = None
+    question: str | None = None
+    finish_reason: str | None = None
+    conversation_id: str | None = None
+    message_id: int | None = None
+    cached: bool = False  # the answer was replayed from the server's answer cache
+    type: Literal["done"] = "done"
+
+
+@dataclass(frozen=True)
+class ErrorEvent:
+    code: str
+    message: str
+    type: Literal["error"] = "error"
+
+
+StreamEvent = DeltaEvent | CitationsEvent | DoneEvent | ErrorEvent
+
+
+def _stream_event(name: str, data: str) -> StreamEvent | None:
+    """One SSE event of /ask as a typed event; None for events this client does not know."""
+    value = json.loads(data)
+    if name == "delta":
+        return DeltaEvent(text=value.get("text", ""))
+    if name == "citations":
+        return CitationsEvent(citations=_citations(value))
+    if name == "done":
+        return _build(DoneEvent, {k: v for k, v in value.items() if k != "type"})
+    if name == "error":
+        return ErrorEvent(code=str(value.get("code", "error")), message=str(value.get("message")))
+    return None
+
+
+class _SSEDecoder:
+    """Lines in, (event, data) out, as the Server-Sent Events format delimits them."""
+
+    def __init__(self) -> None:
+        self._event = ""
+        self._data: list[str] = []
+
+    def feed(self, line: str) -> tuple[str, str] | None:
+        line = line.rstrip("\r\n")
+        if not line:
+            if not self._data:
+                self._event = ""
+                return None
+            out = (self._event or "message", "\n".join(self._data))
+            self._event, self._data = "", []
+            return out
+        if line.startswith(":"):
+            return None
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "event":
+            self._event = value
+        elif name == "data":
+            self._data.append(value)
+        return None
+
+    def flush(self) -> tuple[str, str] | None:
+        return self.feed("")

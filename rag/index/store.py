@@ -1,0 +1,554 @@
+"""The per-knowledge-base search indexes as caches derived from SQL (docs/architecture.md).
+
+Each knowledge base has a dense index (FAISS, rag/index/dense.py) and a lexical one (BM25,
+rag/index/lexical.py). Both follow the same rules: on first use the snapshot is loaded (a
+corrupt one is moved aside), then caught up: chunks with a sequence above the snapshot's are added,
+tombstoned ids removed, and finally any disagreement with SQL (ids SQL no longer has, or rows
+the index lacks) is repaired. `sync` repeats the cheap catch-up; several processes sharing one
+database stay consistent this way. One pass over the new rows feeds both indexes.
+
+Indexes are kept per index version (rag/kb/versions.py): `pair(kb_id)` answers from the version
+SQL names live, read on every call, so a switch made by any process is followed at once; the
+caches of a version live in index_dir/<kb_id>/v<n>/. The re-index job builds a version beside
+the live one with `build_version` and installs it with `adopt` once it is live.
+
+`sync` also does the slow upkeep, outside the store's lock so that queries are not held up:
+folding the BM25 delta into its base, and switching a dense index between the exact flat
+layout and IVF when it crosses `ann_threshold` vectors. A replacement index is built from a
+copy, then caught up under the lock with whatever was committed meanwhile, then swapped in.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+
+from rag.core.errors import IndexUnusable, NotFound
+from rag.index.dense import MANIFEST as DENSE_MANIFEST
+from rag.index.dense import KBIndex, Layout
+from rag.index.lexical import MANIFEST as LEXICAL_MANIFEST
+from rag.index.lexical import LexicalIndex
+from rag.store import sequence
+from rag.store.db import Database
+from rag.store.models import Chunk, ChunkTombstone, IndexVersion, KnowledgeBase
+
+log = logging.getLogger(__name__)
+_BATCH = 2000
+Key = tuple[str, int]  # (kb_id, version number)
+
+
+class IndexStore:
+    def __init__(
+        self, root: Path, db: Database, *, ann_threshold: int = 0, ivf_nprobe: int = 64
+    ) -> None:
+        self.root = root
+        self.db = db
+        # Dense indexes above this many vectors use IVF (0: always flat).
+        self.ann_threshold = ann_threshold
+        self.ivf_nprobe = ivf_nprobe
+        self._indexes: dict[Key, KBIndex] = {}
+        self._lexical: dict[Key, LexicalIndex] = {}
+        self._dirty: set[tuple[Key, str]] = set()  # (key, "dense" | "lexical")
+        self._lock = threading.RLock()
+
+    def directory(self, kb_id: str, version: int | None = None) -> Path:
+        """Where a version's snapshots live (the live version's when none is named)."""
+        return self.root / kb_id / f"v{version if version is not None else self.live(kb_id)}"
+
+    def live(self, kb_id: str) -> int:
+        """The live version number, as SQL has it now."""
+        with self.db.read() as session:
+            number = session.execute(
+                select(KnowledgeBase.live_version).where(KnowledgeBase.id == kb_id)
+            ).scalar_one_or_none()
+        if number is None:
+            raise NotFound(f"knowledge base {kb_id} does not exist")
+        return int(number)
+
+    def get(self, kb_id: str) -> KBIndex:
+        """The caught-up dense index of a knowledge base (loaded or rebuilt on first use)."""
+        return self.pair(kb_id)[0]
+
+    def lexical(self, kb_id: str) -> LexicalIndex:
+        """The caught-up BM25 index of a knowledge base."""
+        return self.pair(kb_id)[1]
+
+    def pair(self, kb_id: str) -> tuple[KBIndex, LexicalIndex]:
+        """Both indexes of the live version, caught up to the same sequence number."""
+        with self._lock:
+            # One read for the live version and the newest sequence number: when nothing was
+            # committed since, the loaded indexes answer without a catch-up.
+            with self.db.read() as session:
+                number = session.execute(
+                    select(KnowledgeBase.live_version).where(KnowledgeBase.id == kb_id)
+                ).scalar_one_or_none()
+                high = sequence.current(session)
+            if number is None:
+                raise NotFound(f"knowledge base {kb_id} does not exist")
+            key = (kb_id, int(number))
+            dense, lexical = self._indexes.get(key), self._lexical.get(key)
+            if (
+                dense is not None
+                and lexical is not None
+                and min(dense.last_seq, lexical.last_seq) >= high
+            ):
+                return dense, lexical
+            return self.version_pair(*key)
+
+    def version_pair(self, kb_id: str, version: int) -> tuple[KBIndex, LexicalIndex]:
+        """Both indexes of one version (live or not), loaded or built on first use."""
+        key = (kb_id, version)
+        with self._lock:
+            if key not in self._indexes:
+                self._open(key)
+            else:
+                self._catch_up(key)
+            return self._indexes[key], self._lexical[key]
+
+    def loaded(self) -> list[str]:
+        with self._lock:
+            return sorted({kb_id for kb_id, _ in self._indexes})
+
+    def sync(self, kb_id: str | None = None) -> None:
+        """Apply rows committed since the last sync (by this or any other process), then do
+        the slow upkeep (BM25 merge, flat/IVF switch) without holding up queries. Versions
+        that are no longer live are let go (their snapshots stay for a rollback)."""
+        with self._lock:
+            keys = [k for k in self._indexes if kb_id is None or k[0] == kb_id]
+            live = self._live_versions({k[0] for k in keys})
+            for key in keys:
+                if live.get(key[0]) == key[1]:
+                    self._catch_up(key)
+                else:
+                    self._forget(key)
+            keys = [k for k in keys if k in self._indexes]
+        for key in keys:
+            self._upkeep(key)
+
+    def check(self, kb_id: str, version: int | None = None) -> dict[str, object]:
+        """Compare a version's indexes (the live one's by default) with SQL, for /index and
+        operators; repairs nothing."""
+        with self._lock:
+            number = self.live(kb_id) if version is None else version
+            dense, lexical = self.version_pair(kb_id, number)
+            return self.compare(kb_id, number, dense, lexical)
+
+    def inspect(self, kb_id: str, version: int | None = None) -> dict[str, object]:
+        """Like `check`, but changes nothing, in memory or on disk (`rag doctor --dry-run`).
+
+        A version this process has loaded is compared as it is. Otherwise its snapshot is read
+        into a private copy and caught up there: nothing is loaded into the store, marked for
+        saving, quarantined or reconciled. An unreadable snapshot is reported, not moved.
+        """
+        number = self.live(kb_id) if version is None else version
+        key = (kb_id, number)
+        with self._lock:
+            dense, lexical = self._indexes.get(key), self._lexical.get(key)
+            if dense is not None and lexical is not None:
+                return self.compare(kb_id, number, dense, lexical)
+        record = self._version(kb_id, number)
+        directory = self.directory(kb_id, number)
+        if number == 1 and not directory.exists():
+            directory = self.root / kb_id  # a legacy snapshot, not yet moved (see _open)
+        unreadable: list[str] = []
+        try:
+            dense = self._load_dense(directory, record)
+        except IndexUnusable as exc:
+            if (directory / DENSE_MANIFEST).exists():
+                unreadable.append(str(exc))
+            dense = self._new_dense(kb_id, record)  # no snapshot yet: _open starts empty too
+        try:
+            lexical = LexicalIndex.load(directory, kb_id=kb_id)
+        except IndexUnusable as exc:
+            if (directory / LEXICAL_MANIFEST).exists():
+                unreadable.append(str(exc))
+            lexical = LexicalIndex(kb_id)
+        self._catch_up_pair(dense, lexical, key, track=False)
+        found = self.compare(kb_id, number, dense, lexical)
+        if unreadable:
+            found["consistent"] = False
+            found["unreadable"] = unreadable
+        return found
+
+    def compare(
+        self, kb_id: str, version: int, dense: KBIndex, lexical: LexicalIndex
+    ) -> dict[str, object]:
+        """How far (dense, lexical) of `version` are from SQL.
+
+        Exact under concurrent ingestion: the index ids are captured together with the
+        sequence number they reflect, and SQL is read as of that number in one snapshot, so a
+        commit that lands meanwhile is neither "missing" nor "extra".
+        """
+        with self._lock:
+            seq = dense.last_seq
+            have, lexical_ids = dense.ids(), lexical.ids()
+            vectors, layout = len(have), dense.layout
+        with self.db.snapshot() as session:
+            sql_ids = np.fromiter(
+                session.execute(
+                    select(Chunk.id).where(
+                        Chunk.kb_id == kb_id, Chunk.version == version, Chunk.seq <= seq
+                    )
+                ).scalars(),
+                dtype=np.int64,
+            )
+            deleted_since = np.fromiter(
+                session.execute(
+                    select(ChunkTombstone.chunk_id).where(
+                        ChunkTombstone.kb_id == kb_id, ChunkTombstone.seq > seq
+                    )
+                ).scalars(),
+                dtype=np.int64,
+            )
+        # Ids deleted after `seq` were still live at `seq`: count them as present on both sides.
+        sql_ids = np.union1d(sql_ids, np.intersect1d(deleted_since, have))
+        missing = np.setdiff1d(sql_ids, have)
+        extra = np.setdiff1d(have, sql_ids)
+        lexical_ok = not len(np.setxor1d(lexical_ids, sql_ids))
+        return {
+            "version": version,
+            "vectors": vectors,
+            "sql_chunks": len(sql_ids),
+            "last_seq": seq,
+            "embedding_model": dense.embedding_model,
+            "dim": dense.dim,
+            "layout": layout,
+            "lexical_docs": len(lexical_ids),
+            "lexical_consistent": lexical_ok,
+            "missing_ids": missing[:100].tolist(),
+            "extra_ids": extra[:100].tolist(),
+            "consistent": not len(missing) and not len(extra) and lexical_ok,
+        }
+
+    def rebuild(self, kb_id: str, version: int | None = None) -> KBIndex:
+        """Throw a version's caches (the live one's by default) away and build them again
+        from SQL; persisted at once."""
+        with self._lock:
+            number = self.live(kb_id) if version is None else version
+            key = (kb_id, number)
+            dense, lexical = self._build(key)
+            self._indexes[key], self._lexical[key] = dense, lexical
+        self._upkeep(key)
+        with self._lock:
+            dense, lexical = self._indexes[key], self._lexical[key]
+            dense.save(self.directory(*key))
+            lexical.save(self.directory(*key))
+            self._dirty -= {(key, "dense"), (key, "lexical")}
+            return dense
+
+    def build_version(self, kb_id: str, version: int) -> tuple[KBIndex, LexicalIndex]:
+        """Build a version's indexes from SQL and snapshot them, without serving them: the
+        re-index job checks them and `adopt`s them once the version is live."""
+        dense, lexical = self._build((kb_id, version))
+        if lexical.needs_merge():
+            lexical.merge()
+        want = self._layout_for(len(dense), dense.layout)
+        if want != dense.layout:
+            ids, vectors = dense.vectors()
+            fresh = dense.with_layout(want, ids, vectors)
+            del ids, vectors
+            dense = fresh
+        dense.save(self.directory(kb_id, version))
+        lexical.save(self.directory(kb_id, version))
+        return dense, lexical
+
+    def adopt(self, kb_id: str, version: int, dense: KBIndex, lexical: LexicalIndex) -> None:
+        """Serve indexes built by `build_version` (now caught up) for `version`."""
+        key = (kb_id, version)
+        with self._lock:
+            self._catch_up_pair(dense, lexical, key)
+            self._indexes[key], self._lexical[key] = dense, lexical
+            for other in [k for k in self._indexes if k[0] == kb_id and k != key]:
+                self._forget(other)
+
+    def drop(self, kb_id: str) -> None:
+        """Forget every version of a knowledge base and delete their snapshots."""
+        with self._lock:
+            for key in [k for k in self._indexes if k[0] == kb_id]:
+                self._forget(key)
+            shutil.rmtree(self.root / kb_id, ignore_errors=True)
+
+    def drop_version(self, kb_id: str, version: int) -> None:
+        """Forget one version and delete its snapshots (a cancelled or failed build)."""
+        with self._lock:
+            self._forget((kb_id, version))
+            shutil.rmtree(self.directory(kb_id, version), ignore_errors=True)
+
+    def save_dirty(self) -> int:
+        """Snapshot every index changed since its last snapshot; returns how many KBs."""
+        with self._lock:
+            dirty = sorted(self._dirty)
+            for key, kind in dirty:
+                if kind == "dense" and key in self._indexes:
+                    self._indexes[key].save(self.directory(*key))
+                elif kind == "lexical" and key in self._lexical:
+                    self._lexical[key].save(self.directory(*key))
+            self._dirty.clear()
+            return len({key[0] for key, _ in dirty})
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _version(self, kb_id: str, number: int) -> IndexVersion:
+        with self.db.read() as session:
+            if session.get(KnowledgeBase, kb_id) is None:
+                raise NotFound(f"knowledge base {kb_id} does not exist")
+            row = session.execute(
+                select(IndexVersion).where(
+                    IndexVersion.kb_id == kb_id, IndexVersion.number == number
+                )
+            ).scalar_one_or_none()
+            if row is None:
+                raise NotFound(f"knowledge base {kb_id} has no index version {number}")
+            return row
+
+    def _live_versions(self, kb_ids: set[str]) -> dict[str, int]:
+        if not kb_ids:
+            return {}
+        with self.db.read() as session:
+            rows = session.execute(
+                select(KnowledgeBase.id, KnowledgeBase.live_version).where(
+                    KnowledgeBase.id.in_(sorted(kb_ids))
+                )
+            ).all()
+        return {kb_id: int(number) for kb_id, number in rows}
+
+    def _forget(self, key: Key) -> None:
+        self._indexes.pop(key, None)
+        self._lexical.pop(key, None)
+        self._dirty = {d for d in self._dirty if d[0] != key}
+
+    def _load_dense(self, directory: Path, version: IndexVersion) -> KBIndex:
+        """A version's dense snapshot from `directory`; IndexUnusable when missing or unusable."""
+        dense = KBIndex.load(
+            directory,
+            kb_id=version.kb_id,
+            embedding_model=version.embedding_model,
+            dim=version.embedding_dim,
+        )
+        dense.nprobe = self.ivf_nprobe
+        return dense
+
+    def _new_dense(self, kb_id: str, version: IndexVersion) -> KBIndex:
+        index = KBIndex(kb_id, version.embedding_model, version.embedding_dim)
+        index.nprobe = self.ivf_nprobe
+        return index
+
+    def _build(self, key: Key) -> tuple[KBIndex, LexicalIndex]:
+        dense = self._new_dense(key[0], self._version(*key))
+        lexical = LexicalIndex(key[0])
+        self._catch_up_pair(dense, lexical, key)
+        return dense, lexical
+
+    def _adopt_legacy_snapshot(self, kb_id: str, directory: Path) -> None:
+        """Snapshots from before index versions lie in <kb_id>/ itself: they are version 1's."""
+        legacy = self.root / kb_id
+        if directory.exists() or not (legacy / DENSE_MANIFEST).exists():
+            return
+        directory.mkdir(parents=True)
+        names = [DENSE_MANIFEST, LEXICAL_MANIFEST, "vectors-*.faiss", "lexical-*.npz"]
+        for path in [p for name in names for p in legacy.glob(name)]:
+            path.rename(directory / path.name)
+        log.info("moved the index snapshot of %s into %s", kb_id, directory)
+
+    def _open(self, key: Key) -> None:
+        kb_id, number = key
+        version = self._version(kb_id, number)
+        directory = self.directory(kb_id, number)
+        if number == 1:
+            self._adopt_legacy_snapshot(kb_id, directory)
+        try:
+            dense = self._load_dense(directory, version)
+        except IndexUnusable as exc:
+            if directory.exists() and any(directory.iterdir()):
+                self._quarantine(directory, str(exc))
+            dense = self._new_dense(kb_id, version)
+        try:
+            lexical = LexicalIndex.load(directory, kb_id=kb_id)
+        except IndexUnusable as exc:
+            if (directory / LEXICAL_MANIFEST).exists():
+                self._quarantine_lexical(directory, str(exc))
+            lexical = LexicalIndex(kb_id)
+        self._catch_up_pair(dense, lexical, key)
+        self._reconcile(dense, lexical, key)
+        self._indexes[key], self._lexical[key] = dense, lexical
+
+    def _quarantine(self, directory: Path, reason: str) -> None:
+        target = directory.with_name(f"{directory.name}.corrupt-{int(time.time())}")
+        log.warning(
+            "index %s unusable (%s); moved to %s, rebuilding from SQL", directory, reason, target
+        )
+        directory.rename(target)
+
+    def _quarantine_lexical(self, directory: Path, reason: str) -> None:
+        target = directory.with_name(f"{directory.name}.corrupt-lexical-{int(time.time())}")
+        log.warning("BM25 index in %s unusable (%s); moved to %s", directory, reason, target)
+        target.mkdir(parents=True, exist_ok=True)
+        for path in [directory / LEXICAL_MANIFEST, *directory.glob("lexical-*.npz")]:
+            path.rename(target / path.name)
+
+    def _catch_up(self, key: Key) -> None:
+        self._catch_up_pair(self._indexes[key], self._lexical[key], key)
+
+    def _catch_up_pair(
+        self, dense: KBIndex, lexical: LexicalIndex, key: Key, *, track: bool = True
+    ) -> None:
+        """Replay the version's rows, and tombstones, above each index's last sequence number
+        (chunk ids are global, so a tombstone needs no version). `track=False`: a private copy
+        that is never saved (inspect)."""
+        kb_id, version = key
+        with self.db.read() as session:
+            high = sequence.current(session)
+            low = min(dense.last_seq, lexical.last_seq)
+            if high <= low:
+                return
+            added_dense = added_lexical = False
+            after = low
+            while True:
+                rows = session.execute(
+                    select(Chunk.id, Chunk.embedding, Chunk.text, Chunk.seq)
+                    .where(
+                        Chunk.kb_id == kb_id,
+                        Chunk.version == version,
+                        Chunk.seq > after,
+                        Chunk.seq <= high,
+                    )
+                    .order_by(Chunk.seq)
+                    .limit(_BATCH)
+                ).all()
+                if not rows:
+                    break
+                added_dense |= _feed_dense(dense, [r for r in rows if r.seq > dense.last_seq])
+                added_lexical |= _feed_lexical(
+                    lexical, [r for r in rows if r.seq > lexical.last_seq]
+                )
+                after = rows[-1].seq
+            gone = (
+                session.execute(
+                    select(ChunkTombstone.chunk_id).where(
+                        ChunkTombstone.kb_id == kb_id,
+                        ChunkTombstone.seq > low,
+                        ChunkTombstone.seq <= high,
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        removed_dense = dense.remove(list(gone)) if gone else 0
+        removed_lexical = lexical.remove(list(gone)) if gone else 0
+        dense.last_seq = lexical.last_seq = high
+        lexical.refresh()
+        if track and (added_dense or removed_dense):
+            self._dirty.add((key, "dense"))
+        if track and (added_lexical or removed_lexical):
+            self._dirty.add((key, "lexical"))
+
+    def _reconcile(self, dense: KBIndex, lexical: LexicalIndex, key: Key) -> None:
+        """Make each id set equal SQL's as of the sequence number the indexes were caught up
+        to: drop ids SQL lacks, add rows the snapshot lacks. Rows committed after that number
+        are left to the next catch-up; adding them here would put ids above `last_seq` into
+        the index, which `compare` then reports as extra (a false drift under ingestion)."""
+        kb_id, version = key
+        seq = min(dense.last_seq, lexical.last_seq)
+        with self.db.snapshot() as session:
+            sql_ids = np.fromiter(
+                session.execute(
+                    select(Chunk.id).where(
+                        Chunk.kb_id == kb_id, Chunk.version == version, Chunk.seq <= seq
+                    )
+                ).scalars(),
+                dtype=np.int64,
+            )
+            for kind, index in (("dense", dense), ("lexical", lexical)):
+                have = index.ids()
+                extra = np.setdiff1d(have, sql_ids)
+                missing = np.setdiff1d(sql_ids, have)
+                if len(extra):
+                    log.warning("%s index %s: dropping %d ids SQL lacks", kind, kb_id, len(extra))
+                    index.remove(extra)
+                for start in range(0, len(missing), _BATCH):
+                    part = [int(i) for i in missing[start : start + _BATCH]]
+                    rows = session.execute(
+                        select(Chunk.id, Chunk.embedding, Chunk.text).where(Chunk.id.in_(part))
+                    ).all()
+                    if kind == "dense":
+                        _feed_dense(dense, rows)
+                    else:
+                        _feed_lexical(lexical, rows)
+                if len(missing):
+                    log.warning("%s index %s: added %d rows it lacked", kind, kb_id, len(missing))
+                if len(extra) or len(missing):
+                    self._dirty.add((key, kind))
+        lexical.refresh()
+
+    # -- upkeep off the query path -------------------------------------------------------------
+
+    def _upkeep(self, key: Key) -> None:
+        with self._lock:
+            dense, lexical = self._indexes.get(key), self._lexical.get(key)
+        if lexical is not None and lexical.needs_merge():
+            started = time.perf_counter()
+            lexical.merge()
+            with self._lock:
+                self._dirty.add((key, "lexical"))
+            log.info(
+                "BM25 index %s: merged %d documents in %.1f s",
+                key,
+                len(lexical),
+                time.perf_counter() - started,
+            )
+        if dense is not None:
+            want = self._layout_for(len(dense), dense.layout)
+            if want != dense.layout:
+                self._relayout(key, dense, want)
+
+    def _layout_for(self, n: int, current: Layout) -> Layout:
+        if self.ann_threshold <= 0:
+            return "flat"
+        if current == "flat":
+            return "ivf" if n > self.ann_threshold else "flat"
+        return "flat" if n < self.ann_threshold // 2 else "ivf"  # hysteresis: no flapping
+
+    def _relayout(self, key: Key, dense: KBIndex, layout: Layout) -> None:
+        started = time.perf_counter()
+        seq = dense.last_seq  # read before copying: replaying from an older seq is idempotent
+        ids, vectors = dense.vectors()
+        fresh = dense.with_layout(layout, ids, vectors)
+        fresh.last_seq = seq
+        del ids, vectors
+        with self._lock:
+            if self._indexes.get(key) is not dense:
+                return  # dropped or rebuilt meanwhile
+            self._catch_up_pair(fresh, self._lexical[key], key)
+            self._indexes[key] = fresh
+            self._dirty.add((key, "dense"))
+        log.info(
+            "dense index %s: %d vectors now %s (%.1f s)",
+            key,
+            len(fresh),
+            layout,
+            time.perf_counter() - started,
+        )
+
+
+def _feed_dense(index: KBIndex, rows: Sequence[Any]) -> bool:
+    if not rows:
+        return False
+    ids = np.fromiter((r.id for r in rows), dtype=np.int64, count=len(rows))
+    vectors = np.frombuffer(b"".join(r.embedding for r in rows), dtype=np.float32)
+    index.add(ids, vectors.reshape(len(rows), index.dim))
+    return True
+
+
+def _feed_lexical(index: LexicalIndex, rows: Sequence[Any]) -> bool:
+    if not rows:
+        return False
+    index.add_texts((r.id for r in rows), (r.text for r in rows))
+    return True

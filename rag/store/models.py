@@ -1,0 +1,350 @@
+"""SQLAlchemy 2.0 models: SQL is the source of truth; FAISS is derived from `chunks`."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from rag.core import request_context
+from rag.core.tenancy import DEFAULT_TENANT
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit identity.
+BigIntId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class DocumentStatus(StrEnum):
+    queued = "queued"
+    processing = "processing"
+    ready = "ready"
+    failed = "failed"
+
+
+class JobStatus(StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+JOB_REQUEST_ID = "request_id"  # the payload key of the request that queued a job
+
+
+class JobPriority:
+    """Lower runs first: a person waiting on an upload goes before a batch, and both before
+    background jobs (re-index, evaluation, rebuild)."""
+
+    interactive = 0
+    batch = 5
+    background = 10
+
+
+class IngestStage(StrEnum):
+    """Where a processing document is (Job.stage); queued documents have none."""
+
+    parse = "parse"
+    ocr = "ocr"
+    chunk = "chunk"
+    embed = "embed"
+    store = "store"
+
+
+class JobKind(StrEnum):
+    ingest = "ingest"
+    # Build a new index version (re-chunk, re-embed), check it, switch it live.
+    reindex = "reindex"
+    # Rebuild the live version's FAISS/BM25 cache from the vectors in SQL.
+    rebuild_index = "rebuild-index"
+
+
+class VersionStatus(StrEnum):
+    building = "building"
+    live = "live"
+    retired = "retired"  # was live; kept for rollback
+    pruned = "pruned"  # was retired; its chunks and index files deleted (versions.prune)
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[str]: JSON}  # noqa: RUF012
+
+
+class KnowledgeBase(Base):
+    __tablename__ = "knowledge_bases"
+    __table_args__ = (UniqueConstraint("tenant_id", "name", name="uq_knowledge_bases_tenant_name"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    # The owner (rag/core/tenancy.py): names are unique per tenant, never visible across tenants.
+    tenant_id: Mapped[str] = mapped_column(String(64), default=DEFAULT_TENANT)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    # The embedding model and dimension every vector of this knowledge base was made with.
+    embedding_model: Mapped[str] = mapped_column(String(500))
+    embedding_dim: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # The index version queries use (index_versions.number); embedding_model/dim above always
+    # describe it, since they change in the same transaction as this.
+    live_version: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class IndexVersion(Base):
+    """One generation of a knowledge base's chunks: its chunking, its model, its state."""
+
+    __tablename__ = "index_versions"
+    __table_args__ = (UniqueConstraint("kb_id", "number", name="uq_index_versions_kb_number"),)
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    kb_id: Mapped[str] = mapped_column(ForeignKey("knowledge_bases.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    embedding_model: Mapped[str] = mapped_column(String(500))
+    embedding_dim: Mapped[int] = mapped_column(Integer)
+    chunk_tokens: Mapped[int] = mapped_column(Integer)
+    overlap_tokens: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default=VersionStatus.building)
+    job_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    # What the switch checks measured (counts, sample queries).
+    checks: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    activated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+class Document(Base):
+    __tablename__ = "documents"
+    __table_args__ = (UniqueConstraint("kb_id", "sha256", name="uq_documents_kb_sha256"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    kb_id: Mapped[str] = mapped_column(ForeignKey("knowledge_bases.id"), index=True)
+    filename: Mapped[str] = mapped_column(String(500))
+    media_type: Mapped[str] = mapped_column(String(200))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default=DocumentStatus.queued, index=True)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    pages: Mapped[int | None] = mapped_column(Integer, default=None)
+    chunk_count: Mapped[int] = mapped_column(Integer, default=0)
+    warnings: Mapped[list[str]] = mapped_column(default=list)
+    user_metadata: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
+    # Server-generated path relative to the data dir; the user's filename is only metadata.
+    storage_path: Mapped[str] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+
+class Chunk(Base):
+    __tablename__ = "chunks"
+    __table_args__ = (
+        UniqueConstraint(
+            "document_id", "version", "ordinal", name="uq_chunks_document_version_ordinal"
+        ),
+        Index("ix_chunks_kb_seq", "kb_id", "seq"),
+        Index("ix_chunks_kb_version_seq", "kb_id", "version", "seq"),
+        Index("ix_chunks_model_text", "embedding_model", "text_sha256"),
+    )
+
+    # The FAISS id: never reused, never positional.
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    kb_id: Mapped[str] = mapped_column(ForeignKey("knowledge_bases.id"))
+    document_id: Mapped[str] = mapped_column(ForeignKey("documents.id"), index=True)
+    # The index version this chunk belongs to (each version chunks every document again).
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    ordinal: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+    # sha256 of the embedded text, so identical text is never embedded twice.
+    text_sha256: Mapped[str] = mapped_column(String(64))
+    page_start: Mapped[int] = mapped_column(Integer)
+    page_end: Mapped[int] = mapped_column(Integer)
+    char_start: Mapped[int] = mapped_column(Integer)
+    char_end: Mapped[int] = mapped_column(Integer)
+    heading_path: Mapped[list[str]] = mapped_column(default=list)
+    token_count: Mapped[int] = mapped_column(Integer)
+    embedding: Mapped[bytes] = mapped_column(LargeBinary)  # float32, little-endian
+    embedding_model: Mapped[str] = mapped_column(String(500))
+    # Commit-ordered sequence (rag/store/sequence.py): the index replays rows above its last seq.
+    seq: Mapped[int] = mapped_column(BigInteger, index=True)
+
+
+class ChunkTombstone(Base):
+    """A deleted chunk id, so every index replica drops it during catch-up."""
+
+    __tablename__ = "chunk_tombstones"
+    __table_args__ = (Index("ix_tombstones_kb_seq", "kb_id", "seq"),)
+
+    chunk_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    kb_id: Mapped[str] = mapped_column(String(32))
+    seq: Mapped[int] = mapped_column(BigInteger)
+
+
+class Counter(Base):
+    """Named counters; updating a row locks it, which makes `seq` follow commit order."""
+
+    __tablename__ = "counters"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        Index("ix_jobs_status_run_after", "status", "run_after"),
+        Index("ix_jobs_status_priority", "status", "priority", "created_at"),
+        # The fair order looks up when each knowledge base was last served.
+        Index("ix_jobs_started_at", "started_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    kind: Mapped[str] = mapped_column(String(32))
+    kb_id: Mapped[str | None] = mapped_column(String(32), index=True, default=None)
+    document_id: Mapped[str | None] = mapped_column(String(32), index=True, default=None)
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.queued)
+    # JobPriority: lower first; fairness across knowledge bases applies within one priority.
+    priority: Mapped[int] = mapped_column(Integer, default=JobPriority.interactive)
+    # The document's file name, for operators reading the queue (ingest jobs only).
+    filename: Mapped[str | None] = mapped_column(String(500), default=None)
+    # IngestStage of a running ingest job, and how many of its pages that stage has done.
+    stage: Mapped[str | None] = mapped_column(String(16), default=None)
+    pages_done: Mapped[int] = mapped_column(Integer, default=0)
+    pages_total: Mapped[int | None] = mapped_column(Integer, default=None)
+    progress_done: Mapped[int] = mapped_column(Integer, default=0)
+    progress_total: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    result: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    worker_id: Mapped[str | None] = mapped_column(String(200), default=None)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    run_after: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+    def __init__(self, **kw: Any) -> None:
+        if "priority" not in kw and kw.get("kind", JobKind.ingest) != JobKind.ingest:
+            kw["priority"] = JobPriority.background
+        super().__init__(**kw)
+        # The request that queued the job travels with it, so that the worker's log records
+        # for the job (another thread, maybe another process) carry the same request id.
+        queued_by = request_context.current()
+        if queued_by is not None:
+            self.payload = {**(self.payload or {}), JOB_REQUEST_ID: queued_by}
+
+    @property
+    def request_id(self) -> str | None:
+        value = (self.payload or {}).get(JOB_REQUEST_ID)
+        return value if isinstance(value, str) else None
+
+
+class Conversation(Base):
+    """A multi-turn conversation with one knowledge base; deleted with it."""
+
+    __tablename__ = "conversations"
+    __table_args__ = (Index("ix_conversations_kb_updated", "kb_id", "updated_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    kb_id: Mapped[str] = mapped_column(ForeignKey("knowledge_bases.id", ondelete="CASCADE"))
+    title: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+
+class Message(Base):
+    """One turn: the user's question, or the assistant's answer with its citations."""
+
+    __tablename__ = "messages"
+    __table_args__ = (Index("ix_messages_conversation_id", "conversation_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
+    role: Mapped[str] = mapped_column(String(16))  # user | assistant
+    content: Mapped[str] = mapped_column(Text)
+    # The standalone question retrieval used (user turns that were condensed).
+    standalone: Mapped[str | None] = mapped_column(Text, default=None)
+    citations: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    model: Mapped[str | None] = mapped_column(String(500), default=None)
+    usage: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class IdempotencyRecord(Base):
+    """The first response to a request carrying an Idempotency-Key, replayed for repeats."""
+
+    __tablename__ = "idempotency_keys"
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    # Route and knowledge base: the same key sent to another route is another request.
+    scope: Mapped[str] = mapped_column(String(300), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(Integer)
+    response: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+# Tables of the security layer: API keys (stored hashed) and the audit log.
+
+
+class ApiKey(Base):
+    """An integration's key. Only the SHA-256 of its secret is kept: the secret is 32 random
+    bytes, so a fast hash is safe, and verification stays cheap on every request."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (Index("ix_api_keys_tenant", "tenant_id"),)
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)  # public part of the key
+    name: Mapped[str] = mapped_column(String(200), default="")
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    scopes: Mapped[list[str]] = mapped_column(JSON)
+    # None: every knowledge base of the tenant; else only these ids.
+    kb_ids: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    secret_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # None: the service defaults (RAG_SECURITY__*).
+    requests_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    concurrent_generations: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    upload_bytes_per_day: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class AuditEvent(Base):
+    """Who did what to keys, tenants and knowledge bases. Never holds a secret."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_tenant_at", "tenant_id", "at"),)
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    actor: Mapped[str] = mapped_column(String(80))  # "key:<id>", "cli", "open"
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64))  # key.create, kb.delete, ...
+    target: Mapped[str] = mapped_column(String(200), default="")
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
