@@ -25,9 +25,10 @@ COPY pyproject.toml README.md ./
 COPY rag ./rag
 COPY ingest ./ingest
 COPY api ./api
-# postgres: psycopg for RAG_DATABASE_URL=postgresql+psycopg://...; redis: limits shared
-# between API replicas (RAG_SECURITY__REDIS_URL).
-RUN pip install ".[postgres,redis]" && rm -rf /app/build
+# server: the service (the base install is only the Python client); postgres: psycopg for
+# RAG_DATABASE_URL=postgresql+psycopg://...; redis: limits shared between API replicas
+# (RAG_SECURITY__REDIS_URL).
+RUN pip install ".[server,postgres,redis]" && rm -rf /app/build
 
 # A non-root user owns the data dir (uploaded files, FAISS/BM25 caches, SQLite if no
 # PostgreSQL). /data/index exists in the image so a volume mounted there starts owned by it.

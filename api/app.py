@@ -57,15 +57,14 @@ def _warm_up(app: FastAPI, svc: Services) -> None:
 
 def _doctor_loop(app: FastAPI, svc: Services, stop: threading.Event) -> None:
     """Periodic consistency check; /readyz says 'degraded' while a repair runs."""
-    from rag.kb.doctor import examine
 
     interval = svc.settings.doctor_interval_s
     while interval and not stop.wait(interval):
         try:
-            found = examine(svc, repair=False)
+            found = svc.doctor.examine(repair=False)
             if found:
                 app.state.repairing = True
-                found = examine(svc, repair=True)
+                found = svc.doctor.examine(repair=True)
             app.state.doctor = {"last_run": time.time(), "findings": [f.as_dict() for f in found]}
         except Exception:
             log.exception("consistency check failed")
@@ -114,8 +113,8 @@ def create_app(
         app.state.worker = None
         # Per-app registry: these gauges read this app's database at scrape time.
         app.state.registry = CollectorRegistry()
-        app.state.registry.register(DocumentStatusCollector(svc))
-        app.state.registry.register(JobQueueCollector(svc))
+        app.state.registry.register(DocumentStatusCollector(svc.db))
+        app.state.registry.register(JobQueueCollector(svc.db))
         stop = threading.Event()
         if warm_up:
             threading.Thread(target=_warm_up, args=(app, svc), daemon=True).start()

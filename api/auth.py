@@ -1,8 +1,11 @@
-"""Authentication, scopes and per-key limits for every /v1 route, in one ASGI middleware.
+"""Authentication, scopes and per-key limits for the API, in one ASGI middleware.
 
-One place instead of a dependency on each route: a route added later is covered at once, and
-anything this table does not know needs the admin scope (fail closed). The middleware sets the
-request's principal (rag/core/tenancy.py), which the knowledge-base lookups use to filter by tenant.
+What a request needs is declared on its route (api/route_policy.py): the scope, and whether it
+holds a generation slot or spends upload quota. The middleware looks the request's route up in
+a table built from app.routes and enforces that, before the route reads the body. A route that
+declares nothing needs the admin scope (fail closed), and a request no route takes needs a key
+under /v1. The middleware sets the request's principal (rag/core/tenancy.py), which the
+knowledge-base lookups use to filter by tenant.
 
 Open mode: while no key has ever been created and the server is bound to loopback, requests act
 as the default tenant's admin, and /readyz and the log say so. On any other address, or once a
@@ -15,7 +18,6 @@ import hashlib
 import ipaddress
 import logging
 import math
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +27,7 @@ from anyio import to_thread
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from api import route_policy
 from api.errors import error_body
 from rag.core import tenancy
 from rag.core.config import SecuritySettings
@@ -36,27 +39,7 @@ from rag.store.db import Database
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-_KB = r"/v1/knowledge-bases/[^/]+"
-# (methods, path pattern, scope); first match wins. "read" is satisfied by any scope.
-_RULES: list[tuple[frozenset[str], re.Pattern[str], str]] = [
-    (frozenset({"GET", "POST", "DELETE"}), re.compile(r"/v1/(keys|audit)(/.*)?"), "admin"),
-    (frozenset({"GET", "HEAD"}), re.compile(r"/v1/.*"), "read"),
-    (frozenset({"POST", "DELETE"}), re.compile(rf"{_KB}/documents(/[^/]+)?"), "ingest"),
-    (frozenset({"POST"}), re.compile(r"/v1/jobs/[^/]+/cancel"), "ingest"),
-    (frozenset({"POST"}), re.compile(rf"{_KB}/(search|ask)"), "query"),
-    (frozenset({"POST"}), re.compile(r"/v1/chat/completions"), "query"),
-    (frozenset({"POST", "DELETE"}), re.compile(r"/v1/conversations(/[^/]+)?"), "query"),
-]
-_GENERATION = re.compile(rf"(?:{_KB}/ask|/v1/chat/completions)")
-_UPLOAD = re.compile(rf"{_KB}/documents")
 _VERIFIED_CACHE_S = 2.0
-
-
-def required_scope(method: str, path: str) -> str:
-    for methods, pattern, scope in _RULES:
-        if method in methods and pattern.fullmatch(path):
-            return scope
-    return "admin"
 
 
 def is_loopback(host: str) -> bool:
@@ -190,8 +173,11 @@ class AuthMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "")
-        if scope["type"] != "http" or not path.startswith("/v1/"):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        access = route_policy.resolve(scope)
+        if access.public:
             await self.app(scope, receive, send)
             return
         guard: Guard | None = getattr(scope["app"].state, "guard", None)
@@ -199,7 +185,6 @@ class AuthMiddleware:
             await _refuse(scope, receive, send, Unauthorized("the service is starting"))
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        method = scope["method"]
         slot: str | None = None
         # Database and Redis calls go to a thread; cached verifications and in-memory limits
         # take microseconds, and a thread hop for them would cost more than the work itself.
@@ -208,14 +193,13 @@ class AuthMiddleware:
             principal = guard.authenticate_cached(authorization)
             if principal is None:
                 principal = await to_thread.run_sync(guard.authenticate, authorization)
-            scope_needed = required_scope(method, path)
-            if not principal.allows(scope_needed):
-                raise Forbidden(f"this API key lacks the {scope_needed!r} scope")
+            if not principal.allows(access.scope):
+                raise Forbidden(f"this API key lacks the {access.scope!r} scope")
             await _limits(guard, guard.check_rate, principal)
             declared = headers.get("content-length", "")
-            if method == "POST" and _UPLOAD.fullmatch(path) and declared.isdigit():
+            if access.upload and declared.isdigit():
                 await _limits(guard, guard.spend_upload, principal, int(declared))
-            if method == "POST" and _GENERATION.fullmatch(path):
+            if access.generation:
                 slot = await _limits(guard, guard.take_generation_slot, principal)
         except RagError as exc:
             await _refuse(scope, receive, send, exc)

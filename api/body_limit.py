@@ -3,18 +3,17 @@
 A declared Content-Length over the limit is answered 413 before anything is read. A body sent
 without one (chunked) is counted as it streams in: at the first byte over the limit the app is
 told the client went away, and the client gets 413 — the rest is never read or spooled to disk.
+It applies to the routes that declare the upload limit class (api/route_policy.py).
 """
 
 from __future__ import annotations
 
-import re
-
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api import route_policy
 from api.errors import error_body
 
-_UPLOAD = re.compile(r"/v1/knowledge-bases/[^/]+/documents")
 ENVELOPE = 1024 * 1024  # multipart headers and boundaries around the file itself
 
 
@@ -23,11 +22,7 @@ class BodyLimitMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or scope["method"] != "POST"
-            or not _UPLOAD.fullmatch(scope["path"])
-        ):
+        if scope["type"] != "http" or not route_policy.resolve(scope).upload:
             await self.app(scope, receive, send)
             return
         file_limit = scope["app"].state.services.settings.ingest.max_upload_bytes

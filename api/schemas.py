@@ -9,9 +9,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from api.types import UtcDateTime
-from ingest.scheduling import QueueState, priority_name
 from rag.kb import job_control
 from rag.kb.knowledge import KBStats
+from rag.kb.scheduling import QueueState, priority_name
 from rag.kb.versions import VersionInfo
 from rag.qa.answer import Answer, AskSpec
 from rag.retrieval.retriever import Passage

@@ -9,7 +9,8 @@ request end in both cases, at once, rather than whenever the garbage collector g
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator
+from typing import Protocol
 
 import anyio
 from starlette.responses import StreamingResponse
@@ -25,16 +26,19 @@ def sse(event: str | None, data: object) -> str:
     return f"{head}data: {payload}\n\n"
 
 
-class EventStream(StreamingResponse):
-    """`on_close` runs once the response ends, however it ends: also when the client left
-    before the generator started, when closing the generator runs none of its code."""
+class Closable(Protocol):
+    async def aclose(self) -> None: ...
 
-    def __init__(
-        self, events: AsyncGenerator[str, None], on_close: Callable[[], None] | None = None
-    ) -> None:
+
+class EventStream(StreamingResponse):
+    """`closing` (an answer stream) is closed once the response ends, however it ends: also
+    when the client left before the generator started, when closing the generator runs none
+    of its code."""
+
+    def __init__(self, events: AsyncGenerator[str, None], closing: Closable | None = None) -> None:
         super().__init__(events, media_type="text/event-stream", headers=SSE_HEADERS)
         self._events = events
-        self._on_close = on_close
+        self._closing = closing
 
     async def stream_response(self, send: Send) -> None:
         try:
@@ -42,5 +46,5 @@ class EventStream(StreamingResponse):
         finally:
             with anyio.CancelScope(shield=True):
                 await self._events.aclose()
-            if self._on_close is not None:
-                self._on_close()
+                if self._closing is not None:
+                    await self._closing.aclose()

@@ -29,15 +29,14 @@ SETS = {
 
 def measure(cache: Path, size: int, overlap: int) -> dict[str, dict[str, dict[str, float]]]:
     from rag.evaluation.golden import load_golden
-    from rag.evaluation.runner import run_modes
 
     svc = real_services(cache / f"{size}-{overlap}", size, overlap)
     try:
         kbs = ingest_documents(svc)
         out: dict[str, dict[str, dict[str, float]]] = {}
         for label, (document, golden) in SETS.items():
-            reports = run_modes(
-                svc, kbs[document], load_golden(golden), ["lexical", "dense", "hybrid"]
+            reports = svc.evaluator.run_modes(
+                kbs[document], load_golden(golden), ["lexical", "dense", "hybrid"]
             )
             out[label] = {
                 mode: {"hit@1": r.hit_at[1], "hit@5": r.hit_at[5], "mrr": r.mrr}

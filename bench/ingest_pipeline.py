@@ -186,14 +186,13 @@ def _run_pipeline(svc: Services, names: list[str]) -> tuple[float, dict[str, flo
     from ingest.pipelined_worker import PipelinedWorker
     from ingest.upload import stage_upload
     from rag.core.metrics import INGEST_STAGE_SECONDS
-    from rag.kb import knowledge
     from rag.store.models import Document
 
-    kb = knowledge.create_kb(svc, "bench")
+    kb = svc.knowledge.create_kb("bench")
     svc.embedder.embed_passages(["warm up"])
     for n in names:
         with (FILES / n).open("rb") as fh:
-            knowledge.add_document(svc, kb.id, stage_upload(fh, n, svc.settings.data_dir, 10**9))
+            svc.knowledge.add_document(kb.id, stage_upload(fh, n, svc.settings.data_dir, 10**9))
     before = {s: _histogram_sum(INGEST_STAGE_SECONDS, s) for s in STAGE_NAMES}
     worker = PipelinedWorker(svc, threads=2)
     started = time.perf_counter()
@@ -231,7 +230,6 @@ def memory_child(n_files: int) -> None:
     from ingest.pipelined_worker import PipelinedWorker
     from ingest.upload import stage_upload
     from rag.core.config import Settings
-    from rag.kb import knowledge
     from rag.services import Services
     from rag.store.models import Document
 
@@ -242,13 +240,13 @@ def memory_child(n_files: int) -> None:
             ingest={"poll_interval_s": 0.02},
         )
         svc = Services.create(settings)
-        kb = knowledge.create_kb(svc, "mem")
+        kb = svc.knowledge.create_kb("mem")
         worker = PipelinedWorker(svc, threads=2)
         worker.start()
         for i in range(n_files):
             text = (f"第 {i} 号文件\n\n" + f"这是第 {i} 号文件的正文，用于测量内存。" * 60).encode()
-            knowledge.add_document(
-                svc, kb.id, stage_upload(io.BytesIO(text), f"f{i}.txt", settings.data_dir, 10**7)
+            svc.knowledge.add_document(
+                kb.id, stage_upload(io.BytesIO(text), f"f{i}.txt", settings.data_dir, 10**7)
             )
         while True:
             with svc.db.read() as session:

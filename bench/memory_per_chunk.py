@@ -81,7 +81,6 @@ def build(data_dir: Path, n: int) -> dict[str, Any]:
     """Write a tiny and a large knowledge base into SQLite (run in its own process)."""
     from sqlalchemy import insert
 
-    from rag.kb import knowledge
     from rag.services import Services
     from rag.store import sequence
     from rag.store.models import Chunk, Document
@@ -90,7 +89,7 @@ def build(data_dir: Path, n: int) -> dict[str, Any]:
     corpus = texts(n + 10)
     ids = {}
     for name, rows in (("tiny", corpus[n:]), ("large", corpus[:n])):
-        kb = knowledge.create_kb(svc, name)
+        kb = svc.knowledge.create_kb(name)
         ids[name] = kb.id
         doc_id = (name[0] * 32)[:32]
         with svc.db.write() as session:
@@ -140,16 +139,15 @@ def build(data_dir: Path, n: int) -> dict[str, Any]:
 
 
 def measure_service(data_dir: Path, kbs: dict[str, str]) -> dict[str, Any]:
-    from rag.retrieval.retriever import search
     from rag.services import Services
 
     svc = Services.create(_settings(data_dir))
     svc.indexes.pair(kbs["tiny"])
-    search(svc, kbs["tiny"], "如何安装软件包", 5)
+    svc.retriever.search(kbs["tiny"], "如何安装软件包", 5)
     before = settle()
     svc.indexes.pair(kbs["large"])
     svc.indexes.sync(kbs["large"])  # the sync loop's upkeep: BM25 delta merged into its base
-    search(svc, kbs["large"], "如何安装软件包", 5)
+    svc.retriever.search(kbs["large"], "如何安装软件包", 5)
     after = settle()
     dense = svc.indexes.get(kbs["large"])
     out = {"rss_before": before, "rss_after": after, "vectors": len(dense)}

@@ -48,10 +48,10 @@ def ingest_documents(svc, names=DOCUMENTS) -> dict[str, str]:  # type: ignore[no
         if name in existing:
             kbs[name] = existing[name]
             continue
-        kb = knowledge.create_kb(svc, name)
+        kb = svc.knowledge.create_kb(name)
         with (FILES / name).open("rb") as fh:
             staged = stage_upload(fh, name, svc.settings.data_dir, 10**8)
-        knowledge.add_document(svc, kb.id, staged)
+        svc.knowledge.add_document(kb.id, staged)
         kbs[name] = kb.id
     worker = Worker(svc)
     while worker.run_once():

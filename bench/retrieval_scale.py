@@ -187,8 +187,6 @@ def bench_end_to_end(n: int, queries: int) -> dict[str, float]:
     from sqlalchemy import insert
 
     from rag.core.config import Settings
-    from rag.kb import knowledge
-    from rag.retrieval.retriever import search
     from rag.services import Services
     from rag.store import sequence
     from rag.store.models import Chunk, Document
@@ -200,7 +198,7 @@ def bench_end_to_end(n: int, queries: int) -> dict[str, float]:
             ingest={"workers": 0},  # type: ignore[arg-type]
         )
         svc = Services.create(settings)
-        kb = knowledge.create_kb(svc, "bench")
+        kb = svc.knowledge.create_kb("bench")
         vecs, docs = vectors(n), texts(n)
         with svc.db.write() as session:
             session.add(
@@ -246,8 +244,8 @@ def bench_end_to_end(n: int, queries: int) -> dict[str, float]:
         svc.indexes.sync(kb.id)  # upkeep: the BM25 merge, as the server's sync loop does
         rng = np.random.default_rng(9)
         qtexts = [" ".join(docs[i].split()[:3]) for i in rng.choice(n, queries, replace=False)]
-        search(svc, kb.id, qtexts[0], 10)
-        times = [timed(lambda: search(svc, kb.id, t, 10)) for t in qtexts]  # noqa: B023
+        svc.retriever.search(kb.id, qtexts[0], 10)
+        times = [timed(lambda: svc.retriever.search(kb.id, t, 10)) for t in qtexts]  # noqa: B023
         svc.close()
     row = {"e2e_hybrid_p50_ms": statistics.median(times), "e2e_hybrid_p95_ms": pct(times, 0.95)}
     print(

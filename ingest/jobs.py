@@ -22,12 +22,12 @@ from typing import Any
 from sqlalchemy import case, update
 from sqlalchemy.orm import Session
 
-from ingest import progress, reindex, sandbox, scheduling
+from ingest import progress, reindex, sandbox
 from ingest.pipeline import STAGES, Outcome, VersionChanged, process_document
 from rag.core import metrics, request_context
 from rag.core.errors import IngestionError, NotFound
-from rag.evaluation.runner import EVAL_JOB, run_eval_job
-from rag.kb import job_control, versions
+from rag.evaluation.runner import EVAL_JOB
+from rag.kb import job_control, scheduling, versions
 from rag.services import Services
 from rag.store.models import Document, DocumentStatus, IngestStage, Job, JobKind, JobStatus
 
@@ -133,7 +133,7 @@ class Worker:
     # -- one job -----------------------------------------------------------------------------
 
     def claim(self, job_id: str | None = None, kinds: Sequence[str] | None = None) -> Job | None:
-        """The next runnable job in fair order (ingest/scheduling.py: priority, then rounds
+        """The next runnable job in fair order (rag/kb/scheduling.py: priority, then rounds
         across tenants and knowledge bases), of `kinds` or job `job_id` if given, leased to us."""
         cfg = self.svc.settings.ingest
         now = self.svc.db.now()
@@ -249,8 +249,8 @@ class Worker:
             with self.svc.db.write() as session:
                 self._mark(session, job.id, JobStatus.succeeded, result=result)
         elif job.kind == EVAL_JOB and job.kb_id:
-            result = run_eval_job(
-                self.svc, job.kb_id, job.payload or {}, lambda d, t: self._progress(job.id, d, t)
+            result = self.svc.evaluator.run_eval_job(
+                job.kb_id, job.payload or {}, lambda d, t: self._progress(job.id, d, t)
             )
             with self.svc.db.write() as session:
                 self._mark(session, job.id, JobStatus.succeeded, result=result)

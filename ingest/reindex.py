@@ -44,7 +44,6 @@ from rag.kb.versions import (
     get_version,
     lock_kb,
     missing_documents,
-    prune,
     ready_documents,
 )
 from rag.services import Services
@@ -142,7 +141,7 @@ def _prune_after_switch(svc: Services, kb_id: str) -> list[int]:
     """Prune retired versions beyond the configured number; the switch is done whatever
     happens here, so a failure is logged (`rag reindex prune` can finish it), not raised."""
     try:
-        return prune(svc, kb_id)
+        return svc.versions.prune(kb_id)
     except Exception:
         log.exception("knowledge base %s: pruning old index versions failed", kb_id)
         return []

@@ -1,6 +1,9 @@
-"""The heavy objects, created once per process (FastAPI lifespan, or the CLI) and passed around.
+"""The composition root: builds every component once per process (FastAPI lifespan, the CLI,
+the worker) and hands each one exactly what it uses. Components never receive this object.
 
-Nothing here loads at import time; the embedder loads on first use unless `warm_up` is called.
+Nothing loads at import time; the models load on first use (the embedder, the reranker, the
+tokenizer, the LLM routes), which is why some components get a provider (a bound method of
+this class) rather than the object.
 """
 
 from __future__ import annotations
@@ -12,7 +15,15 @@ from functools import cached_property
 from typing import TYPE_CHECKING
 
 from rag.core.config import Settings
+from rag.evaluation.runner import Evaluator
 from rag.index.store import IndexStore
+from rag.kb.doctor import Doctor
+from rag.kb.knowledge import KnowledgeBases
+from rag.kb.versions import Versions
+from rag.qa.answer import Answerer
+from rag.qa.conversations import Conversations
+from rag.qa.service import AnswerService
+from rag.retrieval.retriever import Retriever
 from rag.store import schema
 from rag.store.db import Database
 
@@ -142,6 +153,86 @@ class Services:
         from rag.ml.tokens import load_token_counter
 
         return load_token_counter(self.settings.tokenizer.path)
+
+    def _tokens(self) -> TokenCounter:
+        return self.tokens
+
+    def _embedder_now(self) -> Embedder:
+        return self.embedder
+
+    def _router_now(self) -> Router:
+        return self.router
+
+    def _reranker_now(self) -> Reranker:
+        return self.reranker
+
+    # --- the components ---------------------------------------------------------------------
+
+    @cached_property
+    def knowledge(self) -> KnowledgeBases:
+        s = self.settings
+        return KnowledgeBases(
+            self.db,
+            self.indexes,
+            data_dir=s.data_dir,
+            chunking=s.chunking,
+            embedder=self._embedder_now,
+        )
+
+    @cached_property
+    def versions(self) -> Versions:
+        return Versions(
+            self.db,
+            self.indexes,
+            embedder_for=self.embedder_for,
+            keep_versions=self.settings.index.keep_versions,
+        )
+
+    @cached_property
+    def doctor(self) -> Doctor:
+        s = self.settings
+        return Doctor(
+            self.db,
+            self.indexes,
+            data_dir=s.data_dir,
+            grace_s=s.doctor_grace_s,
+            lease_s=s.ingest.lease_s,
+        )
+
+    @cached_property
+    def conversations(self) -> Conversations:
+        return Conversations(self.db)
+
+    @cached_property
+    def retriever(self) -> Retriever:
+        return Retriever(
+            self.db,
+            self.indexes,
+            settings=self.settings.retrieval,
+            embedder_for=self.embedder_for,
+            reranker=self._reranker_now,
+        )
+
+    @cached_property
+    def evaluator(self) -> Evaluator:
+        return Evaluator(self.retriever, data_dir=self.settings.data_dir)
+
+    @cached_property
+    def answerer(self) -> Answerer:
+        return Answerer(
+            self.retriever,
+            self.conversations,
+            router=self._router_now,
+            tokens=self._tokens,
+            llm_settings=self.settings.llm,
+            link_allowlist=self.settings.security.link_allowlist,
+        )
+
+    @cached_property
+    def qa(self) -> AnswerService:
+        return AnswerService(
+            self.answerer, self.db, cache=self.answer_cache, settings=self.settings
+        )
 
     def close(self) -> None:
         try:

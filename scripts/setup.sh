@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Create .venv and install the project. The CPU build of torch goes in first, so that
-# sentence-transformers does not pull a multi-GB CUDA build. EXTRAS picks the optional groups.
+# sentence-transformers does not pull a multi-GB CUDA build. EXTRAS picks the optional groups:
+# `server` is the service itself (the base install is only the Python client, rag.client);
+# the other extras (offline, postgres, redis, ray, otel, gpu, dev) pull the server in as well.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EXTRAS="${EXTRAS:-offline,postgres}"
+EXTRAS="${EXTRAS:-server,offline,postgres}"
 PYTHON="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv

@@ -4,7 +4,7 @@
 # where it is absent) and a real `transformers serve` process.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EXTRAS="offline,postgres,ray,redis,otel,dev" bash scripts/setup.sh
+EXTRAS="server,offline,postgres,ray,redis,otel,dev" bash scripts/setup.sh
 # The web console's browser tests drive Debian's Chromium (browser downloads fail here); a CJK
 # font makes the Chinese screenshots readable.
 if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then

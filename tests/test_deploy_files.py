@@ -211,7 +211,7 @@ def test_dockerfile_builds_a_cpu_image_for_a_non_root_user() -> None:
     text = DOCKERFILE.read_text(encoding="utf-8")
     assert re.search(r"^FROM python:3\.11-slim", text, re.M)
     torch = text.index("download.pytorch.org/whl/cpu")
-    assert torch < text.index('".[postgres,redis]"'), "the CPU torch goes in before the project"
+    assert torch < text.index('".[server,postgres,redis]"'), "CPU torch goes in before the server"
     assert re.search(r"torch==\$\{TORCH_VERSION\}", text)
     assert re.search(r"^ARG TORCH_VERSION=2\.13\.0$", text, re.M)
     users = re.findall(r"^USER (\S+)", text, re.M)

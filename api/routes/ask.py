@@ -17,11 +17,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header
 
-from api.deps import ServicesDep
+from api.deps import AnswerServiceDep
+from api.route_policy import GENERATION, access
 from api.schemas import AskRequest, AskResponse, citations_out
 from api.streaming import EventStream, sse
 from rag.core.errors import RagError
-from rag.qa import answer, answer_cache
+from rag.qa.answer import Answer
+from rag.qa.answer_cache import Policy
+from rag.qa.service import AnswerStream
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/knowledge-bases/{kb_id}", tags=["question answering"])
@@ -31,32 +34,27 @@ router = APIRouter(prefix="/v1/knowledge-bases/{kb_id}", tags=["question answeri
     "/ask",
     response_model=AskResponse,
     responses={200: {"content": {"text/event-stream": {}}}},
+    openapi_extra=access("query", GENERATION),
 )
 async def ask(
     kb_id: str,
     body: AskRequest,
-    svc: ServicesDep,
+    qa: AnswerServiceDep,
     cache_control: Annotated[
         str | None, Header(description="no-cache: a fresh answer; no-store: the cache is not used")
     ] = None,
 ) -> AskResponse | EventStream:
     spec = body.spec(kb_id)
     if body.retrieval_only:
-        return AskResponse.of(await answer.retrieve_only(svc, spec))
-    found = await answer_cache.lookup(
-        svc, spec, answer_cache.Policy.of(body.cache, cache_control), stream=body.stream
-    )
-    if found.hit is not None:
-        if body.stream:
-            return EventStream(_events(answer_cache.Replay(found.hit), found, cached=True))
-        return AskResponse.of(found.hit, cached=True)
-    fresh = await answer_cache.answer_missed(svc, spec, found, stream=body.stream)
-    if isinstance(fresh, answer.Answer):
-        return AskResponse.of(fresh)
-    return EventStream(_events(fresh, found, cached=False), on_close=found.release)
+        return AskResponse.of(await qa.retrieve_only(spec))
+    reply = await qa.ask(spec, Policy.of(body.cache, cache_control), stream=body.stream)
+    if reply.stream is not None:
+        return EventStream(_events(reply.stream), closing=reply.stream)
+    assert reply.answer is not None
+    return AskResponse.of(reply.answer, cached=reply.cached)
 
 
-def done_event(result: answer.Answer, *, cached: bool) -> dict[str, Any]:
+def done_event(result: Answer, *, cached: bool) -> dict[str, Any]:
     return {
         "model": result.model,
         "usage": result.usage,
@@ -69,21 +67,15 @@ def done_event(result: answer.Answer, *, cached: bool) -> dict[str, Any]:
     }
 
 
-async def _events(
-    live: answer.LiveAnswer | answer_cache.Replay, found: answer_cache.Lookup, *, cached: bool
-) -> AsyncGenerator[str, None]:
+async def _events(stream: AnswerStream) -> AsyncGenerator[str, None]:
     try:
-        async for delta in live.deltas():
+        async for delta in stream.deltas():
             yield sse("delta", {"text": delta})
-        result = await live.finish()
-        # Kept only here: a stream that failed or that the client left never reaches this.
-        await found.keep(result)
+        result = await stream.finish()
         yield sse("citations", [c.model_dump() for c in citations_out(result)])
-        yield sse("done", done_event(result, cached=cached))
+        yield sse("done", done_event(result, cached=stream.cached))
     except RagError as exc:
         yield sse("error", {"code": exc.code, "message": str(exc)})
     except Exception as exc:  # never leave the client hanging on a half-sent stream
         log.exception("ask stream failed")
         yield sse("error", {"code": "internal_error", "message": f"{type(exc).__name__}: {exc}"})
-    finally:
-        await live.aclose()

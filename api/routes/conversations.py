@@ -8,9 +8,9 @@ from typing import Any
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
-from api.deps import ServicesDep
+from api.deps import ConversationsDep
+from api.route_policy import access
 from api.types import UtcDateTime
-from rag.qa import conversations
 from rag.store.models import Conversation, Message
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
@@ -67,27 +67,29 @@ class ConversationList(BaseModel):
     conversations: list[ConversationOut]
 
 
-@router.post("", status_code=201, response_model=ConversationOut)
-def create(body: ConversationCreate, svc: ServicesDep) -> ConversationOut:
-    return ConversationOut.of(conversations.create(svc, body.kb_id, body.title))
+@router.post("", status_code=201, response_model=ConversationOut, openapi_extra=access("query"))
+def create(body: ConversationCreate, conversations: ConversationsDep) -> ConversationOut:
+    return ConversationOut.of(conversations.create(body.kb_id, body.title))
 
 
-@router.get("", response_model=ConversationList)
-def list_(svc: ServicesDep, kb_id: str | None = None, limit: int = 100) -> ConversationList:
-    rows = conversations.list_conversations(svc, kb_id, max(1, min(limit, 1000)))
+@router.get("", response_model=ConversationList, openapi_extra=access("read"))
+def list_(
+    conversations: ConversationsDep, kb_id: str | None = None, limit: int = 100
+) -> ConversationList:
+    rows = conversations.list_conversations(kb_id, max(1, min(limit, 1000)))
     return ConversationList(conversations=[ConversationOut.of(c) for c in rows])
 
 
-@router.get("/{conversation_id}", response_model=ConversationDetail)
-def get(conversation_id: str, svc: ServicesDep) -> ConversationDetail:
-    conversation, messages = conversations.get(svc, conversation_id)
+@router.get("/{conversation_id}", response_model=ConversationDetail, openapi_extra=access("read"))
+def get(conversation_id: str, conversations: ConversationsDep) -> ConversationDetail:
+    conversation, messages = conversations.get(conversation_id)
     return ConversationDetail(
         **ConversationOut.of(conversation).model_dump(),
         messages=[MessageOut.of(m) for m in messages],
     )
 
 
-@router.delete("/{conversation_id}", status_code=204)
-def delete(conversation_id: str, svc: ServicesDep) -> Response:
-    conversations.delete_conversation(svc, conversation_id)
+@router.delete("/{conversation_id}", status_code=204, openapi_extra=access("query"))
+def delete(conversation_id: str, conversations: ConversationsDep) -> Response:
+    conversations.delete_conversation(conversation_id)
     return Response(status_code=204)

@@ -7,14 +7,15 @@ from fastapi import APIRouter, File, Form, Header, Query, Response, UploadFile, 
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
-from api.deps import ServicesDep, WorkerDep
+from api.deps import DatabaseDep, KnowledgeDep, SettingsDep, WorkerDep
+from api.route_policy import UPLOAD, access
 from api.schemas import DocumentList, DocumentOut
-from ingest import scheduling
 from ingest.upload import stage_upload
+from rag.core.config import Settings
 from rag.core.errors import InvalidInput
-from rag.kb import knowledge
-from rag.services import Services
+from rag.kb import knowledge, scheduling
 from rag.store import idempotency
+from rag.store.db import Database
 from rag.store.models import Document, DocumentStatus
 
 router = APIRouter(prefix="/v1/knowledge-bases/{kb_id}/documents", tags=["documents"])
@@ -40,10 +41,12 @@ def _priority(raw: str) -> int:
         raise InvalidInput(f"priority must be {choices}, not {raw!r}") from None
 
 
-def _out(svc: Services, session: Session, docs: list[Document]) -> list[DocumentOut]:
+def _out(
+    db: Database, settings: Settings, session: Session, docs: list[Document]
+) -> list[DocumentOut]:
     """The documents with the queue state of those still in flight (one lookup for all)."""
     busy = [d.id for d in docs if d.status in (DocumentStatus.queued, DocumentStatus.processing)]
-    states = scheduling.document_progress(session, busy, svc.db.now(), svc.settings.ingest.lease_s)
+    states = scheduling.document_progress(session, busy, db.now(), settings.ingest.lease_s)
     return [DocumentOut.of(d, queue=states.get(d.id)) for d in docs]
 
 
@@ -52,11 +55,14 @@ def _out(svc: Services, session: Session, docs: list[Document]) -> list[Document
     status_code=status.HTTP_202_ACCEPTED,
     response_model=DocumentOut,
     responses={200: {"description": "The same bytes are already in this knowledge base"}},
+    openapi_extra=access("ingest", UPLOAD),
 )
 def upload(
     kb_id: str,
     file: Annotated[UploadFile, File(description="PDF, DOCX, TXT or Markdown")],
-    svc: ServicesDep,
+    db: DatabaseDep,
+    settings: SettingsDep,
+    kbs: KnowledgeDep,
     worker: WorkerDep,
     response: Response,
     metadata: Annotated[
@@ -76,23 +82,23 @@ def upload(
     meta = _metadata(metadata)
     rank = _priority(priority)
     key = idempotency.check_key(idempotency_key) if idempotency_key is not None else None
-    with svc.db.read() as session:
+    with db.read() as session:
         knowledge.get_kb(session, kb_id)
     staged = stage_upload(
-        file.file, file.filename, svc.settings.data_dir, svc.settings.ingest.max_upload_bytes
+        file.file, file.filename, settings.data_dir, settings.ingest.max_upload_bytes
     )
     scope = f"upload:{kb_id}"
     fp = idempotency.fingerprint(staged.sha256, json.dumps(meta, sort_keys=True))
     if key is not None:
         try:
-            prior = idempotency.recall(svc.db, key, scope, fp)
+            prior = idempotency.recall(db, key, scope, fp)
         except BaseException:
             staged.path.unlink(missing_ok=True)
             raise
         if prior is not None:
             staged.path.unlink(missing_ok=True)
             return JSONResponse(prior[1], status_code=prior[0])
-    doc, duplicate = knowledge.add_document(svc, kb_id, staged, meta, priority=rank)
+    doc, duplicate = kbs.add_document(kb_id, staged, meta, priority=rank)
     if duplicate:
         response.status_code = status.HTTP_200_OK
     elif worker is not None:
@@ -100,31 +106,32 @@ def upload(
     out = DocumentOut.of(doc, duplicate)
     if key is not None:
         code = status.HTTP_200_OK if duplicate else status.HTTP_202_ACCEPTED
-        idempotency.remember(svc.db, key, scope, fp, code, out.model_dump(mode="json"))
+        idempotency.remember(db, key, scope, fp, code, out.model_dump(mode="json"))
     return out
 
 
-@router.get("")
+@router.get("", openapi_extra=access("read"))
 def list_all(
     kb_id: str,
-    svc: ServicesDep,
+    db: DatabaseDep,
+    settings: SettingsDep,
     status_filter: Annotated[
         str | None, Query(alias="status", pattern="^(queued|processing|ready|failed)$")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> DocumentList:
-    with svc.db.read() as session:
+    with db.read() as session:
         docs = knowledge.list_documents(session, kb_id, status_filter, limit, offset)
-        return DocumentList(documents=_out(svc, session, docs))
+        return DocumentList(documents=_out(db, settings, session, docs))
 
 
-@router.get("/{doc_id}")
-def get_one(kb_id: str, doc_id: str, svc: ServicesDep) -> DocumentOut:
-    with svc.db.read() as session:
-        return _out(svc, session, [knowledge.get_document(session, kb_id, doc_id)])[0]
+@router.get("/{doc_id}", openapi_extra=access("read"))
+def get_one(kb_id: str, doc_id: str, db: DatabaseDep, settings: SettingsDep) -> DocumentOut:
+    with db.read() as session:
+        return _out(db, settings, session, [knowledge.get_document(session, kb_id, doc_id)])[0]
 
 
-@router.delete("/{doc_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete(kb_id: str, doc_id: str, svc: ServicesDep) -> None:
-    knowledge.delete_document(svc, kb_id, doc_id)
+@router.delete("/{doc_id}", status_code=status.HTTP_204_NO_CONTENT, openapi_extra=access("ingest"))
+def delete(kb_id: str, doc_id: str, kbs: KnowledgeDep) -> None:
+    kbs.delete_document(kb_id, doc_id)

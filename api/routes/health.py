@@ -8,17 +8,18 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from api.deps import ServicesDep
+from api.route_policy import PUBLIC, access
 
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz")
+@router.get("/healthz", openapi_extra=access(PUBLIC))
 def healthz() -> dict[str, str]:
     """The process is up (liveness)."""
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", openapi_extra=access(PUBLIC))
 def readyz(svc: ServicesDep, request: Request) -> JSONResponse:
     """Ready to serve: database reachable and index store usable. The LLM is reported, not
     required: retrieval-only requests work without it."""
@@ -51,7 +52,7 @@ def readyz(svc: ServicesDep, request: Request) -> JSONResponse:
     )
 
 
-@router.get("/metrics")
+@router.get("/metrics", openapi_extra=access(PUBLIC))
 def metrics(request: Request) -> Response:
     body = generate_latest() + generate_latest(request.app.state.registry)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -6,23 +6,22 @@ from fastapi import APIRouter, Header, Query, status
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
-from api.deps import ServicesDep, WorkerDep
+from api.deps import DatabaseDep, SettingsDep, VersionsDep, WorkerDep
+from api.route_policy import access
 from api.schemas import JobOut, ReindexOut, ReindexRequest
-from ingest import scheduling
-from rag.kb import job_control, knowledge, versions
-from rag.services import Services
+from rag.core.config import Settings
+from rag.kb import job_control, knowledge, scheduling
 from rag.store import idempotency
+from rag.store.db import Database
 from rag.store.models import Job, JobKind, JobStatus
 
 router = APIRouter(tags=["jobs"])
 
 
-def _out(svc: Services, session: Session, jobs: list[Job]) -> list[JobOut]:
+def _out(db: Database, settings: Settings, session: Session, jobs: list[Job]) -> list[JobOut]:
     """The jobs with the queue positions of the waiting ones (one query for all)."""
     waiting = [j.id for j in jobs if j.status in (JobStatus.queued, JobStatus.running)]
-    positions = scheduling.job_positions(
-        session, waiting, svc.db.now(), svc.settings.ingest.lease_s
-    )
+    positions = scheduling.job_positions(session, waiting, db.now(), settings.ingest.lease_s)
     return [JobOut.of(j, positions.get(j.id)) for j in jobs]
 
 
@@ -30,10 +29,12 @@ def _out(svc: Services, session: Session, jobs: list[Job]) -> list[JobOut]:
     "/v1/knowledge-bases/{kb_id}/reindex",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=ReindexOut,
+    openapi_extra=access("admin"),
 )
 def reindex(
     kb_id: str,
-    svc: ServicesDep,
+    db: DatabaseDep,
+    builds: VersionsDep,
     worker: WorkerDep,
     body: ReindexRequest | None = None,
     idempotency_key: Annotated[str | None, Header()] = None,
@@ -45,10 +46,9 @@ def reindex(
     key = idempotency.check_key(idempotency_key) if idempotency_key is not None else None
     scope = f"reindex:{kb_id}"
     fp = idempotency.fingerprint(kb_id, body.model_dump_json())
-    if key is not None and (prior := idempotency.recall(svc.db, key, scope, fp)):
+    if key is not None and (prior := idempotency.recall(db, key, scope, fp)):
         return JSONResponse(prior[1], status_code=prior[0])
-    version, job = versions.start_reindex(
-        svc,
+    version, job = builds.start_reindex(
         kb_id,
         embedding_model=body.embedding_model,
         chunk_tokens=body.chunk_tokens,
@@ -58,7 +58,7 @@ def reindex(
     if worker is not None:
         worker.wake()
     if key is not None:
-        idempotency.remember(svc.db, key, scope, fp, 202, out.model_dump(mode="json"))
+        idempotency.remember(db, key, scope, fp, 202, out.model_dump(mode="json"))
     return out
 
 
@@ -66,19 +66,20 @@ def reindex(
     "/v1/knowledge-bases/{kb_id}/rebuild-index",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobOut,
+    openapi_extra=access("admin"),
 )
 def rebuild_index(
     kb_id: str,
-    svc: ServicesDep,
+    db: DatabaseDep,
     worker: WorkerDep,
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> JobOut | JSONResponse:
     """Rebuild the live version's FAISS and BM25 caches from the vectors in SQL."""
     key = idempotency.check_key(idempotency_key) if idempotency_key is not None else None
     scope, fp = f"rebuild-index:{kb_id}", idempotency.fingerprint(kb_id)
-    if key is not None and (prior := idempotency.recall(svc.db, key, scope, fp)):
+    if key is not None and (prior := idempotency.recall(db, key, scope, fp)):
         return JSONResponse(prior[1], status_code=prior[0])
-    with svc.db.write() as session:
+    with db.write() as session:
         knowledge.get_kb(session, kb_id)
         job = Job(kind=JobKind.rebuild_index, kb_id=kb_id)
         session.add(job)
@@ -87,32 +88,35 @@ def rebuild_index(
     if worker is not None:
         worker.wake()
     if key is not None:
-        idempotency.remember(svc.db, key, scope, fp, 202, out.model_dump(mode="json"))
+        idempotency.remember(db, key, scope, fp, 202, out.model_dump(mode="json"))
     return out
 
 
-@router.get("/v1/jobs")
+@router.get("/v1/jobs", openapi_extra=access("read"))
 def list_jobs(
-    svc: ServicesDep,
+    db: DatabaseDep,
+    settings: SettingsDep,
     status_filter: Annotated[str | None, Query(alias="status")] = None,
     kind: str | None = None,
     kb_id: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, list[JobOut]]:
-    with svc.db.read() as session:
+    with db.read() as session:
         jobs = job_control.list_jobs(
             session, status=status_filter, kind=kind, kb_id=kb_id, limit=limit
         )
-        return {"jobs": _out(svc, session, jobs)}
+        return {"jobs": _out(db, settings, session, jobs)}
 
 
-@router.get("/v1/jobs/{job_id}")
-def get_job(job_id: str, svc: ServicesDep) -> JobOut:
-    with svc.db.read() as session:
-        return _out(svc, session, [job_control.get_job(session, job_id)])[0]
+@router.get("/v1/jobs/{job_id}", openapi_extra=access("read"))
+def get_job(job_id: str, db: DatabaseDep, settings: SettingsDep) -> JobOut:
+    with db.read() as session:
+        return _out(db, settings, session, [job_control.get_job(session, job_id)])[0]
 
 
-@router.post("/v1/jobs/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED)
-def cancel_job(job_id: str, svc: ServicesDep) -> JobOut:
+@router.post(
+    "/v1/jobs/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, openapi_extra=access("ingest")
+)
+def cancel_job(job_id: str, db: DatabaseDep) -> JobOut:
     """Cancel a queued job at once; a running one stops at its next stage boundary."""
-    return JobOut.of(job_control.cancel(svc.db, job_id))
+    return JobOut.of(job_control.cancel(db, job_id))

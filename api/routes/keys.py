@@ -9,7 +9,8 @@ from typing import Any
 from fastapi import APIRouter, Request, Response, status
 from pydantic import BaseModel, Field
 
-from api.deps import ServicesDep
+from api.deps import DatabaseDep
+from api.route_policy import access
 from api.types import UtcDateTime
 from rag.core import tenancy
 from rag.security import audit, keys
@@ -66,11 +67,11 @@ def _principal() -> tenancy.Principal:
     return principal
 
 
-@router.post("/v1/keys", status_code=status.HTTP_201_CREATED)
-def create_key(body: KeyCreate, svc: ServicesDep, request: Request) -> KeyCreated:
+@router.post("/v1/keys", status_code=status.HTTP_201_CREATED, openapi_extra=access("admin"))
+def create_key(body: KeyCreate, db: DatabaseDep, request: Request) -> KeyCreated:
     """Create a key for the caller's tenant. The response is the only time the key is shown."""
     principal = _principal()
-    with svc.db.write() as session:
+    with db.write() as session:
         row, secret = keys.create(
             session,
             tenant_id=principal.tenant_id,
@@ -86,24 +87,26 @@ def create_key(body: KeyCreate, svc: ServicesDep, request: Request) -> KeyCreate
     return KeyCreated(**KeyOut.of(row).model_dump(), key=secret)
 
 
-@router.get("/v1/keys")
-def list_keys(svc: ServicesDep) -> dict[str, list[KeyOut]]:
-    with svc.db.read() as session:
+@router.get("/v1/keys", openapi_extra=access("admin"))
+def list_keys(db: DatabaseDep) -> dict[str, list[KeyOut]]:
+    with db.read() as session:
         rows = keys.listing(session, _principal().tenant_id)
     return {"keys": [KeyOut.of(r) for r in rows]}
 
 
-@router.delete("/v1/keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
-def revoke_key(key_id: str, svc: ServicesDep, request: Request) -> Response:
-    with svc.db.write() as session:
+@router.delete(
+    "/v1/keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT, openapi_extra=access("admin")
+)
+def revoke_key(key_id: str, db: DatabaseDep, request: Request) -> Response:
+    with db.write() as session:
         keys.revoke(session, key_id, _principal().tenant_id)
     request.app.state.guard.forget()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/v1/audit")
-def audit_log(svc: ServicesDep, limit: int = 100) -> dict[str, list[AuditOut]]:
+@router.get("/v1/audit", openapi_extra=access("admin"))
+def audit_log(db: DatabaseDep, limit: int = 100) -> dict[str, list[AuditOut]]:
     """The caller's tenant's administration events, newest first."""
-    with svc.db.read() as session:
+    with db.read() as session:
         rows = audit.events(session, _principal().tenant_id, max(1, min(limit, 1000)))
     return {"events": [AuditOut.model_validate(r, from_attributes=True) for r in rows]}

@@ -26,13 +26,16 @@ import anyio
 from fastapi import APIRouter, Header
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.deps import ServicesDep
+from api.deps import AnswerServiceDep, DatabaseDep
+from api.route_policy import GENERATION, access
 from api.schemas import citations_out
 from api.streaming import EventStream, sse
 from rag.core.errors import InvalidInput, NotFound, RagError
 from rag.kb import knowledge
-from rag.qa import answer, answer_cache
-from rag.services import Services
+from rag.qa import answer
+from rag.qa.answer_cache import Policy
+from rag.qa.service import AnswerStream
+from rag.store.db import Database
 from rag.store.models import KnowledgeBase
 
 log = logging.getLogger(__name__)
@@ -77,23 +80,23 @@ def model_card(kb: KnowledgeBase) -> dict[str, Any]:
     }
 
 
-@router.get("/models")
-def list_models(svc: ServicesDep) -> dict[str, Any]:
-    with svc.db.read() as session:
+@router.get("/models", openapi_extra=access("read"))
+def list_models(db: DatabaseDep) -> dict[str, Any]:
+    with db.read() as session:
         return {"object": "list", "data": [model_card(kb) for kb in knowledge.list_kbs(session)]}
 
 
-@router.get("/models/{model}")
-def get_model(model: str, svc: ServicesDep) -> dict[str, Any]:
-    return model_card(_find_kb(svc, model))
+@router.get("/models/{model}", openapi_extra=access("read"))
+def get_model(model: str, db: DatabaseDep) -> dict[str, Any]:
+    return model_card(_find_kb(db, model))
 
 
-def _find_kb(svc: Services, model: str) -> KnowledgeBase:
+def _find_kb(db: Database, model: str) -> KnowledgeBase:
     if not model.startswith(MODEL_PREFIX):
         raise NotFound(
             f'model {model!r} is not a knowledge base; use "kb:<name>" (GET /v1/models lists them)'
         )
-    with svc.db.read() as session:
+    with db.read() as session:
         try:
             return knowledge.find_kb(session, model.removeprefix(MODEL_PREFIX))
         except NotFound as exc:
@@ -115,33 +118,26 @@ def _spec(kb_id: str, body: ChatRequest) -> answer.AskSpec:
     )
 
 
-@router.post("/chat/completions", response_model=None)
+@router.post("/chat/completions", response_model=None, openapi_extra=access("query", GENERATION))
 async def chat_completions(
     body: ChatRequest,
-    svc: ServicesDep,
+    db: DatabaseDep,
+    qa: AnswerServiceDep,
     cache_control: Annotated[
         str | None, Header(description="no-cache: a fresh answer; no-store: the cache is not used")
     ] = None,
 ) -> dict[str, Any] | EventStream:
-    kb = await anyio.to_thread.run_sync(_find_kb, svc, body.model)
+    kb = await anyio.to_thread.run_sync(_find_kb, db, body.model)
     spec = _spec(kb.id, body)
-    found = await answer_cache.lookup(
-        svc, spec, answer_cache.Policy.of(body.cache, cache_control), stream=body.stream
-    )
+    reply = await qa.ask(spec, Policy.of(body.cache, cache_control), stream=body.stream)
     ident = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     include_usage = bool((body.stream_options or {}).get("include_usage"))
-    if found.hit is not None:
-        if body.stream:
-            replay = answer_cache.Replay(found.hit)
-            chunks = _chunks(replay, found, ident, created, body.model, include_usage, cached=True)
-            return EventStream(chunks)
-        return _completion(found.hit, ident, created, body.model, cached=True)
-    fresh = await answer_cache.answer_missed(svc, spec, found, stream=body.stream)
-    if isinstance(fresh, answer.Answer):
-        return _completion(fresh, ident, created, body.model, cached=False)
-    chunks = _chunks(fresh, found, ident, created, body.model, include_usage, cached=False)
-    return EventStream(chunks, on_close=found.release)
+    if reply.stream is not None:
+        chunks = _chunks(reply.stream, ident, created, body.model, include_usage)
+        return EventStream(chunks, closing=reply.stream)
+    assert reply.answer is not None
+    return _completion(reply.answer, ident, created, body.model, cached=reply.cached)
 
 
 def _completion(
@@ -183,14 +179,7 @@ def _extras(result: answer.Answer, *, cached: bool) -> dict[str, Any]:
 
 
 async def _chunks(
-    live: answer.LiveAnswer | answer_cache.Replay,
-    found: answer_cache.Lookup,
-    ident: str,
-    created: int,
-    model: str,
-    include_usage: bool,
-    *,
-    cached: bool,
+    stream: AnswerStream, ident: str, created: int, model: str, include_usage: bool
 ) -> AsyncGenerator[str, None]:
     # Every chunk shares this head; only the delta differs, so build it once.
     head = json.dumps(
@@ -204,12 +193,10 @@ async def _chunks(
 
     try:
         yield chunk({"role": "assistant", "content": ""})
-        async for delta in live.deltas():
+        async for delta in stream.deltas():
             yield chunk({"content": delta})
-        result = await live.finish()
-        # Kept only here: a stream that failed or that the client left never reaches this.
-        await found.keep(result)
-        yield chunk({}, result.finish_reason or "stop", **_extras(result, cached=cached))
+        result = await stream.finish()
+        yield chunk({}, result.finish_reason or "stop", **_extras(result, cached=stream.cached))
         if include_usage:
             yield sse(None, f'{head}, "choices": [], "usage": {json.dumps(_usage(result.usage))}}}')
         yield sse(None, "[DONE]")
@@ -220,5 +207,3 @@ async def _chunks(
         yield sse(
             None, {"error": {"message": f"{type(exc).__name__}: {exc}", "type": "internal_error"}}
         )
-    finally:
-        await live.aclose()

@@ -5,21 +5,20 @@ from typing import Any
 from fastapi import APIRouter, status
 from pydantic import BaseModel, Field
 
-from api.deps import ServicesDep, WorkerDep
+from api.deps import DatabaseDep, EvaluatorDep, RetrieverDep, WorkerDep
+from api.route_policy import access
 from api.schemas import JobOut, SearchRequest, SearchResponse, SearchResult
 from rag.core.errors import InvalidInput
-from rag.evaluation.runner import EVAL_JOB, golden_from_payload, validate_modes
+from rag.evaluation.runner import EVAL_JOB, validate_modes
 from rag.kb import knowledge
-from rag.retrieval.retriever import search as run_search
 from rag.store.models import Job
 
 router = APIRouter(prefix="/v1/knowledge-bases/{kb_id}", tags=["question answering"])
 
 
-@router.post("/search")
-def search(kb_id: str, body: SearchRequest, svc: ServicesDep) -> SearchResponse:
-    passages = run_search(
-        svc,
+@router.post("/search", openapi_extra=access("query"))
+def search(kb_id: str, body: SearchRequest, retriever: RetrieverDep) -> SearchResponse:
+    passages = retriever.search(
         kb_id,
         body.query,
         body.top_k,
@@ -46,16 +45,20 @@ class EvalRequest(BaseModel):
     rerank: bool | None = None
 
 
-@router.post("/eval", status_code=status.HTTP_202_ACCEPTED, tags=["jobs"])
-def evaluate(kb_id: str, body: EvalRequest, svc: ServicesDep, worker: WorkerDep) -> JobOut:
+@router.post(
+    "/eval", status_code=status.HTTP_202_ACCEPTED, tags=["jobs"], openapi_extra=access("admin")
+)
+def evaluate(
+    kb_id: str, body: EvalRequest, db: DatabaseDep, evaluator: EvaluatorDep, worker: WorkerDep
+) -> JobOut:
     """Queue a retrieval evaluation; GET /v1/jobs/{job_id} shows the report when it is done."""
     payload = body.model_dump(exclude_none=True)
-    golden_from_payload(svc, payload)  # a bad set is a 422 now, not a failed job later
+    evaluator.golden_from_payload(payload)  # a bad set is a 422 now, not a failed job later
     if body.modes is not None:
         if not body.modes:
             raise InvalidInput("modes must name at least one mode")
         validate_modes(body.modes)
-    with svc.db.write() as session:
+    with db.write() as session:
         knowledge.get_kb(session, kb_id)
         job = Job(kind=EVAL_JOB, kb_id=kb_id, payload=payload)
         session.add(job)

@@ -12,6 +12,8 @@ from pathlib import Path
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse, RedirectResponse
 
+from api.route_policy import PUBLIC, access
+
 UI_DIR = Path(__file__).resolve().parent.parent / "ui"
 
 # Same origin only: no CDN, font or script from elsewhere can load, and document text that
@@ -42,14 +44,14 @@ def _file(path: Path) -> FileResponse:
     return FileResponse(path, media_type=_TYPES.get(path.suffix), headers=_HEADERS)
 
 
-@router.get("/ui")
+@router.get("/ui", openapi_extra=access(PUBLIC))
 def ui_root() -> RedirectResponse:
     # The page loads its assets by relative URL, which needs the trailing slash; a relative
     # Location keeps working behind a proxy that serves the API under a path prefix.
     return RedirectResponse("ui/", status_code=307)
 
 
-@router.get("/ui/{asset:path}")
+@router.get("/ui/{asset:path}", openapi_extra=access(PUBLIC))
 def ui_asset(asset: str) -> FileResponse:
     if asset in ("", "index.html"):
         return _file(UI_DIR / "index.html")

@@ -8,16 +8,17 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 from pydantic import BaseModel
 
-from api.deps import ServicesDep, WorkerDep
+from api.deps import DatabaseDep, VersionsDep, WorkerDep
+from api.route_policy import access
 from api.schemas import JobOut, ReindexOut, VersionList, VersionOut
 from rag.kb import knowledge, versions
 
 router = APIRouter(prefix="/v1/knowledge-bases/{kb_id}/versions", tags=["index versions"])
 
 
-@router.get("")
-def list_versions(kb_id: str, svc: ServicesDep) -> VersionList:
-    with svc.db.write() as session:  # a build whose job ended without it is settled first
+@router.get("", openapi_extra=access("read"))
+def list_versions(kb_id: str, db: DatabaseDep) -> VersionList:
+    with db.write() as session:  # a build whose job ended without it is settled first
         kb = knowledge.get_kb(session, kb_id)
         versions.settle_abandoned(session, kb_id)
         session.flush()
@@ -27,11 +28,11 @@ def list_versions(kb_id: str, svc: ServicesDep) -> VersionList:
         )
 
 
-@router.post("/rollback", status_code=status.HTTP_202_ACCEPTED)
-def rollback(kb_id: str, svc: ServicesDep, worker: WorkerDep) -> ReindexOut:
+@router.post("/rollback", status_code=status.HTTP_202_ACCEPTED, openapi_extra=access("admin"))
+def rollback(kb_id: str, builds: VersionsDep, worker: WorkerDep) -> ReindexOut:
     """Make the most recent retired version live again (after giving it the documents added
     since); 409 when there is none or a version is being built."""
-    version, job = versions.start_rollback(svc, kb_id)
+    version, job = builds.start_rollback(kb_id)
     if worker is not None:
         worker.wake()
     return ReindexOut(**JobOut.of(job).model_dump(), version=version.number)
@@ -42,10 +43,11 @@ class PruneOut(BaseModel):
     live: int
 
 
-@router.post("/prune")
+@router.post("/prune", openapi_extra=access("admin"))
 def prune(
     kb_id: str,
-    svc: ServicesDep,
+    db: DatabaseDep,
+    builds: VersionsDep,
     keep: Annotated[
         int | None,
         Query(ge=1, description="versions kept, the live one included (default: the setting)"),
@@ -54,6 +56,6 @@ def prune(
     """Delete the chunks, vectors and index files of retired versions beyond the `keep` most
     recent versions (RAG_INDEX__KEEP_VERSIONS by default); never the live version or one
     being built. Pruned versions stay listed, with status pruned."""
-    pruned = versions.prune(svc, kb_id, keep)
-    with svc.db.read() as session:
+    pruned = builds.prune(kb_id, keep)
+    with db.read() as session:
         return PruneOut(pruned=pruned, live=knowledge.get_kb(session, kb_id).live_version)

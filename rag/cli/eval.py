@@ -25,7 +25,7 @@ def eval_command(
     """Score retrieval on a golden set: hit@1/5/10, MRR, nDCG@10, latency p50/p95 per mode."""
     from rag.core.config import load_settings
     from rag.evaluation.golden import load_golden
-    from rag.evaluation.runner import as_json, default_modes, run_modes, table
+    from rag.evaluation.runner import as_json, table
     from rag.kb import knowledge
     from rag.services import Services
 
@@ -34,8 +34,10 @@ def eval_command(
         with svc.db.read() as session:
             kb_id = knowledge.find_kb(session, kb).id
         items = load_golden(golden)
-        chosen = [m.strip() for m in modes.split(",")] if modes else default_modes(svc, rerank)
-        reports = run_modes(svc, kb_id, items, chosen)
+        chosen = (
+            [m.strip() for m in modes.split(",")] if modes else svc.evaluator.default_modes(rerank)
+        )
+        reports = svc.evaluator.run_modes(kb_id, items, chosen)
     finally:
         svc.close()
     typer.echo(f"{len(items)} questions from {golden} against {kb}\n")

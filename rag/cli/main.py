@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from rag.cli import backup as cli_backup
-from rag.cli import bench as cli_bench
 from rag.cli import eval as cli_eval
 from rag.cli import keys as cli_keys
 from rag.cli import llm as cli_llm
@@ -39,7 +38,6 @@ app.add_typer(cli_llm.app, name="llm")
 app.add_typer(cli_keys.app, name="keys")
 app.command("eval")(cli_eval.eval_command)
 app.command("backup")(cli_backup.backup_command)
-app.command("bench")(cli_bench.bench_command)
 app.command("restore")(cli_backup.restore_command)
 
 KbOpt = Annotated[str, typer.Option("--kb", help="knowledge base name or id")]
@@ -139,7 +137,7 @@ def ingest(
         except RagError:
             kb_row = None
     if kb_row is None:
-        kb_row = knowledge.create_kb(svc, kb)
+        kb_row = svc.knowledge.create_kb(kb)
         typer.echo(f"created knowledge base {kb!r} ({kb_row.id})")
     files = _collect(paths)
     summary = {"ready": 0, "failed": 0, "duplicate": 0, "rejected": 0}
@@ -151,8 +149,8 @@ def ingest(
                     fh, path.name, svc.settings.data_dir, svc.settings.ingest.max_upload_bytes
                 )
             # A folder of files is a batch: an upload someone waits for goes first.
-            doc, duplicate = knowledge.add_document(
-                svc, kb_row.id, staged, meta, priority=JobPriority.batch
+            doc, duplicate = svc.knowledge.add_document(
+                kb_row.id, staged, meta, priority=JobPriority.batch
             )
         except RagError as exc:
             summary["rejected"] += 1
@@ -211,8 +209,7 @@ def documents(
 ) -> None:
     """A knowledge base's documents and its ingestion queue: processing ones with their stage,
     pages and ETA first, then queued ones in the order they will run, then the rest."""
-    from ingest import scheduling
-    from rag.kb import knowledge
+    from rag.kb import knowledge, scheduling
     from rag.store.models import Document, DocumentStatus
 
     if status is not None and status not in set(DocumentStatus):
@@ -263,12 +260,11 @@ def search(
 ) -> None:
     """Print the best passages for a query."""
     from rag.kb import knowledge
-    from rag.retrieval.retriever import search as run_search
 
     svc = _services()
     with svc.db.read() as session:
         kb_id = knowledge.find_kb(session, kb).id
-    for p in run_search(svc, kb_id, query, top_k, mode=mode):
+    for p in svc.retriever.search(kb_id, query, top_k, mode=mode):
         typer.echo(f"{p.score:.3f}  {p.filename} p.{p.page}  {p.text[:160]!r}")
 
 
@@ -281,12 +277,11 @@ def ask(
 ) -> None:
     """Answer a question with citations (or only the passages, with --retrieval-only)."""
     from rag.kb import knowledge
-    from rag.qa import answer
 
     svc = _services()
     with svc.db.read() as session:
         kb_id = knowledge.find_kb(session, kb).id
-    result = answer.ask(svc, kb_id, question, top_k=top_k, retrieval_only=retrieval_only)
+    result = svc.qa.ask_blocking(kb_id, question, top_k=top_k, retrieval_only=retrieval_only)
     if result.answer is not None:
         typer.echo(result.answer.strip() + "\n")
     for c in result.citations:
@@ -339,7 +334,6 @@ def reindex(
         _fail(f"--engine must be local or ray, not {engine!r}")
     if engine == "ray" and no_wait:
         _fail("--engine ray runs the build from this command; it cannot be used with --no-wait")
-    from rag.kb import versions
 
     svc = _services()
     kb_id = _kb_id(svc, kb)
@@ -348,8 +342,8 @@ def reindex(
         typer.echo(f"rebuilt index of {kb}: {len(index)} vectors up to sequence {index.last_seq}")
         svc.close()
         return
-    version, job = versions.start_reindex(
-        svc, kb_id, embedding_model=embedding_model, chunk_tokens=chunk_size, overlap_tokens=overlap
+    version, job = svc.versions.start_reindex(
+        kb_id, embedding_model=embedding_model, chunk_tokens=chunk_size, overlap_tokens=overlap
     )
     typer.echo(
         f"building index version {version.number} of {kb} ({version.embedding_model}, "
@@ -372,11 +366,10 @@ def reindex_rollback(
     no_wait: Annotated[bool, typer.Option("--no-wait", help="queue the job and return")] = False,
 ) -> None:
     """Make the previous (most recent retired) index version live again."""
-    from rag.kb import versions
 
     svc = _services()
     kb_id = _kb_id(svc, kb)
-    version, job = versions.start_rollback(svc, kb_id)
+    version, job = svc.versions.start_rollback(kb_id)
     typer.echo(f"rolling back {kb} to index version {version.number}; job {job.id}")
     _follow(svc, kb_id, job.id, version.number, no_wait)
 
@@ -394,11 +387,10 @@ def reindex_prune(
 ) -> None:
     """Delete the chunks, vectors and index files of retired index versions beyond the most
     recent ones; never the live version or one being built."""
-    from rag.kb import versions
 
     svc = _services()
     kb_id = _kb_id(svc, kb)
-    pruned = versions.prune(svc, kb_id, keep)
+    pruned = svc.versions.prune(kb_id, keep)
     svc.close()
     if pruned:
         typer.echo(f"pruned index version(s) {', '.join(map(str, pruned))} of {kb}")
@@ -512,7 +504,6 @@ def doctor(
     """Compare the indexes, stored files and queue with SQL; repair from SQL. Files no
     document names are moved to quarantine/ (never deleted), and can be moved back."""
     from rag.kb import quarantine
-    from rag.kb.doctor import examine
 
     data_dir = load_settings().data_dir
     if quarantined:
@@ -526,7 +517,7 @@ def doctor(
         typer.echo(f"restored {restore}")
         return
     svc = _services()
-    findings = examine(svc, repair=not dry_run)
+    findings = svc.doctor.examine(repair=not dry_run)
     for f in findings:
         mark = "repaired" if f.repaired else "found"
         typer.echo(f"{mark:9} {f.kind:15} {f.detail}")
@@ -539,9 +530,8 @@ def doctor(
 
 @kb_app.command("create")
 def kb_create(name: str, description: str = "") -> None:
-    from rag.kb import knowledge
 
-    kb = knowledge.create_kb(_services(), name, description)
+    kb = _services().knowledge.create_kb(name, description)
     typer.echo(f"{kb.id}  {kb.name}")
 
 
@@ -566,7 +556,7 @@ def kb_delete(kb: str) -> None:
     svc = _services()
     with svc.db.read() as session:
         kb_id = knowledge.find_kb(session, kb).id
-    knowledge.delete_kb(svc, kb_id)
+    svc.knowledge.delete_kb(kb_id)
     typer.echo(f"deleted {kb}")
 
 

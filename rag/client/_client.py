@@ -7,6 +7,7 @@ import json
 import os
 import time
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -24,8 +25,8 @@ from rag.client._models import (
     KnowledgeBase,
     Passage,
     StreamEvent,
-    _SSEDecoder,
-    _stream_event,
+    _astream_events,
+    _stream_events,
 )
 
 T = TypeVar("T")
@@ -441,12 +442,7 @@ class Client(_Requests):
             if response.is_error:
                 response.read()
                 raise ApiError.from_response(response)
-            decoder = _SSEDecoder()
-            for line in response.iter_lines():
-                if (item := decoder.feed(line)) and (event := _stream_event(*item)):
-                    yield event
-            if (item := decoder.flush()) and (event := _stream_event(*item)):
-                yield event
+            yield from _stream_events(response)
 
     # conversations
     def create_conversation(self, kb_id: str, title: str = "") -> Conversation:
@@ -679,12 +675,9 @@ class AsyncClient(_Requests):
             if response.is_error:
                 await response.aread()
                 raise ApiError.from_response(response)
-            decoder = _SSEDecoder()
-            async for line in response.aiter_lines():
-                if (item := decoder.feed(line)) and (event := _stream_event(*item)):
+            async with aclosing(_astream_events(response)) as events:
+                async for event in events:
                     yield event
-            if (item := decoder.flush()) and (event := _stream_event(*item)):
-                yield event
 
     # conversations
     async def create_conversation(self, kb_id: str, title: str = "") -> Conversation:

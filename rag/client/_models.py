@@ -1,16 +1,18 @@
 """Results, stream events and errors of the kbqa client (rag/client/_client.py): frozen dataclasses
-read from the API's JSON. Only httpx and the standard library, like the client itself."""
+read from the API's JSON. Only httpx, httpx-sse and the standard library, like the client itself."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncGenerator, Iterable, Iterator, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal, TypeVar
 
 import httpx
+from httpx_sse import EventSource
 
 T = TypeVar("T")
 
@@ -335,31 +337,20 @@ def _stream_event(name: str, data: str) -> StreamEvent | None:
     return None
 
 
-class _SSEDecoder:
-    """Lines in, (event, data) out, as the Server-Sent Events format delimits them."""
+def _stream_events(response: httpx.Response) -> Iterator[StreamEvent]:
+    """The typed events of an /ask stream, parsed by httpx-sse.
 
-    def __init__(self) -> None:
-        self._event = ""
-        self._data: list[str] = []
+    An event without data is no event (as the SSE format has it); an event this client does
+    not know is skipped; an event the stream ends in the middle of (no blank line after it) is
+    dropped, as the format says, rather than parsed half-received."""
+    for sse in EventSource(response).iter_sse():
+        if sse.data and (event := _stream_event(sse.event, sse.data)):
+            yield event
 
-    def feed(self, line: str) -> tuple[str, str] | None:
-        line = line.rstrip("\r\n")
-        if not line:
-            if not self._data:
-                self._event = ""
-                return None
-            out = (self._event or "message", "\n".join(self._data))
-            self._event, self._data = "", []
-            return out
-        if line.startswith(":"):
-            return None
-        name, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if name == "event":
-            self._event = value
-        elif name == "data":
-            self._data.append(value)
-        return None
 
-    def flush(self) -> tuple[str, str] | None:
-        return self.feed("")
+async def _astream_events(response: httpx.Response) -> AsyncGenerator[StreamEvent, None]:
+    """`_stream_events` for an async response."""
+    async with aclosing(EventSource(response).aiter_sse()) as events:
+        async for sse in events:
+            if sse.data and (event := _stream_event(sse.event, sse.data)):
+                yield event

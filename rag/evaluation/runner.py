@@ -12,8 +12,7 @@ from typing import Any
 from rag.core.errors import InvalidInput
 from rag.evaluation.golden import KS, EvalReport, GoldenItem, first_hit, load_golden, parse_golden
 from rag.evaluation.golden import report as make_report
-from rag.retrieval.retriever import MODES, search
-from rag.services import Services
+from rag.retrieval.retriever import MODES, Retriever
 
 log = logging.getLogger(__name__)
 EVAL_JOB = "eval"  # Job.kind of an evaluation job
@@ -21,48 +20,10 @@ RERANKED = "hybrid+rerank"
 MODES_ORDER = ("lexical", "dense", "hybrid")
 
 
-def default_modes(svc: Services, rerank: bool | None = None) -> list[str]:
-    """lexical, dense, hybrid, and hybrid+rerank when reranking is on or asked for."""
-    use = svc.settings.retrieval.rerank if rerank is None else rerank
-    return [*MODES_ORDER, RERANKED] if use else list(MODES_ORDER)
-
-
 def validate_modes(modes: Sequence[str]) -> None:
     unknown = [m for m in modes if m not in (*MODES, RERANKED)]
     if unknown:
         raise InvalidInput(f"unknown mode(s) {unknown}; use {', '.join([*MODES, RERANKED])}")
-
-
-def run_modes(
-    svc: Services,
-    kb_id: str,
-    items: Sequence[GoldenItem],
-    modes: Sequence[str],
-    *,
-    progress: Callable[[int, int], None] | None = None,
-) -> dict[str, EvalReport]:
-    """One report per mode; each question asks for the top max(KS) passages."""
-    validate_modes(modes)
-    depth = max(KS)
-    total, done = len(items) * len(modes), 0
-    reports: dict[str, EvalReport] = {}
-    for label in modes:
-        mode, rerank = ("hybrid", True) if label == RERANKED else (label, False)
-        # Warm-up (lazy model and dictionary loads) outside the timed loop.
-        search(svc, kb_id, items[0].question, depth, mode=mode, rerank=rerank)
-        ranks: list[int | None] = []
-        latencies: list[float] = []
-        for item in items:
-            started = time.perf_counter()
-            passages = search(svc, kb_id, item.question, depth, mode=mode, rerank=rerank)
-            latencies.append((time.perf_counter() - started) * 1000)
-            ranks.append(first_hit(passages, item))
-            done += 1
-            if progress is not None:
-                progress(done, total)
-        reports[label] = make_report(items, ranks, latencies)
-        log.info("eval %s %s: %s", kb_id, label, reports[label].summary())
-    return reports
 
 
 def table(reports: dict[str, EvalReport]) -> str:
@@ -87,34 +48,78 @@ def as_json(kb_id: str, golden: str, reports: dict[str, EvalReport]) -> dict[str
     }
 
 
-def golden_from_payload(svc: Services, payload: dict[str, Any]) -> tuple[list[GoldenItem], str]:
-    """The golden set of an eval job: inline items, or a JSONL file inside the data dir."""
-    if payload.get("golden"):
-        return parse_golden(payload["golden"]), "inline"
-    raw_path = payload.get("path")
-    if not raw_path:
-        raise InvalidInput("give the golden set inline ('golden': [...]) or as 'path'")
-    root = svc.settings.data_dir.resolve()
-    path = (root / raw_path).resolve()
-    # Only files the operator put in the data dir: the API must not read arbitrary paths.
-    if not path.is_relative_to(root):
-        raise InvalidInput(f"the golden set path must be inside the data directory {root}")
-    return load_golden(path), str(Path(raw_path))
+class Evaluator:
+    """Golden sets run through one retriever; eval jobs read their files from `data_dir`."""
 
+    def __init__(self, retriever: Retriever, *, data_dir: Path) -> None:
+        self.retriever = retriever
+        self.data_dir = data_dir
 
-def run_eval_job(
-    svc: Services, kb_id: str, payload: dict[str, Any], progress: Callable[[int, int], None]
-) -> dict[str, Any]:
-    """The worker's side of POST /v1/knowledge-bases/{kb_id}/eval: the report as job result."""
-    items, golden = golden_from_payload(svc, payload)
-    modes = payload.get("modes") or default_modes(svc, payload.get("rerank"))
-    step = max(1, len(items) // 4)  # a progress write every quarter of a mode, not per question
+    def default_modes(self, rerank: bool | None = None) -> list[str]:
+        """lexical, dense, hybrid, and hybrid+rerank when reranking is on or asked for."""
+        use = self.retriever.settings.rerank if rerank is None else rerank
+        return [*MODES_ORDER, RERANKED] if use else list(MODES_ORDER)
 
-    def report_progress(done: int, total: int) -> None:
-        if done % step == 0 or done == total:
-            progress(done, total)
+    def run_modes(
+        self,
+        kb_id: str,
+        items: Sequence[GoldenItem],
+        modes: Sequence[str],
+        *,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> dict[str, EvalReport]:
+        """One report per mode; each question asks for the top max(KS) passages."""
+        validate_modes(modes)
+        depth = max(KS)
+        total, done = len(items) * len(modes), 0
+        reports: dict[str, EvalReport] = {}
+        for label in modes:
+            mode, rerank = ("hybrid", True) if label == RERANKED else (label, False)
+            # Warm-up (lazy model and dictionary loads) outside the timed loop.
+            self.retriever.search(kb_id, items[0].question, depth, mode=mode, rerank=rerank)
+            ranks: list[int | None] = []
+            latencies: list[float] = []
+            for item in items:
+                started = time.perf_counter()
+                passages = self.retriever.search(
+                    kb_id, item.question, depth, mode=mode, rerank=rerank
+                )
+                latencies.append((time.perf_counter() - started) * 1000)
+                ranks.append(first_hit(passages, item))
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+            reports[label] = make_report(items, ranks, latencies)
+            log.info("eval %s %s: %s", kb_id, label, reports[label].summary())
+        return reports
 
-    reports = run_modes(svc, kb_id, items, modes, progress=report_progress)
-    result = as_json(kb_id, golden, reports)
-    result["table"] = table(reports)
-    return result
+    def golden_from_payload(self, payload: dict[str, Any]) -> tuple[list[GoldenItem], str]:
+        """The golden set of an eval job: inline items, or a JSONL file inside the data dir."""
+        if payload.get("golden"):
+            return parse_golden(payload["golden"]), "inline"
+        raw_path = payload.get("path")
+        if not raw_path:
+            raise InvalidInput("give the golden set inline ('golden': [...]) or as 'path'")
+        root = self.data_dir.resolve()
+        path = (root / raw_path).resolve()
+        # Only files the operator put in the data dir: the API must not read arbitrary paths.
+        if not path.is_relative_to(root):
+            raise InvalidInput(f"the golden set path must be inside the data directory {root}")
+        return load_golden(path), str(Path(raw_path))
+
+    def run_eval_job(
+        self, kb_id: str, payload: dict[str, Any], progress: Callable[[int, int], None]
+    ) -> dict[str, Any]:
+        """The worker's side of POST /v1/knowledge-bases/{kb_id}/eval: the report as job result."""
+        items, golden = self.golden_from_payload(payload)
+        modes = payload.get("modes") or self.default_modes(payload.get("rerank"))
+        step = max(1, len(items) // 4)  # a progress write every quarter of a mode, not per question
+
+        def report_progress(done: int, total: int) -> None:
+            if done % step == 0 or done == total:
+                progress(done, total)
+
+        reports = self.run_modes(kb_id, items, modes, progress=report_progress)
+        result = as_json(kb_id, golden, reports)
+        result["table"] = table(reports)
+        return result

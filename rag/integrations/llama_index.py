@@ -1,6 +1,6 @@
 """A llama-index retriever over a knowledge base, for teams that compose llama-index pipelines.
 
-Models and services are passed in explicitly; llama-index's global Settings are never touched.
+The retriever is passed in; llama-index's global Settings are never touched.
 """
 
 from __future__ import annotations
@@ -8,19 +8,18 @@ from __future__ import annotations
 from llama_index.core.retrievers import BaseRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
-from rag.retrieval.retriever import search
-from rag.services import Services
+from rag.retrieval.retriever import Retriever
 
 
 class KnowledgeBaseRetriever(BaseRetriever):
-    def __init__(self, services: Services, kb_id: str, top_k: int = 5) -> None:
+    def __init__(self, retriever: Retriever, kb_id: str, top_k: int = 5) -> None:
         super().__init__()
-        self._services = services
+        self._retriever = retriever
         self._kb_id = kb_id
         self._top_k = top_k
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        passages = search(self._services, self._kb_id, query_bundle.query_str, self._top_k)
+        passages = self._retriever.search(self._kb_id, query_bundle.query_str, self._top_k)
         return [
             NodeWithScore(
                 node=TextNode(

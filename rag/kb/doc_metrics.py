@@ -8,19 +8,19 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
-from rag.services import Services
+from rag.store.db import Database
 from rag.store.models import Chunk, Document
 
 
 class DocumentStatusCollector(Collector):
-    def __init__(self, svc: Services) -> None:
-        self.svc = svc
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         docs = GaugeMetricFamily("rag_documents", "Documents by status", labels=["status"])
         chunks = GaugeMetricFamily("rag_chunks", "Chunks stored in SQL")
         try:
-            with self.svc.db.read() as session:
+            with self.db.read() as session:
                 rows = session.execute(
                     select(Document.status, func.count()).group_by(Document.status)
                 ).all()

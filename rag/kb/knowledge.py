@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,11 +15,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from rag.core import tenancy
+from rag.core.config import ChunkSettings
 from rag.core.errors import Conflict, InvalidInput, NotFound
+from rag.index.store import IndexStore
 from rag.kb import quarantine
+from rag.ml.embedding import Embedder
 from rag.security import audit
-from rag.services import Services
 from rag.store import sequence
+from rag.store.db import Database
 from rag.store.models import (
     Chunk,
     ChunkTombstone,
@@ -43,44 +47,6 @@ class KBStats:
     documents: int
     chunks: int
     by_status: dict[str, int]
-
-
-def create_kb(svc: Services, name: str, description: str = "") -> KnowledgeBase:
-    name = name.strip()
-    if not name or len(name) > 200:
-        raise InvalidInput("a knowledge base needs a name of 1 to 200 characters")
-    embedder = svc.embedder
-    chunking = svc.settings.chunking
-    principal = tenancy.current()
-    kb = KnowledgeBase(
-        id=new_id(),
-        tenant_id=principal.tenant_id if principal else tenancy.DEFAULT_TENANT,
-        name=name,
-        description=description,
-        embedding_model=embedder.model_name,
-        embedding_dim=embedder.dim,
-        live_version=1,
-    )
-    try:
-        with svc.db.write() as session:
-            session.add(kb)
-            session.flush()
-            session.add(
-                IndexVersion(
-                    kb_id=kb.id,
-                    number=1,
-                    embedding_model=embedder.model_name,
-                    embedding_dim=embedder.dim,
-                    chunk_tokens=chunking.chunk_tokens,
-                    overlap_tokens=chunking.overlap_tokens,
-                    status=VersionStatus.live,
-                    activated_at=svc.db.now(),
-                )
-            )
-            audit.record(session, "kb.create", kb.id, tenant_id=kb.tenant_id, name=name)
-    except IntegrityError as exc:
-        raise Conflict(f"a knowledge base named {name!r} already exists") from exc
-    return kb
 
 
 def get_kb(session: Session, kb_id: str) -> KnowledgeBase:
@@ -137,24 +103,6 @@ def kb_stats(session: Session, kb: KnowledgeBase) -> KBStats:
     return KBStats(kb, sum(by_status.values()), chunks, by_status)
 
 
-def delete_kb(svc: Services, kb_id: str) -> None:
-    with svc.db.write() as session:
-        kb = get_kb(session, kb_id)
-        audit.record(session, "kb.delete", kb_id, tenant_id=kb.tenant_id, name=kb.name)
-        doc_ids = list(
-            session.execute(select(Document.id).where(Document.kb_id == kb_id)).scalars()
-        )
-        tombstone_chunks(session, kb_id, Chunk.kb_id == kb_id)
-        session.execute(delete(Job).where(Job.kb_id == kb_id, Job.status.in_([JobStatus.queued])))
-        session.execute(delete(Document).where(Document.kb_id == kb_id))
-        session.execute(delete(IndexVersion).where(IndexVersion.kb_id == kb_id))
-        session.execute(delete(KnowledgeBase).where(KnowledgeBase.id == kb_id))
-    svc.indexes.drop(kb_id)
-    shutil.rmtree(svc.settings.files_dir / kb_id, ignore_errors=True)
-    quarantine.discard(svc.settings.data_dir, Path("files") / kb_id)
-    log.info("deleted knowledge base %s with %d documents", kb_id, len(doc_ids))
-
-
 def tombstone_chunks(session: Session, kb_id: str, condition: Any) -> list[int]:
     """Delete chunks and record their ids, so every index replica drops them too."""
     ids = list(session.execute(select(Chunk.id).where(condition)).scalars())
@@ -180,66 +128,6 @@ class StagedFile:
     media_type: str
     size: int
     sha256: str
-
-
-def add_document(
-    svc: Services,
-    kb_id: str,
-    staged: StagedFile,
-    metadata: dict[str, Any] | None = None,
-    *,
-    priority: int = JobPriority.interactive,
-) -> tuple[Document, bool]:
-    """Register a document and queue its ingestion at `priority` (JobPriority); returns
-    (document, duplicate)."""
-    with svc.db.read() as session:
-        get_kb(session, kb_id)
-        existing = _by_hash(session, kb_id, staged.sha256)
-    if existing is not None:
-        staged.path.unlink(missing_ok=True)
-        return existing, True
-
-    doc_id = new_id()
-    relative = Path("files") / kb_id / doc_id
-    target = svc.settings.data_dir / relative
-    _place_file(staged.path, target)
-    doc = Document(
-        id=doc_id,
-        kb_id=kb_id,
-        filename=staged.filename,
-        media_type=staged.media_type,
-        size_bytes=staged.size,
-        sha256=staged.sha256,
-        status=DocumentStatus.queued,
-        user_metadata=metadata or {},
-        storage_path=str(relative),
-    )
-    try:
-        with svc.db.write() as session:
-            get_kb(session, kb_id)
-            session.add(doc)
-            session.flush()
-            session.add(
-                Job(
-                    kind=JobKind.ingest,
-                    kb_id=kb_id,
-                    document_id=doc_id,
-                    priority=priority,
-                    filename=staged.filename,
-                )
-            )
-    except IntegrityError:
-        # The same bytes raced in through another request: keep the first, drop ours.
-        target.unlink(missing_ok=True)
-        with svc.db.read() as session:
-            existing = _by_hash(session, kb_id, staged.sha256)
-        if existing is None:
-            raise
-        return existing, True
-    except BaseException:
-        target.unlink(missing_ok=True)
-        raise
-    return doc, False
 
 
 def _place_file(source: Path, target: Path) -> None:
@@ -274,22 +162,158 @@ def list_documents(
     return list(session.execute(stmt).scalars())
 
 
-def delete_document(svc: Services, kb_id: str, doc_id: str) -> None:
-    """Remove the document, its chunks (tombstoned) and its file; its vectors never return."""
-    with svc.db.write() as session:
-        # Locked first, so a worker committing chunks for it (ingest or re-index) either
-        # finishes before us, and its chunks are tombstoned here, or finds it gone.
-        session.get(Document, doc_id, with_for_update=True)
-        doc = get_document(session, kb_id, doc_id)
-        storage = doc.storage_path
-        # Every version's chunks: a retired version must not bring them back on rollback.
-        removed = tombstone_chunks(session, kb_id, Chunk.document_id == doc_id)
-        session.execute(
-            delete(Job).where(Job.document_id == doc_id, Job.status == JobStatus.queued)
+class KnowledgeBases:
+    """Creating and deleting knowledge bases and documents: their rows, files and index entries.
+
+    `embedder` is called only when a knowledge base is created (it records the model), so the
+    model loads on first use rather than at startup."""
+
+    def __init__(
+        self,
+        db: Database,
+        indexes: IndexStore,
+        *,
+        data_dir: Path,
+        chunking: ChunkSettings,
+        embedder: Callable[[], Embedder],
+    ) -> None:
+        self.db = db
+        self.indexes = indexes
+        self.data_dir = data_dir
+        self.chunking = chunking
+        self.embedder = embedder
+
+    def create_kb(self, name: str, description: str = "") -> KnowledgeBase:
+        name = name.strip()
+        if not name or len(name) > 200:
+            raise InvalidInput("a knowledge base needs a name of 1 to 200 characters")
+        embedder = self.embedder()
+        chunking = self.chunking
+        principal = tenancy.current()
+        kb = KnowledgeBase(
+            id=new_id(),
+            tenant_id=principal.tenant_id if principal else tenancy.DEFAULT_TENANT,
+            name=name,
+            description=description,
+            embedding_model=embedder.model_name,
+            embedding_dim=embedder.dim,
+            live_version=1,
         )
-        session.delete(doc)
-    svc.indexes.sync(kb_id)
-    (svc.settings.data_dir / storage).unlink(missing_ok=True)
-    # The check may have set the file aside between our commit and the unlink.
-    quarantine.discard(svc.settings.data_dir, storage)
-    log.info("deleted document %s (%d chunks)", doc_id, len(removed))
+        try:
+            with self.db.write() as session:
+                session.add(kb)
+                session.flush()
+                session.add(
+                    IndexVersion(
+                        kb_id=kb.id,
+                        number=1,
+                        embedding_model=embedder.model_name,
+                        embedding_dim=embedder.dim,
+                        chunk_tokens=chunking.chunk_tokens,
+                        overlap_tokens=chunking.overlap_tokens,
+                        status=VersionStatus.live,
+                        activated_at=self.db.now(),
+                    )
+                )
+                audit.record(session, "kb.create", kb.id, tenant_id=kb.tenant_id, name=name)
+        except IntegrityError as exc:
+            raise Conflict(f"a knowledge base named {name!r} already exists") from exc
+        return kb
+
+    def delete_kb(self, kb_id: str) -> None:
+        with self.db.write() as session:
+            kb = get_kb(session, kb_id)
+            audit.record(session, "kb.delete", kb_id, tenant_id=kb.tenant_id, name=kb.name)
+            doc_ids = list(
+                session.execute(select(Document.id).where(Document.kb_id == kb_id)).scalars()
+            )
+            tombstone_chunks(session, kb_id, Chunk.kb_id == kb_id)
+            session.execute(
+                delete(Job).where(Job.kb_id == kb_id, Job.status.in_([JobStatus.queued]))
+            )
+            session.execute(delete(Document).where(Document.kb_id == kb_id))
+            session.execute(delete(IndexVersion).where(IndexVersion.kb_id == kb_id))
+            session.execute(delete(KnowledgeBase).where(KnowledgeBase.id == kb_id))
+        self.indexes.drop(kb_id)
+        shutil.rmtree(self.data_dir / "files" / kb_id, ignore_errors=True)
+        quarantine.discard(self.data_dir, Path("files") / kb_id)
+        log.info("deleted knowledge base %s with %d documents", kb_id, len(doc_ids))
+
+    def add_document(
+        self,
+        kb_id: str,
+        staged: StagedFile,
+        metadata: dict[str, Any] | None = None,
+        *,
+        priority: int = JobPriority.interactive,
+    ) -> tuple[Document, bool]:
+        """Register a document and queue its ingestion at `priority` (JobPriority); returns
+        (document, duplicate)."""
+        with self.db.read() as session:
+            get_kb(session, kb_id)
+            existing = _by_hash(session, kb_id, staged.sha256)
+        if existing is not None:
+            staged.path.unlink(missing_ok=True)
+            return existing, True
+
+        doc_id = new_id()
+        relative = Path("files") / kb_id / doc_id
+        target = self.data_dir / relative
+        _place_file(staged.path, target)
+        doc = Document(
+            id=doc_id,
+            kb_id=kb_id,
+            filename=staged.filename,
+            media_type=staged.media_type,
+            size_bytes=staged.size,
+            sha256=staged.sha256,
+            status=DocumentStatus.queued,
+            user_metadata=metadata or {},
+            storage_path=str(relative),
+        )
+        try:
+            with self.db.write() as session:
+                get_kb(session, kb_id)
+                session.add(doc)
+                session.flush()
+                session.add(
+                    Job(
+                        kind=JobKind.ingest,
+                        kb_id=kb_id,
+                        document_id=doc_id,
+                        priority=priority,
+                        filename=staged.filename,
+                    )
+                )
+        except IntegrityError:
+            # The same bytes raced in through another request: keep the first, drop ours.
+            target.unlink(missing_ok=True)
+            with self.db.read() as session:
+                existing = _by_hash(session, kb_id, staged.sha256)
+            if existing is None:
+                raise
+            return existing, True
+        except BaseException:
+            target.unlink(missing_ok=True)
+            raise
+        return doc, False
+
+    def delete_document(self, kb_id: str, doc_id: str) -> None:
+        """Remove the document, its chunks (tombstoned) and its file; its vectors never return."""
+        with self.db.write() as session:
+            # Locked first, so a worker committing chunks for it (ingest or re-index) either
+            # finishes before us, and its chunks are tombstoned here, or finds it gone.
+            session.get(Document, doc_id, with_for_update=True)
+            doc = get_document(session, kb_id, doc_id)
+            storage = doc.storage_path
+            # Every version's chunks: a retired version must not bring them back on rollback.
+            removed = tombstone_chunks(session, kb_id, Chunk.document_id == doc_id)
+            session.execute(
+                delete(Job).where(Job.document_id == doc_id, Job.status == JobStatus.queued)
+            )
+            session.delete(doc)
+        self.indexes.sync(kb_id)
+        (self.data_dir / storage).unlink(missing_ok=True)
+        # The check may have set the file aside between our commit and the unlink.
+        quarantine.discard(self.data_dir, storage)
+        log.info("deleted document %s (%d chunks)", doc_id, len(removed))

@@ -9,13 +9,13 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
-from rag.services import Services
+from rag.store.db import Database
 from rag.store.models import Job, JobKind, JobStatus
 
 
 class JobQueueCollector(Collector):
-    def __init__(self, svc: Services) -> None:
-        self.svc = svc
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         depth = GaugeMetricFamily(
@@ -26,7 +26,7 @@ class JobQueueCollector(Collector):
         )
         active = (JobStatus.queued, JobStatus.running)
         try:
-            with self.svc.db.read() as session:
+            with self.db.read() as session:
                 rows = session.execute(
                     select(Job.status, Job.kind, func.count())
                     .where(Job.status.in_(active))

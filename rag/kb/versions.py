@@ -16,6 +16,7 @@ building version document by document and switches it live in one transaction.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -26,9 +27,11 @@ from sqlalchemy.orm import Session
 
 from rag.core.config import ChunkSettings
 from rag.core.errors import Conflict, InvalidInput, NotFound
+from rag.index.store import IndexStore
 from rag.kb import job_control
 from rag.kb.knowledge import get_kb, tombstone_chunks
-from rag.services import Services
+from rag.ml.embedding import Embedder
+from rag.store.db import Database
 from rag.store.models import (
     Chunk,
     Document,
@@ -152,73 +155,6 @@ def ready_documents(session: Session, kb_id: str) -> int:
 # -- starting and ending builds --------------------------------------------------------------
 
 
-def start_reindex(
-    svc: Services,
-    kb_id: str,
-    *,
-    embedding_model: str | None = None,
-    chunk_tokens: int | None = None,
-    overlap_tokens: int | None = None,
-) -> tuple[IndexVersion, Job]:
-    """Create a building version (settings not given are the live version's) and the job
-    that fills it, in one transaction; 409 while another version is building."""
-    with svc.db.read() as session:
-        live = live_version(session, kb_id)
-    model = embedding_model or live.embedding_model
-    try:
-        chunking = ChunkSettings(
-            chunk_tokens=chunk_tokens or live.chunk_tokens,
-            overlap_tokens=live.overlap_tokens if overlap_tokens is None else overlap_tokens,
-        )
-    except ValidationError as exc:
-        detail = "; ".join(e["msg"] for e in exc.errors())
-        raise InvalidInput(f"invalid chunk settings: {detail}") from exc
-    try:
-        dim = svc.embedder_for(model).dim
-    except Exception as exc:
-        raise InvalidInput(f"cannot load embedding model {model!r}: {exc}") from exc
-    with svc.db.write() as session:
-        lock_kb(session, kb_id)
-        _refuse_if_building(session, kb_id)
-        number = (
-            session.execute(
-                select(func.max(IndexVersion.number)).where(IndexVersion.kb_id == kb_id)
-            ).scalar_one()
-            or 0
-        ) + 1
-        version = IndexVersion(
-            kb_id=kb_id,
-            number=number,
-            embedding_model=model,
-            embedding_dim=dim,
-            chunk_tokens=chunking.chunk_tokens,
-            overlap_tokens=chunking.overlap_tokens,
-            status=VersionStatus.building,
-            checks={},
-        )
-        return version, _queue(session, version, rollback=False)
-
-
-def start_rollback(svc: Services, kb_id: str) -> tuple[IndexVersion, Job]:
-    """Queue making the most recent retired version live again; the job first gives it the
-    documents added since it was retired, then checks and switches as for a new version."""
-    with svc.db.write() as session:
-        get_kb(session, kb_id)  # the caller's view (tenancy), then the lock
-        lock_kb(session, kb_id)
-        _refuse_if_building(session, kb_id)
-        version = session.execute(
-            select(IndexVersion)
-            .where(IndexVersion.kb_id == kb_id, IndexVersion.status == VersionStatus.retired)
-            .order_by(IndexVersion.number.desc())
-            .limit(1)
-        ).scalar_one_or_none()
-        if version is None:
-            raise Conflict("there is no earlier index version to roll back to")
-        version.status = VersionStatus.building
-        version.error = None
-        return version, _queue(session, version, rollback=True)
-
-
 def _queue(session: Session, version: IndexVersion, *, rollback: bool) -> Job:
     job = Job(
         kind=JobKind.reindex,
@@ -288,46 +224,6 @@ def end(
 # -- pruning ----------------------------------------------------------------------------------
 
 
-def prune(svc: Services, kb_id: str, keep: int | None = None) -> list[int]:
-    """Delete the chunks (vectors with them) and index files of retired versions, keeping the
-    live version and the `keep` - 1 most recent retired ones (the ones a rollback reaches
-    first); `keep` defaults to RAG_INDEX__KEEP_VERSIONS. Returns the pruned numbers.
-
-    Only retired versions are pruned, each in a transaction holding the KB row exclusively,
-    which a switch and the start of a rollback (retired -> building) also take: the live
-    version and any version a job is building are never touched. The rows stay, marked
-    pruned, so their numbers are not given out again."""
-    keep = svc.settings.index.keep_versions if keep is None else keep
-    if keep < 1:
-        raise InvalidInput("keep must be at least 1: the live version is always kept")
-    pruned: list[int] = []
-    while True:
-        with svc.db.write() as session:
-            get_kb(session, kb_id)  # the caller's view (tenancy), then the lock
-            kb = lock_kb(session, kb_id)
-            retired = session.execute(
-                select(IndexVersion)
-                .where(
-                    IndexVersion.kb_id == kb_id,
-                    IndexVersion.status == VersionStatus.retired,
-                    IndexVersion.number != kb.live_version,
-                )
-                .order_by(IndexVersion.number.desc())
-            ).scalars()
-            doomed = list(retired)[keep - 1 :]
-            if not doomed:
-                return pruned
-            # The oldest first, one per transaction: a version can hold millions of chunks.
-            version = doomed[-1]
-            tombstone_chunks(
-                session, kb_id, (Chunk.kb_id == kb_id) & (Chunk.version == version.number)
-            )
-            version.status = VersionStatus.pruned
-            number = version.number
-        svc.indexes.drop_version(kb_id, number)
-        pruned.append(number)
-
-
 def activate(session: Session, kb: KnowledgeBase, version: IndexVersion, now: datetime) -> int:
     """Make `version` live in the caller's transaction (which holds the KB row exclusively);
     returns the version that was live."""
@@ -353,3 +249,124 @@ def activate(session: Session, kb: KnowledgeBase, version: IndexVersion, now: da
         .execution_options(synchronize_session=False)
     )
     return previous.number
+
+
+class Versions:
+    """Starting re-index and rollback builds, and pruning retired versions."""
+
+    def __init__(
+        self,
+        db: Database,
+        indexes: IndexStore,
+        *,
+        embedder_for: Callable[[str], Embedder],
+        keep_versions: int,
+    ) -> None:
+        self.db = db
+        self.indexes = indexes
+        self.embedder_for = embedder_for
+        self.keep_versions = keep_versions
+
+    def start_reindex(
+        self,
+        kb_id: str,
+        *,
+        embedding_model: str | None = None,
+        chunk_tokens: int | None = None,
+        overlap_tokens: int | None = None,
+    ) -> tuple[IndexVersion, Job]:
+        """Create a building version (settings not given are the live version's) and the job
+        that fills it, in one transaction; 409 while another version is building."""
+        with self.db.read() as session:
+            live = live_version(session, kb_id)
+        model = embedding_model or live.embedding_model
+        try:
+            chunking = ChunkSettings(
+                chunk_tokens=chunk_tokens or live.chunk_tokens,
+                overlap_tokens=live.overlap_tokens if overlap_tokens is None else overlap_tokens,
+            )
+        except ValidationError as exc:
+            detail = "; ".join(e["msg"] for e in exc.errors())
+            raise InvalidInput(f"invalid chunk settings: {detail}") from exc
+        try:
+            dim = self.embedder_for(model).dim
+        except Exception as exc:
+            raise InvalidInput(f"cannot load embedding model {model!r}: {exc}") from exc
+        with self.db.write() as session:
+            lock_kb(session, kb_id)
+            _refuse_if_building(session, kb_id)
+            number = (
+                session.execute(
+                    select(func.max(IndexVersion.number)).where(IndexVersion.kb_id == kb_id)
+                ).scalar_one()
+                or 0
+            ) + 1
+            version = IndexVersion(
+                kb_id=kb_id,
+                number=number,
+                embedding_model=model,
+                embedding_dim=dim,
+                chunk_tokens=chunking.chunk_tokens,
+                overlap_tokens=chunking.overlap_tokens,
+                status=VersionStatus.building,
+                checks={},
+            )
+            return version, _queue(session, version, rollback=False)
+
+    def start_rollback(self, kb_id: str) -> tuple[IndexVersion, Job]:
+        """Queue making the most recent retired version live again; the job first gives it the
+        documents added since it was retired, then checks and switches as for a new version."""
+        with self.db.write() as session:
+            get_kb(session, kb_id)  # the caller's view (tenancy), then the lock
+            lock_kb(session, kb_id)
+            _refuse_if_building(session, kb_id)
+            version = session.execute(
+                select(IndexVersion)
+                .where(IndexVersion.kb_id == kb_id, IndexVersion.status == VersionStatus.retired)
+                .order_by(IndexVersion.number.desc())
+                .limit(1)
+            ).scalar_one_or_none()
+            if version is None:
+                raise Conflict("there is no earlier index version to roll back to")
+            version.status = VersionStatus.building
+            version.error = None
+            return version, _queue(session, version, rollback=True)
+
+    def prune(self, kb_id: str, keep: int | None = None) -> list[int]:
+        """Delete the chunks (vectors with them) and index files of retired versions, keeping the
+        live version and the `keep` - 1 most recent retired ones (the ones a rollback reaches
+        first); `keep` defaults to RAG_INDEX__KEEP_VERSIONS. Returns the pruned numbers.
+
+        Only retired versions are pruned, each in a transaction holding the KB row exclusively,
+        which a switch and the start of a rollback (retired -> building) also take: the live
+        version and any version a job is building are never touched. The rows stay, marked
+        pruned, so their numbers are not given out again."""
+        keep = self.keep_versions if keep is None else keep
+        if keep < 1:
+            raise InvalidInput("keep must be at least 1: the live version is always kept")
+        pruned: list[int] = []
+        while True:
+            with self.db.write() as session:
+                get_kb(session, kb_id)  # the caller's view (tenancy), then the lock
+                kb = lock_kb(session, kb_id)
+                retired = session.execute(
+                    select(IndexVersion)
+                    .where(
+                        IndexVersion.kb_id == kb_id,
+                        IndexVersion.status == VersionStatus.retired,
+                        IndexVersion.number != kb.live_version,
+                    )
+                    .order_by(IndexVersion.number.desc())
+                ).scalars()
+                doomed = list(retired)[keep - 1 :]
+                if not doomed:
+                    return pruned
+                # The oldest first, one per transaction: a version can hold millions of chunks.
+                version = doomed[-1]
+                tombstone_chunks(
+                    session, kb_id, (Chunk.kb_id == kb_id) & (Chunk.version == version.number)
+                )
+                version.status = VersionStatus.pruned
+                number = version.number
+            self.indexes.drop_version(kb_id, number)
+            pruned.append(number)

@@ -11,7 +11,6 @@ the upstream connection. Blocking work (retrieval, SQL) runs in worker threads.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re
@@ -22,11 +21,13 @@ from typing import Any, TypeVar
 import anyio
 
 from rag.core import tracing
+from rag.core.config import LLMSettings
 from rag.core.errors import InvalidInput, InvalidStructuredOutput, LLMContextLengthExceeded
 from rag.generation import structured
 from rag.generation.llm import LLMStream
-from rag.generation.model_routes import Route
-from rag.qa import conversations
+from rag.generation.model_routes import Route, Router
+from rag.ml.tokens import TokenCounter
+from rag.qa.conversations import Conversations
 from rag.qa.prompt import (
     Prompt,
     build_condense_prompt,
@@ -35,8 +36,7 @@ from rag.qa.prompt import (
     load_templates,
 )
 from rag.qa.sanitize import AnswerSanitizer
-from rag.retrieval.retriever import Passage, search
-from rag.services import Services
+from rag.retrieval.retriever import Passage, Retriever
 
 log = logging.getLogger(__name__)
 _MARKER = re.compile(r"\[(\d{1,3})\]")
@@ -122,47 +122,6 @@ def citations_for(prompt: Prompt, text: str) -> list[Citation]:
 # --- planning ---------------------------------------------------------------------------------
 
 
-async def condense(svc: Services, question: str, history: list[dict[str, str]]) -> str:
-    """A follow-up rewritten by the LLM into a question retrieval can use on its own."""
-    if not history:
-        return question
-    cfg = svc.settings.llm
-    messages = build_condense_prompt(
-        question,
-        history,
-        svc.tokens,
-        budget=min(cfg.history_max_tokens, cfg.max_model_len // 2),
-        language=cfg.language,
-        templates=load_templates(cfg.prompt_dir),
-    )
-    client = svc.router.default.client
-    completion = await client.complete(
-        messages, max_tokens=cfg.condense_max_tokens, temperature=0.0
-    )
-    lines = [line.strip() for line in completion.text.strip().splitlines() if line.strip()]
-    rewritten = _LABEL_PREFIX.sub("", lines[0]).strip(" \"'“”「」") if lines else ""
-    # An empty or rambling rewrite helps retrieval less than the follow-up itself.
-    if not rewritten or len(rewritten) > 4 * len(question) + 200:
-        return question
-    return rewritten
-
-
-async def plan(svc: Services, spec: AskSpec) -> Plan:
-    spec = _checked(spec)
-    history = list(spec.history)
-    if spec.conversation_id:
-        history = await _thread(conversations.history, svc, spec.conversation_id, spec.kb_id)
-    standalone = await condense(svc, spec.question, history)
-    route = svc.router.pick(standalone)
-    passages = await _thread(
-        lambda: search(svc, spec.kb_id, standalone, spec.top_k, **spec.search_options)
-    )
-    answer_tokens = min(spec.max_tokens or route.settings.max_tokens, route.settings.max_tokens)
-    with tracing.span("prompt", {"passages": len(passages), "route": route.name}):
-        prompt = _build(svc, spec, history, route, passages, answer_tokens)
-    return Plan(spec, standalone, history, route, passages, prompt, answer_tokens)
-
-
 def _checked(spec: AskSpec) -> AskSpec:
     if not spec.question.strip():
         raise InvalidInput("the question is empty")
@@ -170,158 +129,21 @@ def _checked(spec: AskSpec) -> AskSpec:
     return spec if fmt is spec.response_format else replace(spec, response_format=fmt)
 
 
-def _build(
-    svc: Services,
-    spec: AskSpec,
-    history: list[dict[str, str]],
-    route: Route,
-    passages: list[Passage],
-    answer_tokens: int,
-    *,
-    max_model_len: int | None = None,
-    context_max_tokens: int | None = None,
-) -> Prompt:
-    cfg = svc.settings.llm
-    return build_prompt(
-        spec.question,
-        passages,
-        svc.tokens,
-        max_model_len=max_model_len or route.settings.max_model_len,
-        answer_tokens=answer_tokens,
-        history=history,
-        history_max_tokens=cfg.history_max_tokens,
-        context_max_tokens=context_max_tokens,
-        language=cfg.language,
-        templates=load_templates(cfg.prompt_dir),
-    )
-
-
-async def _repacked(svc: Services, plan: Plan, error: LLMContextLengthExceeded) -> Prompt:
-    """A smaller prompt after the server refused ours as too long.
-
-    The server's count can exceed ours (another tokenizer, another chat template), so scale
-    by the ratio it reported (or by vLLM's /tokenize) and keep a margin; the references shrink
-    by a quarter at least, so the second try is always smaller than the first.
-    """
-    prompt = plan.prompt
-    limit = min(
-        error.max_context or plan.route.settings.max_model_len, plan.route.settings.max_model_len
-    )
-    theirs = error.prompt_tokens or await plan.route.client.count_tokens(prompt.messages)
-    ratio = max(1.0, theirs / prompt.prompt_tokens) if theirs else 1.0
-    max_model_len = plan.answer_tokens + int((limit - plan.answer_tokens) / ratio * 0.95)
-    log.warning(
-        "the LLM refused a %d-token prompt (server: %s tokens, limit %s); repacking to %d",
-        prompt.prompt_tokens,
-        theirs,
-        error.max_context,
-        max_model_len,
-    )
-    return _build(
-        svc,
-        plan.spec,
-        plan.history,
-        plan.route,
-        plan.passages,
-        plan.answer_tokens,
-        max_model_len=max_model_len,
-        context_max_tokens=prompt.context_tokens * 3 // 4,
-    )
-
-
-async def _with_repack(
-    svc: Services, plan: Plan, call: Callable[[Prompt], Awaitable[T]]
-) -> tuple[Prompt, T]:
-    try:
-        return plan.prompt, await call(plan.prompt)
-    except LLMContextLengthExceeded as error:
-        smaller = await _repacked(svc, plan, error)
-        return smaller, await call(smaller)
-
-
 # --- generating -------------------------------------------------------------------------------
-
-
-async def generate(svc: Services, plan: Plan) -> Answer:
-    client = plan.route.client
-    prompt, completion = await _with_repack(
-        svc, plan, lambda p: client.complete(p.messages, **plan.extra())
-    )
-    usage = _usage(svc, prompt, completion.text, completion.usage)
-    parsed = None
-    fmt = plan.spec.response_format
-    clean = _sanitizer(svc, prompt).clean
-    if fmt is None:
-        text = clean(completion.text)
-    else:
-        try:
-            parsed = structured.parse(completion.text, fmt, clean)
-        except InvalidStructuredOutput as invalid:
-            log.warning("structured output invalid (%s); asking once more", invalid)
-            retry = _corrective(svc, plan, prompt, completion.text, str(invalid))
-            completion = await client.complete(retry, **plan.extra())
-            second = _usage(svc, prompt, completion.text, completion.usage)
-            usage = {k: usage.get(k, 0) + second.get(k, 0) for k in usage.keys() | second.keys()}
-            parsed = structured.parse(completion.text, fmt, clean)
-        # The checked (and cleaned) value, not the raw reply: no code fence, nothing removed
-        # from `parsed` still present in the text.
-        text = json.dumps(parsed, ensure_ascii=False)
-    result = Answer(
-        text,
-        citations_for(prompt, text),
-        completion.model,
-        usage,
-        route=plan.route.name,
-        question=plan.standalone,
-        parsed=parsed,
-        finish_reason=completion.finish_reason,
-    )
-    return await _record(svc, plan, result)
-
-
-def _corrective(
-    svc: Services, plan: Plan, prompt: Prompt, bad: str, problem: str
-) -> list[dict[str, str]]:
-    """The prompt plus the invalid answer and what was wrong with it, if that still fits."""
-    messages = [
-        *prompt.messages,
-        {"role": "assistant", "content": bad},
-        {"role": "user", "content": f"{problem}. Reply again with only the JSON."},
-    ]
-    fits = (
-        count_chat(svc.tokens, messages) + plan.answer_tokens <= plan.route.settings.max_model_len
-    )
-    return messages if fits else prompt.messages
-
-
-def _sanitizer(svc: Services, prompt: Prompt) -> AnswerSanitizer:
-    """What a planted instruction could make the model write (links out, the system prompt)
-    is removed from the answer before anyone sees it (rag/qa/sanitize.py)."""
-    system = next((m["content"] for m in prompt.messages if m["role"] == "system"), "")
-    return AnswerSanitizer(system, svc.settings.security.link_allowlist)
-
-
-def _usage(svc: Services, prompt: Prompt, text: str, upstream: dict[str, int]) -> dict[str, int]:
-    """The server's counts where it sent them, ours (Qwen's tokenizer) otherwise."""
-    usage = dict(upstream)
-    usage.setdefault("prompt_tokens", prompt.prompt_tokens)
-    usage.setdefault("completion_tokens", svc.tokens.count(text))
-    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-    return usage
 
 
 @dataclass
 class LiveAnswer:
     """A streaming answer: iterate deltas(), then finish() for citations, usage and record."""
 
-    svc: Services
+    answerer: Answerer
     plan: Plan
     prompt: Prompt
     upstream: LLMStream
     parts: list[str] = field(default_factory=list)
 
     async def deltas(self) -> AsyncIterator[str]:
-        sanitizer = _sanitizer(self.svc, self.prompt)
+        sanitizer = self.answerer._sanitizer(self.prompt)
         try:
             async for delta in self.upstream.deltas():
                 safe = sanitizer.feed(delta)
@@ -345,76 +167,255 @@ class LiveAnswer:
             text,
             citations_for(self.prompt, text),
             self.upstream.model,
-            _usage(self.svc, self.prompt, text, self.upstream.usage),
+            self.answerer._usage(self.prompt, text, self.upstream.usage),
             route=self.plan.route.name,
             question=self.plan.standalone,
             finish_reason=self.upstream.finish_reason,
         )
-        return await _record(self.svc, self.plan, result)
+        return await self.answerer._record(self.plan, result)
 
     async def aclose(self) -> None:
         await self.upstream.aclose()
 
 
-async def open_stream(svc: Services, plan: Plan) -> LiveAnswer:
-    """Start generating; errors before the first token raise here (and become HTTP statuses)."""
-    if plan.spec.response_format is not None:
-        raise InvalidInput(
-            "structured output (response_format) is not streamed; ask without stream"
-        )
-    client = plan.route.client
-    prompt, upstream = await _with_repack(
-        svc, plan, lambda p: client.stream(p.messages, **plan.extra())
-    )
-    return LiveAnswer(svc, plan, prompt, upstream)
-
-
-async def _record(svc: Services, plan: Plan, result: Answer) -> Answer:
-    conversation_id = plan.spec.conversation_id
-    if not conversation_id or result.answer is None:
-        return result
-    recorded = await _thread(
-        lambda: conversations.record(
-            svc,
-            conversation_id,
-            plan.spec.question,
-            plan.standalone,
-            result.answer or "",
-            citations=[c.as_dict() for c in result.citations],
-            model=result.model,
-            usage=result.usage,
-        )
-    )
-    return replace(result, conversation_id=conversation_id, message_id=recorded.answer_id)
-
-
 # --- entry points -----------------------------------------------------------------------------
-
-
-async def retrieve_only(svc: Services, spec: AskSpec) -> Answer:
-    passages = await _thread(
-        lambda: search(svc, spec.kb_id, spec.question, spec.top_k, **spec.search_options)
-    )
-    citations = [Citation(i, p, False) for i, p in enumerate(passages, 1)]
-    return Answer(None, citations, None, retrieval_only=True, question=spec.question)
-
-
-async def answer(svc: Services, spec: AskSpec) -> Answer:
-    return await generate(svc, await plan(svc, spec))
-
-
-def ask(
-    svc: Services,
-    kb_id: str,
-    question: str,
-    *,
-    top_k: int | None = None,
-    retrieval_only: bool = False,
-) -> Answer:
-    """Blocking entry point for the CLI and scripts (not for use inside an event loop)."""
-    spec = AskSpec(kb_id, question, top_k)
-    return asyncio.run(retrieve_only(svc, spec) if retrieval_only else answer(svc, spec))
 
 
 async def _thread(func: Callable[..., T], *args: Any) -> T:
     return await anyio.to_thread.run_sync(lambda: func(*args))
+
+
+class Answerer:
+    """Plans and generates answers: retrieval, the prompt, the routed LLM, citations, the
+    conversation record. `router` and `tokens` are called on first use (they load files and
+    open connections)."""
+
+    def __init__(
+        self,
+        retriever: Retriever,
+        conversations: Conversations,
+        *,
+        router: Callable[[], Router],
+        tokens: Callable[[], TokenCounter],
+        llm_settings: LLMSettings,
+        link_allowlist: list[str],
+    ) -> None:
+        self.retriever = retriever
+        self.conversations = conversations
+        self.router = router
+        self.tokens = tokens
+        self.llm_settings = llm_settings
+        self.link_allowlist = link_allowlist
+
+    async def condense(self, question: str, history: list[dict[str, str]]) -> str:
+        """A follow-up rewritten by the LLM into a question retrieval can use on its own."""
+        if not history:
+            return question
+        cfg = self.llm_settings
+        messages = build_condense_prompt(
+            question,
+            history,
+            self.tokens(),
+            budget=min(cfg.history_max_tokens, cfg.max_model_len // 2),
+            language=cfg.language,
+            templates=load_templates(cfg.prompt_dir),
+        )
+        client = self.router().default.client
+        completion = await client.complete(
+            messages, max_tokens=cfg.condense_max_tokens, temperature=0.0
+        )
+        lines = [line.strip() for line in completion.text.strip().splitlines() if line.strip()]
+        rewritten = _LABEL_PREFIX.sub("", lines[0]).strip(" \"'“”「」") if lines else ""
+        # An empty or rambling rewrite helps retrieval less than the follow-up itself.
+        if not rewritten or len(rewritten) > 4 * len(question) + 200:
+            return question
+        return rewritten
+
+    async def plan(self, spec: AskSpec) -> Plan:
+        spec = _checked(spec)
+        history = list(spec.history)
+        if spec.conversation_id:
+            history = await _thread(self.conversations.history, spec.conversation_id, spec.kb_id)
+        standalone = await self.condense(spec.question, history)
+        route = self.router().pick(standalone)
+        passages = await _thread(
+            lambda: self.retriever.search(spec.kb_id, standalone, spec.top_k, **spec.search_options)
+        )
+        answer_tokens = min(spec.max_tokens or route.settings.max_tokens, route.settings.max_tokens)
+        with tracing.span("prompt", {"passages": len(passages), "route": route.name}):
+            prompt = self._build(spec, history, route, passages, answer_tokens)
+        return Plan(spec, standalone, history, route, passages, prompt, answer_tokens)
+
+    def _build(
+        self,
+        spec: AskSpec,
+        history: list[dict[str, str]],
+        route: Route,
+        passages: list[Passage],
+        answer_tokens: int,
+        *,
+        max_model_len: int | None = None,
+        context_max_tokens: int | None = None,
+    ) -> Prompt:
+        cfg = self.llm_settings
+        return build_prompt(
+            spec.question,
+            passages,
+            self.tokens(),
+            max_model_len=max_model_len or route.settings.max_model_len,
+            answer_tokens=answer_tokens,
+            history=history,
+            history_max_tokens=cfg.history_max_tokens,
+            context_max_tokens=context_max_tokens,
+            language=cfg.language,
+            templates=load_templates(cfg.prompt_dir),
+        )
+
+    async def _repacked(self, plan: Plan, error: LLMContextLengthExceeded) -> Prompt:
+        """A smaller prompt after the server refused ours as too long.
+
+        The server's count can exceed ours (another tokenizer, another chat template), so scale
+        by the ratio it reported (or by vLLM's /tokenize) and keep a margin; the references shrink
+        by a quarter at least, so the second try is always smaller than the first.
+        """
+        prompt = plan.prompt
+        limit = min(
+            error.max_context or plan.route.settings.max_model_len,
+            plan.route.settings.max_model_len,
+        )
+        theirs = error.prompt_tokens or await plan.route.client.count_tokens(prompt.messages)
+        ratio = max(1.0, theirs / prompt.prompt_tokens) if theirs else 1.0
+        max_model_len = plan.answer_tokens + int((limit - plan.answer_tokens) / ratio * 0.95)
+        log.warning(
+            "the LLM refused a %d-token prompt (server: %s tokens, limit %s); repacking to %d",
+            prompt.prompt_tokens,
+            theirs,
+            error.max_context,
+            max_model_len,
+        )
+        return self._build(
+            plan.spec,
+            plan.history,
+            plan.route,
+            plan.passages,
+            plan.answer_tokens,
+            max_model_len=max_model_len,
+            context_max_tokens=prompt.context_tokens * 3 // 4,
+        )
+
+    async def _with_repack(
+        self, plan: Plan, call: Callable[[Prompt], Awaitable[T]]
+    ) -> tuple[Prompt, T]:
+        try:
+            return plan.prompt, await call(plan.prompt)
+        except LLMContextLengthExceeded as error:
+            smaller = await self._repacked(plan, error)
+            return smaller, await call(smaller)
+
+    async def generate(self, plan: Plan) -> Answer:
+        client = plan.route.client
+        prompt, completion = await self._with_repack(
+            plan, lambda p: client.complete(p.messages, **plan.extra())
+        )
+        usage = self._usage(prompt, completion.text, completion.usage)
+        parsed = None
+        fmt = plan.spec.response_format
+        clean = self._sanitizer(prompt).clean
+        if fmt is None:
+            text = clean(completion.text)
+        else:
+            try:
+                parsed = structured.parse(completion.text, fmt, clean)
+            except InvalidStructuredOutput as invalid:
+                log.warning("structured output invalid (%s); asking once more", invalid)
+                retry = self._corrective(plan, prompt, completion.text, str(invalid))
+                completion = await client.complete(retry, **plan.extra())
+                second = self._usage(prompt, completion.text, completion.usage)
+                usage = {
+                    k: usage.get(k, 0) + second.get(k, 0) for k in usage.keys() | second.keys()
+                }
+                parsed = structured.parse(completion.text, fmt, clean)
+            # The checked (and cleaned) value, not the raw reply: no code fence, nothing removed
+            # from `parsed` still present in the text.
+            text = json.dumps(parsed, ensure_ascii=False)
+        result = Answer(
+            text,
+            citations_for(prompt, text),
+            completion.model,
+            usage,
+            route=plan.route.name,
+            question=plan.standalone,
+            parsed=parsed,
+            finish_reason=completion.finish_reason,
+        )
+        return await self._record(plan, result)
+
+    def _corrective(
+        self, plan: Plan, prompt: Prompt, bad: str, problem: str
+    ) -> list[dict[str, str]]:
+        """The prompt plus the invalid answer and what was wrong with it, if that still fits."""
+        messages = [
+            *prompt.messages,
+            {"role": "assistant", "content": bad},
+            {"role": "user", "content": f"{problem}. Reply again with only the JSON."},
+        ]
+        fits = (
+            count_chat(self.tokens(), messages) + plan.answer_tokens
+            <= plan.route.settings.max_model_len
+        )
+        return messages if fits else prompt.messages
+
+    def _sanitizer(self, prompt: Prompt) -> AnswerSanitizer:
+        """What a planted instruction could make the model write (links out, the system prompt)
+        is removed from the answer before anyone sees it (rag/qa/sanitize.py)."""
+        system = next((m["content"] for m in prompt.messages if m["role"] == "system"), "")
+        return AnswerSanitizer(system, self.link_allowlist)
+
+    def _usage(self, prompt: Prompt, text: str, upstream: dict[str, int]) -> dict[str, int]:
+        """The server's counts where it sent them, ours (Qwen's tokenizer) otherwise."""
+        usage = dict(upstream)
+        usage.setdefault("prompt_tokens", prompt.prompt_tokens)
+        usage.setdefault("completion_tokens", self.tokens().count(text))
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        return usage
+
+    async def open_stream(self, plan: Plan) -> LiveAnswer:
+        """Start generating; errors before the first token raise here (and become HTTP statuses)."""
+        if plan.spec.response_format is not None:
+            raise InvalidInput(
+                "structured output (response_format) is not streamed; ask without stream"
+            )
+        client = plan.route.client
+        prompt, upstream = await self._with_repack(
+            plan, lambda p: client.stream(p.messages, **plan.extra())
+        )
+        return LiveAnswer(self, plan, prompt, upstream)
+
+    async def _record(self, plan: Plan, result: Answer) -> Answer:
+        conversation_id = plan.spec.conversation_id
+        if not conversation_id or result.answer is None:
+            return result
+        recorded = await _thread(
+            lambda: self.conversations.record(
+                conversation_id,
+                plan.spec.question,
+                plan.standalone,
+                result.answer or "",
+                citations=[c.as_dict() for c in result.citations],
+                model=result.model,
+                usage=result.usage,
+            )
+        )
+        return replace(result, conversation_id=conversation_id, message_id=recorded.answer_id)
+
+    async def retrieve_only(self, spec: AskSpec) -> Answer:
+        passages = await _thread(
+            lambda: self.retriever.search(
+                spec.kb_id, spec.question, spec.top_k, **spec.search_options
+            )
+        )
+        citations = [Citation(i, p, False) for i, p in enumerate(passages, 1)]
+        return Answer(None, citations, None, retrieval_only=True, question=spec.question)
+
+    async def answer(self, spec: AskSpec) -> Answer:
+        return await self.generate(await self.plan(spec))

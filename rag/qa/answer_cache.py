@@ -42,15 +42,11 @@ import anyio
 from sqlalchemy import Select, bindparam, select
 from sqlalchemy.orm import Session
 
-from rag.core import metrics
 from rag.core.config import Settings
-from rag.kb.knowledge import get_kb
-from rag.qa import answer
-from rag.qa.answer import Answer, AskSpec, Citation, LiveAnswer
+from rag.qa.answer import Answer, AskSpec, Citation
 from rag.qa.cache_backends import Backend, MemoryBackend, RedisBackend
 from rag.qa.prompt import load_templates
 from rag.retrieval.retriever import Passage
-from rag.services import Services
 from rag.store.models import Chunk, ChunkTombstone, IndexVersion, KnowledgeBase
 
 log = logging.getLogger(__name__)
@@ -332,64 +328,12 @@ class Lookup:
             self.cache.inflight.settle(self.key, self.flight, kept)
 
 
-async def answer_missed(
-    svc: Services, spec: AskSpec, found: Lookup, *, stream: bool
-) -> Answer | LiveAnswer:
-    """A fresh answer for a request the cache could not answer: whole (and kept) or an open
-    stream (kept by whoever reads it to the end). If it fails before either is ready, the
-    identical requests waiting on this one are sent to generate their own."""
-    try:
-        plan = await answer.plan(svc, spec)
-        if not stream:
-            result = await answer.generate(svc, plan)
-            await found.keep(result)
-            return result
-        return await answer.open_stream(svc, plan)
-    except BaseException:
-        found.release()
-        raise
-
-
-async def lookup(svc: Services, spec: AskSpec, policy: Policy, *, stream: bool = False) -> Lookup:
-    cache = svc.answer_cache
-    if cache is None or not (policy.read or policy.write) or not cacheable(spec, stream=stream):
-        return Lookup()
-
-    def find() -> tuple[str, dict[str, Any] | None]:
-        with svc.db.read() as session:
-            # The tenancy check answer.plan would make: a hit must not skip it.
-            kb = get_kb(session, spec.kb_id)
-            tenant, state = kb.tenant_id, kb_state(session, kb.id)
-        # The state is read before retrieval, so an answer can only be newer than its key.
-        key = cache_key(tenant, kb.id, state, spec.question, request_options(svc.settings, spec))
-        return key, cache.get(key) if policy.read else None
-
-    key, payload = await anyio.to_thread.run_sync(find)
-    hit = from_payload(payload) if policy.read and payload is not None else None
-    # No await between looking for a leader and becoming one: on one event loop, the first of
-    # simultaneous identical requests leads and the others wait for it. A stream does not wait:
-    # its first token would come only once the leader's whole answer had.
-    leader = cache.inflight.leader(key) if hit is None and policy.read and not stream else None
-    if leader is not None:
-        metrics.ANSWER_CACHE.labels("joined").inc()
-        shared = await _answer_of(cache.inflight, key, leader, svc.settings.llm.read_timeout_s)
-        if shared is not None:
-            return Lookup(cache, key, _as_served(shared), policy.write)
-        return Lookup(cache, key, None, policy.write)  # generate our own, leading nobody
-    if policy.read:
-        metrics.ANSWER_CACHE.labels("hit" if hit is not None else "miss").inc()
-    if hit is not None:
-        return Lookup(cache, key, _as_served(hit), policy.write)
-    flight = cache.inflight.lead(key) if policy.write else None
-    return Lookup(cache, key, None, policy.write, flight)
-
-
-def _as_served(result: Answer) -> Answer:
+def as_served(result: Answer) -> Answer:
     # Usage says what this request cost: no tokens; the turn ids were the leader's.
     return replace(result, usage=dict(NO_USAGE), conversation_id=None, message_id=None)
 
 
-async def _answer_of(
+async def answer_of(
     inflight: InFlight, key: str, leader: asyncio.Future[Answer | None], timeout_s: float
 ) -> Answer | None:
     """The leader's kept answer; None when it has none or takes longer than timeout_s."""

@@ -5,9 +5,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Protocol, TypeVar
+
+from cachetools import TLRUCache
+
+from rag.core.circuit import CircuitBreaker
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -22,63 +25,77 @@ class Backend(Protocol):
 
 
 class MemoryBackend:
-    def __init__(self, max_entries: int = 10_000) -> None:
-        self._items: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
-        self._max = max_entries
+    """In process: at most `max_entries`, the least recently used evicted first; an entry
+    expires `ttl_s` after its put (per entry: cachetools' TLRUCache). One lock around it,
+    since cachetools' caches are not thread-safe."""
+
+    def __init__(
+        self, max_entries: int = 10_000, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._items: TLRUCache[str, tuple[bytes, float]] = TLRUCache(
+            maxsize=max_entries, ttu=_expires, timer=clock
+        )
         self._lock = threading.Lock()
 
     def get(self, key: str) -> bytes | None:
         with self._lock:
-            item = self._items.get(key)
-            if item is None:
-                return None
-            if item[0] < time.monotonic():
-                del self._items[key]
-                return None
-            self._items.move_to_end(key)
-            return item[1]
+            item = self._items.get(key)  # a hit becomes the most recently used
+        return None if item is None else item[0]
 
     def put(self, key: str, value: bytes, ttl_s: float) -> None:
         with self._lock:
-            self._items[key] = (time.monotonic() + ttl_s, value)
-            self._items.move_to_end(key)
-            while len(self._items) > self._max:
-                self._items.popitem(last=False)
+            self._items[key] = (value, ttl_s)
 
     def close(self) -> None:
         with self._lock:
             self._items.clear()
 
 
+def _expires(_key: str, item: tuple[bytes, float], now: float) -> float:
+    return now + item[1]
+
+
 class RedisBackend:
     """Shared by replicas. A Redis outage makes lookups misses, never errors, and after a
     failure Redis is left alone for `retry_s`, so an outage does not add a timeout to every
-    question."""
+    question: the breaker of rag/core/circuit.py, opened by one failure. After `retry_s` one
+    call tries Redis again (the others meanwhile are misses); its success closes the breaker."""
 
-    def __init__(self, url: str, prefix: str = "kbqa:answers", retry_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        prefix: str = "kbqa:answers",
+        retry_s: float = 30.0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         import redis
 
         self._client = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
         self._prefix = prefix
-        self._retry_s = retry_s
-        self._down_until = 0.0
+        self.breaker = CircuitBreaker(1, retry_s, clock=clock)
 
     def _call(self, what: str, action: Callable[[], T]) -> T | None:
         import redis
 
-        if time.monotonic() < self._down_until:
+        if self.breaker.acquire() is not None:
             return None
         try:
-            return action()
+            result = action()
         except redis.RedisError as exc:
-            self._down_until = time.monotonic() + self._retry_s
+            self.breaker.failure()
             log.warning(
                 "answer cache: Redis failed to %s (%s); answering without it for %.0f s",
                 what,
                 exc,
-                self._retry_s,
+                self.breaker.reset_s,
             )
             return None
+        except BaseException:  # not Redis's health: a trial call must not stay running
+            self.breaker.release()
+            raise
+        self.breaker.success()
+        return result
 
     def get(self, key: str) -> bytes | None:
         value = self._call("read", lambda: self._client.get(f"{self._prefix}:{key}"))

@@ -4,14 +4,15 @@ an optional cross-encoder rerank.
     query ─┬─ embed ── FAISS (allowed ids) ──┐
            └─ tokenise ── BM25 (allowed ids) ─┴─ fuse (RRF | weighted) ── SQL rows ── rerank?
 
-`rank` is the index-level core (what bench/ compares with raw FAISS + bm25s calls); `search`
-adds validation, the query embedding, filters, passage rows from SQL and reranking.
+`rank` is the index-level core (what bench/ compares with raw FAISS + bm25s calls);
+`Retriever.search` adds validation, the query embedding, filters, passage rows from SQL and
+reranking.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -23,11 +24,14 @@ from rag.core.config import RetrievalSettings
 from rag.core.errors import InvalidInput
 from rag.index.dense import KBIndex
 from rag.index.lexical import LexicalIndex
+from rag.index.store import IndexStore
 from rag.kb.knowledge import get_kb
+from rag.ml.embedding import Embedder
+from rag.ml.rerank import Reranker
 from rag.retrieval import fusion
 from rag.retrieval.filters import Filters
 from rag.retrieval.side_thread import side_runner
-from rag.services import Services
+from rag.store.db import Database
 from rag.store.models import Chunk, Document
 
 Mode = Literal["dense", "lexical", "hybrid"]
@@ -46,67 +50,6 @@ class Passage:
     text: str
     score: float
     heading_path: tuple[str, ...]
-
-
-def search(
-    svc: Services,
-    kb_id: str,
-    query: str,
-    top_k: int | None = None,
-    *,
-    mode: Mode | str | None = None,
-    filters: Filters | Mapping[str, Any] | None = None,
-    rerank: bool | None = None,
-) -> list[Passage]:
-    """The `top_k` best passages for `query`, best first. `mode`, `rerank`: None means the
-    configured default (RAG_RETRIEVAL__MODE, RAG_RETRIEVAL__RERANK)."""
-    cfg = svc.settings.retrieval
-    query = query.strip()
-    if not query:
-        raise InvalidInput("the query is empty")
-    top_k = top_k or cfg.top_k
-    if not 1 <= top_k <= cfg.max_top_k:
-        raise InvalidInput(f"top_k must be between 1 and {cfg.max_top_k}")
-    mode = mode or cfg.mode
-    if mode not in MODES:
-        raise InvalidInput(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
-    use_rerank = cfg.rerank if rerank is None else rerank
-    parsed = Filters.parse(filters)
-    attributes: tracing.Attributes = {"kb_id": kb_id, "mode": mode, "top_k": top_k}
-    with tracing.span("retrieve", attributes):
-        started = time.perf_counter()
-        passages = _search(svc, kb_id, query, top_k, mode, parsed, use_rerank)
-        metrics.RETRIEVAL_SECONDS.observe(time.perf_counter() - started)
-    return passages
-
-
-def _search(
-    svc: Services,
-    kb_id: str,
-    query: str,
-    top_k: int,
-    mode: str,
-    parsed: Filters | None,
-    use_rerank: bool,
-) -> list[Passage]:
-    cfg = svc.settings.retrieval
-    with svc.db.read() as session:
-        get_kb(session, kb_id)
-        allowed = parsed.allowed_chunk_ids(session, kb_id) if parsed else None
-    if allowed is not None and not len(allowed):
-        return []
-    # The indexes first, then their model: a switch to another model's version between a
-    # read of the KB row and the indexes would otherwise embed the query with the wrong model.
-    dense, lexical = svc.indexes.pair(kb_id)
-    vector = None
-    if mode != "lexical":
-        vector = svc.embedder_for(dense.embedding_model).embed_query(query)
-    wanted = max(top_k, cfg.rerank_candidates) if use_rerank else top_k
-    hits = rank(dense, lexical, query, vector, wanted + _SLACK, mode, cfg, allowed)
-    passages = _load(svc, kb_id, hits)
-    if use_rerank:
-        passages = _rerank(svc, query, passages[:wanted])
-    return passages[:top_k]
 
 
 def rank(
@@ -160,16 +103,6 @@ def _overlaps(dense: KBIndex, cfg: RetrievalSettings) -> bool:
     )
 
 
-def _rerank(svc: Services, query: str, passages: list[Passage]) -> list[Passage]:
-    texts = [_with_context(p) for p in passages]
-    with tracing.span("rerank", {"candidates": len(texts)}):
-        started = time.perf_counter()
-        scores = svc.reranker.score(query, texts)
-        metrics.RERANK_SECONDS.observe(time.perf_counter() - started)
-    order = sorted(range(len(passages)), key=lambda i: -scores[i])
-    return [_with_score(passages[i], scores[i]) for i in order]
-
-
 def _with_context(p: Passage) -> str:
     """The passage as the reranker reads it: its heading path (unless it opens with its own
     heading) and its text, like the embedded text."""
@@ -185,30 +118,117 @@ def _with_score(p: Passage, score: float) -> Passage:
     )
 
 
-def _load(svc: Services, kb_id: str, hits: list[tuple[int, float]]) -> list[Passage]:
-    if not hits:
-        return []
-    scores = dict(hits)
-    with svc.db.read() as session:
-        # By primary key only: with `kb_id = ?` in the WHERE clause SQLite may walk the
-        # (kb_id, seq) index over the whole knowledge base instead (8 ms at 50k chunks).
-        rows = session.execute(
-            select(Chunk, Document.filename)
-            .join(Document, Document.id == Chunk.document_id)
-            .where(Chunk.id.in_(list(scores)))
-        ).all()
-    found = {
-        chunk.id: Passage(
-            chunk_id=chunk.id,
-            document_id=chunk.document_id,
-            filename=filename,
-            page=chunk.page_start,
-            page_end=chunk.page_end,
-            text=chunk.text,
-            score=scores[chunk.id],
-            heading_path=tuple(chunk.heading_path or ()),
-        )
-        for chunk, filename in rows
-        if chunk.kb_id == kb_id
-    }
-    return [found[cid] for cid, _ in hits if cid in found]
+class Retriever:
+    """Searches over one database and its index store. `reranker` is called on the first
+    reranked search only, so the cross-encoder loads when it is first needed."""
+
+    def __init__(
+        self,
+        db: Database,
+        indexes: IndexStore,
+        *,
+        settings: RetrievalSettings,
+        embedder_for: Callable[[str], Embedder],
+        reranker: Callable[[], Reranker],
+    ) -> None:
+        self.db = db
+        self.indexes = indexes
+        self.settings = settings
+        self.embedder_for = embedder_for
+        self.reranker = reranker
+
+    def search(
+        self,
+        kb_id: str,
+        query: str,
+        top_k: int | None = None,
+        *,
+        mode: Mode | str | None = None,
+        filters: Filters | Mapping[str, Any] | None = None,
+        rerank: bool | None = None,
+    ) -> list[Passage]:
+        """The `top_k` best passages for `query`, best first. `mode`, `rerank`: None means the
+        configured default (RAG_RETRIEVAL__MODE, RAG_RETRIEVAL__RERANK)."""
+        cfg = self.settings
+        query = query.strip()
+        if not query:
+            raise InvalidInput("the query is empty")
+        top_k = top_k or cfg.top_k
+        if not 1 <= top_k <= cfg.max_top_k:
+            raise InvalidInput(f"top_k must be between 1 and {cfg.max_top_k}")
+        mode = mode or cfg.mode
+        if mode not in MODES:
+            raise InvalidInput(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+        use_rerank = cfg.rerank if rerank is None else rerank
+        parsed = Filters.parse(filters)
+        attributes: tracing.Attributes = {"kb_id": kb_id, "mode": mode, "top_k": top_k}
+        with tracing.span("retrieve", attributes):
+            started = time.perf_counter()
+            passages = self._search(kb_id, query, top_k, mode, parsed, use_rerank)
+            metrics.RETRIEVAL_SECONDS.observe(time.perf_counter() - started)
+        return passages
+
+    def _search(
+        self,
+        kb_id: str,
+        query: str,
+        top_k: int,
+        mode: str,
+        parsed: Filters | None,
+        use_rerank: bool,
+    ) -> list[Passage]:
+        cfg = self.settings
+        with self.db.read() as session:
+            get_kb(session, kb_id)
+            allowed = parsed.allowed_chunk_ids(session, kb_id) if parsed else None
+        if allowed is not None and not len(allowed):
+            return []
+        # The indexes first, then their model: a switch to another model's version between a
+        # read of the KB row and the indexes would otherwise embed the query with the wrong model.
+        dense, lexical = self.indexes.pair(kb_id)
+        vector = None
+        if mode != "lexical":
+            vector = self.embedder_for(dense.embedding_model).embed_query(query)
+        wanted = max(top_k, cfg.rerank_candidates) if use_rerank else top_k
+        hits = rank(dense, lexical, query, vector, wanted + _SLACK, mode, cfg, allowed)
+        passages = self._load(kb_id, hits)
+        if use_rerank:
+            passages = self._rerank(query, passages[:wanted])
+        return passages[:top_k]
+
+    def _rerank(self, query: str, passages: list[Passage]) -> list[Passage]:
+        texts = [_with_context(p) for p in passages]
+        with tracing.span("rerank", {"candidates": len(texts)}):
+            started = time.perf_counter()
+            scores = self.reranker().score(query, texts)
+            metrics.RERANK_SECONDS.observe(time.perf_counter() - started)
+        order = sorted(range(len(passages)), key=lambda i: -scores[i])
+        return [_with_score(passages[i], scores[i]) for i in order]
+
+    def _load(self, kb_id: str, hits: list[tuple[int, float]]) -> list[Passage]:
+        if not hits:
+            return []
+        scores = dict(hits)
+        with self.db.read() as session:
+            # By primary key only: with `kb_id = ?` in the WHERE clause SQLite may walk the
+            # (kb_id, seq) index over the whole knowledge base instead (8 ms at 50k chunks).
+            rows = session.execute(
+                select(Chunk, Document.filename)
+                .join(Document, Document.id == Chunk.document_id)
+                .where(Chunk.id.in_(list(scores)))
+            ).all()
+        found = {
+            chunk.id: Passage(
+                chunk_id=chunk.id,
+                document_id=chunk.document_id,
+                filename=filename,
+                page=chunk.page_start,
+                page_end=chunk.page_end,
+                text=chunk.text,
+                score=scores[chunk.id],
+                heading_path=tuple(chunk.heading_path or ()),
+            )
+            for chunk, filename in rows
+            if chunk.kb_id == kb_id
+        }
+        return [found[cid] for cid, _ in hits if cid in found]

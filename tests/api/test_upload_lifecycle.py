@@ -17,7 +17,6 @@ from sqlalchemy import func, select
 
 from api.app import create_app
 from ingest.jobs import Worker
-from rag.kb.doctor import examine
 from rag.services import Services
 from rag.store.models import Document
 from tests.conftest import REPO, make_settings, serving
@@ -70,7 +69,7 @@ def test_client_that_disconnects_mid_upload_leaves_nothing(server: tuple[str, Se
         assert ok.status_code == 202
         listed = http.get(f"/v1/knowledge-bases/{kb}/documents").json()["documents"]
     assert [d["filename"] for d in listed] == ["ok.txt"]
-    examine(svc, repair=True, grace_s=0)  # past the grace period
+    svc.doctor.examine(repair=True, grace_s=0)  # past the grace period
     assert [p.name for p in _stored(svc)] == [listed[0]["id"]]
 
 
@@ -125,11 +124,11 @@ _CHILD = textwrap.dedent(
         place = knowledge._place_file
         knowledge._place_file = lambda s, t: (place(s, t), die())
     elif step == "committed":  # the row is committed, the 202 never sent
-        add = knowledge.add_document
-        knowledge.add_document = lambda *a, **k: (add(*a, **k), die())
+        add = knowledge.KnowledgeBases.add_document
+        knowledge.KnowledgeBases.add_document = lambda *a, **k: (add(*a, **k), die())
     with open(sys.argv[4], "rb") as fh:
         staged = upload.stage_upload(fh, "文件.txt", data_dir, 10**7)
-    knowledge.add_document(svc, kb_id, staged)
+    svc.knowledge.add_document(kb_id, staged)
     os._exit(0)
     """
 )
@@ -142,9 +141,7 @@ def test_a_process_killed_at_any_step_of_an_upload_leaves_a_document_or_nothing(
     settings = make_settings(tmp_path / "data")
     svc = Services.create(settings)
     try:
-        from rag.kb import knowledge
-
-        kb = knowledge.create_kb(svc, "kb")
+        kb = svc.knowledge.create_kb("kb")
         source = tmp_path / "upload.txt"
         source.write_text("重启时正在上传的文件。" * 30, encoding="utf-8")
         child = subprocess.run(
@@ -156,7 +153,7 @@ def test_a_process_killed_at_any_step_of_an_upload_leaves_a_document_or_nothing(
         )
         assert child.returncode == (0 if step == "none" else 9), child.stderr
         # After the restart: the check past its grace period, then the worker.
-        examine(svc, repair=True, grace_s=0)
+        svc.doctor.examine(repair=True, grace_s=0)
         worker = Worker(svc)
         while worker.run_once():
             pass
@@ -170,6 +167,6 @@ def test_a_process_killed_at_any_step_of_an_upload_leaves_a_document_or_nothing(
             [doc] = docs
             assert doc.status == "ready", doc.error
             assert [p.name for p in _stored(svc)] == [doc.id]
-        assert examine(svc, repair=True, grace_s=0) == []
+        assert svc.doctor.examine(repair=True, grace_s=0) == []
     finally:
         svc.close()

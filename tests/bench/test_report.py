@@ -1,4 +1,5 @@
-"""`rag bench`'s report renderer on canned results, its plan, and the locust load driver live.
+"""The benchmark runner (bench/runner.py): its report renderer on canned results, its plan, and
+the locust load driver live.
 
 Behaviour only: which files appear and what they say; no timing is asserted."""
 
@@ -15,9 +16,6 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from rag.cli import bench as cli_bench
-from rag.cli.main import app
-
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -29,6 +27,9 @@ def _module(name: str) -> ModuleType:
     sys.modules[spec.name] = module  # dataclasses look their module up while it loads
     spec.loader.exec_module(module)
     return module
+
+
+runner = _module("runner")
 
 
 def _stats(p50: float, p95: float) -> dict[str, float]:
@@ -210,8 +211,8 @@ def test_checks_compare_in_the_right_direction() -> None:
 
 
 def test_plan_quick_is_smaller_than_full(tmp_path: Path) -> None:
-    quick = {s.name: s for s in cli_bench.plan(True, tmp_path)}
-    full = {s.name: s for s in cli_bench.plan(False, tmp_path)}
+    quick = {s.name: s for s in runner.plan(True, tmp_path)}
+    full = {s.name: s for s in runner.plan(False, tmp_path)}
     assert "1000000" not in quick["retrieval"].args and "1000000" in full["retrieval"].args
     assert set(quick) < set(full)
     for step in full.values():  # every step writes its JSON into the results folder
@@ -219,13 +220,34 @@ def test_plan_quick_is_smaller_than_full(tmp_path: Path) -> None:
         assert (BENCH / step.script).is_file()
 
 
-def test_rag_bench_render_only_writes_the_report(tmp_path: Path) -> None:
+def test_runner_finds_the_benchmarks_of_the_checkout() -> None:
+    assert BENCH.parent == runner.REPO and runner.BENCH == BENCH
+    assert runner.bench_command.__defaults__ is not None  # --report/--plots default into bench/
+    assert BENCH / "REPORT.md" in runner.bench_command.__defaults__
+
+
+@pytest.mark.parametrize("how", [["bench/runner.py"], ["-m", "bench.runner"]])
+def test_runner_runs_from_the_command_line(how: list[str]) -> None:
+    shown = subprocess.run(
+        [sys.executable, *how, "--help"],
+        cwd=BENCH.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert shown.returncode == 0, shown.stderr
+    for option in ("--quick", "--only", "--retrieval-size", "--render-only", "--results"):
+        assert option in shown.stdout
+
+
+def test_bench_runner_render_only_writes_the_report(tmp_path: Path) -> None:
     results = tmp_path / "results"
     _write(results)
-    args = ["bench", "--render-only", "--results", str(results)]
+    args = ["--render-only", "--results", str(results)]
     args += ["--report", str(tmp_path / "REPORT.md"), "--plots", str(tmp_path / "plots")]
 
-    outcome = CliRunner().invoke(app, args)
+    outcome = CliRunner().invoke(runner.app, args)
 
     assert outcome.exit_code == 0, outcome.output
     assert (tmp_path / "REPORT.md").is_file()

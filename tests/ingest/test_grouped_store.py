@@ -13,7 +13,6 @@ from sqlalchemy.orm import Session
 from ingest import pipeline
 from ingest.pipeline import Outcome, Stored
 from ingest.upload import stage_upload
-from rag.kb import knowledge
 from rag.services import Services
 from rag.store.models import Chunk, Document
 
@@ -24,7 +23,7 @@ def _add(svc: Services, kb_id: str, name: str) -> str:
     path.write_text(f"{name} 的内容：第一段讲请假。\n\n第二段讲报销流程，{name} 独有。")
     with path.open("rb") as fh:
         staged = stage_upload(fh, name, svc.settings.data_dir, 10**7)
-    return knowledge.add_document(svc, kb_id, staged)[0].id
+    return svc.knowledge.add_document(kb_id, staged)[0].id
 
 
 def _ready_to_store(
@@ -57,7 +56,7 @@ def _status(svc: Services, doc_id: str) -> str | None:
 
 @pytest.fixture
 def kb(db_services: Services) -> str:
-    return knowledge.create_kb(db_services, "kb").id
+    return db_services.knowledge.create_kb("kb").id
 
 
 def test_one_failing_document_does_not_lose_the_others(
@@ -70,7 +69,7 @@ def test_one_failing_document_does_not_lose_the_others(
         raise RuntimeError("completing b failed")
 
     b.job_done = broken
-    knowledge.delete_document(db_services, kb, c.item.doc.id)  # deleted while it was embedded
+    db_services.knowledge.delete_document(kb, c.item.doc.id)  # deleted while it was embedded
     syncs: list[str | None] = []
     sync = db_services.indexes.sync
 

@@ -13,7 +13,6 @@ from ingest.jobs import Worker
 from ingest.pipelined_worker import PipelinedWorker
 from ingest.upload import stage_upload
 from rag.core import log_setup, request_context
-from rag.kb import knowledge
 from rag.services import Services
 from rag.store.models import Document, Job
 from tests.conftest import wait_for
@@ -25,7 +24,7 @@ def _add(svc: Services, kb_id: str, name: str, data: bytes, request_id: str | No
     path.write_bytes(data)
     with path.open("rb") as fh, request_context.bound(request_id):
         staged = stage_upload(fh, name, svc.settings.data_dir, 10**7)
-        return knowledge.add_document(svc, kb_id, staged)[0].id
+        return svc.knowledge.add_document(kb_id, staged)[0].id
 
 
 def _run_pipelined(svc: Services) -> None:
@@ -53,7 +52,7 @@ def _settled(svc: Services) -> bool:
 def test_worker_logs_carry_the_id_of_the_request_that_queued_the_job(
     services: Services, caplog: pytest.LogCaptureFixture, run: object
 ) -> None:
-    kb = knowledge.create_kb(services, "kb").id
+    kb = services.knowledge.create_kb("kb").id
     good = _add(services, kb, "good.txt", "年假十天。".encode() * 40, "upload-good")
     bad = _add(services, kb, "bad.pdf", b"%PDF-1.4\n" + b"x" * 300, "upload-bad")
     quiet = _add(services, kb, "quiet.txt", "病假五天。".encode() * 40, None)

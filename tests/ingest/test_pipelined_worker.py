@@ -18,7 +18,7 @@ from ingest.jobs import Worker
 from ingest.pipeline import STAGES
 from ingest.pipelined_worker import PipelinedWorker
 from ingest.upload import stage_upload
-from rag.kb import job_control, knowledge
+from rag.kb import job_control
 from rag.ml.embedding import FakeEmbedder
 from rag.services import Services
 from rag.store.models import Chunk, Document, Job
@@ -40,8 +40,8 @@ def _add(svc: Services, kb_id: str, name: str, data: bytes) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     with path.open("rb") as fh:
-        doc, _ = knowledge.add_document(
-            svc, kb_id, stage_upload(fh, name, svc.settings.data_dir, 10**7)
+        doc, _ = svc.knowledge.add_document(
+            kb_id, stage_upload(fh, name, svc.settings.data_dir, 10**7)
         )
     return doc.id
 
@@ -54,7 +54,7 @@ def _statuses(svc: Services) -> dict[str, str]:
 def test_many_documents_flow_through_and_batch_across_documents(services: Services) -> None:
     embedder = BatchRecordingEmbedder()
     services._embedder = embedder
-    kb = knowledge.create_kb(services, "kb")
+    kb = services.knowledge.create_kb("kb")
     for i in range(30):
         _add(services, kb.id, f"d{i}.txt", f"第 {i} 份文件。内容 {i}。".encode() * (i + 1))
     _add(services, kb.id, "broken.pdf", b"%PDF-1.4\n" + b"x" * 300)
@@ -76,7 +76,7 @@ def test_many_documents_flow_through_and_batch_across_documents(services: Servic
 
 
 def test_cancel_while_queued_in_the_pipeline(services: Services) -> None:
-    kb = knowledge.create_kb(services, "kb")
+    kb = services.knowledge.create_kb("kb")
     doc_id = _add(services, kb.id, "a.txt", "需要取消的文件。".encode() * 50)
     with services.db.read() as session:
         job_id = session.execute(select(Job.id).where(Job.document_id == doc_id)).scalar_one()
@@ -120,7 +120,7 @@ def test_intake_runs_ahead_so_one_batch_and_one_commit_span_many_documents(
 ) -> None:
     embedder = GatedEmbedder()
     services._embedder = embedder
-    kb = knowledge.create_kb(services, "kb")
+    kb = services.knowledge.create_kb("kb")
     for i in range(12):  # one chunk each
         _add(services, kb.id, f"n{i}.txt", f"第 {i} 号通知：请于周{i}前提交材料。".encode())
     groups: list[int] = []
@@ -182,7 +182,7 @@ def test_stage_and_pages_move_through_parse_chunk_embed_store(
     services._embedder = SlowEmbedder(64)
     for name in ("parse_document", "chunk_parsed", "store_group"):
         monkeypatch.setattr(pipeline, name, slow(getattr(pipeline, name)))
-    kb = knowledge.create_kb(services, "kb")
+    kb = services.knowledge.create_kb("kb")
     doc_id = _add(services, kb.id, "stages.txt", "分阶段处理的文件。".encode() * 30)
     seen: list[tuple[Any, ...]] = []
     worker = PipelinedWorker(services, threads=1)
@@ -219,7 +219,7 @@ def test_stage_and_pages_move_through_parse_chunk_embed_store(
 def test_cancel_while_embedding_is_honoured_before_storing(services: Services) -> None:
     embedder = GatedEmbedder()
     services._embedder = embedder
-    kb = knowledge.create_kb(services, "kb")
+    kb = services.knowledge.create_kb("kb")
     doc_id = _add(services, kb.id, "a.txt", "嵌入时取消的文件。".encode() * 30)
     worker = PipelinedWorker(services, threads=1)
     worker.start()
@@ -237,7 +237,7 @@ def test_cancel_while_embedding_is_honoured_before_storing(services: Services) -
 
 
 def test_the_plain_worker_records_stage_and_pages_too(services: Services) -> None:
-    kb = knowledge.create_kb(services, "kb")
+    kb = services.knowledge.create_kb("kb")
     doc_id = _add(services, kb.id, "a.txt", "普通工作进程处理的文件。".encode() * 30)
     assert Worker(services).run_once()
     job = _job_of(services, doc_id)

@@ -1,4 +1,4 @@
-"""The fair order of the job queue (ingest/scheduling.py) as workers claim jobs: priorities,
+"""The fair order of the job queue (rag/kb/scheduling.py) as workers claim jobs: priorities,
 rounds across knowledge bases and tenants, positions equal to the claim order, concurrent
 claims; on SQLite and on PostgreSQL."""
 
@@ -14,13 +14,12 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from ingest import scheduling
 from ingest.jobs import Worker
 from ingest.pipelined_worker import PipelinedWorker
 from ingest.upload import stage_upload
 from rag.core import tenancy
 from rag.generation.llm import LLMClient
-from rag.kb import knowledge
+from rag.kb import scheduling
 from rag.services import Services
 from rag.store.models import Document, DocumentStatus, Job, JobKind, JobPriority, JobStatus
 from tests.conftest import FakeLLM, make_settings, wait_for
@@ -43,10 +42,10 @@ def svc(tmp_path: Path, database_url: str) -> Iterator[Services]:
 
 def _kb(svc: Services, name: str, tenant: str | None = None) -> str:
     if tenant is None:
-        return knowledge.create_kb(svc, name).id
+        return svc.knowledge.create_kb(name).id
     principal = tenancy.Principal(actor="test", tenant_id=tenant, scopes=frozenset({"admin"}))
     with tenancy.acting_as(principal):
-        return knowledge.create_kb(svc, name).id
+        return svc.knowledge.create_kb(name).id
 
 
 def _queue(
@@ -234,8 +233,8 @@ def test_a_real_worker_ingests_the_single_upload_before_most_of_the_batch(svc: S
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes("两份需要尽快入库的文件之一。".encode() * 20)
     with path.open("rb") as fh:
-        doc, _ = knowledge.add_document(
-            svc, small, stage_upload(fh, "mine.txt", svc.settings.data_dir, 10**7)
+        doc, _ = svc.knowledge.add_document(
+            small, stage_upload(fh, "mine.txt", svc.settings.data_dir, 10**7)
         )
 
     def status() -> str:

@@ -14,9 +14,8 @@ from sqlalchemy import select
 from ingest import ray_engine
 from ingest.jobs import Worker
 from ingest.upload import stage_upload
-from rag.kb import job_control, knowledge, versions
+from rag.kb import job_control, versions
 from rag.ml.offline_models import OfflineModels
-from rag.retrieval.retriever import search
 from rag.services import Services
 from rag.store.models import Chunk, Document, Job, JobStatus
 from tests.conftest import FILES, REPO, make_settings
@@ -51,8 +50,8 @@ def _register(svc: Services, kb_id: str, paths: list[Path]) -> list[str]:
     ids = []
     for path in paths:
         with path.open("rb") as fh:
-            doc, _ = knowledge.add_document(
-                svc, kb_id, stage_upload(fh, path.name, svc.settings.data_dir, 10**8)
+            doc, _ = svc.knowledge.add_document(
+                kb_id, stage_upload(fh, path.name, svc.settings.data_dir, 10**8)
             )
         ids.append(doc.id)
     return ids
@@ -117,11 +116,11 @@ def test_ray_ingest_equals_local_ingest(
     broken = tmp_path / "broken.pdf"
     broken.write_bytes(b"%PDF-1.4\n" + b"garbage" * 100)
     try:
-        local = knowledge.create_kb(svc, "local")
+        local = svc.knowledge.create_kb("local")
         files = [FILES / "R-FAQ.pdf", SAMPLES / "员工手册.md"]
         _register(svc, local.id, files)
         _drain(svc)
-        remote = knowledge.create_kb(svc, "ray")
+        remote = svc.knowledge.create_kb("ray")
         ids = _register(svc, remote.id, [*files, broken])
         outcomes = ray_engine.ingest_documents(svc, ids, embed_actors=1)
         assert sorted(o.status for o in outcomes) == ["failed", "ready", "ready"]
@@ -143,13 +142,13 @@ def test_ray_reindex_equals_local_reindex(
     svc = _real_models(tmp_path, offline_models)
     pdf = _first_pages(FILES / "R-FAQ.pdf", tmp_path / "r-faq-8.pdf", 8)
     try:
-        kb = knowledge.create_kb(svc, "handbook").id
+        kb = svc.knowledge.create_kb("handbook").id
         _register(svc, kb, [pdf, SAMPLES / "员工手册.md", SAMPLES / "product-faq.md"])
         _drain(svc)
         # The same new settings twice: version 2 built here, version 3 built on Ray.
-        local, local_job = versions.start_reindex(svc, kb, chunk_tokens=128, overlap_tokens=16)
+        local, local_job = svc.versions.start_reindex(kb, chunk_tokens=128, overlap_tokens=16)
         assert Worker(svc).run_job(local_job.id)
-        remote, remote_job = versions.start_reindex(svc, kb, chunk_tokens=128, overlap_tokens=16)
+        remote, remote_job = svc.versions.start_reindex(kb, chunk_tokens=128, overlap_tokens=16)
         assert Worker(svc, reindex_build=ray_engine.RayReindex()).run_job(remote_job.id)
         with svc.db.read() as session:
             job = job_control.get_job(session, remote_job.id)
@@ -165,7 +164,7 @@ def test_ray_reindex_equals_local_reindex(
         _assert_same(a, b)
         check = svc.indexes.check(kb)
         assert check["consistent"] and check["version"] == 3 and check["vectors"] == len(b)
-        hits = search(svc, kb, "年假", top_k=3)
+        hits = svc.retriever.search(kb, "年假", top_k=3)
         assert hits and {h.chunk_id for h in hits} <= _ids(svc, kb, 3)
     finally:
         svc.close()
@@ -194,10 +193,10 @@ def _text_file(tmp_path: Path, name: str, line: str) -> Path:
 def _kb_at_v2(svc: Services, name: str, tmp_path: Path) -> str:
     """A knowledge base whose live version 2 differs from the configured defaults in both
     chunk size and embedding model."""
-    kb = knowledge.create_kb(svc, name).id
+    kb = svc.knowledge.create_kb(name).id
     _register(svc, kb, [_text_file(tmp_path, "leave.txt", "年假制度：员工每年享有十五天带薪年假")])
     _drain(svc)
-    _, job = versions.start_reindex(svc, kb, embedding_model="fake:32", chunk_tokens=64)
+    _, job = svc.versions.start_reindex(kb, embedding_model="fake:32", chunk_tokens=64)
     assert Worker(svc).run_job(job.id)
     assert _list(svc, kb)[1].status == "live"
     return kb
@@ -220,7 +219,7 @@ def test_ray_ingest_uses_the_live_versions_settings(tmp_path: Path, local_ray: N
         assert {len(r[-1]) for r in got} == {32 * 4}
         _assert_same(want, got)
         assert {c.id for c in _chunk_rows(svc, doc_id)} <= _ids(svc, remote, 2)
-        assert search(svc, remote, "访客车位在哪里", top_k=1)[0].document_id == doc_id
+        assert svc.retriever.search(remote, "访客车位在哪里", top_k=1)[0].document_id == doc_id
         assert svc.indexes.check(remote)["consistent"]
     finally:
         svc.close()
@@ -243,7 +242,7 @@ def test_a_switch_while_ray_works_hands_the_document_back(
 
         def then_switch(*args: Any) -> Any:
             targets = real(*args)  # the Ray pipeline works for version 2 ...
-            _, job = versions.start_reindex(svc, kb, chunk_tokens=128)
+            _, job = svc.versions.start_reindex(kb, chunk_tokens=128)
             assert Worker(svc).run_job(job.id)  # ... which stops being live meanwhile
             return targets
 
@@ -266,14 +265,14 @@ def test_a_file_failing_on_ray_fails_the_version_and_leaves_the_live_one(
 ) -> None:
     svc = Services.create(make_settings(tmp_path / "data"))
     try:
-        kb = knowledge.create_kb(svc, "handbook").id
+        kb = svc.knowledge.create_kb("handbook").id
         ids = _register(svc, kb, [SAMPLES / "员工手册.md", SAMPLES / "product-faq.md"])
         _drain(svc)
         with svc.db.read() as session:
             doc = session.get(Document, ids[1])
             assert doc is not None
             (svc.settings.data_dir / doc.storage_path).unlink()
-        _, job = versions.start_reindex(svc, kb, chunk_tokens=64)
+        _, job = svc.versions.start_reindex(kb, chunk_tokens=64)
         assert Worker(svc, reindex_build=ray_engine.RayReindex()).run_job(job.id)
         with svc.db.read() as session:
             done = job_control.get_job(session, job.id)

@@ -17,7 +17,6 @@ from rag.core.config import Settings
 from rag.evaluation.golden import evaluate, load_golden
 from rag.kb import knowledge
 from rag.ml.offline_models import OfflineModels
-from rag.retrieval.retriever import search
 from rag.services import Services
 from rag.store.models import Chunk
 from tests.conftest import FILES, FIXTURES
@@ -43,10 +42,10 @@ def real(
         "maint-guide.zh-cn.pdf",
         "R-FAQ.pdf",
     ):
-        kb = knowledge.create_kb(svc, name)
+        kb = svc.knowledge.create_kb(name)
         with (FILES / name).open("rb") as fh:
             staged = stage_upload(fh, name, data_dir, 10**8)
-        knowledge.add_document(svc, kb.id, staged)
+        svc.knowledge.add_document(kb.id, staged)
         kbs[name] = kb.id
     worker = Worker(svc)
     while worker.run_once():
@@ -71,7 +70,7 @@ def test_report_faq_retrieval_quality(real: tuple[Services, dict[str, str]], nam
     """Printed for the record (not a gate yet): hit@1/5/10 and MRR with m3e-small, dense only."""
     svc, kbs = real
     items = load_golden(FIXTURES / "debian-faq-zh.jsonl")
-    report = evaluate(items, lambda q: [p.text for p in search(svc, kbs[name], q, 10)])
+    report = evaluate(items, lambda q: [p.text for p in svc.retriever.search(kbs[name], q, 10)])
     print(f"\n[eval] {name} dense m3e-small: {report.summary()}")
     assert report.questions == 121
     # Not the quality gate (that is hybrid retrieval's job); a floor only a broken parse,
@@ -120,7 +119,7 @@ def test_search_result_cites_the_right_page(
     svc, kbs = real
     pages = _page_texts(FILES / name)
     checked = 0
-    for hit in search(svc, kbs[name], query, 5):
+    for hit in svc.retriever.search(kbs[name], query, 5):
         head = _compact(hit.text)[:16]
         on = [i + 1 for i, text in enumerate(pages) if head in text]
         if on:

@@ -18,10 +18,8 @@ from ingest.jobs import Worker
 from ingest.upload import stage_upload
 from rag.core.config import Settings
 from rag.evaluation.golden import EvalReport, load_golden
-from rag.evaluation.runner import run_modes, table
-from rag.kb import knowledge
+from rag.evaluation.runner import table
 from rag.ml.offline_models import OfflineModels
-from rag.retrieval.retriever import search
 from rag.services import Services
 from tests.conftest import FILES, FIXTURES
 
@@ -51,17 +49,17 @@ def quality(
     for document, _ in SETS.values():
         if document in kbs:
             continue
-        kbs[document] = knowledge.create_kb(svc, document).id
+        kbs[document] = svc.knowledge.create_kb(document).id
         with (FILES / document).open("rb") as fh:
             staged = stage_upload(fh, document, data_dir, 10**8)
-        knowledge.add_document(svc, kbs[document], staged)
+        svc.knowledge.add_document(kbs[document], staged)
     worker = Worker(svc)
     while worker.run_once():
         pass
     reports = {}
     for label, (document, golden) in SETS.items():
-        reports[label] = run_modes(
-            svc, kbs[document], load_golden(golden), ["lexical", "dense", "hybrid"]
+        reports[label] = svc.evaluator.run_modes(
+            kbs[document], load_golden(golden), ["lexical", "dense", "hybrid"]
         )
         print(f"\n[quality] {label} ({document}, m3e-small):\n{table(reports[label])}")
     yield svc, kbs, reports
@@ -94,8 +92,8 @@ def test_english_page_set_floor(quality: Quality) -> None:
 def test_filters_on_real_documents(quality: Quality) -> None:
     svc, kbs, _ = quality
     kb = kbs["maint-guide.zh-cn.pdf"]
-    assert search(svc, kb, "构建软件包", 5, filters={"filename": "*.pdf"})
-    assert search(svc, kb, "构建软件包", 5, filters={"filename": "*.docx"}) == []
+    assert svc.retriever.search(kb, "构建软件包", 5, filters={"filename": "*.pdf"})
+    assert svc.retriever.search(kb, "构建软件包", 5, filters={"filename": "*.docx"}) == []
 
 
 def test_cross_encoder_from_real_weights_reranks(
@@ -116,8 +114,8 @@ def test_cross_encoder_from_real_weights_reranks(
     svc.settings.retrieval.reranker_model = str(folder)
     svc._reranker = None
     kb = kbs["debian-faq.zh-cn.txt"]
-    plain = search(svc, kb, "什么是 Debian 软件包？", 5, rerank=False)
-    reranked = search(svc, kb, "什么是 Debian 软件包？", 5, rerank=True)
+    plain = svc.retriever.search(kb, "什么是 Debian 软件包？", 5, rerank=False)
+    reranked = svc.retriever.search(kb, "什么是 Debian 软件包？", 5, rerank=True)
     assert len(reranked) == 5
     assert svc.reranker.model_name == str(folder)
     scores = [p.score for p in reranked]

@@ -13,7 +13,6 @@ from ingest.jobs import Worker
 from ingest.upload import stage_upload
 from rag.core.errors import NotFound
 from rag.core.tenancy import Principal, acting_as
-from rag.kb import knowledge, versions
 from rag.qa.answer import Answer, AskSpec, Citation
 from rag.qa.answer_cache import (
     AnswerCache,
@@ -26,7 +25,6 @@ from rag.qa.answer_cache import (
     complete,
     from_payload,
     kb_state,
-    lookup,
     request_options,
     to_payload,
 )
@@ -42,7 +40,7 @@ def _add(svc: Services, kb_id: str, name: str, text: str) -> str:
     path.write_text(text)
     with path.open("rb") as fh:
         staged = stage_upload(fh, name, svc.settings.data_dir, 10**7)
-    doc_id = knowledge.add_document(svc, kb_id, staged)[0].id
+    doc_id = svc.knowledge.add_document(kb_id, staged)[0].id
     _work(svc)
     return doc_id
 
@@ -60,14 +58,14 @@ def _state(svc: Services, kb_id: str) -> str:
 
 def test_state_changes_with_every_content_change(db_services: Services) -> None:
     svc = db_services  # SQLite and PostgreSQL: the state is one statement of subqueries
-    kb = knowledge.create_kb(svc, "kb").id
-    other = knowledge.create_kb(svc, "other").id
+    kb = svc.knowledge.create_kb("kb").id
+    other = svc.knowledge.create_kb("other").id
     seen = [_state(svc, kb)]
     doc = _add(svc, kb, "a.txt", "年假十天。" * 50)
     seen.append(_state(svc, kb))
     _add(svc, other, "b.txt", "别的知识库。" * 50)
     assert _state(svc, kb) == seen[-1]  # another knowledge base's change does not matter
-    knowledge.delete_document(svc, kb, doc)
+    svc.knowledge.delete_document(kb, doc)
     seen.append(_state(svc, kb))
     _add(svc, kb, "c.txt", "病假五天。" * 50)
     seen.append(_state(svc, kb))
@@ -76,18 +74,18 @@ def test_state_changes_with_every_content_change(db_services: Services) -> None:
 
 def test_state_follows_the_live_version(db_services: Services) -> None:
     svc = db_services
-    kb = knowledge.create_kb(svc, "kb").id
+    kb = svc.knowledge.create_kb("kb").id
     _add(svc, kb, "a.txt", "年假十天。" * 50)
     before = _state(svc, kb)
 
-    versions.start_reindex(svc, kb, chunk_tokens=64)
+    svc.versions.start_reindex(kb, chunk_tokens=64)
     _work(svc)
     with svc.db.read() as session:
         assert session.get(KnowledgeBase, kb).live_version == 2  # type: ignore[union-attr]
     switched = _state(svc, kb)
     assert switched != before
 
-    versions.start_rollback(svc, kb)
+    svc.versions.start_rollback(kb)
     _work(svc)
     with svc.db.read() as session:
         assert session.get(KnowledgeBase, kb).live_version == 1  # type: ignore[union-attr]
@@ -175,35 +173,35 @@ def test_memory_backend_expires_and_evicts() -> None:
 
 
 def test_a_hit_still_checks_the_tenant(services: Services) -> None:
-    kb = knowledge.create_kb(services, "kb").id
+    kb = services.knowledge.create_kb("kb").id
     _add(services, kb, "a.txt", "年假十天。" * 50)
     spec = AskSpec(kb, "年假？")
-    first = asyncio.run(lookup(services, spec, Policy()))
+    first = asyncio.run(services.qa.lookup(spec, Policy()))
     assert first.hit is None and first.key
     asyncio.run(first.keep(Answer("十天 [1]。", [], "m", {"total_tokens": 5})))
-    hit = asyncio.run(lookup(services, spec, Policy())).hit
+    hit = asyncio.run(services.qa.lookup(spec, Policy())).hit
     assert hit is not None and hit.answer == "十天 [1]。" and hit.usage["total_tokens"] == 0
     stranger = Principal(actor="key:x", tenant_id="globex", scopes=frozenset({"query"}))
     with acting_as(stranger), pytest.raises(NotFound):
-        asyncio.run(lookup(services, spec, Policy()))
+        asyncio.run(services.qa.lookup(spec, Policy()))
 
 
 def test_identical_lookups_at_once_share_one_answer(services: Services) -> None:
-    kb = knowledge.create_kb(services, "kb").id
+    kb = services.knowledge.create_kb("kb").id
     _add(services, kb, "a.txt", "年假十天。" * 50)
     spec = AskSpec(kb, "年假？")
     answer = Answer("十天 [1]。", [], "m", {"total_tokens": 5}, conversation_id="c1", message_id=3)
 
     async def scenario() -> tuple[list[Answer | None], int]:
-        leader = await lookup(services, spec, Policy())
+        leader = await services.qa.lookup(spec, Policy())
         assert leader.hit is None and leader.flight is not None
         # A stream and a no-cache request do not wait: each generates its own, leading nobody.
         for own in (
-            await lookup(services, spec, Policy(), stream=True),
-            await lookup(services, spec, Policy.of(cache_control="no-cache")),
+            await services.qa.lookup(spec, Policy(), stream=True),
+            await services.qa.lookup(spec, Policy.of(cache_control="no-cache")),
         ):
             assert own.hit is None and own.flight is None
-        followers = [asyncio.create_task(lookup(services, spec, Policy())) for _ in range(3)]
+        followers = [asyncio.create_task(services.qa.lookup(spec, Policy())) for _ in range(3)]
         await asyncio.sleep(0.05)
         assert not any(task.done() for task in followers)  # waiting on the leader
         await leader.keep(answer)
@@ -219,13 +217,13 @@ def test_identical_lookups_at_once_share_one_answer(services: Services) -> None:
 
 
 def test_followers_of_a_failed_leader_generate_their_own(services: Services) -> None:
-    kb = knowledge.create_kb(services, "kb").id
+    kb = services.knowledge.create_kb("kb").id
     _add(services, kb, "a.txt", "年假十天。" * 50)
     spec = AskSpec(kb, "年假？")
 
     async def scenario(end: str) -> list[Lookup]:
-        leader = await lookup(services, spec, Policy())
-        followers = [asyncio.create_task(lookup(services, spec, Policy())) for _ in range(2)]
+        leader = await services.qa.lookup(spec, Policy())
+        followers = [asyncio.create_task(services.qa.lookup(spec, Policy())) for _ in range(2)]
         await asyncio.sleep(0.05)
         if end == "failed":
             leader.release()
@@ -242,16 +240,16 @@ def test_followers_of_a_failed_leader_generate_their_own(services: Services) -> 
 
 def test_a_lost_leader_is_waited_for_only_until_the_timeout(services: Services) -> None:
     services.settings.llm.read_timeout_s = 0.2
-    kb = knowledge.create_kb(services, "kb").id
+    kb = services.knowledge.create_kb("kb").id
     _add(services, kb, "a.txt", "年假十天。" * 50)
     spec = AskSpec(kb, "年假？")
 
     async def scenario() -> tuple[Lookup, Lookup]:
-        lost = await lookup(services, spec, Policy())  # never kept nor released
+        lost = await services.qa.lookup(spec, Policy())  # never kept nor released
         assert lost.flight is not None
-        waited = await lookup(services, spec, Policy())
+        waited = await services.qa.lookup(spec, Policy())
         # The lost flight was ended: the next request leads instead of waiting in turn.
-        return waited, await lookup(services, spec, Policy())
+        return waited, await services.qa.lookup(spec, Policy())
 
     waited, after = asyncio.run(scenario())
     assert waited.hit is None and waited.flight is None
@@ -261,11 +259,11 @@ def test_a_lost_leader_is_waited_for_only_until_the_timeout(services: Services) 
 def test_a_flight_of_another_event_loop_is_neither_joined_nor_blocking(
     services: Services,
 ) -> None:
-    kb = knowledge.create_kb(services, "kb").id
+    kb = services.knowledge.create_kb("kb").id
     _add(services, kb, "a.txt", "年假十天。" * 50)
     spec = AskSpec(kb, "年假？")
-    first = asyncio.run(lookup(services, spec, Policy()))  # its loop is closed now
-    second = asyncio.run(lookup(services, spec, Policy()))
+    first = asyncio.run(services.qa.lookup(spec, Policy()))  # its loop is closed now
+    second = asyncio.run(services.qa.lookup(spec, Policy()))
     assert first.flight is not None and second.flight is not None
     assert second.hit is None and second.flight is not first.flight
 
@@ -273,7 +271,7 @@ def test_a_flight_of_another_event_loop_is_neither_joined_nor_blocking(
 def test_disabled_cache_is_never_consulted(services: Services) -> None:
     services.settings.cache.enabled = False
     assert services.answer_cache is None
-    found = asyncio.run(lookup(services, AskSpec("no-such-kb", "年假？"), Policy()))
+    found = asyncio.run(services.qa.lookup(AskSpec("no-such-kb", "年假？"), Policy()))
     assert found.key is None and found.hit is None  # not even the knowledge base was read
 
 

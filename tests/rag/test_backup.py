@@ -15,8 +15,6 @@ from ingest.jobs import Worker
 from ingest.upload import stage_upload
 from rag.core.errors import InvalidInput
 from rag.generation.llm import LLMClient
-from rag.kb import knowledge
-from rag.retrieval.retriever import search
 from rag.services import Services
 from rag.store.backup import backup, restore
 from rag.store.models import Chunk, Document, DocumentStatus
@@ -39,7 +37,7 @@ def _stage(svc: Services, kb_id: str, i: int) -> str:
     path.write_text(f"第{i}号制度：关于{topic}的规定。" + f"{topic}的细则第{i}条。" * 80)
     with path.open("rb") as fh:
         staged = stage_upload(fh, path.name, svc.settings.data_dir, 10**7)
-    return knowledge.add_document(svc, kb_id, staged)[0].id
+    return svc.knowledge.add_document(kb_id, staged)[0].id
 
 
 @pytest.fixture
@@ -56,7 +54,7 @@ def test_backup_during_ingestion_restores_the_snapshot(
     tmp_path: Path, database_url: str, other_database_url: str | None
 ) -> None:
     source = _services(tmp_path / "source", database_url)
-    kb = knowledge.create_kb(source, "handbook").id
+    kb = source.knowledge.create_kb("handbook").id
     for i in range(6):
         _stage(source, kb, i)
     worker = Worker(source)
@@ -107,10 +105,12 @@ def test_backup_during_ingestion_restores_the_snapshot(
         assert restored_chunks == source_chunks  # the snapshot's ready documents, exactly
         assert restored.indexes.check(kb)["consistent"]
         for topic in TOPICS:
-            got = [p.chunk_id for p in search(restored, kb, f"{topic}的规定", 5)]
+            got = [p.chunk_id for p in restored.retriever.search(kb, f"{topic}的规定", 5)]
             want = [
                 p.chunk_id
-                for p in search(source, kb, f"{topic}的规定", 5, filters={"document_ids": ready})
+                for p in source.retriever.search(
+                    kb, f"{topic}的规定", 5, filters={"document_ids": ready}
+                )
             ]
             assert got == want, topic
         for doc_id in set(docs) - set(ready):  # caught mid-flight: the worker finishes them
@@ -133,7 +133,7 @@ def test_backup_during_ingestion_restores_the_snapshot(
 
 def test_restore_refuses_a_non_empty_installation(tmp_path: Path) -> None:
     svc = _services(tmp_path / "a", None)
-    knowledge.create_kb(svc, "kb")
+    svc.knowledge.create_kb("kb")
     svc.close()
     backup(svc.settings, tmp_path / "backup")
     with pytest.raises(InvalidInput, match="not empty"):
@@ -150,7 +150,7 @@ def test_cli_backup_and_restore(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     from rag.cli.main import app
 
     svc = _services(tmp_path / "a", None)
-    kb = knowledge.create_kb(svc, "kb").id
+    kb = svc.knowledge.create_kb("kb").id
     _stage(svc, kb, 1)
     svc.close()
     runner = CliRunner()

@@ -10,7 +10,6 @@ from typer.testing import CliRunner
 from ingest.upload import stage_upload
 from rag.cli.main import app
 from rag.core.config import load_settings
-from rag.kb import knowledge
 from rag.services import Services
 from rag.store.models import JobPriority
 
@@ -25,7 +24,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_documents_lists_the_queue_in_the_order_it_will_run(tmp_path: Path) -> None:
     svc = Services.create(load_settings())
-    kb = knowledge.create_kb(svc, "handbook")
+    kb = svc.knowledge.create_kb("handbook")
     for name, priority in (
         ("bulk.txt", JobPriority.batch),
         ("urgent.txt", JobPriority.interactive),
@@ -34,7 +33,7 @@ def test_documents_lists_the_queue_in_the_order_it_will_run(tmp_path: Path) -> N
         source.write_bytes(f"{name} 的内容。".encode() * 20)
         with source.open("rb") as fh:
             staged = stage_upload(fh, name, svc.settings.data_dir, 10**6)
-        knowledge.add_document(svc, kb.id, staged, priority=priority)
+        svc.knowledge.add_document(kb.id, staged, priority=priority)
     svc.close()
 
     listed = runner.invoke(app, ["documents", "--kb", "handbook", "--status", "queued"])

@@ -21,7 +21,6 @@ from ingest.jobs import Worker
 from ingest.upload import stage_upload
 from rag.generation.llm import LLMClient
 from rag.kb import knowledge, quarantine
-from rag.kb.doctor import examine
 from rag.services import Services
 from rag.store.models import Base, Chunk, Document, Job, JobStatus
 from tests.conftest import REPO, FakeLLM
@@ -45,7 +44,7 @@ def _stage(
 
 
 def _ingest(svc: Services, kb_id: str, drain: bool = True, text: str | None = None) -> str:
-    doc, _ = knowledge.add_document(svc, kb_id, _stage(svc, text))
+    doc, _ = svc.knowledge.add_document(kb_id, _stage(svc, text))
     _drain(svc, drain)
     return doc.id
 
@@ -67,31 +66,31 @@ def _status(svc: Services, doc_id: str) -> str:
 
 
 def test_healthy_state_has_no_findings(services: Services) -> None:
-    kb = knowledge.create_kb(services, "kb")
+    kb = services.knowledge.create_kb("kb")
     _ingest(services, kb.id)
-    assert examine(services, repair=True) == []
+    assert services.doctor.examine(repair=True) == []
 
 
 def test_index_drift_is_found_then_repaired_from_sql(services: Services) -> None:
-    kb = knowledge.create_kb(services, "kb")
+    kb = services.knowledge.create_kb("kb")
     _ingest(services, kb.id)
     with services.db.read() as session:
         some_id = session.execute(select(Chunk.id).limit(1)).scalar_one()
     services.indexes.get(kb.id).remove([some_id])
-    found = examine(services, repair=False)
+    found = services.doctor.examine(repair=False)
     assert [f.kind for f in found] == ["index_drift"] and not found[0].repaired
-    assert [f.repaired for f in examine(services, repair=True)] == [True]
+    assert [f.repaired for f in services.doctor.examine(repair=True)] == [True]
     assert services.indexes.check(kb.id)["consistent"]
-    assert examine(services) == []
+    assert services.doctor.examine() == []
 
 
 def test_old_orphan_file_is_quarantined_logged_and_restorable(services: Services) -> None:
-    kb = knowledge.create_kb(services, "kb")
+    kb = services.knowledge.create_kb("kb")
     orphan = services.settings.files_dir / kb.id / "left-behind"
     orphan.parent.mkdir(parents=True)
     orphan.write_bytes(b"data")
     _age(orphan)
-    found = examine(services, repair=True)
+    found = services.doctor.examine(repair=True)
     assert [(f.kind, f.repaired) for f in found] == [("orphan_file", True)]
     relative = str(orphan.relative_to(services.settings.data_dir))
     assert not orphan.exists()
@@ -108,11 +107,11 @@ def test_old_orphan_file_is_quarantined_logged_and_restorable(services: Services
 
 
 def test_young_unknown_file_is_an_upload_in_flight_and_left_alone(services: Services) -> None:
-    kb = knowledge.create_kb(services, "kb")
+    kb = services.knowledge.create_kb("kb")
     fresh = services.settings.files_dir / kb.id / "being-uploaded"
     fresh.parent.mkdir(parents=True)
     fresh.write_bytes(b"data")
-    assert examine(services, repair=True) == []
+    assert services.doctor.examine(repair=True) == []
     assert fresh.read_bytes() == b"data"
 
 
@@ -133,7 +132,7 @@ def _held_upload(
     monkeypatch.setattr(knowledge, "_place_file", held)
     result: list[tuple[Document, bool]] = []
     thread = threading.Thread(
-        target=lambda: result.append(knowledge.add_document(svc, kb_id, staged))
+        target=lambda: result.append(svc.knowledge.add_document(kb_id, staged))
     )
     thread.start()
     try:
@@ -149,18 +148,18 @@ def test_upload_held_between_file_move_and_row_commit_survives_the_check(
 ) -> None:
     """The race of issue 14, reproduced: the check runs while an upload's file is in files/
     and its row is not yet committed. The upload is not touched and ends ready."""
-    kb = knowledge.create_kb(svc, "kb")
+    kb = svc.knowledge.create_kb("kb")
     with _held_upload(svc, kb.id, _stage(svc), monkeypatch) as result:
         # The stored file has no row yet: exactly what the old check called an orphan.
         [stored] = [p for p in svc.settings.files_dir.rglob("*") if p.is_file()]
-        assert examine(svc, repair=False) == []
-        assert examine(svc, repair=True) == []
+        assert svc.doctor.examine(repair=False) == []
+        assert svc.doctor.examine(repair=True) == []
         assert stored.is_file()
     [(doc, duplicate)] = result
     assert not duplicate
     _drain(svc)
     assert _status(svc, doc.id) == "ready"
-    assert examine(svc, repair=True) == []
+    assert svc.doctor.examine(repair=True) == []
 
 
 def test_a_quarantined_upload_is_restored_never_failed(
@@ -168,11 +167,11 @@ def test_a_quarantined_upload_is_restored_never_failed(
 ) -> None:
     """Even with no grace period (a clock jump, a check configured too eagerly), the file the
     check set aside comes back: the worker restores it, and so does the next check."""
-    kb = knowledge.create_kb(svc, "kb")
+    kb = svc.knowledge.create_kb("kb")
 
     def race(text: str, name: str) -> Document:
         with _held_upload(svc, kb.id, _stage(svc, text, name), monkeypatch) as result:
-            found = examine(svc, repair=True, grace_s=0)
+            found = svc.doctor.examine(repair=True, grace_s=0)
             assert [(f.kind, f.repaired) for f in found] == [("orphan_file", True)]
         [(doc, _)] = result
         return doc
@@ -183,48 +182,48 @@ def test_a_quarantined_upload_is_restored_never_failed(
     assert _status(svc, first.id) == "ready"
     # The next check gives a queued document its file back instead of failing it.
     second = race("第二份文件。" * 20, "b.txt")
-    found = examine(svc, repair=True, grace_s=0)
+    found = svc.doctor.examine(repair=True, grace_s=0)
     assert [(f.kind, f.document_id, f.repaired) for f in found] == [
         ("quarantined_file", second.id, True)
     ]
     _drain(svc)
     assert _status(svc, second.id) == "ready"
     assert quarantine.entries(svc.settings.data_dir) == []
-    assert examine(svc, repair=True, grace_s=0) == []
+    assert svc.doctor.examine(repair=True, grace_s=0) == []
 
 
 def test_stuck_document_is_requeued_and_finishes(svc: Services) -> None:
-    kb = knowledge.create_kb(svc, "kb")
+    kb = svc.knowledge.create_kb("kb")
     doc_id = _ingest(svc, kb.id, drain=False)
     with svc.db.write() as session:
         session.execute(delete(Job))
-    found = examine(svc, repair=True)
+    found = svc.doctor.examine(repair=True)
     assert [(f.kind, f.document_id) for f in found] == [("stuck_document", doc_id)]
     _drain(svc)
     assert _status(svc, doc_id) == "ready"
 
 
 def test_stale_job_is_handed_back_to_the_queue(svc: Services) -> None:
-    kb = knowledge.create_kb(svc, "kb")
+    kb = svc.knowledge.create_kb("kb")
     doc_id = _ingest(svc, kb.id, drain=False)
     long_ago = svc.db.now() - timedelta(hours=1)
     with svc.db.write() as session:
         session.execute(
             update(Job).values(status=JobStatus.running, heartbeat_at=long_ago, worker_id="gone")
         )
-    assert [f.kind for f in examine(svc, repair=False)] == ["stale_job"]
-    assert [(f.kind, f.repaired) for f in examine(svc, repair=True)] == [("stale_job", True)]
+    assert [f.kind for f in svc.doctor.examine(repair=False)] == ["stale_job"]
+    assert [(f.kind, f.repaired) for f in svc.doctor.examine(repair=True)] == [("stale_job", True)]
     _drain(svc)
     assert _status(svc, doc_id) == "ready"
 
 
 def test_missing_file_of_a_queued_document_fails_it(svc: Services) -> None:
-    kb = knowledge.create_kb(svc, "kb")
+    kb = svc.knowledge.create_kb("kb")
     doc_id = _ingest(svc, kb.id, drain=False)
     with svc.db.read() as session:
         path: Path = svc.settings.data_dir / session.get(Document, doc_id).storage_path
     path.unlink()
-    kinds = {f.kind for f in examine(svc, repair=True)}
+    kinds = {f.kind for f in svc.doctor.examine(repair=True)}
     assert "missing_file" in kinds
     with svc.db.read() as session:
         doc = session.get(Document, doc_id)
@@ -232,14 +231,14 @@ def test_missing_file_of_a_queued_document_fails_it(svc: Services) -> None:
 
 
 def test_deleting_a_document_also_removes_its_quarantined_copy(services: Services) -> None:
-    kb = knowledge.create_kb(services, "kb")
+    kb = services.knowledge.create_kb("kb")
     doc_id = _ingest(services, kb.id)
     with services.db.read() as session:
         storage = session.get(Document, doc_id).storage_path
     data_dir = services.settings.data_dir
     # As if the check had set the file aside between the delete's commit and its unlink.
     assert quarantine.set_aside(data_dir, storage, "test")
-    knowledge.delete_document(services, kb.id, doc_id)
+    services.knowledge.delete_document(kb.id, doc_id)
     assert not quarantine.location(data_dir, storage).exists()
     assert not (data_dir / storage).exists()
 
@@ -251,11 +250,11 @@ def test_stale_partial_uploads_are_removed_after_the_grace_period(services: Serv
     old.write_bytes(b"half an upload")
     young.write_bytes(b"an upload still arriving")
     _age(old)
-    assert [(f.kind, f.detail) for f in examine(services, repair=False)] == [
+    assert [(f.kind, f.detail) for f in services.doctor.examine(repair=False)] == [
         ("stale_upload", "upload-old")
     ]
     assert old.exists()
-    examine(services, repair=True)
+    services.doctor.examine(repair=True)
     assert not old.exists() and young.exists()
 
 
@@ -283,7 +282,7 @@ def _state(svc: Services) -> tuple[dict[str, str], dict[str, list[tuple[object, 
 @pytest.fixture
 def drifted(svc: Services) -> Iterator[Services]:
     """A data dir with one of every finding, saved to disk as a stopped server leaves it."""
-    kb = knowledge.create_kb(svc, "kb")
+    kb = svc.knowledge.create_kb("kb")
     ready = _ingest(svc, kb.id, text="年假：入职满一年的员工享有十天带薪年假。" * 10)
     svc.indexes.save_dirty()
     with svc.db.read() as session:
@@ -315,7 +314,7 @@ def test_dry_run_changes_nothing_on_disk_or_in_sql(drifted: Services, tmp_path: 
         llm=LLMClient(svc.settings.llm, transport=httpx.MockTransport(FakeLLM().handler)),
     )
     try:
-        found = examine(fresh, repair=False)
+        found = fresh.doctor.examine(repair=False)
         assert {f.kind for f in found} == {
             "index_drift",
             "stuck_document",
@@ -340,16 +339,16 @@ def test_dry_run_changes_nothing_on_disk_or_in_sql(drifted: Services, tmp_path: 
     assert "index_drift" in result.output and "rows it lacked" not in result.output
     assert _state(svc) == before
     # And a repair then fixes all of it.
-    fixed = examine(svc, repair=True)
+    fixed = svc.doctor.examine(repair=True)
     assert all(f.repaired for f in fixed)
     _drain(svc)
-    assert examine(svc, repair=True) == []
+    assert svc.doctor.examine(repair=True) == []
 
 
 def test_no_false_index_drift_while_documents_are_ingested(svc: Services) -> None:
     """The check of a fresh process (snapshot + catch-up) against SQL that keeps changing:
     rows committed during the check are neither missing nor extra."""
-    kb = knowledge.create_kb(svc, "kb")
+    kb = svc.knowledge.create_kb("kb")
     _ingest(svc, kb.id, text="第一份。" * 50)
     svc.indexes.save_dirty()
     stop = threading.Event()
@@ -374,7 +373,9 @@ def test_no_false_index_drift_while_documents_are_ingested(svc: Services) -> Non
                 llm=LLMClient(svc.settings.llm, transport=httpx.MockTransport(FakeLLM().handler)),
             )
             try:
-                assert [f for f in examine(fresh, repair=False) if f.kind == "index_drift"] == []
+                assert [
+                    f for f in fresh.doctor.examine(repair=False) if f.kind == "index_drift"
+                ] == []
                 # The repairing path opens and reconciles: it must agree too.
                 assert fresh.indexes.check(kb.id)["consistent"]
             finally:
@@ -392,7 +393,7 @@ def test_reconcile_leaves_rows_committed_after_its_catch_up_to_the_next_one(
 ) -> None:
     """Deterministic form of the false `index_drift … extra`: a chunk commits between the
     catch-up and the reconciliation of an index being opened."""
-    kb = knowledge.create_kb(svc, "kb")
+    kb = svc.knowledge.create_kb("kb")
     _ingest(svc, kb.id, text="第一份。" * 50)
     svc.indexes.save_dirty()
     doc_id = _ingest(svc, kb.id, drain=False, text="第二份。" * 50)
@@ -417,7 +418,7 @@ def test_cli_lists_and_restores_quarantined_files(services: Services) -> None:
 
     from rag.cli.main import app
 
-    kb = knowledge.create_kb(services, "kb")
+    kb = services.knowledge.create_kb("kb")
     orphan = services.settings.files_dir / kb.id / "left-behind"
     orphan.parent.mkdir(parents=True)
     orphan.write_bytes(b"data")

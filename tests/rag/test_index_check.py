@@ -11,7 +11,6 @@ from sqlalchemy.orm import Session
 
 from ingest.jobs import Worker
 from ingest.upload import stage_upload
-from rag.kb import knowledge
 from rag.services import Services
 from rag.store.models import Chunk
 
@@ -27,7 +26,7 @@ def _add(svc: Services, kb_id: str, name: str, text: str) -> str:
     path.write_text(text)
     with path.open("rb") as fh:
         staged = stage_upload(fh, name, svc.settings.data_dir, 10**7)
-    doc, _ = knowledge.add_document(svc, kb_id, staged)
+    doc, _ = svc.knowledge.add_document(kb_id, staged)
     worker = Worker(svc)
     while worker.run_once():
         pass
@@ -35,7 +34,7 @@ def _add(svc: Services, kb_id: str, name: str, text: str) -> str:
 
 
 def test_commits_between_capture_and_sql_read_are_not_drift(svc: Services) -> None:
-    kb = knowledge.create_kb(svc, "kb").id
+    kb = svc.knowledge.create_kb("kb").id
     first = _add(svc, kb, "a.txt", "第一份文档的正文。" * 300)
     assert svc.indexes.check(kb)["consistent"]
 
@@ -47,7 +46,7 @@ def test_commits_between_capture_and_sql_read_are_not_drift(svc: Services) -> No
         # Another writer adds a document and deletes one between the id capture and the read.
         if not landed:
             landed.append(_add(svc, kb, "b.txt", "第二份文档的正文。" * 300))
-            knowledge.delete_document(svc, kb, first)
+            svc.knowledge.delete_document(kb, first)
         with real_snapshot() as session:
             yield session
 
@@ -66,7 +65,7 @@ def test_commits_between_capture_and_sql_read_are_not_drift(svc: Services) -> No
 
 
 def test_real_drift_is_still_reported(svc: Services) -> None:
-    kb = knowledge.create_kb(svc, "kb").id
+    kb = svc.knowledge.create_kb("kb").id
     _add(svc, kb, "a.txt", "一份文档的正文。" * 300)
     with svc.db.read() as session:
         some = session.execute(select(Chunk.id).limit(1)).scalar_one()

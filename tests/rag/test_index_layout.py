@@ -9,8 +9,6 @@ import numpy as np
 from ingest.jobs import Worker
 from ingest.upload import stage_upload
 from rag.index.dense import KBIndex
-from rag.kb import knowledge
-from rag.retrieval.retriever import search
 from rag.services import Services
 from tests.conftest import make_settings
 
@@ -47,13 +45,13 @@ def test_store_switches_to_ivf_above_the_threshold_and_back(tmp_path: Path) -> N
     settings = make_settings(tmp_path / "data", retrieval={"ann_threshold": 40, "ivf_nprobe": 64})
     svc = Services.create(settings)
     try:
-        kb = knowledge.create_kb(svc, "big").id
+        kb = svc.knowledge.create_kb("big").id
         text = "\n\n".join(f"第{i}节\n\n这是第{i}节的内容，编号{i}。" for i in range(120))
         path = tmp_path / "big.txt"
         path.write_text(text, encoding="utf-8")
         with path.open("rb") as fh:
-            doc, _ = knowledge.add_document(
-                svc, kb, stage_upload(fh, "big.txt", svc.settings.data_dir, 10**8)
+            doc, _ = svc.knowledge.add_document(
+                kb, stage_upload(fh, "big.txt", svc.settings.data_dir, 10**8)
             )
         svc.indexes.get(kb)  # loaded now, so the worker's sync keeps it up to date
         worker = Worker(svc)
@@ -61,9 +59,9 @@ def test_store_switches_to_ivf_above_the_threshold_and_back(tmp_path: Path) -> N
             pass
         index = svc.indexes.get(kb)
         assert len(index) > 40 and index.layout == "ivf"
-        assert search(svc, kb, "第7节的内容", 3, mode="dense")
+        assert svc.retriever.search(kb, "第7节的内容", 3, mode="dense")
         assert svc.indexes.check(kb)["consistent"]
-        knowledge.delete_document(svc, kb, doc.id)
+        svc.knowledge.delete_document(kb, doc.id)
         svc.indexes.sync(kb)  # below half the threshold: back to exact
         assert svc.indexes.get(kb).layout == "flat" and len(svc.indexes.get(kb)) == 0
     finally:

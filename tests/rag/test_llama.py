@@ -5,21 +5,20 @@ from pathlib import Path
 from ingest.jobs import Worker
 from ingest.upload import stage_upload
 from rag.integrations.llama_index import KnowledgeBaseRetriever
-from rag.kb import knowledge
 from rag.services import Services
 from tests.conftest import REPO
 
 
 def test_llama_index_retriever_returns_cited_nodes(services: Services, tmp_path: Path) -> None:
-    kb = knowledge.create_kb(services, "handbook")
+    kb = services.knowledge.create_kb("handbook")
     path = REPO / "data" / "samples" / "员工手册.md"
     with path.open("rb") as fh:
         staged = stage_upload(fh, path.name, services.settings.data_dir, 10**7)
-    knowledge.add_document(services, kb.id, staged)
+    services.knowledge.add_document(kb.id, staged)
     worker = Worker(services)
     while worker.run_once():
         pass
-    nodes = KnowledgeBaseRetriever(services, kb.id, top_k=2).retrieve("年假有多少天？")
+    nodes = KnowledgeBaseRetriever(services.retriever, kb.id, top_k=2).retrieve("年假有多少天？")
     assert len(nodes) == 2
     assert nodes[0].node.metadata["filename"] == "员工手册.md"
     assert nodes[0].node.metadata["page"] == 1

@@ -13,9 +13,7 @@ from sqlalchemy import select, update
 
 from ingest.jobs import Worker
 from ingest.upload import stage_upload
-from rag.kb import knowledge
 from rag.ml.embedding import FakeEmbedder
-from rag.retrieval.retriever import search
 from rag.services import Services
 from rag.store.models import Base, Chunk, Document, Job, JobStatus
 from tests.conftest import make_settings
@@ -38,7 +36,7 @@ def _add(svc: Services, kb_id: str, name: str, data: bytes, tmp: Path) -> str:
     path.write_bytes(data)
     with path.open("rb") as fh:
         staged = stage_upload(fh, name, svc.settings.data_dir, 10**8)
-    doc, _ = knowledge.add_document(svc, kb_id, staged)
+    doc, _ = svc.knowledge.add_document(kb_id, staged)
     return doc.id
 
 
@@ -71,7 +69,7 @@ def test_migrations_match_models(svc: Services) -> None:
 
 
 def test_index_equals_sql_after_ingest_delete_restart(svc: Services, tmp_path: Path) -> None:
-    kb = knowledge.create_kb(svc, "kb")
+    kb = svc.knowledge.create_kb("kb")
     ids = [_add(svc, kb.id, n, d, tmp_path) for n, d in TEXTS.items()]
     _drain(svc)
     assert set(svc.indexes.get(kb.id).ids().tolist()) == _ready_chunk_ids(svc, kb.id)
@@ -79,7 +77,7 @@ def test_index_equals_sql_after_ingest_delete_restart(svc: Services, tmp_path: P
 
     with svc.db.read() as session:
         gone = set(session.execute(select(Chunk.id).where(Chunk.document_id == ids[0])).scalars())
-    knowledge.delete_document(svc, kb.id, ids[0])
+    svc.knowledge.delete_document(kb.id, ids[0])
     assert gone and not gone & set(svc.indexes.get(kb.id).ids().tolist())
 
     # Restart: the snapshot on disk predates the delete; catch-up must drop the ids.
@@ -88,14 +86,14 @@ def test_index_equals_sql_after_ingest_delete_restart(svc: Services, tmp_path: P
         index_ids = set(again.indexes.get(kb.id).ids().tolist())
         assert index_ids == _sql_ids(again, kb.id) == _ready_chunk_ids(again, kb.id)
         assert not gone & index_ids
-        hits = search(again, kb.id, "第 0 份测试文档", top_k=20)
+        hits = again.retriever.search(kb.id, "第 0 份测试文档", top_k=20)
         assert all(h.document_id != ids[0] for h in hits)
     finally:
         again.db.dispose()
 
 
 def test_replica_catches_up_from_sql(svc: Services, tmp_path: Path) -> None:
-    kb = knowledge.create_kb(svc, "kb")
+    kb = svc.knowledge.create_kb("kb")
     replica = Services.create(svc.settings)
     try:
         assert len(replica.indexes.get(kb.id)) == 0
@@ -103,7 +101,7 @@ def test_replica_catches_up_from_sql(svc: Services, tmp_path: Path) -> None:
         _drain(svc)
         replica.indexes.sync()
         assert set(replica.indexes.get(kb.id).ids().tolist()) == _sql_ids(svc, kb.id)
-        knowledge.delete_document(svc, kb.id, doc)
+        svc.knowledge.delete_document(kb.id, doc)
         replica.indexes.sync()
         assert len(replica.indexes.get(kb.id)) == 0
     finally:
@@ -114,7 +112,7 @@ def test_replica_catches_up_from_sql(svc: Services, tmp_path: Path) -> None:
 def test_damaged_snapshot_is_quarantined_and_rebuilt(
     svc: Services, tmp_path: Path, damage: str
 ) -> None:
-    kb = knowledge.create_kb(svc, "kb")
+    kb = svc.knowledge.create_kb("kb")
     _add(svc, kb.id, "doc1.txt", TEXTS["doc1.txt"], tmp_path)
     _drain(svc)
     svc.indexes.get(kb.id)
@@ -130,20 +128,20 @@ def test_damaged_snapshot_is_quarantined_and_rebuilt(
             f.write_bytes(data[: len(data) // 2])
         else:
             (directory / "manifest.json").write_text('{"format_version": 1, "kb_id"')
-    expected_hits = [h.chunk_id for h in search(svc, kb.id, "第 1 份测试文档", top_k=5)]
+    expected_hits = [h.chunk_id for h in svc.retriever.search(kb.id, "第 1 份测试文档", top_k=5)]
     again = Services.create(svc.settings)
     try:
         assert set(again.indexes.get(kb.id).ids().tolist()) == _sql_ids(svc, kb.id)
         quarantined = list(directory.parent.glob(f"{directory.name}.corrupt-*"))
         assert quarantined and any(quarantined[0].iterdir())  # moved aside, not deleted
-        hits = [h.chunk_id for h in search(again, kb.id, "第 1 份测试文档", top_k=5)]
+        hits = [h.chunk_id for h in again.retriever.search(kb.id, "第 1 份测试文档", top_k=5)]
         assert hits == expected_hits
     finally:
         again.db.dispose()
 
 
 def test_dead_workers_job_is_taken_over(svc: Services, tmp_path: Path) -> None:
-    kb = knowledge.create_kb(svc, "kb")
+    kb = svc.knowledge.create_kb("kb")
     doc_id = _add(svc, kb.id, "doc1.txt", TEXTS["doc1.txt"], tmp_path)
     dead = Worker(svc, worker_id="dead-host:1:x")
     job = dead.claim()
@@ -162,7 +160,7 @@ def test_dead_workers_job_is_taken_over(svc: Services, tmp_path: Path) -> None:
 
 
 def test_poison_job_gives_up_and_fails_document(svc: Services, tmp_path: Path) -> None:
-    kb = knowledge.create_kb(svc, "kb")
+    kb = svc.knowledge.create_kb("kb")
     doc_id = _add(svc, kb.id, "doc1.txt", TEXTS["doc1.txt"], tmp_path)
     with svc.db.write() as session:
         session.execute(update(Job).values(attempts=svc.settings.ingest.max_attempts))
@@ -186,8 +184,8 @@ def test_same_text_is_never_embedded_twice(tmp_path: Path, database_url: str) ->
     embedder = CountingEmbedder()
     svc = Services.create(make_settings(tmp_path / "data", database_url), embedder=embedder)
     try:
-        a = knowledge.create_kb(svc, "a")
-        b = knowledge.create_kb(svc, "b")
+        a = svc.knowledge.create_kb("a")
+        b = svc.knowledge.create_kb("b")
         _add(svc, a.id, "doc1.txt", TEXTS["doc1.txt"], tmp_path)
         _drain(svc)
         first = embedder.embedded

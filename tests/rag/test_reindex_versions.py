@@ -13,9 +13,8 @@ from ingest import pipeline, reindex
 from ingest.jobs import Worker
 from ingest.upload import stage_upload
 from rag.core.errors import Conflict
-from rag.kb import job_control, knowledge, versions
+from rag.kb import job_control, versions
 from rag.ml.embedding import FakeEmbedder
-from rag.retrieval.retriever import search
 from rag.services import Services
 from rag.store.models import Chunk, Document, Job, JobStatus, KnowledgeBase
 
@@ -45,7 +44,7 @@ def _add(svc: Services, kb_id: str, name: str, text: str) -> str:
     path.write_text(_body(name, text))
     with path.open("rb") as fh:
         staged = stage_upload(fh, name, svc.settings.data_dir, 10**7)
-    doc, _ = knowledge.add_document(svc, kb_id, staged)
+    doc, _ = svc.knowledge.add_document(kb_id, staged)
     worker = Worker(svc)
     while worker.run_once():
         pass
@@ -54,14 +53,14 @@ def _add(svc: Services, kb_id: str, name: str, text: str) -> str:
 
 @pytest.fixture
 def kb(svc: Services) -> str:
-    kb_id = knowledge.create_kb(svc, "handbook").id
+    kb_id = svc.knowledge.create_kb("handbook").id
     for name, text in TOPICS.items():
         _add(svc, kb_id, name, text)
     return kb_id
 
 
 def _results(svc: Services, kb_id: str) -> list[list[int]]:
-    return [[p.chunk_id for p in search(svc, kb_id, q, top_k=5)] for q in QUERIES]
+    return [[p.chunk_id for p in svc.retriever.search(kb_id, q, top_k=5)] for q in QUERIES]
 
 
 def _chunk_ids(svc: Services, kb_id: str, version: int) -> set[int]:
@@ -86,7 +85,7 @@ def _job(svc: Services, job_id: str) -> Job:
 
 
 def _reindex(svc: Services, kb_id: str, **settings: Any) -> tuple[int, Job]:
-    version, job = versions.start_reindex(svc, kb_id, **settings)
+    version, job = svc.versions.start_reindex(kb_id, **settings)
     assert Worker(svc).run_job(job.id)
     return version.number, _job(svc, job.id)
 
@@ -144,7 +143,7 @@ def test_new_model_gets_its_own_index_and_vectors_never_mix(svc: Services, kb: s
             select(Chunk.version, Chunk.embedding_model).where(Chunk.document_id == new).distinct()
         ).all()
     assert got == [(2, "fake:32")]
-    hits = search(svc, kb, "访客车位停在哪里", top_k=3)
+    hits = svc.retriever.search(kb, "访客车位停在哪里", top_k=3)
     assert hits[0].document_id == new
 
 
@@ -152,7 +151,7 @@ def test_searches_answer_from_v1_while_building_and_late_uploads_reach_v2(
     svc: Services, kb: str
 ) -> None:
     before = _results(svc, kb)
-    _, job = versions.start_reindex(svc, kb, chunk_tokens=64)
+    _, job = svc.versions.start_reindex(kb, chunk_tokens=64)
     claimed = Worker(svc).claim(job.id)
     assert claimed is not None
     seen: list[tuple[int, int]] = []
@@ -175,7 +174,7 @@ def test_searches_answer_from_v1_while_building_and_late_uploads_reach_v2(
             select(func.count()).where(Chunk.document_id == late[0], Chunk.version == 2)
         ).scalar_one()
     assert late_v2 > 0
-    hits = search(svc, kb, "周末加班批准", top_k=3)
+    hits = svc.retriever.search(kb, "周末加班批准", top_k=3)
     assert hits[0].document_id == late[0] and {h.chunk_id for h in hits} <= v2_ids
 
 
@@ -183,7 +182,7 @@ def test_rollback_makes_v1_live_with_documents_added_since(svc: Services, kb: st
     before = _results(svc, kb)
     _reindex(svc, kb, chunk_tokens=64)
     added = _add(svc, kb, "late.txt", "迟到的文件：周末加班需要部门经理批准。")
-    version, job = versions.start_rollback(svc, kb)
+    version, job = svc.versions.start_rollback(kb)
     assert version.number == 1
     assert Worker(svc).run_job(job.id)
     job = _job(svc, job.id)
@@ -194,11 +193,11 @@ def test_rollback_makes_v1_live_with_documents_added_since(svc: Services, kb: st
     v1_ids = _chunk_ids(svc, kb, 1)
     # The original documents answer exactly as before the re-index.
     assert _results(svc, kb) == before
-    hits = search(svc, kb, "周末加班批准", top_k=3)
+    hits = svc.retriever.search(kb, "周末加班批准", top_k=3)
     assert hits[0].document_id == added and {h.chunk_id for h in hits} <= v1_ids
     assert svc.indexes.check(kb)["consistent"]
     # And forward again: v2 is the most recent retired version.
-    again, _ = versions.start_rollback(svc, kb)
+    again, _ = svc.versions.start_rollback(kb)
     assert again.number == 2
 
 
@@ -206,7 +205,7 @@ def test_cancel_marks_the_version_cancelled_and_leaves_v1(
     svc: Services, kb: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     before = _results(svc, kb)
-    _, job = versions.start_reindex(svc, kb, chunk_tokens=64)
+    _, job = svc.versions.start_reindex(kb, chunk_tokens=64)
     real = reindex._document
 
     def then_cancel(*args: Any) -> str | None:
@@ -223,10 +222,10 @@ def test_cancel_marks_the_version_cancelled_and_leaves_v1(
     assert _results(svc, kb) == before
     assert svc.indexes.check(kb)["consistent"]
     # A job cancelled before it ran leaves no version blocking the next one.
-    _, job3 = versions.start_reindex(svc, kb, chunk_tokens=128)
+    _, job3 = svc.versions.start_reindex(kb, chunk_tokens=128)
     job_control.cancel(svc.db, job3.id)
     assert _versions(svc, kb)[3].status == "cancelled"
-    version4, _ = versions.start_reindex(svc, kb, chunk_tokens=128)
+    version4, _ = svc.versions.start_reindex(kb, chunk_tokens=128)
     assert version4.number == 4
 
 
@@ -256,16 +255,16 @@ def test_failed_check_leaves_v1_live(svc: Services, kb: str) -> None:
 
 
 def test_one_building_version_at_a_time(svc: Services, kb: str) -> None:
-    versions.start_reindex(svc, kb, chunk_tokens=64)
+    svc.versions.start_reindex(kb, chunk_tokens=64)
     with pytest.raises(Conflict):
-        versions.start_reindex(svc, kb, chunk_tokens=128)
+        svc.versions.start_reindex(kb, chunk_tokens=128)
     with pytest.raises(Conflict):
-        versions.start_rollback(svc, kb)
+        svc.versions.start_rollback(kb)
 
 
 def test_rollback_needs_a_retired_version(svc: Services, kb: str) -> None:
     with pytest.raises(Conflict, match="no earlier index version"):
-        versions.start_rollback(svc, kb)
+        svc.versions.start_rollback(kb)
 
 
 def test_deleting_a_document_removes_its_chunks_from_every_version(svc: Services, kb: str) -> None:
@@ -280,14 +279,14 @@ def test_deleting_a_document_removes_its_chunks_from_every_version(svc: Services
                 select(Chunk.version).where(Chunk.document_id == doc_id).distinct()
             )
         } == {1, 2}
-    knowledge.delete_document(svc, kb, doc_id)
+    svc.knowledge.delete_document(kb, doc_id)
     with svc.db.read() as session:
         left = session.execute(select(func.count()).where(Chunk.document_id == doc_id)).scalar_one()
     assert left == 0
-    _, job = versions.start_rollback(svc, kb)
+    _, job = svc.versions.start_rollback(kb)
     assert Worker(svc).run_job(job.id)
     assert _job(svc, job.id).status == JobStatus.succeeded
-    assert all(p.document_id != doc_id for p in search(svc, kb, "年假怎么申请", top_k=10))
+    assert all(p.document_id != doc_id for p in svc.retriever.search(kb, "年假怎么申请", top_k=10))
     assert svc.indexes.check(kb)["consistent"]
 
 
@@ -296,7 +295,7 @@ def test_a_document_prepared_for_the_old_version_is_prepared_again(svc: Services
     path.write_text(_body("race.txt", "竞态文件：切换版本时正在处理的文档。"))
     with path.open("rb") as fh:
         staged = stage_upload(fh, "race.txt", svc.settings.data_dir, 10**7)
-    doc, _ = knowledge.add_document(svc, kb, staged)
+    doc, _ = svc.knowledge.add_document(kb, staged)
     completed: list[Any] = []
     begun = pipeline.begin(svc, doc.id, lambda s, o: completed.append(o))
     assert begun is not None
@@ -374,7 +373,7 @@ def test_migration_gives_existing_knowledge_bases_a_live_version_1(database_url:
 
 
 def test_a_reindex_job_given_up_fails_its_version(svc: Services, kb: str) -> None:
-    _, job = versions.start_reindex(svc, kb, chunk_tokens=64)
+    _, job = svc.versions.start_reindex(kb, chunk_tokens=64)
     with svc.db.write() as session:
         row = session.get(Job, job.id)
         assert row is not None
@@ -386,7 +385,7 @@ def test_a_reindex_job_given_up_fails_its_version(svc: Services, kb: str) -> Non
 
 
 def test_a_stopping_worker_hands_the_reindex_back(svc: Services, kb: str) -> None:
-    _, job = versions.start_reindex(svc, kb, chunk_tokens=64)
+    _, job = svc.versions.start_reindex(kb, chunk_tokens=64)
     stopping = Worker(svc)
     stopping._stop.set()  # as after stop(): the job yields at its first progress point
     assert stopping.run_job(job.id)

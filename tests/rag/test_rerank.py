@@ -12,9 +12,7 @@ from ingest.jobs import Worker
 from ingest.upload import stage_upload
 from rag.core.config import RetrievalSettings
 from rag.core.errors import ConfigError
-from rag.kb import knowledge
 from rag.ml.rerank import CrossEncoderReranker, load_reranker
-from rag.retrieval.retriever import search
 from rag.services import Services
 
 
@@ -71,7 +69,7 @@ class PrefersWord:
 
 
 def test_rerank_reorders_the_fused_candidates(services: Services, tmp_path: Path) -> None:
-    kb = knowledge.create_kb(services, "kb").id
+    kb = services.knowledge.create_kb("kb").id
     text = "\n\n".join(
         [f"第{i}章 年假\n\n年假说明第{i}条。" for i in range(8)]
         + ["附录 年假\n\n年假与设备、设备、设备。"]
@@ -79,17 +77,17 @@ def test_rerank_reorders_the_fused_candidates(services: Services, tmp_path: Path
     path = tmp_path / "手册.txt"
     path.write_text(text, encoding="utf-8")
     with path.open("rb") as fh:
-        knowledge.add_document(
-            services, kb, stage_upload(fh, "手册.txt", services.settings.data_dir, 10**8)
+        services.knowledge.add_document(
+            kb, stage_upload(fh, "手册.txt", services.settings.data_dir, 10**8)
         )
     worker = Worker(services)
     while worker.run_once():
         pass
     scorer = PrefersWord("设备")
     services._reranker = scorer
-    plain = search(services, kb, "年假", 3, rerank=False)
+    plain = services.retriever.search(kb, "年假", 3, rerank=False)
     assert scorer.calls == []
-    reranked = search(services, kb, "年假", 3, rerank=True)
+    reranked = services.retriever.search(kb, "年假", 3, rerank=True)
     assert "设备" in reranked[0].text and reranked[0].score == 3.0
     # The cross-encoder sees up to rerank_candidates passages, not just top_k.
     assert len(scorer.calls) == 1 and 3 < scorer.calls[0] <= 20

@@ -13,8 +13,6 @@ from ingest.jobs import Worker
 from ingest.upload import stage_upload
 from rag.core.errors import InvalidInput
 from rag.index.lexical import MANIFEST as LEXICAL_MANIFEST
-from rag.kb import knowledge
-from rag.retrieval.retriever import search
 from rag.services import Services
 from tests.conftest import make_settings
 
@@ -39,7 +37,7 @@ def _add(
     path.write_text(text, encoding="utf-8")
     with path.open("rb") as fh:
         staged = stage_upload(fh, name, svc.settings.data_dir, 10**8)
-    doc, _ = knowledge.add_document(svc, kb_id, staged, meta)
+    doc, _ = svc.knowledge.add_document(kb_id, staged, meta)
     return doc.id
 
 
@@ -58,7 +56,7 @@ def svc(tmp_path: Path, database_url: str) -> Iterator[Services]:
 
 @pytest.fixture
 def kb(svc: Services) -> dict[str, str]:
-    kb_id = knowledge.create_kb(svc, "handbook").id
+    kb_id = svc.knowledge.create_kb("handbook").id
     docs = {
         "handbook": _add(svc, kb_id, "员工手册.txt", HANDBOOK, {"team": "hr", "year": 2024}),
         "policy": _add(svc, kb_id, "安全政策.md", POLICY, {"team": "it"}),
@@ -72,13 +70,13 @@ def test_every_mode_answers_and_lexical_finds_exact_codes(
     svc: Services, kb: dict[str, str]
 ) -> None:
     for mode in ("dense", "lexical", "hybrid"):
-        hits = search(svc, kb["kb"], "年假有几天", 3, mode=mode)
+        hits = svc.retriever.search(kb["kb"], "年假有几天", 3, mode=mode)
         assert hits and len(hits) <= 3
         assert hits[0].score >= hits[-1].score
     # The fake embedder knows no meaning; BM25 still finds the exact model number, and hybrid
     # keeps it first.
     for mode in ("lexical", "hybrid"):
-        top = search(svc, kb["kb"], "ThinkPad-X1-G11 坏了", 1, mode=mode)[0]
+        top = svc.retriever.search(kb["kb"], "ThinkPad-X1-G11 坏了", 1, mode=mode)[0]
         assert "ThinkPad-X1-G11" in top.text and top.filename == "员工手册.txt"
 
 
@@ -86,25 +84,28 @@ def test_backward_compatible_call_uses_the_configured_mode(
     svc: Services, kb: dict[str, str]
 ) -> None:
     assert svc.settings.retrieval.mode == "hybrid"
-    default = search(svc, kb["kb"], "报销单", 2)
+    default = svc.retriever.search(kb["kb"], "报销单", 2)
     assert [p.chunk_id for p in default] == [
-        p.chunk_id for p in search(svc, kb["kb"], "报销单", 2, mode="hybrid")
+        p.chunk_id for p in svc.retriever.search(kb["kb"], "报销单", 2, mode="hybrid")
     ]
 
 
 def test_bad_mode_and_filters_are_refused(svc: Services, kb: dict[str, str]) -> None:
     with pytest.raises(InvalidInput, match="mode"):
-        search(svc, kb["kb"], "年假", mode="fuzzy")
+        svc.retriever.search(kb["kb"], "年假", mode="fuzzy")
     with pytest.raises(InvalidInput, match="unknown filter"):
-        search(svc, kb["kb"], "年假", filters={"author": "x"})
+        svc.retriever.search(kb["kb"], "年假", filters={"author": "x"})
     with pytest.raises(InvalidInput, match="document_ids"):
-        search(svc, kb["kb"], "年假", filters={"document_ids": "abc"})
+        svc.retriever.search(kb["kb"], "年假", filters={"document_ids": "abc"})
 
 
 @pytest.mark.parametrize("mode", ["dense", "lexical", "hybrid"])
 def test_filters_rank_inside_the_allowed_set(svc: Services, kb: dict[str, str], mode: str) -> None:
     def files(**filters: Any) -> set[str]:
-        return {p.filename for p in search(svc, kb["kb"], "年假", 10, mode=mode, filters=filters)}
+        return {
+            p.filename
+            for p in svc.retriever.search(kb["kb"], "年假", 10, mode=mode, filters=filters)
+        }
 
     assert files(document_ids=[kb["policy"]]) == {"安全政策.md"}
     assert files(filename="*.TXT") == {"员工手册.txt", "notes-2024.txt"}
@@ -122,19 +123,19 @@ def test_filtered_top_k_is_full(svc: Services, kb: dict[str, str], mode: str) ->
     other = _add(svc, kb["kb"], "细则.txt", many)
     _drain(svc)
     query = "年假 报销 电脑"
-    unfiltered = search(svc, kb["kb"], query, 5, mode=mode)
+    unfiltered = svc.retriever.search(kb["kb"], query, 5, mode=mode)
     assert all(p.document_id == other for p in unfiltered)
-    hr_only = search(svc, kb["kb"], query, 3, mode=mode, filters={"filename": "员工手册*"})
+    hr_only = svc.retriever.search(kb["kb"], query, 3, mode=mode, filters={"filename": "员工手册*"})
     # Three handbook chapters match (one term each): all three come back.
     assert len(hr_only) == 3
     assert {p.filename for p in hr_only} == {"员工手册.txt"}
 
 
 def test_deleted_documents_leave_both_indexes(svc: Services, kb: dict[str, str]) -> None:
-    assert search(svc, kb["kb"], "ThinkPad-X1-G11", 1, mode="lexical")
-    knowledge.delete_document(svc, kb["kb"], kb["handbook"])
+    assert svc.retriever.search(kb["kb"], "ThinkPad-X1-G11", 1, mode="lexical")
+    svc.knowledge.delete_document(kb["kb"], kb["handbook"])
     for mode in ("dense", "lexical", "hybrid"):
-        hits = search(svc, kb["kb"], "ThinkPad-X1-G11 年假 报销", 10, mode=mode)
+        hits = svc.retriever.search(kb["kb"], "ThinkPad-X1-G11 年假 报销", 10, mode=mode)
         assert all(p.document_id != kb["handbook"] for p in hits)
     check = svc.indexes.check(kb["kb"])
     assert check["consistent"] and check["lexical_consistent"]
@@ -148,21 +149,29 @@ def test_replica_and_restart_catch_up_lexically(
     assert (svc.indexes.directory(kb["kb"]) / LEXICAL_MANIFEST).exists()
     replica = Services.create(make_settings(tmp_path / "replica", database_url))
     try:
-        assert search(replica, kb["kb"], "密码", 1, mode="lexical")[0].filename == "安全政策.md"
+        assert (
+            replica.retriever.search(kb["kb"], "密码", 1, mode="lexical")[0].filename
+            == "安全政策.md"
+        )
         # Written by the first process, seen by the replica through sequence catch-up.
         _add(svc, kb["kb"], "停车.txt", "停车场管理办法\n\n访客车辆须在门卫处登记车牌号。\n")
         _drain(svc)
-        assert search(replica, kb["kb"], "车牌号", 1, mode="lexical")[0].filename == "停车.txt"
-        knowledge.delete_document(svc, kb["kb"], kb["policy"])
+        assert (
+            replica.retriever.search(kb["kb"], "车牌号", 1, mode="lexical")[0].filename
+            == "停车.txt"
+        )
+        svc.knowledge.delete_document(kb["kb"], kb["policy"])
         replica.indexes.sync()
-        assert not search(replica, kb["kb"], "密码", 5, mode="lexical")
+        assert not replica.retriever.search(kb["kb"], "密码", 5, mode="lexical")
     finally:
         replica.close()
     svc.close()
     again = Services.create(make_settings(tmp_path / "data", database_url))
     try:  # from the snapshot plus catch-up: the deletion and the new document are both there
-        assert search(again, kb["kb"], "车牌号", 1, mode="lexical")[0].filename == "停车.txt"
-        assert not search(again, kb["kb"], "密码", 5, mode="lexical")
+        assert (
+            again.retriever.search(kb["kb"], "车牌号", 1, mode="lexical")[0].filename == "停车.txt"
+        )
+        assert not again.retriever.search(kb["kb"], "密码", 5, mode="lexical")
         assert again.indexes.check(kb["kb"])["lexical_consistent"]
     finally:
         again.close()
@@ -179,7 +188,9 @@ def test_a_corrupt_lexical_snapshot_is_rebuilt_from_sql(
     svc.close()
     again = Services.create(make_settings(tmp_path / "data", database_url))
     try:
-        assert search(again, kb["kb"], "密码", 1, mode="lexical")[0].filename == "安全政策.md"
+        assert (
+            again.retriever.search(kb["kb"], "密码", 1, mode="lexical")[0].filename == "安全政策.md"
+        )
         assert list(directory.parent.glob(f"{directory.name}.corrupt-lexical-*"))
     finally:
         again.close()

@@ -16,8 +16,7 @@ from ingest.upload import stage_upload
 from rag.cli.main import app
 from rag.core.config import load_settings
 from rag.core.errors import ConfigError, Conflict, InvalidInput
-from rag.kb import job_control, knowledge, versions
-from rag.retrieval.retriever import search
+from rag.kb import job_control, versions
 from rag.services import Services
 from rag.store.models import Chunk, ChunkTombstone, Job, JobStatus
 from tests.conftest import REPO, upload, wait_document, wait_for
@@ -37,13 +36,13 @@ def svc(db_services: Services) -> Services:
 
 @pytest.fixture
 def kb(svc: Services) -> str:
-    kb_id = knowledge.create_kb(svc, "handbook").id
+    kb_id = svc.knowledge.create_kb("handbook").id
     for name, text in TOPICS.items():
         path = svc.settings.data_dir / "incoming" / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("\n".join(f"{text}（第 {i} 条，{name}）" for i in range(30)))
         with path.open("rb") as fh:
-            knowledge.add_document(svc, kb_id, stage_upload(fh, name, svc.settings.data_dir, 10**7))
+            svc.knowledge.add_document(kb_id, stage_upload(fh, name, svc.settings.data_dir, 10**7))
     worker = Worker(svc)
     while worker.run_once():
         pass
@@ -52,7 +51,7 @@ def kb(svc: Services) -> str:
 
 
 def _reindex(svc: Services, kb_id: str, **settings: Any) -> Job:
-    _, job = versions.start_reindex(svc, kb_id, **settings)
+    _, job = svc.versions.start_reindex(kb_id, **settings)
     assert Worker(svc).run_job(job.id)
     with svc.db.read() as session:
         done = job_control.get_job(session, job.id)
@@ -96,11 +95,11 @@ def test_a_switch_keeps_the_live_and_one_previous_version_by_default(
     assert tombstones >= v1_chunks
     assert svc.indexes.check(kb)["consistent"]
     # The kept version is still a rollback target; the pruned one is not.
-    version, job = versions.start_rollback(svc, kb)
+    version, job = svc.versions.start_rollback(kb)
     assert version.number == 2
     assert Worker(svc).run_job(job.id)
     assert _statuses(svc, kb) == {1: "pruned", 2: "live", 3: "retired"}
-    assert search(svc, kb, "年假怎么申请", top_k=3)[0].text.startswith("年假制度")
+    assert svc.retriever.search(kb, "年假怎么申请", top_k=3)[0].text.startswith("年假制度")
 
 
 def test_prune_on_demand_and_a_larger_setting(svc: Services, kb: str) -> None:
@@ -110,17 +109,17 @@ def test_prune_on_demand_and_a_larger_setting(svc: Services, kb: str) -> None:
     assert third.result["pruned"] == []
     assert _statuses(svc, kb) == {1: "retired", 2: "retired", 3: "live"}
     with pytest.raises(InvalidInput):
-        versions.prune(svc, kb, keep=0)
-    assert versions.prune(svc, kb) == []  # the setting keeps them all
-    assert versions.prune(svc, kb, keep=2) == [1]
-    assert versions.prune(svc, kb, keep=1) == [2]
+        svc.versions.prune(kb, keep=0)
+    assert svc.versions.prune(kb) == []  # the setting keeps them all
+    assert svc.versions.prune(kb, keep=2) == [1]
+    assert svc.versions.prune(kb, keep=1) == [2]
     assert _statuses(svc, kb) == {1: "pruned", 2: "pruned", 3: "live"}
     with svc.db.read() as session:
         left = set(session.execute(select(Chunk.version).where(Chunk.kb_id == kb)).scalars())
     assert left == {3}
     with pytest.raises(Conflict, match="no earlier index version"):
-        versions.start_rollback(svc, kb)
-    assert search(svc, kb, "密码多久更换", top_k=3)[0].text.startswith("信息安全")
+        svc.versions.start_rollback(kb)
+    assert svc.retriever.search(kb, "密码多久更换", top_k=3)[0].text.startswith("信息安全")
     assert svc.indexes.check(kb)["consistent"]
     # Numbers are not given out again.
     assert _reindex(svc, kb, chunk_tokens=96).result["version"] == 4
@@ -129,21 +128,21 @@ def test_prune_on_demand_and_a_larger_setting(svc: Services, kb: str) -> None:
 def test_prune_never_touches_the_live_version_or_one_being_built(svc: Services, kb: str) -> None:
     _reindex(svc, kb, chunk_tokens=64)
     # A rollback queued: version 1 is being built again (it only needs catching up).
-    target, rollback = versions.start_rollback(svc, kb)
+    target, rollback = svc.versions.start_rollback(kb)
     assert target.number == 1
-    assert versions.prune(svc, kb, keep=1) == []
+    assert svc.versions.prune(kb, keep=1) == []
     assert _statuses(svc, kb) == {1: "building", 2: "live"}
     assert Worker(svc).run_job(rollback.id)
     assert _statuses(svc, kb) == {1: "live", 2: "retired"}
     # A new version being built, and a prune arriving in the middle of its build.
-    _, job = versions.start_reindex(svc, kb, chunk_tokens=128)
+    _, job = svc.versions.start_reindex(kb, chunk_tokens=128)
     claimed = Worker(svc).claim(job.id)
     assert claimed is not None
     pruned: list[list[int]] = []
 
     def progress(done: int, total: int) -> None:
         if done and not pruned:
-            pruned.append(versions.prune(svc, kb, keep=1))
+            pruned.append(svc.versions.prune(kb, keep=1))
 
     from ingest import reindex
 

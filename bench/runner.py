@@ -1,9 +1,12 @@
-"""`rag bench`: run every issue's benchmark, collect its JSON, render bench/REPORT.md + plots.
+"""Run every issue's benchmark, collect its JSON, render bench/REPORT.md and the plots.
 
-Each benchmark runs as its own process (`bench/*.py`, from a source checkout), so one that fails
-or runs out of memory is reported and the others still run; their JSON goes to the results
-folder, which bench/bench_report.py turns into the report. Imports only the standard library
-and typer: `rag` loads this module on every command.
+    .venv/bin/python bench/runner.py [--quick] [--only STEP ...] [--render-only] ...
+
+(or `python -m bench.runner`, or `make bench` / `make bench-quick`). Development only: it runs
+the `bench/*.py` scripts of a source checkout, so it is not part of the installed package.
+Each benchmark runs as its own process, so one that fails or runs out of memory is reported
+and the others still run; their JSON goes to the results folder, which bench/bench_report.py
+turns into the report.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Annotated, Any
 
 import typer
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[1]  # bench/runner.py -> the repository root
 BENCH = REPO / "bench"
 PACKAGES = (
     "torch",
@@ -211,7 +214,9 @@ def bench_command(
     """Run the benchmarks of every issue and write bench/REPORT.md with ratios and plots."""
     if not (BENCH / "bench_report.py").is_file():
         typer.secho(
-            f"rag bench needs a source checkout: {BENCH} has no benchmarks", fg="red", err=True
+            f"the benchmarks need a source checkout: {BENCH} has no bench_report.py",
+            fg="red",
+            err=True,
         )
         raise typer.Exit(2)
     results.mkdir(parents=True, exist_ok=True)
@@ -262,3 +267,11 @@ def bench_command(
         )
         raise typer.Exit(1)
     typer.secho(f"\nwrote {report}", fg=typer.colors.GREEN)
+
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+app.command()(bench_command)
+
+
+if __name__ == "__main__":
+    app()
