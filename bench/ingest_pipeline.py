@@ -13,7 +13,7 @@ Prints ratios (machines here are shared and noisy, so absolute numbers mean litt
 
 --quick: one timing of each instead of the best of three, fewer texts to embed, one PDF in
 the overlap run, 20 and 100 files for memory. --json-out writes every figure as JSON (for
-`rag bench`).
+`python bench/runner.py`).
 """
 
 from __future__ import annotations

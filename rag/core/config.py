@@ -246,7 +246,7 @@ class SecuritySettings(BaseModel):
 
 
 class CacheSettings(BaseModel):
-    """Answers to repeated questions while the knowledge base is unchanged (rag/answer_cache)."""
+    """Answers to repeated questions while the knowledge base is unchanged (rag/qa/answer_cache.py)."""
 
     enabled: bool = True
     ttl_s: float = Field(3600.0, gt=0)
