@@ -1,4 +1,4 @@
-"""FastAPI application: heavy objects on app.state, created in the lifespan."""
+"""FastAPI application over a composition root (`Root`, api/deps.py) it is given."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from api import errors
 from api.auth import AuthMiddleware, Guard
 from api.body_limit import BodyLimitMiddleware
+from api.deps import Root
 from api.observe import ObserveMiddleware
 from api.routes import (
     ask,
@@ -29,17 +30,15 @@ from api.routes import (
     ui,
     versions,
 )
-from ingest.pipelined_worker import PipelinedWorker
 from rag.core import log_setup, tracing
-from rag.core.config import Settings, load_settings
+from rag.core.errors import ConfigError
 from rag.kb.doc_metrics import DocumentStatusCollector
 from rag.kb.queue_metrics import JobQueueCollector
-from rag.services import Services
 
 log = logging.getLogger(__name__)
 
 
-def _warm_up(app: FastAPI, svc: Services) -> None:
+def _warm_up(app: FastAPI, svc: Root) -> None:
     """Load every index in the background; /readyz says when done."""
     try:
         from rag.kb.knowledge import list_kbs
@@ -55,7 +54,7 @@ def _warm_up(app: FastAPI, svc: Services) -> None:
         log.exception("warm-up failed")
 
 
-def _doctor_loop(app: FastAPI, svc: Services, stop: threading.Event) -> None:
+def _doctor_loop(app: FastAPI, svc: Root, stop: threading.Event) -> None:
     """Periodic consistency check; /readyz says 'degraded' while a repair runs."""
 
     interval = svc.settings.doctor_interval_s
@@ -72,7 +71,7 @@ def _doctor_loop(app: FastAPI, svc: Services, stop: threading.Event) -> None:
             app.state.repairing = False
 
 
-def _sync_loop(app: FastAPI, svc: Services, stop: threading.Event) -> None:
+def _sync_loop(app: FastAPI, svc: Root, stop: threading.Event) -> None:
     """Catch up with rows other processes committed (replicas, the CLI)."""
     while not stop.wait(svc.settings.index_sync_interval_s):
         try:
@@ -82,15 +81,20 @@ def _sync_loop(app: FastAPI, svc: Services, stop: threading.Event) -> None:
 
 
 def create_app(
-    settings: Settings | None = None,
-    services: Services | None = None,
+    services: Root | None = None,
     *,
     start_worker: bool = True,
     warm_up: bool = True,
+    close_services: bool = False,
 ) -> FastAPI:
+    """The app over `services` (required once it starts; without it the routes can still be
+    listed). `close_services`: the app owns them and closes them when it stops."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        svc = services or Services.create(settings or load_settings())
+        if services is None:
+            raise ConfigError("create_app needs the services to serve (rag.services.Services)")
+        svc = services
         # Only a configured endpoint starts (and later stops) tracing: an app without one leaves
         # the process's tracing as it found it.
         traced = bool(svc.settings.tracing.otlp_endpoint) and tracing.configure(
@@ -124,16 +128,17 @@ def create_app(
         app.state.repairing = False
         app.state.doctor = {"last_run": None, "findings": []}
         threading.Thread(target=_doctor_loop, args=(app, svc, stop), daemon=True).start()
-        if start_worker and svc.settings.ingest.workers > 0:
-            app.state.worker = PipelinedWorker(svc, threads=svc.settings.ingest.workers)
-            app.state.worker.start()
+        if start_worker:
+            app.state.worker = svc.ingest_worker()
+            if app.state.worker is not None:
+                app.state.worker.start()
         try:
             yield
         finally:
             stop.set()
             if app.state.worker is not None:
                 app.state.worker.stop()
-            if services is None:
+            if close_services:
                 svc.close()
             else:
                 svc.indexes.save_dirty()

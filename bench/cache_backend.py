@@ -1,6 +1,7 @@
 """get/put throughput of the in-process answer-cache backend: the hand-written LRU vs cachetools.
 
     .venv/bin/python bench/cache_backend.py [--entries 10000] [--ops 200000] [--repeats 9]
+        [--redis redis://127.0.0.1:6379/15] [--redis-ops 5000]
 
   old  MemoryBackend before cachetools (an OrderedDict with expiry times), copied below
        unchanged as the baseline
@@ -14,29 +15,39 @@ Workloads, each on a cache of --entries slots holding payloads of 2 KB (an answe
             miss followed by a put, as AnswerCache.lookup/keep use it
 
 Old and new alternate within each repetition; the figure is the median time per operation and
-the ratio new/old of the medians (above 1: the new one is slower).
+the ratio new/old of the medians (above 1: the new one is slower). For scale, a line gives
+what every hit costs besides the backend: json.loads of a 2 KB answer (AnswerCache.get).
+
+Then RedisBackend, old (its own `_down_until` timer, copied below) vs new (the circuit breaker
+of rag/core/circuit.py): get/put round trips to the Redis at --redis (skipped when there is
+none), and a get while Redis is down and the breaker open (a Redis at a port nobody listens
+on, after the one failure that opens it).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import os
 import random
 import statistics
 import sys
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rag.qa.cache_backends import MemoryBackend
+from rag.qa.cache_backends import MemoryBackend, RedisBackend
 
 TTL_S = 3600.0
 VALUE = b"x" * 2048
+T = TypeVar("T")
 
 
 # --------------------------------------------------------------------------- the baseline
@@ -72,6 +83,42 @@ class OldMemoryBackend:
             self._items.clear()
 
 
+class OldRedisBackend:
+    """BASELINE: RedisBackend before it used rag/core/circuit.py, copied unchanged (but for
+    the logging, which is left out here as it is for the new one below: one log line per
+    outage)."""
+
+    def __init__(self, url: str, prefix: str = "kbqa:answers", retry_s: float = 30.0) -> None:
+        import redis
+
+        self._client = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        self._prefix = prefix
+        self._retry_s = retry_s
+        self._down_until = 0.0
+
+    def _call(self, what: str, action: Callable[[], T]) -> T | None:
+        import redis
+
+        if time.monotonic() < self._down_until:
+            return None
+        try:
+            return action()
+        except redis.RedisError:
+            self._down_until = time.monotonic() + self._retry_s
+            return None
+
+    def get(self, key: str) -> bytes | None:
+        value = self._call("read", lambda: self._client.get(f"{self._prefix}:{key}"))
+        return value if isinstance(value, bytes) else None
+
+    def put(self, key: str, value: bytes, ttl_s: float) -> None:
+        name = f"{self._prefix}:{key}"
+        self._call("store", lambda: self._client.set(name, value, px=max(1, int(ttl_s * 1000))))
+
+    def close(self) -> None:
+        self._client.close()
+
+
 # --------------------------------------------------------------------------- workloads
 
 
@@ -79,6 +126,8 @@ class Backend(Protocol):
     def get(self, key: str) -> bytes | None: ...
 
     def put(self, key: str, value: bytes, ttl_s: float) -> None: ...
+
+    def close(self) -> None: ...
 
 
 def filled(make: Callable[[], Backend], entries: int) -> Backend:
@@ -129,6 +178,8 @@ def main() -> None:
     parser.add_argument("--entries", type=int, default=10_000)
     parser.add_argument("--ops", type=int, default=200_000)
     parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/15")
+    parser.add_argument("--redis-ops", type=int, default=5000)
     args = parser.parse_args()
     impls: dict[str, Callable[[], Backend]] = {
         "old": lambda: OldMemoryBackend(args.entries),
@@ -155,6 +206,69 @@ def main() -> None:
             f"new {new * 1e6:6.3f} µs/op ({1 / new:9.0f} ops/s)   new/old {new / old:.2f} "
             f"(per repetition {ratios[0]:.2f}..{ratios[-1]:.2f})"
         )
+    payload = json.dumps({"answer": {"answer": "年假十天 [1]。" * 40, "citations": []}}).encode()
+    payload += b" " * max(0, len(VALUE) - len(payload))
+    started = time.perf_counter()
+    for _ in range(20_000):
+        json.loads(payload)
+    decode = (time.perf_counter() - started) / 20_000
+    print(f"for scale: json.loads of a {len(payload)}-byte answer {decode * 1e6:.2f} µs")
+    redis_figures(args.redis, args.redis_ops, args.repeats)
+
+
+def redis_figures(url: str, ops: int, repeats: int) -> None:
+    try:
+        import redis
+    except ImportError:
+        print("\nRedisBackend: skipped, the redis package is not installed (kbqa[redis])")
+        return
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+    except redis.RedisError as exc:
+        print(f"\nRedisBackend: skipped, no Redis at {url} ({exc})")
+        return
+    logging.getLogger("rag.qa.cache_backends").setLevel(logging.ERROR)  # one line per outage
+    prefix = f"kbqa-bench:{uuid.uuid4().hex}"
+    makes: dict[str, Callable[[str], Backend]] = {
+        "old": lambda u: OldRedisBackend(u, prefix),
+        "new": lambda u: RedisBackend(u, prefix),
+    }
+    keys = [f"r{i % 500}" for i in range(ops)]
+
+    def round_trips(b: Backend) -> float:
+        started = time.perf_counter()
+        for key in keys:
+            if b.get(key) is None:
+                b.put(key, VALUE, 60)
+        return (time.perf_counter() - started) / ops
+
+    def outage(b: Backend) -> float:
+        b.get("k")  # the failure that opens the breaker (a refused connection)
+        started = time.perf_counter()
+        for key in keys:
+            b.get(key)
+        return (time.perf_counter() - started) / ops
+
+    down = "redis://127.0.0.1:9/0"
+    print(f"\nRedisBackend, {url}, {ops} operations, {repeats} repetitions")
+    for name, run, where in (("get/put", round_trips, url), ("get, Redis down", outage, down)):
+        times: dict[str, list[float]] = {"old": [], "new": []}
+        for r in range(repeats + 1):
+            for impl in ("old", "new") if r % 2 else ("new", "old"):
+                backend = makes[impl](where)
+                elapsed = run(backend)
+                backend.close()
+                if r:
+                    times[impl].append(elapsed)
+        old, new = statistics.median(times["old"]), statistics.median(times["new"])
+        print(
+            f"{name:15}: old {old * 1e6:7.3f} µs/op   new {new * 1e6:7.3f} µs/op   "
+            f"new/old {new / old:.2f}"
+        )
+    client = redis.Redis.from_url(url)
+    for key in client.scan_iter(f"{prefix}:*"):
+        client.delete(key)
+    client.close()
 
 
 if __name__ == "__main__":

@@ -183,7 +183,6 @@ def bench_overlap(models: Path, names: list[str] | None = None) -> dict[str, obj
 
 
 def _run_pipeline(svc: Services, names: list[str]) -> tuple[float, dict[str, float]]:
-    from ingest.pipelined_worker import PipelinedWorker
     from ingest.upload import stage_upload
     from rag.core.metrics import INGEST_STAGE_SECONDS
     from rag.store.models import Document
@@ -194,7 +193,7 @@ def _run_pipeline(svc: Services, names: list[str]) -> tuple[float, dict[str, flo
         with (FILES / n).open("rb") as fh:
             svc.knowledge.add_document(kb.id, stage_upload(fh, n, svc.settings.data_dir, 10**9))
     before = {s: _histogram_sum(INGEST_STAGE_SECONDS, s) for s in STAGE_NAMES}
-    worker = PipelinedWorker(svc, threads=2)
+    worker = svc.pipelined_worker(threads=2)
     started = time.perf_counter()
     worker.start()
     while True:
@@ -227,7 +226,6 @@ def _histogram_sum(hist: Histogram, stage: str) -> float:
 
 def memory_child(n_files: int) -> None:
     """Run in a fresh process: ingest n small files with the fake embedder, print peak RSS."""
-    from ingest.pipelined_worker import PipelinedWorker
     from ingest.upload import stage_upload
     from rag.core.config import Settings
     from rag.services import Services
@@ -241,7 +239,7 @@ def memory_child(n_files: int) -> None:
         )
         svc = Services.create(settings)
         kb = svc.knowledge.create_kb("mem")
-        worker = PipelinedWorker(svc, threads=2)
+        worker = svc.pipelined_worker(threads=2)
         worker.start()
         for i in range(n_files):
             text = (f"第 {i} 号文件\n\n" + f"这是第 {i} 号文件的正文，用于测量内存。" * 60).encode()

@@ -150,7 +150,6 @@ def serve_api(port: int, upstream: str, data_dir: Path, tokens: int) -> None:
     import uvicorn
 
     from api.app import create_app
-    from ingest.jobs import Worker
     from ingest.upload import stage_upload
     from rag.core.config import Settings
     from rag.services import Services
@@ -171,7 +170,7 @@ def serve_api(port: int, upstream: str, data_dir: Path, tokens: int) -> None:
     for name in DOCUMENTS:
         with (REPO / "tests" / "fixtures" / "files" / name).open("rb") as fh:
             svc.knowledge.add_document(kb.id, stage_upload(fh, name, data_dir, 10**8))
-    worker = Worker(svc)
+    worker = svc.worker()
     while worker.run_once():
         pass
     dense, _ = svc.indexes.pair(kb.id)

@@ -37,7 +37,6 @@ def real_services(data_dir: Path, chunk_tokens: int = 256, overlap_tokens: int =
 
 def ingest_documents(svc, names=DOCUMENTS) -> dict[str, str]:  # type: ignore[no-untyped-def]
     """One knowledge base per document (named after it); returns name -> kb id."""
-    from ingest.jobs import Worker
     from ingest.upload import stage_upload
     from rag.kb import knowledge
 
@@ -53,7 +52,7 @@ def ingest_documents(svc, names=DOCUMENTS) -> dict[str, str]:  # type: ignore[no
             staged = stage_upload(fh, name, svc.settings.data_dir, 10**8)
         svc.knowledge.add_document(kb.id, staged)
         kbs[name] = kb.id
-    worker = Worker(svc)
+    worker = svc.worker()
     while worker.run_once():
         pass
     svc.indexes.save_dirty()

@@ -23,12 +23,15 @@ from sqlalchemy import case, update
 from sqlalchemy.orm import Session
 
 from ingest import progress, reindex, sandbox
-from ingest.pipeline import STAGES, Outcome, VersionChanged, process_document
+from ingest.pipeline import STAGES, Outcome, Pipeline, VersionChanged
+from ingest.reindex import Reindexer
 from rag.core import metrics, request_context
+from rag.core.config import IngestSettings
 from rag.core.errors import IngestionError, NotFound
-from rag.evaluation.runner import EVAL_JOB
+from rag.evaluation.runner import EVAL_JOB, Evaluator
+from rag.index.store import IndexStore
 from rag.kb import job_control, scheduling, versions
-from rag.services import Services
+from rag.store.db import Database
 from rag.store.models import Document, DocumentStatus, IngestStage, Job, JobKind, JobStatus
 
 log = logging.getLogger(__name__)
@@ -43,15 +46,28 @@ class _Interrupted(Exception):
 
 
 class Worker:
+    """Runs queued jobs: ingestion through `pipeline`, index versions through `reindexer`,
+    rebuilds on `indexes`, evaluations through `evaluator`."""
+
     def __init__(
         self,
-        svc: Services,
+        db: Database,
+        indexes: IndexStore,
+        pipeline: Pipeline,
+        reindexer: Reindexer,
+        evaluator: Evaluator,
         *,
+        ingest: IngestSettings,
         threads: int = 1,
         worker_id: str | None = None,
         reindex_build: reindex.Build | None = None,
     ) -> None:
-        self.svc = svc
+        self.db = db
+        self.indexes = indexes
+        self.pipeline = pipeline
+        self.reindexer = reindexer
+        self.evaluator = evaluator
+        self.ingest = ingest
         # Where re-index jobs parse and embed: here by default, or on Ray (`--engine ray`).
         self.reindex_build = reindex_build
         self.threads = threads
@@ -63,7 +79,7 @@ class Worker:
         self._threads: list[threading.Thread] = []
         # Stage and pages of this worker's ingest jobs, written along with other transactions.
         self._stages = progress.StageBoard(self.worker_id)
-        cfg = svc.settings.ingest
+        cfg = ingest
         sandbox.configure_shared(
             max_documents=cfg.parse_child_documents, max_rss_mb=cfg.parse_child_rss_mb
         )
@@ -91,7 +107,7 @@ class Worker:
         self._wake.set()
 
     def _loop(self) -> None:
-        interval = self.svc.settings.ingest.poll_interval_s
+        interval = self.ingest.poll_interval_s
         while not self._stop.is_set():
             try:
                 worked = self.run_once()
@@ -100,7 +116,7 @@ class Worker:
                 worked = False
             if not worked:
                 try:
-                    self.svc.indexes.save_dirty()
+                    self.indexes.save_dirty()
                 except Exception:
                     log.exception("index snapshot failed")
                 self._wake.wait(interval)
@@ -108,24 +124,24 @@ class Worker:
 
     def _heartbeat_loop(self) -> None:
         """Heartbeat the running jobs every lease / 3; flush pending stage writes meanwhile."""
-        period = max(0.2, self.svc.settings.ingest.lease_s / 3)
+        period = max(0.2, self.ingest.lease_s / 3)
         next_beat = time.monotonic() + period
         while not self._stop.wait(min(period, STAGE_FLUSH_S)):
             try:
                 if time.monotonic() < next_beat:
-                    self._stages.flush(self.svc.db)
+                    self._stages.flush(self.db)
                     continue
                 next_beat = time.monotonic() + period
                 with self._running_lock:
                     ids = list(self._running)
                 if not ids:
                     continue
-                with self.svc.db.write() as session:
+                with self.db.write() as session:
                     self._stages.write(session)
                     session.execute(
                         update(Job)
                         .where(Job.id.in_(ids), Job.worker_id == self.worker_id)
-                        .values(heartbeat_at=self.svc.db.now())
+                        .values(heartbeat_at=self.db.now())
                     )
             except Exception:
                 log.exception("heartbeat failed")
@@ -135,10 +151,10 @@ class Worker:
     def claim(self, job_id: str | None = None, kinds: Sequence[str] | None = None) -> Job | None:
         """The next runnable job in fair order (rag/kb/scheduling.py: priority, then rounds
         across tenants and knowledge bases), of `kinds` or job `job_id` if given, leased to us."""
-        cfg = self.svc.settings.ingest
-        now = self.svc.db.now()
+        cfg = self.ingest
+        now = self.db.now()
         stale = scheduling.stale_before(now, cfg.lease_s)
-        with self.svc.db.write() as session:
+        with self.db.write() as session:
             job = scheduling.lock_next(session, now, stale, job_id=job_id, kinds=kinds)
             if job is None:
                 return None
@@ -212,8 +228,7 @@ class Worker:
 
     def _run(self, job: Job) -> None:
         if job.kind == JobKind.ingest and job.document_id:
-            outcome = process_document(
-                self.svc,
+            outcome = self.pipeline.process_document(
                 job.document_id,
                 lambda session, out: self._complete(session, job, out),
                 on_stage=lambda done: self._ingest_stage(job.id, done),
@@ -229,37 +244,36 @@ class Worker:
                 f": {outcome.error}" if outcome.error else "",
             )
         elif job.kind == JobKind.reindex and job.kb_id and versions.VERSION in (job.payload or {}):
-            built = reindex.run(
-                self.svc,
+            built = self.reindexer.run(
                 job,
                 lambda d, t: self._progress(job.id, d, t, interruptible=True),
                 self.reindex_build,
             )
             status = JobStatus.succeeded if built.ok else JobStatus.failed
-            with self.svc.db.write() as session:
+            with self.db.write() as session:
                 self._mark(session, job.id, status, result=built.result, error=built.error)
         elif job.kind in (JobKind.rebuild_index, JobKind.reindex) and job.kb_id:
             # rebuild-index; also a reindex job queued before index versions existed.
             try:
-                index = self.svc.indexes.rebuild(job.kb_id)
+                index = self.indexes.rebuild(job.kb_id)
             except NotFound:
                 result: dict[str, Any] = {"skipped": "knowledge base deleted"}
             else:
                 result = {"vectors": len(index), "last_seq": index.last_seq}
-            with self.svc.db.write() as session:
+            with self.db.write() as session:
                 self._mark(session, job.id, JobStatus.succeeded, result=result)
         elif job.kind == EVAL_JOB and job.kb_id:
-            result = self.svc.evaluator.run_eval_job(
+            result = self.evaluator.run_eval_job(
                 job.kb_id, job.payload or {}, lambda d, t: self._progress(job.id, d, t)
             )
-            with self.svc.db.write() as session:
+            with self.db.write() as session:
                 self._mark(session, job.id, JobStatus.succeeded, result=result)
         else:
             raise IngestionError(f"unknown job kind {job.kind!r}")
 
     def _mark_cancelled(self, job: Job) -> None:
         log.info("job %s cancelled", job.id)
-        with self.svc.db.write() as session:
+        with self.db.write() as session:
             self._mark(session, job.id, JobStatus.cancelled, error="cancelled while running")
             if job.document_id:
                 session.execute(
@@ -271,7 +285,7 @@ class Worker:
     def _progress(self, job_id: str, done: int, total: int, *, interruptible: bool = False) -> None:
         """Record progress; stop here if someone asked to cancel the job, or (`interruptible`
         jobs, which can take hours) if the worker is stopping: the job is queued again."""
-        with self.svc.db.write() as session:
+        with self.db.write() as session:
             session.execute(
                 update(Job).where(Job.id == job_id).values(progress_done=done, progress_total=total)
             )
@@ -287,11 +301,11 @@ class Worker:
         """The plain worker writes each stage as it comes (one document at a time per thread:
         nothing to fold); then honours a cancel request."""
         self._stages.record(job_id, done)
-        self._stages.flush(self.svc.db)
+        self._stages.flush(self.db)
         self._check_cancel(job_id)
 
     def _check_cancel(self, job_id: str, *, interruptible: bool = False) -> None:
-        if job_control.cancel_requested(self.svc.db, job_id):
+        if job_control.cancel_requested(self.db, job_id):
             raise job_control.JobCancelled(job_id)
         if interruptible and self._stop.is_set():
             raise _Interrupted(job_id)
@@ -303,14 +317,14 @@ class Worker:
 
     def hand_back(self, job: Job) -> None:
         """Queue a job this worker claimed again for any worker, without counting the attempt."""
-        with self.svc.db.write() as session:
+        with self.db.write() as session:
             session.execute(
                 update(Job)
                 .where(Job.id == job.id, Job.worker_id == self.worker_id)
                 .values(
                     status=JobStatus.queued,
                     heartbeat_at=None,
-                    run_after=self.svc.db.now(),
+                    run_after=self.db.now(),
                     attempts=case((Job.attempts > 0, Job.attempts - 1), else_=0),
                     **_UNSTARTED,
                 )
@@ -342,7 +356,7 @@ class Worker:
         if result is not None:
             values["result"] = result
         if status in (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled):
-            values["finished_at"] = self.svc.db.now()
+            values["finished_at"] = self.db.now()
         if status == JobStatus.succeeded:
             values["progress_done"] = Job.progress_total  # everything that was planned is done
         session.execute(update(Job).where(Job.id == job_id).values(**values))
@@ -361,7 +375,7 @@ class Worker:
 
     def _retry_or_fail(self, job: Job, exc: Exception) -> None:
         reason = f"{exc.__class__.__name__}: {exc}"
-        with self.svc.db.write() as session:
+        with self.db.write() as session:
             fresh = session.get(Job, job.id)
             if fresh is None:
                 return
@@ -369,15 +383,15 @@ class Worker:
                 # Not the job's fault: a re-index switched versions. Prepare again at once.
                 fresh.status, fresh.error, fresh.heartbeat_at = JobStatus.queued, None, None
                 fresh.attempts = max(0, fresh.attempts - 1)
-                fresh.run_after = self.svc.db.now()
+                fresh.run_after = self.db.now()
                 fresh.stage, fresh.pages_done, fresh.pages_total = None, 0, None
                 return
-            if fresh.attempts >= self.svc.settings.ingest.max_attempts:
+            if fresh.attempts >= self.ingest.max_attempts:
                 self._fail(session, fresh, f"failed after {fresh.attempts} attempts: {reason}")
                 return
             delay = min(300.0, 2.0**fresh.attempts)
             fresh.status = JobStatus.queued
             fresh.error = reason
             fresh.heartbeat_at = None
-            fresh.run_after = self.svc.db.now() + timedelta(seconds=delay)
+            fresh.run_after = self.db.now() + timedelta(seconds=delay)
             fresh.stage, fresh.pages_done, fresh.pages_total = None, 0, None

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from sqlalchemy import select
@@ -30,10 +31,14 @@ from ingest.chunking import ChunkingConfig, chunk_document
 from ingest.parsers.base import ParsedDocument, ParseLimits
 from ingest.sandbox import parse_isolated
 from rag.core import metrics, tracing
+from rag.core.config import IngestSettings
 from rag.core.errors import IngestionError
+from rag.index.store import IndexStore
 from rag.kb import quarantine
-from rag.services import Services
+from rag.ml.embedding import Embedder
+from rag.ml.tokens import TokenCounter
 from rag.store import sequence
+from rag.store.db import Database
 from rag.store.models import Chunk, Document, DocumentStatus, IndexVersion, KnowledgeBase
 
 log = logging.getLogger(__name__)
@@ -61,53 +66,6 @@ def _stage(name: str, attributes: tracing.Attributes) -> Iterator[None]:
         metrics.INGEST_STAGE_SECONDS.labels(stage=name).observe(time.perf_counter() - started)
 
 
-def parse_document(svc: Services, doc: Document) -> ParsedDocument:
-    cfg = svc.settings.ingest
-    limits = ParseLimits(max_pages=cfg.max_pages, max_decompressed_bytes=cfg.max_decompressed_bytes)
-    path = svc.settings.data_dir / doc.storage_path
-    if not path.is_file() and not quarantine.restore(
-        svc.settings.data_dir, doc.storage_path, f"document {doc.id} is being ingested"
-    ):
-        raise IngestionError("the uploaded file is missing from the data directory")
-    return parse_isolated(
-        path, doc.filename, limits, timeout_s=cfg.parse_timeout_s, memory_mb=cfg.parse_memory_mb
-    )
-
-
-def chunk_parsed(
-    svc: Services, parsed: ParsedDocument, chunk_tokens: int, overlap_tokens: int
-) -> list[TextChunk]:
-    _, chunks = chunk_document(
-        parsed, ChunkingConfig(chunk_tokens, overlap_tokens), svc.tokens.count
-    )
-    return chunks
-
-
-def embed_chunks(svc: Services, chunks: list[TextChunk], model: str) -> np.ndarray:
-    """Vectors of `model` for `chunks`, reusing stored vectors of identical text."""
-    hashes = [text_hash(c.embed_text) for c in chunks]
-    known: dict[str, bytes] = {}
-    with svc.db.read() as session:
-        for start in range(0, len(hashes), 500):
-            part = hashes[start : start + 500]
-            rows = session.execute(
-                select(Chunk.text_sha256, Chunk.embedding).where(
-                    Chunk.embedding_model == model, Chunk.text_sha256.in_(part)
-                )
-            ).all()
-            known.update({h: e for h, e in rows})
-    todo = [i for i, h in enumerate(hashes) if h not in known]
-    embedder = svc.embedder_for(model)
-    out = np.zeros((len(chunks), embedder.dim), dtype=np.float32)
-    if todo:
-        out[todo] = embedder.embed_passages([chunks[i].embed_text for i in todo])
-    for i, h in enumerate(hashes):
-        if h in known:
-            out[i] = np.frombuffer(known[h], dtype=np.float32)
-    metrics.EMBEDDINGS_REUSED.inc(len(chunks) - len(todo))
-    return out
-
-
 def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -132,82 +90,6 @@ class Prepared:
         self.model = self.model or self.kb.embedding_model
 
 
-def begin(
-    svc: Services,
-    doc_id: str,
-    job_done: Callable[..., None],
-    on_begin: Callable[[Session], None] | None = None,
-) -> tuple[Document, KnowledgeBase] | None:
-    """Mark the document processing; None (job completed) when it was deleted meanwhile.
-    `on_begin(session)` runs in the same transaction (the worker records the stage there)."""
-    with svc.db.write() as session:
-        doc = session.get(Document, doc_id)
-        kb = session.get(KnowledgeBase, doc.kb_id) if doc is not None else None
-        if doc is None or kb is None:
-            job_done(session, Outcome(doc_id, "deleted"))
-            return None
-        doc.status = DocumentStatus.processing
-        doc.error = None
-        if on_begin is not None:
-            on_begin(session)
-        return doc, kb
-
-
-def prepare(
-    svc: Services,
-    doc: Document,
-    kb: KnowledgeBase,
-    on_stage: Callable[[int], None],
-    on_pages: Callable[[int], None] = lambda pages: None,
-) -> Prepared:
-    """Parse (in a limited child process) and chunk for the live index version; raises
-    IngestionError with a reason. `on_pages(n)` learns the page count before `on_stage(1)`."""
-    with svc.db.read() as session:
-        version = session.execute(
-            select(IndexVersion).where(
-                IndexVersion.kb_id == kb.id, IndexVersion.number == kb.live_version
-            )
-        ).scalar_one()
-    where: tracing.Attributes = {"document_id": doc.id, "kb_id": kb.id}
-    with _stage("parse", where):
-        parsed = parse_document(svc, doc)
-    on_pages(parsed.pages)
-    on_stage(1)
-    with _stage("chunk", where):
-        chunks = chunk_parsed(svc, parsed, version.chunk_tokens, version.overlap_tokens)
-    if not chunks:
-        raise IngestionError("the document contains no text to index")
-    on_stage(2)
-    return Prepared(doc, kb, parsed, chunks, version.number, version.embedding_model)
-
-
-def embed_prepared(svc: Services, items: list[Prepared]) -> list[np.ndarray]:
-    """One batched embedding call per model for the chunks of several documents."""
-    out: list[np.ndarray | None] = [None] * len(items)
-    chunk_count = sum(len(item.chunks) for item in items)
-    with _stage("embed", {"documents": len(items), "chunks": chunk_count}):
-        for model in dict.fromkeys(item.model for item in items):
-            picked = [i for i, item in enumerate(items) if item.model == model]
-            vectors = embed_chunks(svc, [c for i in picked for c in items[i].chunks], model)
-            start = 0
-            for i in picked:
-                out[i] = vectors[start : start + len(items[i].chunks)]
-                start += len(items[i].chunks)
-    return [v for v in out if v is not None]
-
-
-def store(
-    svc: Services, item: Prepared, vectors: np.ndarray, job_done: Callable[..., None]
-) -> Outcome:
-    """Commit chunks, status and job completion together, then bring the index up to date."""
-    where: tracing.Attributes = {"document_id": item.doc.id, "kb_id": item.kb.id}
-    with _stage("store", where), svc.db.write() as session:
-        outcome = _finish(session, _ready(item), (item, vectors), job_done)
-    with _stage("index", where):
-        svc.indexes.sync(item.kb.id)
-    return outcome
-
-
 @dataclass
 class Stored:
     """One document of a group to store, and how its job completes."""
@@ -217,93 +99,8 @@ class Stored:
     job_done: Callable[..., None]
 
 
-def store_group(
-    svc: Services, group: Sequence[Stored], on_commit: Callable[[Session], None] | None = None
-) -> list[Outcome | Exception]:
-    """Store several documents in one transaction, then bring each index up to date once.
-
-    Each document is all or nothing still: its chunks, status and job completion go in a
-    savepoint, so one that fails (VersionChanged, deleted meanwhile, an error) is rolled back
-    alone and its exception returned in its place while the others commit. Should the group's
-    commit itself fail, each document is stored again on its own. `on_commit(session)` runs in
-    the group's transaction (the worker writes pending progress there).
-    """
-    results: list[Outcome | Exception] = []
-    chunks = sum(len(s.item.chunks) for s in group)
-    where: tracing.Attributes = {"documents": len(group), "chunks": chunks}
-    try:
-        with _stage("store", where), svc.db.write() as session:
-            if on_commit is not None:
-                on_commit(session)
-            for one in group:
-                try:
-                    with session.begin_nested():
-                        outcome = _finish(
-                            session, _ready(one.item), (one.item, one.vectors), one.job_done
-                        )
-                except Exception as exc:
-                    results.append(exc)
-                else:
-                    results.append(outcome)
-    except Exception:
-        if len(group) == 1:
-            raise
-        log.exception("storing %d documents together failed; storing each alone", len(group))
-        return [_store_alone(svc, one) for one in group]
-    with _stage("index", where):
-        for kb_id in dict.fromkeys(s.item.kb.id for s in group):
-            svc.indexes.sync(kb_id)
-    return results
-
-
-def _store_alone(svc: Services, one: Stored) -> Outcome | Exception:
-    try:
-        return store(svc, one.item, one.vectors, one.job_done)
-    except Exception as exc:
-        return exc
-
-
 def _ready(item: Prepared) -> Outcome:
     return Outcome(item.doc.id, DocumentStatus.ready, len(item.chunks), item.parsed.pages)
-
-
-def fail(svc: Services, doc_id: str, error: str, job_done: Callable[..., None]) -> Outcome:
-    with svc.db.write() as session:
-        return _finish(session, Outcome(doc_id, DocumentStatus.failed, error=error), None, job_done)
-
-
-def process_document(
-    svc: Services,
-    doc_id: str,
-    job_done: Callable[..., None],
-    on_stage: Callable[[int], None] = lambda done: None,
-    on_begin: Callable[[Session], None] | None = None,
-    on_pages: Callable[[int], None] = lambda pages: None,
-) -> Outcome:
-    """Ingest one document, start to end (the pipelined worker runs the same stages).
-
-    `job_done(session, outcome)` completes the job in the same commit as the chunks.
-    `on_stage(n)` runs after each of the first STAGES - 1 stages; it may raise JobCancelled,
-    which leaves nothing of the document in the index (chunks commit only at the end).
-    `on_begin` and `on_pages` are passed to `begin` and `prepare`.
-    """
-    for attempt in range(3):
-        begun = begin(svc, doc_id, job_done, on_begin)
-        if begun is None:
-            return Outcome(doc_id, "deleted")
-        try:
-            item = prepare(svc, *begun, on_stage, on_pages)
-            [vectors] = embed_prepared(svc, [item])
-            on_stage(3)
-        except IngestionError as exc:
-            return fail(svc, doc_id, str(exc), job_done)
-        try:
-            return store(svc, item, vectors, job_done)
-        except VersionChanged:
-            if attempt == 2:
-                raise
-            log.info("document %s: the live index version changed; preparing again", doc_id)
-    raise AssertionError("unreachable")
 
 
 def add_chunks(
@@ -378,3 +175,224 @@ def _finish(
             doc.warnings = parsed.warnings[:50]
     job_done(session, outcome)
     return outcome
+
+
+class Pipeline:
+    """The stages above over one database, index store and data folder. `tokens` is called
+    when a document is first chunked (the tokenizer loads then)."""
+
+    def __init__(
+        self,
+        db: Database,
+        indexes: IndexStore,
+        *,
+        data_dir: Path,
+        ingest: IngestSettings,
+        tokens: Callable[[], TokenCounter],
+        embedder_for: Callable[[str], Embedder],
+    ) -> None:
+        self.db = db
+        self.indexes = indexes
+        self.data_dir = data_dir
+        self.ingest = ingest
+        self.tokens = tokens
+        self.embedder_for = embedder_for
+
+    def parse_document(self, doc: Document) -> ParsedDocument:
+        cfg = self.ingest
+        limits = ParseLimits(
+            max_pages=cfg.max_pages, max_decompressed_bytes=cfg.max_decompressed_bytes
+        )
+        path = self.data_dir / doc.storage_path
+        if not path.is_file() and not quarantine.restore(
+            self.data_dir, doc.storage_path, f"document {doc.id} is being ingested"
+        ):
+            raise IngestionError("the uploaded file is missing from the data directory")
+        return parse_isolated(
+            path, doc.filename, limits, timeout_s=cfg.parse_timeout_s, memory_mb=cfg.parse_memory_mb
+        )
+
+    def chunk_parsed(
+        self, parsed: ParsedDocument, chunk_tokens: int, overlap_tokens: int
+    ) -> list[TextChunk]:
+        _, chunks = chunk_document(
+            parsed, ChunkingConfig(chunk_tokens, overlap_tokens), self.tokens().count
+        )
+        return chunks
+
+    def embed_chunks(self, chunks: list[TextChunk], model: str) -> np.ndarray:
+        """Vectors of `model` for `chunks`, reusing stored vectors of identical text."""
+        hashes = [text_hash(c.embed_text) for c in chunks]
+        known: dict[str, bytes] = {}
+        with self.db.read() as session:
+            for start in range(0, len(hashes), 500):
+                part = hashes[start : start + 500]
+                rows = session.execute(
+                    select(Chunk.text_sha256, Chunk.embedding).where(
+                        Chunk.embedding_model == model, Chunk.text_sha256.in_(part)
+                    )
+                ).all()
+                known.update({h: e for h, e in rows})
+        todo = [i for i, h in enumerate(hashes) if h not in known]
+        embedder = self.embedder_for(model)
+        out = np.zeros((len(chunks), embedder.dim), dtype=np.float32)
+        if todo:
+            out[todo] = embedder.embed_passages([chunks[i].embed_text for i in todo])
+        for i, h in enumerate(hashes):
+            if h in known:
+                out[i] = np.frombuffer(known[h], dtype=np.float32)
+        metrics.EMBEDDINGS_REUSED.inc(len(chunks) - len(todo))
+        return out
+
+    def begin(
+        self,
+        doc_id: str,
+        job_done: Callable[..., None],
+        on_begin: Callable[[Session], None] | None = None,
+    ) -> tuple[Document, KnowledgeBase] | None:
+        """Mark the document processing; None (job completed) when it was deleted meanwhile.
+        `on_begin(session)` runs in the same transaction (the worker records the stage there)."""
+        with self.db.write() as session:
+            doc = session.get(Document, doc_id)
+            kb = session.get(KnowledgeBase, doc.kb_id) if doc is not None else None
+            if doc is None or kb is None:
+                job_done(session, Outcome(doc_id, "deleted"))
+                return None
+            doc.status = DocumentStatus.processing
+            doc.error = None
+            if on_begin is not None:
+                on_begin(session)
+            return doc, kb
+
+    def prepare(
+        self,
+        doc: Document,
+        kb: KnowledgeBase,
+        on_stage: Callable[[int], None],
+        on_pages: Callable[[int], None] = lambda pages: None,
+    ) -> Prepared:
+        """Parse (in a limited child process) and chunk for the live index version; raises
+        IngestionError with a reason. `on_pages(n)` learns the page count before `on_stage(1)`."""
+        with self.db.read() as session:
+            version = session.execute(
+                select(IndexVersion).where(
+                    IndexVersion.kb_id == kb.id, IndexVersion.number == kb.live_version
+                )
+            ).scalar_one()
+        where: tracing.Attributes = {"document_id": doc.id, "kb_id": kb.id}
+        with _stage("parse", where):
+            parsed = self.parse_document(doc)
+        on_pages(parsed.pages)
+        on_stage(1)
+        with _stage("chunk", where):
+            chunks = self.chunk_parsed(parsed, version.chunk_tokens, version.overlap_tokens)
+        if not chunks:
+            raise IngestionError("the document contains no text to index")
+        on_stage(2)
+        return Prepared(doc, kb, parsed, chunks, version.number, version.embedding_model)
+
+    def embed_prepared(self, items: list[Prepared]) -> list[np.ndarray]:
+        """One batched embedding call per model for the chunks of several documents."""
+        out: list[np.ndarray | None] = [None] * len(items)
+        chunk_count = sum(len(item.chunks) for item in items)
+        with _stage("embed", {"documents": len(items), "chunks": chunk_count}):
+            for model in dict.fromkeys(item.model for item in items):
+                picked = [i for i, item in enumerate(items) if item.model == model]
+                vectors = self.embed_chunks([c for i in picked for c in items[i].chunks], model)
+                start = 0
+                for i in picked:
+                    out[i] = vectors[start : start + len(items[i].chunks)]
+                    start += len(items[i].chunks)
+        return [v for v in out if v is not None]
+
+    def store(self, item: Prepared, vectors: np.ndarray, job_done: Callable[..., None]) -> Outcome:
+        """Commit chunks, status and job completion together, then bring the index up to date."""
+        where: tracing.Attributes = {"document_id": item.doc.id, "kb_id": item.kb.id}
+        with _stage("store", where), self.db.write() as session:
+            outcome = _finish(session, _ready(item), (item, vectors), job_done)
+        with _stage("index", where):
+            self.indexes.sync(item.kb.id)
+        return outcome
+
+    def store_group(
+        self, group: Sequence[Stored], on_commit: Callable[[Session], None] | None = None
+    ) -> list[Outcome | Exception]:
+        """Store several documents in one transaction, then bring each index up to date once.
+
+        Each document is all or nothing still: its chunks, status and job completion go in a
+        savepoint, so one that fails (VersionChanged, deleted meanwhile, an error) is rolled back
+        alone and its exception returned in its place while the others commit. Should the group's
+        commit itself fail, each document is stored again on its own. `on_commit(session)` runs in
+        the group's transaction (the worker writes pending progress there).
+        """
+        results: list[Outcome | Exception] = []
+        chunks = sum(len(s.item.chunks) for s in group)
+        where: tracing.Attributes = {"documents": len(group), "chunks": chunks}
+        try:
+            with _stage("store", where), self.db.write() as session:
+                if on_commit is not None:
+                    on_commit(session)
+                for one in group:
+                    try:
+                        with session.begin_nested():
+                            outcome = _finish(
+                                session, _ready(one.item), (one.item, one.vectors), one.job_done
+                            )
+                    except Exception as exc:
+                        results.append(exc)
+                    else:
+                        results.append(outcome)
+        except Exception:
+            if len(group) == 1:
+                raise
+            log.exception("storing %d documents together failed; storing each alone", len(group))
+            return [self._store_alone(one) for one in group]
+        with _stage("index", where):
+            for kb_id in dict.fromkeys(s.item.kb.id for s in group):
+                self.indexes.sync(kb_id)
+        return results
+
+    def _store_alone(self, one: Stored) -> Outcome | Exception:
+        try:
+            return self.store(one.item, one.vectors, one.job_done)
+        except Exception as exc:
+            return exc
+
+    def fail(self, doc_id: str, error: str, job_done: Callable[..., None]) -> Outcome:
+        with self.db.write() as session:
+            return _finish(
+                session, Outcome(doc_id, DocumentStatus.failed, error=error), None, job_done
+            )
+
+    def process_document(
+        self,
+        doc_id: str,
+        job_done: Callable[..., None],
+        on_stage: Callable[[int], None] = lambda done: None,
+        on_begin: Callable[[Session], None] | None = None,
+        on_pages: Callable[[int], None] = lambda pages: None,
+    ) -> Outcome:
+        """Ingest one document, start to end (the pipelined worker runs the same stages).
+
+        `job_done(session, outcome)` completes the job in the same commit as the chunks.
+        `on_stage(n)` runs after each of the first STAGES - 1 stages; it may raise JobCancelled,
+        which leaves nothing of the document in the index (chunks commit only at the end).
+        `on_begin` and `on_pages` are passed to `begin` and `prepare`.
+        """
+        for attempt in range(3):
+            begun = self.begin(doc_id, job_done, on_begin)
+            if begun is None:
+                return Outcome(doc_id, "deleted")
+            try:
+                item = self.prepare(*begun, on_stage, on_pages)
+                [vectors] = self.embed_prepared([item])
+                on_stage(3)
+            except IngestionError as exc:
+                return self.fail(doc_id, str(exc), job_done)
+            try:
+                return self.store(item, vectors, job_done)
+            except VersionChanged:
+                if attempt == 2:
+                    raise
+                log.info("document %s: the live index version changed; preparing again", doc_id)
+        raise AssertionError("unreachable")

@@ -37,11 +37,15 @@ from sqlalchemy.orm import Session
 
 from ingest import pipeline
 from ingest.jobs import Worker
-from ingest.pipeline import Outcome, Prepared
+from ingest.pipeline import Outcome, Pipeline, Prepared
+from ingest.reindex import Reindexer
 from rag.core import metrics, request_context
+from rag.core.config import IngestSettings
 from rag.core.errors import IngestionError
+from rag.evaluation.runner import Evaluator
+from rag.index.store import IndexStore
 from rag.kb import job_control
-from rag.services import Services
+from rag.store.db import Database
 from rag.store.models import Job, JobKind
 
 log = logging.getLogger(__name__)
@@ -86,14 +90,28 @@ class _ChunkBudget:
 class PipelinedWorker(Worker):
     def __init__(
         self,
-        svc: Services,
+        db: Database,
+        indexes: IndexStore,
+        pipeline: Pipeline,
+        reindexer: Reindexer,
+        evaluator: Evaluator,
         *,
+        ingest: IngestSettings,
         threads: int = 1,
         worker_id: str | None = None,
         max_batch_chunks: int | None = None,
     ) -> None:
-        super().__init__(svc, threads=threads, worker_id=worker_id)
-        self.max_batch_chunks = max_batch_chunks or svc.settings.ingest.embed_batch_chunks
+        super().__init__(
+            db,
+            indexes,
+            pipeline,
+            reindexer,
+            evaluator,
+            ingest=ingest,
+            threads=threads,
+            worker_id=worker_id,
+        )
+        self.max_batch_chunks = max_batch_chunks or ingest.embed_batch_chunks
         self._budget = _ChunkBudget(_BATCHES_IN_FLIGHT * self.max_batch_chunks)
         self._to_embed: queue.Queue[_Work | None] = queue.Queue()
         self._to_store: queue.Queue[list[_Work] | None] = queue.Queue()
@@ -138,7 +156,7 @@ class PipelinedWorker(Worker):
     # -- stages ------------------------------------------------------------------------------
 
     def _intake_loop(self) -> None:
-        interval = self.svc.settings.ingest.poll_interval_s
+        interval = self.ingest.poll_interval_s
         while not self._stop.is_set():
             try:
                 # While the side thread is busy, take only ingest jobs.
@@ -148,7 +166,7 @@ class PipelinedWorker(Worker):
                 job = None
             if job is None:
                 try:
-                    self.svc.indexes.save_dirty()
+                    self.indexes.save_dirty()
                 except Exception:
                     log.exception("index snapshot failed")
                 self._wake.wait(interval)
@@ -179,20 +197,19 @@ class PipelinedWorker(Worker):
         assert job.document_id is not None
         done = self._job_done(job)
         try:
-            begun = pipeline.begin(
-                self.svc, job.document_id, done, lambda session: self._began(session, job.id)
+            begun = self.pipeline.begin(
+                job.document_id, done, lambda session: self._began(session, job.id)
             )
             if begun is None:
                 self._release(job)
                 return
-            item = pipeline.prepare(
-                self.svc,
+            item = self.pipeline.prepare(
                 *begun,
                 lambda n: self._reached(job.id, n),
                 lambda pages: self._stages.record(job.id, 0, pages=pages),
             )
         except IngestionError as exc:
-            self._settle(job, pipeline.fail(self.svc, job.document_id, str(exc), done))
+            self._settle(job, self.pipeline.fail(job.document_id, str(exc), done))
             return
         except job_control.JobCancelled:
             self._cancelled(job)
@@ -229,7 +246,7 @@ class PipelinedWorker(Worker):
                 batch.append(more)
                 size += more.chunks
             try:
-                vectors = pipeline.embed_prepared(self.svc, [w.item for w in batch])
+                vectors = self.pipeline.embed_prepared([w.item for w in batch])
             except Exception as exc:
                 for w in batch:
                     with request_context.bound(w.job.request_id):
@@ -285,7 +302,7 @@ class PipelinedWorker(Worker):
             assert w.vectors is not None
             stored.append(pipeline.Stored(w.item, w.vectors, self._job_done(w.job)))
         try:
-            results = pipeline.store_group(self.svc, stored, on_commit=self._stages.write)
+            results = self.pipeline.store_group(stored, on_commit=self._stages.write)
         except Exception as exc:
             for w in todo:
                 with request_context.bound(w.job.request_id):
@@ -302,7 +319,7 @@ class PipelinedWorker(Worker):
 
     def _cancel_requested(self, job_ids: list[str]) -> set[str]:
         """Which of these jobs someone asked to cancel (one read for a whole group)."""
-        with self.svc.db.read() as session:
+        with self.db.read() as session:
             rows = session.execute(select(Job.id, Job.payload).where(Job.id.in_(job_ids))).all()
         return {i for i, payload in rows if (payload or {}).get(job_control.CANCEL_REQUESTED)}
 

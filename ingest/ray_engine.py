@@ -34,13 +34,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sqlalchemy import select, update
 
-from ingest import pipeline, reindex
+from ingest import pipeline
 from ingest.chunking import Chunk as TextChunk
 from ingest.jobs import Worker
 from ingest.parsers.base import ParsedDocument
 from ingest.pipeline import Outcome, Prepared
+from ingest.reindex import Reindexer, failure
 from rag.core.config import Settings
-from rag.services import Services
+from rag.store.db import Database
 from rag.store.models import (
     Document,
     DocumentStatus,
@@ -205,7 +206,7 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> None:
 
 
 def _run_pipeline(
-    svc: Services,
+    settings: Settings,
     items: list[dict[str, Any]],
     *,
     address: str | None,
@@ -218,7 +219,7 @@ def _run_pipeline(
 
     connect(address, num_cpus)
     gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
-    settings_json = _portable(svc.settings).model_dump_json()
+    settings_json = _portable(settings).model_dump_json()
     ds: Any = ray.data.from_items(items)
     ds = ds.map_batches(
         _parse_and_chunk,
@@ -238,12 +239,12 @@ def _run_pipeline(
 
 
 def _item(
-    svc: Services, doc: Document, chunk_tokens: int, overlap_tokens: int, model: str
+    data_dir: Path, doc: Document, chunk_tokens: int, overlap_tokens: int, model: str
 ) -> dict[str, Any]:
     return {
         "doc_id": doc.id,
         "filename": doc.filename,
-        "path": str((svc.settings.data_dir / doc.storage_path).resolve()),
+        "path": str((data_dir / doc.storage_path).resolve()),
         "chunk_tokens": chunk_tokens,
         "overlap_tokens": overlap_tokens,
         "model": _portable_model(model),
@@ -286,9 +287,9 @@ def _by_document(
             yield doc_id, []
 
 
-def _documents(svc: Services, ids: Sequence[str]) -> list[Document]:
+def _documents(db: Database, ids: Sequence[str]) -> list[Document]:
     docs: list[Document] = []
-    with svc.db.read() as session:
+    with db.read() as session:
         for start in range(0, len(ids), _IDS_PER_QUERY):
             part = list(ids[start : start + _IDS_PER_QUERY])
             docs.extend(session.execute(select(Document).where(Document.id.in_(part))).scalars())
@@ -321,16 +322,19 @@ def _ordered(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 class RayReindex:
     """A `reindex.Build` that parses, chunks and embeds on Ray; the driver commits each
-    document through `reindex.store_chunks`, as the local build does."""
+    document through `Reindexer.store_chunks`, as the local build does. `settings` go to the
+    Ray tasks (made portable), which load their own models."""
 
     def __init__(
         self,
+        settings: Settings,
         address: str | None = None,
         *,
         num_cpus: int | None = None,
         embed_actors: int = 1,
         batch_size: int = 64,
     ) -> None:
+        self.settings = settings
         self.address = address
         self.num_cpus = num_cpus
         self.embed_actors = embed_actors
@@ -340,20 +344,27 @@ class RayReindex:
         connect(self.address, self.num_cpus)
 
     def __call__(
-        self, svc: Services, version: IndexVersion, doc_ids: list[str]
+        self, reindexer: Reindexer, version: IndexVersion, doc_ids: list[str]
     ) -> Iterator[tuple[str, str | None]]:
-        docs = {d.id: d for d in _documents(svc, doc_ids) if d.status == DocumentStatus.ready}
+        found = _documents(reindexer.db, doc_ids)
+        docs = {d.id: d for d in found if d.status == DocumentStatus.ready}
         for doc_id in doc_ids:
             if doc_id not in docs:
                 yield doc_id, None  # deleted meanwhile: nothing to do
         if not docs:
             return
         items = [
-            _item(svc, d, version.chunk_tokens, version.overlap_tokens, version.embedding_model)
+            _item(
+                self.settings.data_dir,
+                d,
+                version.chunk_tokens,
+                version.overlap_tokens,
+                version.embedding_model,
+            )
             for d in docs.values()
         ]
         rows = _run_pipeline(
-            svc,
+            self.settings,
             items,
             address=self.address,
             num_cpus=self.num_cpus,
@@ -362,9 +373,9 @@ class RayReindex:
         )
         for doc_id, got in _by_document(rows, list(docs)):
             if (error := _error(got)) is not None:
-                yield doc_id, reindex.failure(version, docs[doc_id].filename, error)
+                yield doc_id, failure(version, docs[doc_id].filename, error)
                 continue
-            reindex.store_chunks(svc, version, doc_id, _text_chunks(got), _vectors(got))
+            reindexer.store_chunks(version, doc_id, _text_chunks(got), _vectors(got))
             yield doc_id, None
 
 
@@ -372,7 +383,8 @@ class RayReindex:
 
 
 def ingest_documents(
-    svc: Services,
+    worker: Worker,
+    settings: Settings,
     doc_ids: list[str],
     *,
     address: str | None = None,
@@ -382,23 +394,30 @@ def ingest_documents(
 ) -> list[Outcome]:
     """Process already-registered documents (their jobs queued) on Ray; returns outcomes
     (status "requeued" for a document handed back to the ordinary workers)."""
-    worker = Worker(svc, worker_id=f"ray-driver:{threading.get_ident()}")
-    jobs = _claim(svc, worker, doc_ids)
+    jobs = _claim(worker, doc_ids)
     if not jobs:
         return []
     stop = threading.Event()
     beat = threading.Thread(
-        target=_heartbeat, args=(svc, worker, list(jobs.values()), stop), daemon=True
+        target=_heartbeat,
+        args=(worker, list(jobs.values()), stop, settings.ingest.lease_s),
+        daemon=True,
     )
     beat.start()
     try:
-        targets = _live_versions(svc, list(jobs))
+        targets = _live_versions(worker.db, list(jobs))
         items = [
-            _item(svc, doc, version.chunk_tokens, version.overlap_tokens, version.embedding_model)
+            _item(
+                settings.data_dir,
+                doc,
+                version.chunk_tokens,
+                version.overlap_tokens,
+                version.embedding_model,
+            )
             for doc, version in targets.values()
         ]
         rows = _run_pipeline(
-            svc,
+            settings,
             items,
             address=address,
             num_cpus=num_cpus,
@@ -406,16 +425,16 @@ def ingest_documents(
             batch_size=batch_size,
         )
         numbers = {doc_id: version for doc_id, (_, version) in targets.items()}
-        return list(_store_all(svc, worker, jobs, numbers, rows))
+        return list(_store_all(worker, jobs, numbers, rows))
     finally:
         stop.set()
         beat.join(5)
 
 
-def _live_versions(svc: Services, doc_ids: list[str]) -> dict[str, tuple[Document, IndexVersion]]:
+def _live_versions(db: Database, doc_ids: list[str]) -> dict[str, tuple[Document, IndexVersion]]:
     """Each document with its knowledge base's live index version, whose settings it gets."""
     out: dict[str, tuple[Document, IndexVersion]] = {}
-    with svc.db.read() as session:
+    with db.read() as session:
         for start in range(0, len(doc_ids), _IDS_PER_QUERY):
             part = doc_ids[start : start + _IDS_PER_QUERY]
             rows = session.execute(
@@ -432,9 +451,10 @@ def _live_versions(svc: Services, doc_ids: list[str]) -> dict[str, tuple[Documen
     return out
 
 
-def _claim(svc: Services, worker: Worker, doc_ids: list[str]) -> dict[str, Job]:
+def _claim(worker: Worker, doc_ids: list[str]) -> dict[str, Job]:
     """Take the queued jobs of these documents for this driver (document id -> job)."""
-    with svc.db.write() as session:
+    db = worker.db
+    with db.write() as session:
         jobs = (
             session.query(Job)
             .filter(Job.document_id.in_(doc_ids), Job.status == JobStatus.queued)
@@ -442,24 +462,24 @@ def _claim(svc: Services, worker: Worker, doc_ids: list[str]) -> dict[str, Job]:
         )
         for job in jobs:
             job.status, job.worker_id = JobStatus.running, worker.worker_id
-            job.heartbeat_at, job.started_at = svc.db.now(), svc.db.now()
+            job.heartbeat_at, job.started_at = db.now(), db.now()
             job.attempts += 1
         return {j.document_id: j for j in jobs if j.document_id}
 
 
-def _heartbeat(svc: Services, worker: Worker, jobs: list[Job], stop: threading.Event) -> None:
+def _heartbeat(worker: Worker, jobs: list[Job], stop: threading.Event, lease_s: float) -> None:
     ids = [j.id for j in jobs]
-    while not stop.wait(max(0.2, svc.settings.ingest.lease_s / 3)):
-        with svc.db.write() as session:
+    db = worker.db
+    while not stop.wait(max(0.2, lease_s / 3)):
+        with db.write() as session:
             session.execute(
                 update(Job)
                 .where(Job.id.in_(ids), Job.worker_id == worker.worker_id)
-                .values(heartbeat_at=svc.db.now())
+                .values(heartbeat_at=db.now())
             )
 
 
 def _store_all(
-    svc: Services,
     worker: Worker,
     jobs: dict[str, Job],
     versions: dict[str, IndexVersion],
@@ -469,16 +489,16 @@ def _store_all(
         job = jobs[doc_id]
         done = lambda session, outcome, job=job: worker._complete(session, job, outcome)  # noqa: E731
         if (error := _error(got)) is not None:
-            yield pipeline.fail(svc, doc_id, error, done)
+            yield worker.pipeline.fail(doc_id, error, done)
             continue
-        begun = pipeline.begin(svc, doc_id, done)
+        begun = worker.pipeline.begin(doc_id, done)
         if begun is None:
             yield Outcome(doc_id, "deleted")
             continue
         doc, kb = begun
         version = versions[doc_id]
         try:
-            yield pipeline.store(svc, _prepared(doc, kb, version, got), _vectors(got), done)
+            yield worker.pipeline.store(_prepared(doc, kb, version, got), _vectors(got), done)
         except pipeline.VersionChanged:
             # A re-index switched versions while Ray worked: these chunks are for the old one.
             log.info("document %s: the live index version changed; queued again", doc_id)

@@ -12,13 +12,19 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
 
+from ingest import upload
+from ingest.jobs import Worker
+from ingest.pipeline import Pipeline
+from ingest.pipelined_worker import PipelinedWorker
+from ingest.reindex import Build, Reindexer
 from rag.core.config import Settings
 from rag.evaluation.runner import Evaluator
 from rag.index.store import IndexStore
 from rag.kb.doctor import Doctor
-from rag.kb.knowledge import KnowledgeBases
+from rag.kb.knowledge import KnowledgeBases, StagedFile
 from rag.kb.versions import Versions
 from rag.qa.answer import Answerer
 from rag.qa.conversations import Conversations
@@ -185,7 +191,7 @@ class Services:
             self.db,
             self.indexes,
             embedder_for=self.embedder_for,
-            keep_versions=self.settings.index.keep_versions,
+            settings=self.settings.index,
         )
 
     @cached_property
@@ -233,6 +239,76 @@ class Services:
         return AnswerService(
             self.answerer, self.db, cache=self.answer_cache, settings=self.settings
         )
+
+    # --- ingestion ---------------------------------------------------------------------------
+
+    @cached_property
+    def pipeline(self) -> Pipeline:
+        s = self.settings
+        return Pipeline(
+            self.db,
+            self.indexes,
+            data_dir=s.data_dir,
+            ingest=s.ingest,
+            tokens=self._tokens,
+            embedder_for=self.embedder_for,
+        )
+
+    @cached_property
+    def reindexer(self) -> Reindexer:
+        return Reindexer(
+            self.db, self.indexes, self.pipeline, self.versions, embedder_for=self.embedder_for
+        )
+
+    def worker(
+        self,
+        *,
+        threads: int = 1,
+        worker_id: str | None = None,
+        reindex_build: Build | None = None,
+    ) -> Worker:
+        """A job worker (one job at a time per thread); not started."""
+        return Worker(
+            self.db,
+            self.indexes,
+            self.pipeline,
+            self.reindexer,
+            self.evaluator,
+            ingest=self.settings.ingest,
+            threads=threads,
+            worker_id=worker_id,
+            reindex_build=reindex_build,
+        )
+
+    def pipelined_worker(
+        self,
+        *,
+        threads: int = 1,
+        worker_id: str | None = None,
+        max_batch_chunks: int | None = None,
+    ) -> PipelinedWorker:
+        """A worker that overlaps parsing, batched embedding and grouped commits; not started."""
+        return PipelinedWorker(
+            self.db,
+            self.indexes,
+            self.pipeline,
+            self.reindexer,
+            self.evaluator,
+            ingest=self.settings.ingest,
+            threads=threads,
+            worker_id=worker_id,
+            max_batch_chunks=max_batch_chunks,
+        )
+
+    def ingest_worker(self) -> PipelinedWorker | None:
+        """The worker `rag serve` runs beside the API (None: RAG_INGEST__WORKERS=0)."""
+        threads = self.settings.ingest.workers
+        return self.pipelined_worker(threads=threads) if threads > 0 else None
+
+    def stage_upload(
+        self, source: BinaryIO, filename: str | None, data_dir: Path, max_bytes: int
+    ) -> StagedFile:
+        return upload.stage_upload(source, filename, data_dir, max_bytes)
 
     def close(self) -> None:
         try:

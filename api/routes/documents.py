@@ -7,10 +7,9 @@ from fastapi import APIRouter, File, Form, Header, Query, Response, UploadFile, 
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
-from api.deps import DatabaseDep, KnowledgeDep, SettingsDep, WorkerDep
+from api.deps import DatabaseDep, KnowledgeDep, SettingsDep, StagerDep, WorkerDep
 from api.route_policy import UPLOAD, access
 from api.schemas import DocumentList, DocumentOut
-from ingest.upload import stage_upload
 from rag.core.config import Settings
 from rag.core.errors import InvalidInput
 from rag.kb import knowledge, scheduling
@@ -63,6 +62,7 @@ def upload(
     db: DatabaseDep,
     settings: SettingsDep,
     kbs: KnowledgeDep,
+    stage: StagerDep,
     worker: WorkerDep,
     response: Response,
     metadata: Annotated[
@@ -84,9 +84,7 @@ def upload(
     key = idempotency.check_key(idempotency_key) if idempotency_key is not None else None
     with db.read() as session:
         knowledge.get_kb(session, kb_id)
-    staged = stage_upload(
-        file.file, file.filename, settings.data_dir, settings.ingest.max_upload_bytes
-    )
+    staged = stage(file.file, file.filename, settings.data_dir, settings.ingest.max_upload_bytes)
     scope = f"upload:{kb_id}"
     fp = idempotency.fingerprint(staged.sha256, json.dumps(meta, sort_keys=True))
     if key is not None:

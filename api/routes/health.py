@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from api.deps import ServicesDep
+from api.deps import RootDep
 from api.route_policy import PUBLIC, access
 
 router = APIRouter(tags=["operations"])
@@ -20,7 +20,7 @@ def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", openapi_extra=access(PUBLIC))
-def readyz(svc: ServicesDep, request: Request) -> JSONResponse:
+def readyz(svc: RootDep, request: Request) -> JSONResponse:
     """Ready to serve: database reachable and index store usable. The LLM is reported, not
     required: retrieval-only requests work without it."""
     checks: dict[str, Any] = {}

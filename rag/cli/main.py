@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -66,7 +67,7 @@ def serve(
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = load_settings(**overrides)
     uvicorn.run(
-        create_app(settings),
+        create_app(Services.create(settings), close_services=True),
         host=settings.host,
         port=settings.port,
         log_level=log_setup.level_of(settings).lower(),
@@ -77,12 +78,11 @@ def serve(
 @app.command()
 def worker() -> None:
     """Run only the ingestion worker (for deployments that scale it separately)."""
-    from ingest.jobs import Worker
     from rag.core import tracing
 
     svc = _services()
     tracing.configure(svc.settings.tracing)
-    w = Worker(svc, threads=max(1, svc.settings.ingest.workers))
+    w = svc.worker(threads=max(1, svc.settings.ingest.workers))
     w.start()
     try:
         while True:
@@ -122,7 +122,6 @@ def ingest(
     """Add files to a knowledge base (created if missing) and wait until they are indexed."""
     from tqdm import tqdm
 
-    from ingest.pipelined_worker import PipelinedWorker
     from ingest.upload import stage_upload
     from rag.kb import knowledge
     from rag.store.models import Document, DocumentStatus, JobPriority
@@ -164,9 +163,10 @@ def ingest(
         from ingest.ray_engine import ingest_documents
 
         typer.echo(f"processing {len(pending)} document(s) on Ray")
-        ingest_documents(svc, list(pending), address=ray_address)
+        driver = svc.worker(worker_id=f"ray-driver:{os.getpid()}")
+        ingest_documents(driver, svc.settings, list(pending), address=ray_address)
     # The pipelined worker (a running server's worker may take some of the jobs too).
-    w = PipelinedWorker(svc, threads=max(1, svc.settings.ingest.workers))
+    w = svc.pipelined_worker(threads=max(1, svc.settings.ingest.workers))
     if pending:
         w.start()
     with tqdm(total=len(pending), unit="doc", desc="ingesting") as bar:
@@ -354,7 +354,7 @@ def reindex(
     if engine == "ray":
         from ingest.ray_engine import RayReindex
 
-        build = RayReindex(ray_address)
+        build = RayReindex(svc.settings, ray_address)
         build.connect()  # here, in the main thread, before the job runs in another
         typer.echo("parsing and embedding on Ray")
     _follow(svc, kb_id, job.id, version.number, no_wait, build)
@@ -439,7 +439,6 @@ def _follow(
 
     from tqdm import tqdm
 
-    from ingest.jobs import Worker
     from rag.kb import job_control, versions
 
     if no_wait:
@@ -449,7 +448,7 @@ def _follow(
     # If a running server's worker claimed it first, we only follow its progress.
     ran: list[bool] = []
     runner = threading.Thread(
-        target=lambda: ran.append(Worker(svc, reindex_build=build).run_job(job_id)), daemon=True
+        target=lambda: ran.append(svc.worker(reindex_build=build).run_job(job_id)), daemon=True
     )
     runner.start()
     with tqdm(unit="doc", desc=f"version {number}") as bar:

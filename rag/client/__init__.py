@@ -1,7 +1,7 @@
 """A small typed Python client for the kbqa HTTP API.
 
-It needs only httpx and the standard library, so it can be installed on machines that do not
-run the service (no FastAPI, torch or SQLAlchemy is imported):
+It needs only httpx, httpx-sse and the standard library, so it can be installed on machines
+that do not run the service (no FastAPI, torch or SQLAlchemy is imported):
 
     from rag.client import Client
 

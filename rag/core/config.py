@@ -246,7 +246,7 @@ class SecuritySettings(BaseModel):
 
 
 class CacheSettings(BaseModel):
-    """Answers to repeated questions while the knowledge base is unchanged (rag/qa/answer_cache.py)."""
+    """Answers to repeated questions while the knowledge base is unchanged (rag/qa/)."""
 
     enabled: bool = True
     ttl_s: float = Field(3600.0, gt=0)

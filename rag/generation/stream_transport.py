@@ -1,20 +1,14 @@
 """An HTTP/1.1 transport for streamed LLM answers: the body arrives as the network delivers it.
 
-vLLM sends every token as its own HTTP chunk. httpx (through httpcore and h11) hands a chunked
-body over one HTTP chunk at a time, parsed in Python: about 12 µs per token, however many tokens
-one socket read brought. This transport reads the socket in network-sized pieces and removes the
-chunk framing with bytes operations, so a read that brought forty tokens is one piece of body,
-which the SSE decoder then splits by itself.
-
-It covers only what the LLM client sends on this path: a chat request, streamed or whole
-(marked with STREAM_EXTENSION), over plain `http://`, HTTP/1.1, keep-alive; for a whole answer
-it saves httpx's async per-call cost (about 0.7 ms per call here). Everything else (other requests,
-https) goes to the httpx transport it wraps; a proxy from the environment is mounted by httpx
-around a client's transport, so those requests never reach this one. Failures are raised as
-httpx's exceptions (ConnectError, ConnectTimeout, ReadTimeout, ReadError, RemoteProtocolError),
-so the LLM client maps them exactly as it maps httpx's. Closing a response before its end
-closes the connection, which is what makes vLLM abort the generation. The request's headers go
-out exactly as the client built them, X-Request-ID and traceparent (rag/generation/llm.py) included.
+httpx parses a chunked body one HTTP chunk (one vLLM token) at a time, in Python; this reads the
+socket in network-sized pieces and strips the framing with bytes operations. It takes the LLM
+client's chat requests (STREAM_EXTENSION) over plain http://, HTTP/1.1, keep-alive; the rest (and
+all of it under an environment proxy) goes to the httpx transport it wraps. Failures are httpx's
+exceptions; closing a response early closes the connection (vLLM aborts the generation).
+Kept over aiohttp (issue 15; bench/stream_relay.py --compare and --calls 1000; 2 shared cores):
+aiohttp under the same httpx API relays 0.89-1.07x the tokens/s (median 0.97) with 1-8 ms more
+added TTFT in every run (6 runs x 30 rounds), and takes 1.08-1.14x as long per whole + streamed
+call (6 runs x 1000 rounds, 100 tokens); plain httpx: 0.11-0.14x, 2.0-2.5x. See bench/REPORT.md.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session
 
-from rag.core.config import ChunkSettings
+from rag.core.config import ChunkSettings, IndexSettings
 from rag.core.errors import Conflict, InvalidInput, NotFound
 from rag.index.store import IndexStore
 from rag.kb import job_control
@@ -260,12 +260,12 @@ class Versions:
         indexes: IndexStore,
         *,
         embedder_for: Callable[[str], Embedder],
-        keep_versions: int,
+        settings: IndexSettings,
     ) -> None:
         self.db = db
         self.indexes = indexes
         self.embedder_for = embedder_for
-        self.keep_versions = keep_versions
+        self.settings = settings
 
     def start_reindex(
         self,
@@ -341,7 +341,7 @@ class Versions:
         which a switch and the start of a rollback (retired -> building) also take: the live
         version and any version a job is building are never touched. The rows stay, marked
         pruned, so their numbers are not given out again."""
-        keep = self.keep_versions if keep is None else keep
+        keep = self.settings.keep_versions if keep is None else keep
         if keep < 1:
             raise InvalidInput("keep must be at least 1: the live version is always kept")
         pruned: list[int] = []

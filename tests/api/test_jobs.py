@@ -9,7 +9,6 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from api.app import create_app
-from ingest.jobs import Worker
 from rag.services import Services
 from rag.store.models import Chunk
 from tests.conftest import REPO, upload, wait_document, wait_for
@@ -64,7 +63,7 @@ def test_cancel_a_running_job_stops_at_a_stage_boundary(
 ) -> None:
     kb = _kb(idle)
     doc = upload(idle, kb, "handbook.md", SAMPLE).json()
-    worker = Worker(services)
+    worker = services.worker()
     job = worker.claim()
     assert job is not None and job.document_id == doc["id"]
     assert idle.get(f"/v1/jobs/{job.id}").json()["status"] == "running"

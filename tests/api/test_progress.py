@@ -13,7 +13,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from ingest.jobs import Worker
 from rag.client import Client
 from rag.ml.embedding import FakeEmbedder
 from rag.services import Services
@@ -55,7 +54,7 @@ def test_queue_position_moves_up_and_eta_appears_as_documents_finish(
     assert all(d["eta_s"] is None and d["stage"] is None for d in docs.values())
     assert all(d["pages_done"] == 0 and d["pages_total"] is None for d in docs.values())
 
-    assert Worker(services).run_once()
+    assert services.worker().run_once()
     docs = _docs(idle, kb)
     first = docs["d0.txt"]
     assert first["status"] == "ready"
@@ -67,7 +66,7 @@ def test_queue_position_moves_up_and_eta_appears_as_documents_finish(
     one = idle.get(f"/v1/knowledge-bases/{kb}/documents/{ids[2]}").json()
     assert one["queue_position"] == 2 and one["eta_s"] == pytest.approx(eta2)
 
-    assert Worker(services).run_once()
+    assert services.worker().run_once()
     assert _docs(idle, kb)["d2.txt"]["queue_position"] == 1
 
 

@@ -16,7 +16,6 @@ import pytest
 from sqlalchemy import func, select
 
 from api.app import create_app
-from ingest.jobs import Worker
 from rag.services import Services
 from rag.store.models import Document
 from tests.conftest import REPO, make_settings, serving
@@ -154,7 +153,7 @@ def test_a_process_killed_at_any_step_of_an_upload_leaves_a_document_or_nothing(
         assert child.returncode == (0 if step == "none" else 9), child.stderr
         # After the restart: the check past its grace period, then the worker.
         svc.doctor.examine(repair=True, grace_s=0)
-        worker = Worker(svc)
+        worker = svc.worker()
         while worker.run_once():
             pass
         with svc.db.read() as session:

@@ -10,7 +10,6 @@ import pytest
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
-from ingest import pipeline
 from ingest.pipeline import Outcome, Stored
 from ingest.upload import stage_upload
 from rag.services import Services
@@ -32,10 +31,10 @@ def _ready_to_store(
     """Documents parsed, chunked and embedded, each completing into `done`."""
     group = []
     for name in names:
-        begun = pipeline.begin(svc, _add(svc, kb_id, name), lambda s, o: None)
+        begun = svc.pipeline.begin(_add(svc, kb_id, name), lambda s, o: None)
         assert begun is not None
-        item = pipeline.prepare(svc, *begun, lambda n: None)
-        [vectors] = pipeline.embed_prepared(svc, [item])
+        item = svc.pipeline.prepare(*begun, lambda n: None)
+        [vectors] = svc.pipeline.embed_prepared([item])
         group.append(Stored(item, vectors, lambda s, o: done.append(o)))
     return group
 
@@ -79,7 +78,7 @@ def test_one_failing_document_does_not_lose_the_others(
 
     monkeypatch.setattr(db_services.indexes, "sync", counted_sync)
 
-    results = pipeline.store_group(db_services, [a, b, c, d])
+    results = db_services.pipeline.store_group([a, b, c, d])
 
     assert isinstance(results[1], RuntimeError)
     statuses = [r.status for r in results if isinstance(r, Outcome)]
@@ -104,7 +103,7 @@ def test_a_crash_before_the_commit_leaves_none_of_the_group(db_services: Service
 
     group[-1].job_done = process_dies
     with pytest.raises(SystemExit):
-        pipeline.store_group(db_services, group)
+        db_services.pipeline.store_group(group)
     assert _chunks_by_document(db_services) == {}
     assert {_status(db_services, s.item.doc.id) for s in group} == {"processing"}
 
@@ -119,6 +118,6 @@ def test_a_failed_group_commit_stores_each_document_alone(db_services: Services,
 
         event.listen(session, "before_commit", boom)  # this session only: the group's
 
-    results = pipeline.store_group(db_services, group, on_commit=refuse_commit)
+    results = db_services.pipeline.store_group(group, on_commit=refuse_commit)
     assert [r.status if isinstance(r, Outcome) else r for r in results] == ["ready"] * 3
     assert set(_chunks_by_document(db_services)) == {s.item.doc.id for s in group}

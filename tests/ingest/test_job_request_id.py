@@ -9,8 +9,6 @@ import logging
 import pytest
 from sqlalchemy import select
 
-from ingest.jobs import Worker
-from ingest.pipelined_worker import PipelinedWorker
 from ingest.upload import stage_upload
 from rag.core import log_setup, request_context
 from rag.services import Services
@@ -28,7 +26,7 @@ def _add(svc: Services, kb_id: str, name: str, data: bytes, request_id: str | No
 
 
 def _run_pipelined(svc: Services) -> None:
-    worker = PipelinedWorker(svc, threads=2)
+    worker = svc.pipelined_worker(threads=2)
     worker.start()
     try:
         wait_for(lambda: _settled(svc))
@@ -37,7 +35,7 @@ def _run_pipelined(svc: Services) -> None:
 
 
 def _run_plain(svc: Services) -> None:
-    worker = Worker(svc)
+    worker = svc.worker()
     while worker.run_once():
         pass
 

@@ -14,9 +14,7 @@ import pytest
 from sqlalchemy import func, select
 
 from ingest import pipeline
-from ingest.jobs import Worker
 from ingest.pipeline import STAGES
-from ingest.pipelined_worker import PipelinedWorker
 from ingest.upload import stage_upload
 from rag.kb import job_control
 from rag.ml.embedding import FakeEmbedder
@@ -58,7 +56,7 @@ def test_many_documents_flow_through_and_batch_across_documents(services: Servic
     for i in range(30):
         _add(services, kb.id, f"d{i}.txt", f"第 {i} 份文件。内容 {i}。".encode() * (i + 1))
     _add(services, kb.id, "broken.pdf", b"%PDF-1.4\n" + b"x" * 300)
-    worker = PipelinedWorker(services, threads=2)
+    worker = services.pipelined_worker(threads=2)
     worker.start()
     try:
         wait_for(lambda: all(s in ("ready", "failed") for s in _statuses(services).values()))
@@ -80,7 +78,7 @@ def test_cancel_while_queued_in_the_pipeline(services: Services) -> None:
     doc_id = _add(services, kb.id, "a.txt", "需要取消的文件。".encode() * 50)
     with services.db.read() as session:
         job_id = session.execute(select(Job.id).where(Job.document_id == doc_id)).scalar_one()
-    worker = PipelinedWorker(services, threads=1)
+    worker = services.pipelined_worker(threads=1)
     job = worker.claim()
     assert job is not None
     job_control.cancel(services.db, job_id)
@@ -124,13 +122,13 @@ def test_intake_runs_ahead_so_one_batch_and_one_commit_span_many_documents(
     for i in range(12):  # one chunk each
         _add(services, kb.id, f"n{i}.txt", f"第 {i} 号通知：请于周{i}前提交材料。".encode())
     groups: list[int] = []
-    store_group = pipeline.store_group
+    store_group = pipeline.Pipeline.store_group
 
-    def recorded(svc: Services, group: Sequence[pipeline.Stored], **kw: Any) -> Any:
+    def recorded(self: pipeline.Pipeline, group: Sequence[pipeline.Stored], **kw: Any) -> Any:
         groups.append(len(group))
-        return store_group(svc, group, **kw)
+        return store_group(self, group, **kw)
 
-    monkeypatch.setattr(pipeline, "store_group", recorded)
+    monkeypatch.setattr(pipeline.Pipeline, "store_group", recorded)
     syncs: list[str | None] = []
     sync = services.indexes.sync
 
@@ -139,7 +137,7 @@ def test_intake_runs_ahead_so_one_batch_and_one_commit_span_many_documents(
         sync(kb_id)
 
     monkeypatch.setattr(services.indexes, "sync", counted_sync)
-    worker = PipelinedWorker(services, threads=1)
+    worker = services.pipelined_worker(threads=1)
     worker.start()
     try:
         # While the first call embeds, the other documents are parsed, chunked and queued (the
@@ -181,11 +179,11 @@ def test_stage_and_pages_move_through_parse_chunk_embed_store(
 
     services._embedder = SlowEmbedder(64)
     for name in ("parse_document", "chunk_parsed", "store_group"):
-        monkeypatch.setattr(pipeline, name, slow(getattr(pipeline, name)))
+        monkeypatch.setattr(pipeline.Pipeline, name, slow(getattr(pipeline.Pipeline, name)))
     kb = services.knowledge.create_kb("kb")
     doc_id = _add(services, kb.id, "stages.txt", "分阶段处理的文件。".encode() * 30)
     seen: list[tuple[Any, ...]] = []
-    worker = PipelinedWorker(services, threads=1)
+    worker = services.pipelined_worker(threads=1)
     worker.start()
     try:
 
@@ -221,7 +219,7 @@ def test_cancel_while_embedding_is_honoured_before_storing(services: Services) -
     services._embedder = embedder
     kb = services.knowledge.create_kb("kb")
     doc_id = _add(services, kb.id, "a.txt", "嵌入时取消的文件。".encode() * 30)
-    worker = PipelinedWorker(services, threads=1)
+    worker = services.pipelined_worker(threads=1)
     worker.start()
     try:
         assert embedder.entered.wait(30)
@@ -239,7 +237,7 @@ def test_cancel_while_embedding_is_honoured_before_storing(services: Services) -
 def test_the_plain_worker_records_stage_and_pages_too(services: Services) -> None:
     kb = services.knowledge.create_kb("kb")
     doc_id = _add(services, kb.id, "a.txt", "普通工作进程处理的文件。".encode() * 30)
-    assert Worker(services).run_once()
+    assert services.worker().run_once()
     job = _job_of(services, doc_id)
     assert (job.status, job.stage, job.pages_done, job.pages_total) == ("succeeded", "store", 1, 1)
     assert job.progress_done == job.progress_total == STAGES

@@ -14,8 +14,6 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from ingest.jobs import Worker
-from ingest.pipelined_worker import PipelinedWorker
 from ingest.upload import stage_upload
 from rag.core import tenancy
 from rag.generation.llm import LLMClient
@@ -95,7 +93,7 @@ def _queue(
 
 
 def _claims(svc: Services, n: int) -> list[Job]:
-    worker = Worker(svc)
+    worker = svc.worker()
     claimed = []
     for _ in range(n):
         job = worker.claim()
@@ -122,7 +120,7 @@ def test_rounds_turn_when_each_job_finishes_before_the_next_claim(svc: Services)
     big, small = _kb(svc, "big"), _kb(svc, "small")
     _queue(svc, big, 50)
     mine = set(_queue(svc, small, 3, start=1000))
-    worker = Worker(svc)
+    worker = svc.worker()
     order = []
     for _ in range(6):
         job = worker.claim()
@@ -176,11 +174,11 @@ def test_positions_are_the_claim_order_and_computed_in_one_query(svc: Services) 
 def test_a_job_whose_worker_died_is_claimed_again_in_its_turn(svc: Services) -> None:
     a = _kb(svc, "a")
     first, second = _queue(svc, a, 2)
-    taken = Worker(svc, worker_id="dead").claim()
+    taken = svc.worker(worker_id="dead").claim()
     assert taken is not None and taken.id == first
     with svc.db.write() as session:  # its heartbeat stopped long ago
         session.get(Job, first).heartbeat_at = svc.db.now() - timedelta(hours=1)
-    again = Worker(svc, worker_id="alive").claim()
+    again = svc.worker(worker_id="alive").claim()
     assert again is not None and again.id == first and again.attempts == 2
     assert [j.id for j in _claims(svc, 2)] == [second]
 
@@ -190,7 +188,7 @@ def test_claim_keeps_its_filters(svc: Services) -> None:
     ingest = _queue(svc, a, 3)
     with svc.db.write() as session:
         session.add(Job(kind=JobKind.rebuild_index, kb_id=a, created_at=T0, run_after=T0))
-    worker = Worker(svc)
+    worker = svc.worker()
     only = worker.claim(kinds=[JobKind.rebuild_index])
     assert only is not None and only.kind == JobKind.rebuild_index
     picked = worker.claim(job_id=ingest[2])
@@ -204,7 +202,7 @@ def test_claim_keeps_its_filters(svc: Services) -> None:
 def test_concurrent_claims_never_take_the_same_job(svc: Services) -> None:
     kbs = [_kb(svc, f"kb{i}") for i in range(4)]
     queued = {j for n, kb_id in enumerate(kbs) for j in _queue(svc, kb_id, 15, start=n * 100)}
-    workers = [Worker(svc, worker_id=f"w{i}") for i in range(4)]
+    workers = [svc.worker(worker_id=f"w{i}") for i in range(4)]
     start = threading.Barrier(len(workers))
     taken: list[list[str]] = [[] for _ in workers]
 
@@ -243,7 +241,7 @@ def test_a_real_worker_ingests_the_single_upload_before_most_of_the_batch(svc: S
                 select(Document.status).where(Document.id == doc.id)
             ).scalar_one()
 
-    worker = PipelinedWorker(svc, threads=1)
+    worker = svc.pipelined_worker(threads=1)
     worker.start()
     try:
         wait_for(lambda: status() in ("ready", "failed"), timeout=120)

@@ -12,7 +12,6 @@ import pytest
 from sqlalchemy import select
 
 from ingest import ray_engine
-from ingest.jobs import Worker
 from ingest.upload import stage_upload
 from rag.kb import job_control, versions
 from rag.ml.offline_models import OfflineModels
@@ -58,7 +57,7 @@ def _register(svc: Services, kb_id: str, paths: list[Path]) -> list[str]:
 
 
 def _drain(svc: Services) -> None:
-    worker = Worker(svc)
+    worker = svc.worker()
     while worker.run_once():
         pass
 
@@ -122,7 +121,9 @@ def test_ray_ingest_equals_local_ingest(
         _drain(svc)
         remote = svc.knowledge.create_kb("ray")
         ids = _register(svc, remote.id, [*files, broken])
-        outcomes = ray_engine.ingest_documents(svc, ids, embed_actors=1)
+        outcomes = ray_engine.ingest_documents(
+            svc.worker(worker_id="ray-driver:test"), svc.settings, ids, embed_actors=1
+        )
         assert sorted(o.status for o in outcomes) == ["failed", "ready", "ready"]
         a, b = _chunks(svc, local.id), _chunks(svc, remote.id)
         assert len(a) > 20
@@ -147,9 +148,9 @@ def test_ray_reindex_equals_local_reindex(
         _drain(svc)
         # The same new settings twice: version 2 built here, version 3 built on Ray.
         local, local_job = svc.versions.start_reindex(kb, chunk_tokens=128, overlap_tokens=16)
-        assert Worker(svc).run_job(local_job.id)
+        assert svc.worker().run_job(local_job.id)
         remote, remote_job = svc.versions.start_reindex(kb, chunk_tokens=128, overlap_tokens=16)
-        assert Worker(svc, reindex_build=ray_engine.RayReindex()).run_job(remote_job.id)
+        assert svc.worker(reindex_build=ray_engine.RayReindex(svc.settings)).run_job(remote_job.id)
         with svc.db.read() as session:
             job = job_control.get_job(session, remote_job.id)
         assert job.status == JobStatus.succeeded, job.error
@@ -197,7 +198,7 @@ def _kb_at_v2(svc: Services, name: str, tmp_path: Path) -> str:
     _register(svc, kb, [_text_file(tmp_path, "leave.txt", "年假制度：员工每年享有十五天带薪年假")])
     _drain(svc)
     _, job = svc.versions.start_reindex(kb, embedding_model="fake:32", chunk_tokens=64)
-    assert Worker(svc).run_job(job.id)
+    assert svc.worker().run_job(job.id)
     assert _list(svc, kb)[1].status == "live"
     return kb
 
@@ -209,7 +210,9 @@ def test_ray_ingest_uses_the_live_versions_settings(tmp_path: Path, local_ray: N
         remote = _kb_at_v2(svc, "ray", tmp_path)
         local = _kb_at_v2(svc, "local", tmp_path)
         [doc_id] = _register(svc, remote, [new])
-        [outcome] = ray_engine.ingest_documents(svc, [doc_id])
+        [outcome] = ray_engine.ingest_documents(
+            svc.worker(worker_id="ray-driver:test"), svc.settings, [doc_id]
+        )
         assert outcome.status == "ready", outcome.error
         _register(svc, local, [new])
         _drain(svc)
@@ -243,11 +246,13 @@ def test_a_switch_while_ray_works_hands_the_document_back(
         def then_switch(*args: Any) -> Any:
             targets = real(*args)  # the Ray pipeline works for version 2 ...
             _, job = svc.versions.start_reindex(kb, chunk_tokens=128)
-            assert Worker(svc).run_job(job.id)  # ... which stops being live meanwhile
+            assert svc.worker().run_job(job.id)  # ... which stops being live meanwhile
             return targets
 
         monkeypatch.setattr(ray_engine, "_live_versions", then_switch)
-        [outcome] = ray_engine.ingest_documents(svc, [doc_id])
+        [outcome] = ray_engine.ingest_documents(
+            svc.worker(worker_id="ray-driver:test"), svc.settings, [doc_id]
+        )
         assert outcome.status == "requeued"
         assert not _chunk_rows(svc, doc_id)  # nothing of version 2 was committed
         with svc.db.read() as session:
@@ -273,7 +278,7 @@ def test_a_file_failing_on_ray_fails_the_version_and_leaves_the_live_one(
             assert doc is not None
             (svc.settings.data_dir / doc.storage_path).unlink()
         _, job = svc.versions.start_reindex(kb, chunk_tokens=64)
-        assert Worker(svc, reindex_build=ray_engine.RayReindex()).run_job(job.id)
+        assert svc.worker(reindex_build=ray_engine.RayReindex(svc.settings)).run_job(job.id)
         with svc.db.read() as session:
             done = job_control.get_job(session, job.id)
         assert done.status == JobStatus.failed

@@ -11,7 +11,6 @@ import pytest
 from pypdf import PdfReader
 from sqlalchemy import select
 
-from ingest.jobs import Worker
 from ingest.upload import stage_upload
 from rag.core.config import Settings
 from rag.evaluation.golden import evaluate, load_golden
@@ -47,7 +46,7 @@ def real(
             staged = stage_upload(fh, name, data_dir, 10**8)
         svc.knowledge.add_document(kb.id, staged)
         kbs[name] = kb.id
-    worker = Worker(svc)
+    worker = svc.worker()
     while worker.run_once():
         pass
     yield svc, kbs

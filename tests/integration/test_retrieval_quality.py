@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from ingest.jobs import Worker
 from ingest.upload import stage_upload
 from rag.core.config import Settings
 from rag.evaluation.golden import EvalReport, load_golden
@@ -53,7 +52,7 @@ def quality(
         with (FILES / document).open("rb") as fh:
             staged = stage_upload(fh, document, data_dir, 10**8)
         svc.knowledge.add_document(kbs[document], staged)
-    worker = Worker(svc)
+    worker = svc.worker()
     while worker.run_once():
         pass
     reports = {}

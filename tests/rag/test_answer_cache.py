@@ -9,7 +9,6 @@ import uuid
 
 import pytest
 
-from ingest.jobs import Worker
 from ingest.upload import stage_upload
 from rag.core.errors import NotFound
 from rag.core.tenancy import Principal, acting_as
@@ -46,7 +45,7 @@ def _add(svc: Services, kb_id: str, name: str, text: str) -> str:
 
 
 def _work(svc: Services) -> None:
-    worker = Worker(svc)
+    worker = svc.worker()
     while worker.run_once():
         pass
 

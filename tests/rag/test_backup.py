@@ -11,7 +11,6 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from ingest.jobs import Worker
 from ingest.upload import stage_upload
 from rag.core.errors import InvalidInput
 from rag.generation.llm import LLMClient
@@ -57,7 +56,7 @@ def test_backup_during_ingestion_restores_the_snapshot(
     kb = source.knowledge.create_kb("handbook").id
     for i in range(6):
         _stage(source, kb, i)
-    worker = Worker(source)
+    worker = source.worker()
     while worker.run_once():
         pass
     later = [_stage(source, kb, i) for i in range(6, 14)]  # still queued when the backup starts
@@ -115,7 +114,7 @@ def test_backup_during_ingestion_restores_the_snapshot(
             assert got == want, topic
         for doc_id in set(docs) - set(ready):  # caught mid-flight: the worker finishes them
             assert doc_id in later
-        worker2 = Worker(restored)
+        worker2 = restored.worker()
 
         def statuses() -> set[str]:
             while worker2.run_once():

@@ -17,7 +17,6 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import delete, select, update
 
-from ingest.jobs import Worker
 from ingest.upload import stage_upload
 from rag.generation.llm import LLMClient
 from rag.kb import knowledge, quarantine
@@ -50,7 +49,7 @@ def _ingest(svc: Services, kb_id: str, drain: bool = True, text: str | None = No
 
 
 def _drain(svc: Services, drain: bool = True) -> None:
-    worker = Worker(svc)
+    worker = svc.worker()
     while drain and worker.run_once():
         pass
 

@@ -9,7 +9,6 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ingest.jobs import Worker
 from ingest.upload import stage_upload
 from rag.services import Services
 from rag.store.models import Chunk
@@ -27,7 +26,7 @@ def _add(svc: Services, kb_id: str, name: str, text: str) -> str:
     with path.open("rb") as fh:
         staged = stage_upload(fh, name, svc.settings.data_dir, 10**7)
     doc, _ = svc.knowledge.add_document(kb_id, staged)
-    worker = Worker(svc)
+    worker = svc.worker()
     while worker.run_once():
         pass
     return doc.id

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ingest.jobs import Worker
 from ingest.upload import stage_upload
 from rag.index.dense import KBIndex
 from rag.services import Services
@@ -54,7 +53,7 @@ def test_store_switches_to_ivf_above_the_threshold_and_back(tmp_path: Path) -> N
                 kb, stage_upload(fh, "big.txt", svc.settings.data_dir, 10**8)
             )
         svc.indexes.get(kb)  # loaded now, so the worker's sync keeps it up to date
-        worker = Worker(svc)
+        worker = svc.worker()
         while worker.run_once():
             pass
         index = svc.indexes.get(kb)

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ingest.jobs import Worker
 from ingest.upload import stage_upload
 from rag.integrations.llama_index import KnowledgeBaseRetriever
 from rag.services import Services
@@ -15,7 +14,7 @@ def test_llama_index_retriever_returns_cited_nodes(services: Services, tmp_path:
     with path.open("rb") as fh:
         staged = stage_upload(fh, path.name, services.settings.data_dir, 10**7)
     services.knowledge.add_document(kb.id, staged)
-    worker = Worker(services)
+    worker = services.worker()
     while worker.run_once():
         pass
     nodes = KnowledgeBaseRetriever(services.retriever, kb.id, top_k=2).retrieve("年假有多少天？")

@@ -18,7 +18,6 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import create_app
-from ingest.jobs import Worker
 from rag.core import log_setup, request_context
 from rag.core.config import LLMSettings
 from rag.core.errors import LLMError
@@ -129,7 +128,7 @@ def test_queue_depth_counts_jobs_until_a_worker_takes_them(services: Services) -
         queued = scrape(client)
         assert value(queued, "rag_job_queue_depth", kind="ingest") == 2
         assert value(queued, "rag_documents", status="queued") == 2
-        worker = Worker(services)
+        worker = services.worker()
         while worker.run_once():
             pass
         drained = scrape(client)

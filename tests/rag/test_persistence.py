@@ -11,7 +11,6 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import select, update
 
-from ingest.jobs import Worker
 from ingest.upload import stage_upload
 from rag.ml.embedding import FakeEmbedder
 from rag.services import Services
@@ -41,7 +40,7 @@ def _add(svc: Services, kb_id: str, name: str, data: bytes, tmp: Path) -> str:
 
 
 def _drain(svc: Services) -> None:
-    worker = Worker(svc)
+    worker = svc.worker()
     while worker.run_once():
         pass
 
@@ -143,10 +142,10 @@ def test_damaged_snapshot_is_quarantined_and_rebuilt(
 def test_dead_workers_job_is_taken_over(svc: Services, tmp_path: Path) -> None:
     kb = svc.knowledge.create_kb("kb")
     doc_id = _add(svc, kb.id, "doc1.txt", TEXTS["doc1.txt"], tmp_path)
-    dead = Worker(svc, worker_id="dead-host:1:x")
+    dead = svc.worker(worker_id="dead-host:1:x")
     job = dead.claim()
     assert job is not None  # claimed, then the process "died": no heartbeat any more
-    assert Worker(svc).claim() is None  # the lease still holds
+    assert svc.worker().claim() is None  # the lease still holds
     with svc.db.write() as session:
         session.execute(
             update(Job).values(

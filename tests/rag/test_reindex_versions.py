@@ -10,7 +10,6 @@ import pytest
 from sqlalchemy import func, select
 
 from ingest import pipeline, reindex
-from ingest.jobs import Worker
 from ingest.upload import stage_upload
 from rag.core.errors import Conflict
 from rag.kb import job_control, versions
@@ -45,7 +44,7 @@ def _add(svc: Services, kb_id: str, name: str, text: str) -> str:
     with path.open("rb") as fh:
         staged = stage_upload(fh, name, svc.settings.data_dir, 10**7)
     doc, _ = svc.knowledge.add_document(kb_id, staged)
-    worker = Worker(svc)
+    worker = svc.worker()
     while worker.run_once():
         pass
     return doc.id
@@ -86,7 +85,7 @@ def _job(svc: Services, job_id: str) -> Job:
 
 def _reindex(svc: Services, kb_id: str, **settings: Any) -> tuple[int, Job]:
     version, job = svc.versions.start_reindex(kb_id, **settings)
-    assert Worker(svc).run_job(job.id)
+    assert svc.worker().run_job(job.id)
     return version.number, _job(svc, job.id)
 
 
@@ -152,7 +151,7 @@ def test_searches_answer_from_v1_while_building_and_late_uploads_reach_v2(
 ) -> None:
     before = _results(svc, kb)
     _, job = svc.versions.start_reindex(kb, chunk_tokens=64)
-    claimed = Worker(svc).claim(job.id)
+    claimed = svc.worker().claim(job.id)
     assert claimed is not None
     seen: list[tuple[int, int]] = []
     late: list[str] = []
@@ -165,7 +164,7 @@ def test_searches_answer_from_v1_while_building_and_late_uploads_reach_v2(
             assert svc.indexes.check(kb)["version"] == 1
             late.append(_add(svc, kb, "late.txt", "迟到的文件：周末加班需要部门经理批准。"))
 
-    outcome = reindex.run(svc, claimed, progress)
+    outcome = svc.reindexer.run(claimed, progress)
     assert outcome.ok, outcome.error
     assert late and seen[-1][0] == seen[-1][1] == len(TOPICS) + 1
     v2_ids = _chunk_ids(svc, kb, 2)
@@ -184,7 +183,7 @@ def test_rollback_makes_v1_live_with_documents_added_since(svc: Services, kb: st
     added = _add(svc, kb, "late.txt", "迟到的文件：周末加班需要部门经理批准。")
     version, job = svc.versions.start_rollback(kb)
     assert version.number == 1
-    assert Worker(svc).run_job(job.id)
+    assert svc.worker().run_job(job.id)
     job = _job(svc, job.id)
     assert job.status == JobStatus.succeeded, job.error
     listed = _versions(svc, kb)
@@ -206,15 +205,15 @@ def test_cancel_marks_the_version_cancelled_and_leaves_v1(
 ) -> None:
     before = _results(svc, kb)
     _, job = svc.versions.start_reindex(kb, chunk_tokens=64)
-    real = reindex._document
+    real = reindex.Reindexer._document
 
     def then_cancel(*args: Any) -> str | None:
         out = real(*args)
         job_control.cancel(svc.db, job.id)  # asked while running: stops at the next document
         return out
 
-    monkeypatch.setattr(reindex, "_document", then_cancel)
-    assert Worker(svc).run_job(job.id)
+    monkeypatch.setattr(reindex.Reindexer, "_document", then_cancel)
+    assert svc.worker().run_job(job.id)
     assert _job(svc, job.id).status == JobStatus.cancelled
     listed = _versions(svc, kb)
     assert (listed[1].status, listed[2].status) == ("live", "cancelled")
@@ -284,7 +283,7 @@ def test_deleting_a_document_removes_its_chunks_from_every_version(svc: Services
         left = session.execute(select(func.count()).where(Chunk.document_id == doc_id)).scalar_one()
     assert left == 0
     _, job = svc.versions.start_rollback(kb)
-    assert Worker(svc).run_job(job.id)
+    assert svc.worker().run_job(job.id)
     assert _job(svc, job.id).status == JobStatus.succeeded
     assert all(p.document_id != doc_id for p in svc.retriever.search(kb, "年假怎么申请", top_k=10))
     assert svc.indexes.check(kb)["consistent"]
@@ -297,18 +296,18 @@ def test_a_document_prepared_for_the_old_version_is_prepared_again(svc: Services
         staged = stage_upload(fh, "race.txt", svc.settings.data_dir, 10**7)
     doc, _ = svc.knowledge.add_document(kb, staged)
     completed: list[Any] = []
-    begun = pipeline.begin(svc, doc.id, lambda s, o: completed.append(o))
+    begun = svc.pipeline.begin(doc.id, lambda s, o: completed.append(o))
     assert begun is not None
-    item = pipeline.prepare(svc, *begun, lambda n: None)
-    [vectors] = pipeline.embed_prepared(svc, [item])
+    item = svc.pipeline.prepare(*begun, lambda n: None)
+    [vectors] = svc.pipeline.embed_prepared([item])
     assert item.version == 1
     # A re-index to another model switches while the document waits to be stored.
     _, job = _reindex(svc, kb, embedding_model="fake:32")
     assert job.status == JobStatus.succeeded
     with pytest.raises(pipeline.VersionChanged):
-        pipeline.store(svc, item, vectors, lambda s, o: completed.append(o))
+        svc.pipeline.store(item, vectors, lambda s, o: completed.append(o))
     assert not completed
-    worker = Worker(svc)
+    worker = svc.worker()
     while worker.run_once():
         pass
     with svc.db.read() as session:
@@ -378,7 +377,7 @@ def test_a_reindex_job_given_up_fails_its_version(svc: Services, kb: str) -> Non
         row = session.get(Job, job.id)
         assert row is not None
         row.attempts = svc.settings.ingest.max_attempts
-    assert Worker(svc).claim() is None  # gives it up
+    assert svc.worker().claim() is None  # gives it up
     listed = _versions(svc, kb)
     assert listed[2].status == "failed" and "gave up" in (listed[2].error or "")
     assert listed[1].status == "live"
@@ -386,12 +385,12 @@ def test_a_reindex_job_given_up_fails_its_version(svc: Services, kb: str) -> Non
 
 def test_a_stopping_worker_hands_the_reindex_back(svc: Services, kb: str) -> None:
     _, job = svc.versions.start_reindex(kb, chunk_tokens=64)
-    stopping = Worker(svc)
+    stopping = svc.worker()
     stopping._stop.set()  # as after stop(): the job yields at its first progress point
     assert stopping.run_job(job.id)
     state = _job(svc, job.id)
     assert state.status == JobStatus.queued and state.attempts == 0
     assert _versions(svc, kb)[2].status == "building"
-    assert Worker(svc).run_job(job.id)
+    assert svc.worker().run_job(job.id)
     assert _job(svc, job.id).status == JobStatus.succeeded
     assert _versions(svc, kb)[2].status == "live"

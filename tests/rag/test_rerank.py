@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from ingest.jobs import Worker
 from ingest.upload import stage_upload
 from rag.core.config import RetrievalSettings
 from rag.core.errors import ConfigError
@@ -80,7 +79,7 @@ def test_rerank_reorders_the_fused_candidates(services: Services, tmp_path: Path
         services.knowledge.add_document(
             kb, stage_upload(fh, "手册.txt", services.settings.data_dir, 10**8)
         )
-    worker = Worker(services)
+    worker = services.worker()
     while worker.run_once():
         pass
     scorer = PrefersWord("设备")

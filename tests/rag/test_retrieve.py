@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from ingest.jobs import Worker
 from ingest.upload import stage_upload
 from rag.core.errors import InvalidInput
 from rag.index.lexical import MANIFEST as LEXICAL_MANIFEST
@@ -42,7 +41,7 @@ def _add(
 
 
 def _drain(svc: Services) -> None:
-    worker = Worker(svc)
+    worker = svc.worker()
     while worker.run_once():
         pass
 

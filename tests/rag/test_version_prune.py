@@ -11,7 +11,6 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
-from ingest.jobs import Worker
 from ingest.upload import stage_upload
 from rag.cli.main import app
 from rag.core.config import load_settings
@@ -43,7 +42,7 @@ def kb(svc: Services) -> str:
         path.write_text("\n".join(f"{text}（第 {i} 条，{name}）" for i in range(30)))
         with path.open("rb") as fh:
             svc.knowledge.add_document(kb_id, stage_upload(fh, name, svc.settings.data_dir, 10**7))
-    worker = Worker(svc)
+    worker = svc.worker()
     while worker.run_once():
         pass
     svc.indexes.rebuild(kb_id)  # version 1 has index files on disk, as in a running service
@@ -52,7 +51,7 @@ def kb(svc: Services) -> str:
 
 def _reindex(svc: Services, kb_id: str, **settings: Any) -> Job:
     _, job = svc.versions.start_reindex(kb_id, **settings)
-    assert Worker(svc).run_job(job.id)
+    assert svc.worker().run_job(job.id)
     with svc.db.read() as session:
         done = job_control.get_job(session, job.id)
     assert done.status == JobStatus.succeeded, done.error
@@ -97,7 +96,7 @@ def test_a_switch_keeps_the_live_and_one_previous_version_by_default(
     # The kept version is still a rollback target; the pruned one is not.
     version, job = svc.versions.start_rollback(kb)
     assert version.number == 2
-    assert Worker(svc).run_job(job.id)
+    assert svc.worker().run_job(job.id)
     assert _statuses(svc, kb) == {1: "pruned", 2: "live", 3: "retired"}
     assert svc.retriever.search(kb, "年假怎么申请", top_k=3)[0].text.startswith("年假制度")
 
@@ -132,11 +131,11 @@ def test_prune_never_touches_the_live_version_or_one_being_built(svc: Services, 
     assert target.number == 1
     assert svc.versions.prune(kb, keep=1) == []
     assert _statuses(svc, kb) == {1: "building", 2: "live"}
-    assert Worker(svc).run_job(rollback.id)
+    assert svc.worker().run_job(rollback.id)
     assert _statuses(svc, kb) == {1: "live", 2: "retired"}
     # A new version being built, and a prune arriving in the middle of its build.
     _, job = svc.versions.start_reindex(kb, chunk_tokens=128)
-    claimed = Worker(svc).claim(job.id)
+    claimed = svc.worker().claim(job.id)
     assert claimed is not None
     pruned: list[list[int]] = []
 
@@ -144,9 +143,7 @@ def test_prune_never_touches_the_live_version_or_one_being_built(svc: Services, 
         if done and not pruned:
             pruned.append(svc.versions.prune(kb, keep=1))
 
-    from ingest import reindex
-
-    outcome = reindex.run(svc, claimed, progress)
+    outcome = svc.reindexer.run(claimed, progress)
     assert outcome.ok, outcome.error
     assert pruned == [[2]]  # the retired one only: not live 1, not building 3
     assert _statuses(svc, kb) == {1: "retired", 2: "pruned", 3: "live"}
