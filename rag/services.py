@@ -20,7 +20,7 @@ from ingest.jobs import Worker
 from ingest.pipeline import Pipeline
 from ingest.pipelined_worker import PipelinedWorker
 from ingest.reindex import Build, Reindexer
-from rag.core.config import Settings
+from rag.core.config import Settings, load_settings
 from rag.evaluation.runner import Evaluator
 from rag.index.store import IndexStore
 from rag.kb.doctor import Doctor
@@ -34,6 +34,8 @@ from rag.store import schema
 from rag.store.db import Database
 
 if TYPE_CHECKING:
+    from fastapi import FastAPI
+
     from rag.generation.llm import LLMClient
     from rag.generation.model_routes import Router
     from rag.ml.embedding import Embedder
@@ -321,3 +323,12 @@ class Services:
             if self._llm is not None:
                 self._llm.close()
             self.db.dispose()
+
+
+def build_app(settings: Settings | None = None, *, start_worker: bool = True) -> FastAPI:
+    """The HTTP app over a root built from `settings` (default: the environment), which it
+    owns: `rag serve`, notebooks and scripts start the service with this."""
+    from api.app import create_app
+
+    root = Services.create(settings or load_settings())
+    return create_app(root, start_worker=start_worker, close_services=True)

@@ -62,12 +62,12 @@ def serve(
     """Run the HTTP API (with its background ingestion worker)."""
     import uvicorn
 
-    from api.app import create_app
+    from rag.services import build_app
 
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = load_settings(**overrides)
     uvicorn.run(
-        create_app(Services.create(settings), close_services=True),
+        build_app(settings),
         host=settings.host,
         port=settings.port,
         log_level=log_setup.level_of(settings).lower(),
