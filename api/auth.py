@@ -1,15 +1,10 @@
 """Authentication, scopes and per-key limits for the API, in one ASGI middleware.
 
-What a request needs is declared on its route (api/route_policy.py): the scope, and whether it
-holds a generation slot or spends upload quota. The middleware looks the request's route up in
-a table built from app.routes and enforces that, before the route reads the body. A route that
-declares nothing needs the admin scope (fail closed), and a request no route takes needs a key
-under /v1. The middleware sets the request's principal (rag/core/tenancy.py), which the
-knowledge-base lookups use to filter by tenant.
-
-Open mode: while no key has ever been created and the server is bound to loopback, requests act
-as the default tenant's admin, and /readyz and the log say so. On any other address, or once a
-key exists (even if later revoked), a key is always required.
+What a request needs is declared on its route (api/route_policy.py); `AuthMiddleware` enforces
+it before the route reads the body, and sets the request's principal (rag/core/tenancy.py),
+which the knowledge-base lookups use to filter by tenant. Open mode: while no key has ever been
+created and the server is bound to loopback, requests act as the default tenant's admin
+(`Guard.mode`).
 """
 
 from __future__ import annotations
@@ -69,7 +64,12 @@ class Guard:
 
     def mode(self) -> str:
         """ "keys" (a key is required), "open" (loopback, no keys) or "locked" (no keys, but
-        listening beyond loopback: nothing is served until a key is created)."""
+        listening beyond loopback: nothing is served until a key is created).
+
+        Open mode: while no key has ever been created and the server is bound to loopback,
+        requests act as the default tenant's admin, and /readyz and the log say so. On any
+        other address, or once a key exists (even if later revoked), a key is always required.
+        """
         return self._mode(self.active.any())
 
     def _mode(self, any_key: bool) -> str:
@@ -169,6 +169,11 @@ def _limit_key(principal: tenancy.Principal) -> str:
 
 
 class AuthMiddleware:
+    """Looks the request's route up in a table built from app.routes (`route_policy.resolve`)
+    and enforces what it declares: the scope, the key's request rate, and whether it holds a
+    generation slot or spends upload quota. A route that declares nothing needs the admin scope
+    (fail closed), and a request no route takes needs a key under /v1."""
+
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 

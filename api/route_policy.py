@@ -1,27 +1,11 @@
 """Who may call a route and which per-key limits it counts against, declared on the route.
 
-Each route states its access on its decorator:
-
     @router.post("/search", openapi_extra=access("query"))
     @router.post("/ask", openapi_extra=access("query", GENERATION))
 
-The declaration is route metadata, so it also appears in the OpenAPI schema (`x-kbqa-access`),
-and it moves with the route: rename the path and the rule still applies. The auth middleware
-(api/auth.py) and the upload limit (api/body_limit.py) look the request's route up in a table
-built once per app from app.routes (`resolve`), with the routes' own path patterns, so no copy of
-a route's path lives anywhere else.
-
-Scopes: "public" (no key: probes, the console), "read" (any key), or one of
-rag/core/tenancy.py SCOPES ("admin" implies all). Every non-public request also counts against
-the key's requests per minute. Limit classes on top of that:
-
-- GENERATION: holds one of the key's concurrent answer slots while the response runs;
-- UPLOAD: the body is capped at RAG_INGEST__MAX_UPLOAD_BYTES as it streams, and a declared
-  Content-Length is charged to the key's upload bytes per day.
-
-A route without a declaration needs the admin scope (fail closed); tests/api/test_route_scopes.py
-fails on one. A request that no route takes (404, 405) needs a key under /v1 ("read" for GET and
-HEAD, "admin" otherwise) and nothing elsewhere, so probing unknown paths reveals nothing.
+The declaration is route metadata: it appears in the OpenAPI schema (`x-kbqa-access`) and moves
+with the route. The auth middleware (api/auth.py) and the upload limit (api/body_limit.py) find
+it with `resolve`. A route without a declaration needs the admin scope (fail closed).
 """
 
 from __future__ import annotations
@@ -49,6 +33,17 @@ _STATE_KEY = "route_access_table"  # the table, on app.state
 
 @dataclass(frozen=True)
 class Access:
+    """What a route needs.
+
+    `scope`: "public" (no key: probes, the console), "read" (any key), or one of
+    rag/core/tenancy.py SCOPES ("admin" implies all). Every non-public request also counts
+    against the key's requests per minute. `limits`, the limit classes on top of that:
+
+    - GENERATION: holds one of the key's concurrent answer slots while the response runs;
+    - UPLOAD: the body is capped at RAG_INGEST__MAX_UPLOAD_BYTES as it streams, and a declared
+      Content-Length is charged to the key's upload bytes per day.
+    """
+
     scope: str
     limits: frozenset[str] = frozenset()
 
@@ -95,12 +90,13 @@ def declared(route: Any) -> Access | None:
     return Access(found["scope"], frozenset(found.get("limits", ())))
 
 
-# Requests no route takes: under /v1 they need a key, so an unknown path says nothing before the
-# key is checked; elsewhere the router answers (404) without one.
+# Requests no route takes (404, 405): under /v1 they need a key ("read" for GET and HEAD, "admin"
+# otherwise), so probing unknown paths reveals nothing before the key is checked; elsewhere the
+# router answers (404) without one.
 _UNMATCHED_READ = Access(READ)
 _UNMATCHED_WRITE = Access("admin")
 _UNMATCHED_ELSEWHERE = Access(PUBLIC)
-# A route that declares nothing (fail closed).
+# A route that declares nothing (fail closed); tests/api/test_route_scopes.py fails on one.
 _UNDECLARED = Access("admin")
 
 
@@ -160,7 +156,11 @@ class _Alternatives:
 
 
 class RouteTable:
-    """The app's routes in matching order, each with its access, looked up by method and path."""
+    """The app's routes in matching order, each with its access, looked up by method and path.
+
+    Built once per app from app.routes (`table`), with the routes' own path patterns, so no copy
+    of a route's path lives anywhere else: rename the path and the rule still applies.
+    """
 
     def __init__(self, entries: list[_Entry]) -> None:
         methods = {method for entry in entries for method in entry.methods or ()}

@@ -1,19 +1,10 @@
 """Chinese-aware chunking that keeps every chunk's page span, offsets and heading path.
 
-The document's blocks are joined into one `full_text` ("\\n\\n" between blocks); every chunk is
-an exact slice of it. A heading starts a section; chunks never cross sections, and a section's
-first chunk starts with its heading, so the heading's words and the start of its answer are
-retrieved together. Inside a section, text is cut at sentence ends (。！？； and !?;. before a
-space) and at line breaks, and sentences are packed up to `chunk_tokens`; the next chunk repeats
-the last sentences (at most `overlap_tokens`). A sentence longer than a chunk is cut by tokens;
-a table stays whole when it fits, else it is cut between rows.
-
-Tables of contents are left out: a printed TOC ("3.1 设置 quilt …… 13") or a chapter's list of
-its section titles repeats every heading that follows, so it would be the best match for any
-question phrased like a heading while answering none (measured in README "Retrieval quality").
-
-Token counts come from the injected `count_tokens`, so chunk sizes match the embedding model's
-(or the LLM's) tokenizer without this module knowing which one it is.
+Every chunk is an exact slice of the document's `full_text`, never crosses a section, and a
+section's first chunk starts with its heading (`chunk_document` has the rules); tables of
+contents are left out (`_without_toc`). Token counts come from the injected `count_tokens`, so
+chunk sizes match the embedding model's (or the LLM's) tokenizer without this module knowing
+which one it is.
 """
 
 from __future__ import annotations
@@ -242,6 +233,10 @@ def _is_toc(block: Block, headings: set[str]) -> bool:
 
 
 def _without_toc(blocks: list[Block]) -> list[Block]:
+    """The blocks without tables of contents: a printed TOC ("3.1 设置 quilt …… 13") or a
+    chapter's list of its section titles repeats every heading that follows, so it would be the
+    best match for any question phrased like a heading while answering none (measured:
+    docs/retrieval.md, "What moved the numbers")."""
     headings = {_squash(b.text) for b in blocks if b.kind == "heading"}
     return [b for b in blocks if not _is_toc(b, headings)]
 
@@ -291,7 +286,16 @@ def _sections(placed: list[_Placed]) -> list[tuple[tuple[str, ...], list[_Placed
 def chunk_document(
     doc: ParsedDocument, config: ChunkingConfig, count_tokens: TokenCounter
 ) -> tuple[str, list[Chunk]]:
-    """Split a parsed document into chunks; returns (full_text, chunks)."""
+    """Split a parsed document into chunks; returns (full_text, chunks).
+
+    The document's blocks are joined into one `full_text` ("\\n\\n" between blocks); every
+    chunk is an exact slice of it. A heading starts a section; chunks never cross sections, and
+    a section's first chunk starts with its heading, so the heading's words and the start of its
+    answer are retrieved together. Inside a section, text is cut at sentence ends (。！？； and
+    !?;. before a space) and at line breaks, and sentences are packed up to `chunk_tokens`; the
+    next chunk repeats the last sentences (at most `overlap_tokens`). A sentence longer than a
+    chunk is cut by tokens; a table stays whole when it fits, else it is cut between rows.
+    """
     full_text, placed = _layout(_without_toc(doc.blocks))
     splitter = _Splitter(full_text, count_tokens, config.chunk_tokens)
     chunks: list[Chunk] = []

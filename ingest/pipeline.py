@@ -2,14 +2,9 @@
 
 The chunks, the document's status and its job's completion are committed in one transaction, so
 a document is searchable all at once or not at all; replaying a document after a crash starts
-again from its stored file. Text already embedded with the same model is not embedded again.
-Several documents ready at once are stored in one transaction, each in a savepoint of its own
-(`store_group`), and the index catches up once per group.
-
-A document is chunked and embedded for the knowledge base's live index version (its chunk
-settings, its model). If a re-index switches the live version meanwhile, the commit refuses
-(VersionChanged) and the document is prepared again for the new version, so chunks of a
-retired version or model are never committed after a switch.
+again from its stored file. A document is prepared for the knowledge base's live index version;
+if a re-index switches it meanwhile, the commit refuses (`VersionChanged`) and the document is
+prepared again. Text already embedded with the same model is not embedded again.
 """
 
 from __future__ import annotations
@@ -45,7 +40,11 @@ log = logging.getLogger(__name__)
 
 
 class VersionChanged(Exception):
-    """The live index version changed while a document was being prepared: prepare again."""
+    """The live index version changed while a document was being prepared: prepare again.
+
+    A document is chunked and embedded for the live version (its chunk settings, its model), so
+    the commit refuses after a switch: chunks of a retired version or model are never committed.
+    """
 
 
 @dataclass(frozen=True)

@@ -4,23 +4,8 @@
     claim, parse, chunk  -->  batch across docs  -->  commit groups, index catch-up per group
            '------ at most 2 batches of chunks in flight, intake to store -----'
 
-Parsing runs in pooled child processes (ingest/sandbox.py: limits per document, children
-reused), embedding in this process's model, storing in one thread (SQLite has one writer
-anyway). Many small files are as cheap per chunk as a few large ones:
-
-- intake runs a batch ahead of embedding, so under load every embedding call gets a full
-  batch of chunks from many documents;
-- the documents of a batch (and any others waiting) are committed in one transaction, each in
-  a savepoint of its own (pipeline.store_group), and the index catches up once per group;
-- stage writes cost no transaction of their own: they ride along with the transactions that
-  happen anyway, or a tick flushes them (ingest/progress.py); cancel requests are read once
-  per group.
-
-What is in flight is bounded in chunks, so memory stays flat however many files are queued:
-intake blocks when embedding or storing falls behind. Other jobs (re-index, eval) run one at a
-time in a side thread, so uploads keep being ingested during a long re-index. Each job keeps
-its lease and heartbeat while it waits in a queue; a crash anywhere leaves jobs that the lease
-hands to the next worker, and nothing is committed for a document before its store step.
+Many small files cost as little per chunk as a few large ones, and memory stays flat however
+many files are queued; `PipelinedWorker` says how.
 """
 
 from __future__ import annotations
@@ -88,6 +73,28 @@ class _ChunkBudget:
 
 
 class PipelinedWorker(Worker):
+    """The worker of ingest/jobs.py with parsing, embedding and storing overlapped.
+
+    Parsing runs in pooled child processes (ingest/sandbox.py: limits per document, children
+    reused), embedding in this process's model, storing in one thread (SQLite has one writer
+    anyway). Many small files are as cheap per chunk as a few large ones:
+
+    - intake runs a batch ahead of embedding, so under load every embedding call gets a full
+      batch of chunks from many documents;
+    - the documents of a batch (and any others waiting) are committed in one transaction, each
+      in a savepoint of its own (pipeline.store_group), and the index catches up once per group;
+    - stage writes cost no transaction of their own: they ride along with the transactions that
+      happen anyway, or a tick flushes them (ingest/progress.py); cancel requests are read once
+      per group.
+
+    What is in flight is bounded in chunks (`_ChunkBudget`), so memory stays flat however many
+    files are queued: intake blocks when embedding or storing falls behind. Other jobs
+    (re-index, eval) run one at a time in a side thread, so uploads keep being ingested during
+    a long re-index. Each job keeps its lease and heartbeat while it waits in a queue; a crash
+    anywhere leaves jobs that the lease hands to the next worker, and nothing is committed for
+    a document before its store step.
+    """
+
     def __init__(
         self,
         db: Database,

@@ -1,23 +1,12 @@
-"""Parsing and embedding on a Ray cluster, for bulk ingestion and for re-indexing; SQL stays the
-one store, written by the driver through the same functions the local paths use.
+"""Parsing and embedding on a Ray cluster, for bulk ingestion (`ingest_documents`) and for
+re-indexing (`RayReindex`); SQL stays the one store, written by the driver through the same
+functions the local paths use.
 
     files --map_batches(parse+chunk, CPU tasks)--> chunk rows
           --map_batches(EmbedActor, actors; GPUs where the cluster has them)--> vectors
           --> driver: one transaction per document, as soon as all its rows are in
 
-Every file is chunked with the settings of the index version it is meant for and embedded with
-that version's model: the live version's for an upload (`ingest_documents`), the building
-version's for a re-index (`RayReindex`). Vectors of two models never meet in one version.
-
-Ingestion: the driver registers the documents and claims their jobs first, heartbeating while
-Ray works; if the driver dies, the leases expire and the ordinary workers finish the documents
-instead, so the Ray path can lose nothing that the local path would keep. A document whose
-live version changed while Ray worked is handed back to the queue (the local worker prepares
-it again for the new version, as it does for its own documents).
-
-Re-indexing: the ordinary reindex job (ingest/reindex.py) runs with `RayReindex` as its
-`Build`; only the fill differs, the checks and the switch are the same code. If the driver
-dies, the job's lease expires and an ordinary worker finishes the version locally.
+If the driver dies, the jobs' leases expire and ordinary workers finish the work locally.
 """
 
 from __future__ import annotations
@@ -241,6 +230,9 @@ def _run_pipeline(
 def _item(
     data_dir: Path, doc: Document, chunk_tokens: int, overlap_tokens: int, model: str
 ) -> dict[str, Any]:
+    """One document's task. Every file is chunked with the settings of the index version it is
+    meant for and embedded with that version's model: the live version's for an upload, the
+    building version's for a re-index. Vectors of two models never meet in one version."""
     return {
         "doc_id": doc.id,
         "filename": doc.filename,
@@ -323,7 +315,12 @@ def _ordered(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 class RayReindex:
     """A `reindex.Build` that parses, chunks and embeds on Ray; the driver commits each
     document through `Reindexer.store_chunks`, as the local build does. `settings` go to the
-    Ray tasks (made portable), which load their own models."""
+    Ray tasks (made portable), which load their own models.
+
+    The ordinary reindex job (ingest/reindex.py) runs with this as its `Build`: only the fill
+    differs, the checks and the switch are the same code. If the driver dies, the job's lease
+    expires and an ordinary worker finishes the version locally.
+    """
 
     def __init__(
         self,
@@ -393,7 +390,14 @@ def ingest_documents(
     batch_size: int = 64,
 ) -> list[Outcome]:
     """Process already-registered documents (their jobs queued) on Ray; returns outcomes
-    (status "requeued" for a document handed back to the ordinary workers)."""
+    (status "requeued" for a document handed back to the ordinary workers).
+
+    The driver claims the documents' jobs first and heartbeats while Ray works; if the driver
+    dies, the leases expire and the ordinary workers finish the documents instead, so the Ray
+    path can lose nothing that the local path would keep. A document whose live version changed
+    while Ray worked is handed back to the queue (the local worker prepares it again for the
+    new version, as it does for its own documents).
+    """
     jobs = _claim(worker, doc_ids)
     if not jobs:
         return []

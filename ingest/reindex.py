@@ -1,22 +1,10 @@
 """The re-index job: fill a building index version beside the live one, check it, switch it live.
 
-    loop: ready documents lacking chunks in the version ─ parse the stored file, chunk with the
-          version's settings, embed with its model ─ commit per document (progress, cancel)
-    build the version's FAISS + BM25 indexes from SQL, snapshot them
-    checks: every ready document has chunks; index counts equal SQL; sample queries find
-          their own chunks
-    switch, in one transaction holding the KB row: no ready document may lack chunks (one
-          uploaded meanwhile sends us round the loop again), then live_version moves
-
-Queries keep answering from the live version all along. The job restarts cleanly after a
-crash: documents already committed to the version are skipped, and a version that went live
-just before the crash is recognised as done. A rollback is the same job aimed at a retired
-version: it only has to catch up with documents added since it was retired. After a switch,
-retired versions beyond RAG_INDEX__KEEP_VERSIONS are pruned (rag/kb/versions.py).
-
-Where documents are parsed, chunked and embedded is a `Build`: here, one document at a time
-(`build_locally`), or on a Ray cluster (ingest.ray_engine.RayReindex). Both commit through
-`store_chunks`, and everything after the fill (checks, switch) is the same code.
+Queries keep answering from the live version all along, the job restarts cleanly after a crash,
+and a rollback is the same job aimed at a retired version (`Reindexer.run`). Where documents
+are parsed, chunked and embedded is a `Build`: here (`Reindexer.build_locally`) or on a Ray
+cluster (ingest.ray_engine.RayReindex); both commit through `store_chunks`, and everything after
+the fill (checks, switch) is the same code.
 """
 
 from __future__ import annotations
@@ -128,7 +116,25 @@ class Reindexer:
 
     def run(self, job: Job, progress: Progress, build: Build | None = None) -> Outcome:
         """Run a reindex job; `progress(done, total)` raises JobCancelled when asked to stop.
-        `build` fills the version (default: `build_locally`)."""
+        `build` fills the version (default: `build_locally`).
+
+            loop: ready documents lacking chunks in the version ─ parse the stored file, chunk
+                  with the version's settings, embed with its model ─ commit per document
+                  (progress, cancel)
+            build the version's FAISS + BM25 indexes from SQL, snapshot them
+            checks: every ready document has chunks; index counts equal SQL; sample queries
+                  find their own chunks
+            switch, in one transaction holding the KB row: no ready document may lack chunks
+                  (one uploaded meanwhile sends us round the loop again), then live_version
+                  moves
+
+        Queries keep answering from the live version all along. The job restarts cleanly after
+        a crash: documents already committed to the version are skipped, and a version that
+        went live just before the crash is recognised as done. A rollback is the same job aimed
+        at a retired version: it only has to catch up with documents added since it was
+        retired. After a switch, retired versions beyond RAG_INDEX__KEEP_VERSIONS are pruned
+        (rag/kb/versions.py).
+        """
         assert job.kb_id is not None
         payload = job.payload or {}
         number, rollback = int(payload[VERSION]), bool(payload.get(ROLLBACK))

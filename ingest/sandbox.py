@@ -2,16 +2,8 @@
 
 A parser that hangs, balloons or crashes takes down only its child; the worker reports the
 document as failed with a reason and goes on, and the next document gets a fresh child.
-Children are reused: starting one costs about 0.1 s, more than parsing a small text file, so
-a child serves documents until it has parsed `max_documents` of them or its memory grew past
-`max_rss_mb` (a parser's heap rarely shrinks), and is then replaced. Children come from a
-forkserver, so they do not inherit the parent's threads or loaded models.
-
-Why not concurrent.futures.ProcessPoolExecutor or multiprocessing.Pool: neither can stop the
-one task that hangs (a timeout only stops waiting for it), and a worker that dies breaks a
-ProcessPoolExecutor for every pending task and leaves a multiprocessing.Pool result waiting
-forever. Here each child is driven over its own pipe by the one thread that checked it out, so
-the parent kills exactly the child that overran and starts another.
+Children are reused and come from a forkserver (`ParserPool` says why, and why not a
+standard-library pool).
 """
 
 from __future__ import annotations
@@ -105,6 +97,17 @@ class ParserPool:
 
     As many children run as threads call `parse` at once; up to `max_idle` wait between
     documents. Thread-safe.
+
+    Children are reused: starting one costs about 0.1 s, more than parsing a small text file,
+    so a child serves documents until it has parsed `max_documents` of them or its memory grew
+    past `max_rss_mb` (a parser's heap rarely shrinks), and is then replaced. Children come
+    from a forkserver, so they do not inherit the parent's threads or loaded models.
+
+    Why not concurrent.futures.ProcessPoolExecutor or multiprocessing.Pool: neither can stop the
+    one task that hangs (a timeout only stops waiting for it), and a worker that dies breaks a
+    ProcessPoolExecutor for every pending task and leaves a multiprocessing.Pool result waiting
+    forever. Here each child is driven over its own pipe by the one thread that checked it out,
+    so the parent kills exactly the child that overran and starts another.
     """
 
     def __init__(

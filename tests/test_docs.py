@@ -4,6 +4,7 @@ rag/core/config.py, and the MkDocs site builds with --strict (broken links and n
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import os
 import re
@@ -106,6 +107,38 @@ def test_docs_cite_nothing_outside_the_repository() -> None:
         text = page.read_text(encoding="utf-8")
         for outside in ("DESIGN.md", "../shared", "shared/"):
             assert outside not in text, f"{page.name} refers to {outside}"
+
+
+MAX_MODULE_DOCSTRING_LINES = 10
+# The exception tree is the module's docstring on purpose (as in httpx's _exceptions.py).
+LONG_DOCSTRING_EXEMPT = {"rag/core/errors.py"}
+
+
+def test_module_docstrings_are_short() -> None:
+    """A module docstring says what the module is for in at most 10 lines, counted from the
+    opening quotes to the closing ones; details belong on the class or function they describe,
+    or in docs/."""
+    offenders = []
+    for top in ("rag", "api", "ingest"):
+        for path in sorted((ROOT / top).rglob("*.py")):
+            relative = path.relative_to(ROOT).as_posix()
+            if relative.startswith("rag/store/migrations/versions/"):
+                continue
+            if relative in LONG_DOCSTRING_EXEMPT:
+                continue
+            tree = ast.parse(path.read_text(encoding="utf-8"), filename=relative)
+            if ast.get_docstring(tree, clean=False) is None:
+                continue
+            node = tree.body[0]
+            assert node.end_lineno is not None
+            lines = node.end_lineno - node.lineno + 1
+            if lines > MAX_MODULE_DOCSTRING_LINES:
+                offenders.append(f"{relative} ({lines} lines)")
+    assert not offenders, (
+        f"module docstrings longer than {MAX_MODULE_DOCSTRING_LINES} lines: "
+        + ", ".join(offenders)
+        + "; move the details to the class or function they describe, or to docs/"
+    )
 
 
 def test_every_page_is_in_the_nav() -> None:

@@ -3,14 +3,9 @@
 POST /v1/chat/completions   {"model": "kb:<name or id>", "messages": [...], "stream"?: bool}
 GET  /v1/models             one model per knowledge base
 
-The last message is the question; earlier user/assistant messages are the conversation (a
-follow-up is condensed into a standalone question for retrieval); system messages from the
-client are ignored, since the service's own grounded system prompt applies. The answer carries
-[n] markers, and the response (each chunk's last one when streaming) an extra `citations`
-field; `answered_by` names the LLM that answered, `cached` says the answer came from the answer
-cache (rag/qa/answer_cache.py; only for a single question, not a conversation). An extra body
-field `"cache": false` (the SDK's extra_body) or `Cache-Control: no-cache` / `no-store` bypasses
-it. Works unchanged with the `openai` SDK.
+The last message is the question, earlier user/assistant messages the conversation (`_spec`);
+the response adds `citations`, `answered_by`, `route` and `cached` (`_extras`). Works unchanged
+with the `openai` SDK.
 """
 
 from __future__ import annotations
@@ -104,6 +99,9 @@ def _find_kb(db: Database, model: str) -> KnowledgeBase:
 
 
 def _spec(kb_id: str, body: ChatRequest) -> answer.AskSpec:
+    """The last message is the question; earlier user/assistant messages are the conversation
+    (a follow-up is condensed into a standalone question for retrieval). System messages from
+    the client are ignored, since the service's own grounded system prompt applies."""
     turns = [m for m in body.messages if m.role in ("user", "assistant")]
     if not turns or turns[-1].role != "user" or not turns[-1].text().strip():
         raise InvalidInput("the last message must be the user's question")
@@ -129,6 +127,8 @@ async def chat_completions(
 ) -> dict[str, Any] | EventStream:
     kb = await anyio.to_thread.run_sync(_find_kb, db, body.model)
     spec = _spec(kb.id, body)
+    # An extra body field "cache": false (the SDK's extra_body) or Cache-Control: no-cache /
+    # no-store bypasses the answer cache.
     reply = await qa.ask(spec, Policy.of(body.cache, cache_control), stream=body.stream)
     ident = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
@@ -170,6 +170,10 @@ def _usage(usage: dict[str, int]) -> dict[str, int]:
 
 
 def _extras(result: answer.Answer, *, cached: bool) -> dict[str, Any]:
+    """Fields beyond OpenAI's, on the response (on the last chunk when streaming): the
+    `citations` the answer's [n] markers refer to; `answered_by`, the LLM that answered; and
+    `cached`, whether the answer came from the answer cache (rag/qa/answer_cache.py; only for a
+    single question, not a conversation)."""
     return {
         "citations": [c.model_dump() for c in citations_out(result)],
         "answered_by": result.model,

@@ -3,14 +3,8 @@
 With a GPU and vllm installed (the `gpu` extra): `vllm serve` for RAG_LLM__SERVE_MODEL (default:
 RAG_LLM__MODEL, Qwen/Qwen2.5-7B-Instruct) with the project's settings. Elsewhere: `transformers
 serve` with the small local model (RAG_LLM__LOCAL_MODEL, from `rag models fetch`), the offline
-profile. Either way it says which it chose and why.
-
-Context length: Qwen2.5 is trained for 32,768 positions. Beyond that vLLM needs YaRN rope
-scaling (factor = length / 32768, so 4 at 131,072), which we turn on only then: vLLM's YaRN is
-static, it scales every prompt, short ones included, and that costs quality on the short
-prompts most questions produce. vLLM removed `--rope-scaling` in 0.11.1 (vllm#28006) and moved
-to transformers v5's `rope_parameters` key (vllm#28542; its docs pass YaRN as
-`--hf-overrides '{"rope_parameters": {...}}'`); older versions take `rope_scaling` there.
+profile. Either way it says which it chose and why (`plan_serve`). A context beyond Qwen2.5's
+native 32,768 positions turns on YaRN (`yarn_overrides` says why only then).
 """
 
 from __future__ import annotations
@@ -79,7 +73,15 @@ def gpu_count() -> int:
 
 
 def yarn_overrides(max_model_len: int, version: tuple[int, ...] | None) -> dict[str, Any] | None:
-    """--hf-overrides for a context beyond Qwen2.5's native one; None when not needed."""
+    """--hf-overrides for a context beyond Qwen2.5's native one; None when not needed.
+
+    Qwen2.5 is trained for 32,768 positions. Beyond that vLLM needs YaRN rope scaling (factor =
+    length / 32768, so 4 at 131,072), which we turn on only then: vLLM's YaRN is static, it
+    scales every prompt, short ones included, and that costs quality on the short prompts most
+    questions produce. vLLM removed `--rope-scaling` in 0.11.1 (vllm#28006) and moved to
+    transformers v5's `rope_parameters` key (vllm#28542; its docs pass YaRN as
+    `--hf-overrides '{"rope_parameters": {...}}'`); older versions take `rope_scaling` there.
+    """
     if max_model_len <= NATIVE_CONTEXT:
         return None
     factor = max_model_len / NATIVE_CONTEXT
@@ -127,6 +129,8 @@ def plan_serve(
     gpus: int | None = None,
     version: tuple[int, ...] | None = None,
 ) -> ServePlan:
+    """Which server to start, and why: vLLM with a GPU and vllm installed (or when `backend`
+    says so), else `transformers serve` with the local model."""
     base_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/v1"
     if backend == "auto":
         gpus = gpu_count() if gpus is None else gpus

@@ -1,9 +1,4 @@
-"""A small typed Python client for the kbqa HTTP API.
-
-It needs only httpx, httpx-sse and the standard library, so it can be installed on machines
-that do not run the service (no FastAPI, torch or SQLAlchemy is imported):
-
-    from rag.client import Client
+"""A small typed Python client for the kbqa HTTP API, needing only httpx and httpx-sse.
 
     with Client("http://127.0.0.1:8080", api_key="...") as kbqa:
         kb = kbqa.create_kb("handbook")
@@ -11,15 +6,11 @@ that do not run the service (no FastAPI, torch or SQLAlchemy is imported):
         kbqa.wait_until_ready(kb.id, doc.id)
         print(kbqa.ask(kb.id, "年假有多少天？").answer)
 
-`Client` is synchronous, `AsyncClient` the same methods as coroutines; both build their
-requests with the same code (`_Requests`) and differ only in how they send them.
-
-Errors: every non-2xx answer raises `ApiError` with the HTTP status and the `code` and
-`message` of the API's error envelope `{"error": {"code", "message"}}`; on 429 and 503
-`retry_after` holds the seconds from the `Retry-After` header. A document that fails to ingest
-raises `DocumentFailed` from `wait_until_ready`.
+`AsyncClient` has the same methods as coroutines; errors raise `ApiError` or `DocumentFailed`.
 """
 
+# Only httpx, httpx-sse and the standard library: the client installs and imports on machines
+# that do not run the service (no FastAPI, torch or SQLAlchemy); tests/test_packaging.py checks.
 from rag.client._client import AsyncClient, Client
 from rag.client._models import (
     Answer,

@@ -21,11 +21,12 @@ T = TypeVar("T")
 
 
 class ApiError(Exception):
-    """The API answered with an error status.
+    """The API answered with an error status (every non-2xx answer raises it).
 
-    `status` is the HTTP status, `code` and `message` come from the error envelope (for a body
-    that is not one, `code` is "http_<status>" and `message` the body's text), `retry_after`
-    the seconds to wait from `Retry-After` (429 and 503 only; None when absent).
+    `status` is the HTTP status, `code` and `message` come from the API's error envelope
+    `{"error": {"code", "message"}}` (for a body that is not one, `code` is "http_<status>" and
+    `message` the body's text), `retry_after` the seconds to wait from `Retry-After` (429 and
+    503 only; None when absent).
     """
 
     def __init__(

@@ -5,11 +5,7 @@
     ingest.parse, ingest.chunk, ingest.embed, ingest.store, ingest.index (worker threads)
 
 The SDK is the `otel` extra (`pip install -e '.[otel]'`); nothing here imports it unless tracing
-is configured, so the service runs without it. While tracing is off `span()` hands back one
-shared no-op context manager: the instrumented code pays a function call and a branch.
-
-The provider is ours, not the process-global one: OpenTelemetry lets the global provider be set
-only once per process, and tests (and a restarted app) switch tracing on and off.
+is configured, so the service runs without it, and while tracing is off `span()` is nearly free.
 """
 
 from __future__ import annotations
@@ -39,6 +35,9 @@ def configure(settings: TracingSettings, *, exporter: Any = None) -> bool:
 
     `exporter` replaces the OTLP exporter (tests pass the SDK's in-memory one); spans are then
     exported one by one instead of in batches, so a test sees them at once.
+
+    The provider is ours, not the process-global one: OpenTelemetry lets the global provider be
+    set only once per process, and tests (and a restarted app) switch tracing on and off.
     """
     shutdown()
     if not settings.otlp_endpoint:
@@ -86,7 +85,9 @@ def shutdown() -> None:
 
 
 def span(name: str, attributes: Attributes | None = None) -> AbstractContextManager[Any]:
-    """A span around the code inside, child of the current one; a no-op while tracing is off."""
+    """A span around the code inside, child of the current one; a no-op while tracing is off:
+    one shared no-op context manager, so the instrumented code pays a function call and a
+    branch."""
     if _tracer is None:
         return _NOOP
     return _active(name, attributes)

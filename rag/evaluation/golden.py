@@ -1,14 +1,9 @@
 """Retrieval evaluation over a JSONL golden set: hit@k, MRR, nDCG@10 and latency, per mode.
 
-A golden line is `{"id", "question", ...}` with one or both ways to recognise the answer:
-
-* `answer_excerpt`: a retrieved passage answers when, after deleting all whitespace from both,
-  its text contains the first 24 characters of the excerpt;
-* `filename` and `page` (or `pages`, a list): a passage from that file whose first page is that
-  physical page (1-based, as a PDF viewer counts) answers.
-
-A question has one answer location, so relevance is binary and only the first answering
-passage counts: MRR = 1/rank and nDCG@10 = 1/log2(1 + rank) for a hit within the top 10.
+A golden line is `{"id", "question", ...}` with one or both ways to recognise the answer: an
+`answer_excerpt`, or a `filename` and `page` (or `pages`, a list); `GoldenItem.answered_by` has
+the rules. A question has one answer location, so relevance is binary and only the first
+answering passage counts: MRR = 1/rank and nDCG@10 = 1/log2(1 + rank) for a hit within the top 10.
 """
 
 from __future__ import annotations
@@ -61,6 +56,13 @@ class GoldenItem:
         return _WS.sub("", self.answer_excerpt or "")[:EXCERPT_CHARS]
 
     def answered_by(self, p: PassageLike) -> bool:
+        """Whether passage `p` answers:
+
+        * `answer_excerpt`: when, after deleting all whitespace from both, its text contains
+          the first 24 characters of the excerpt;
+        * `filename` and `page` (or `pages`): when it comes from that file and its first page
+          is that physical page (1-based, as a PDF viewer counts).
+        """
         if self.answer_excerpt and self.needle in _WS.sub("", p.text):
             return True
         if self.pages and p.page in self.pages:

@@ -1,17 +1,9 @@
 """OpenAI-compatible chat client for vLLM (or `transformers serve`, Ollama, llama.cpp server).
 
-Faults are handled here, once: connect and read timeouts, bounded retries with jittered
-exponential backoff for what is worth retrying (connection failures, connect timeouts, 429 and
-502-504), a circuit breaker per upstream, and the mapping of httpx errors and upstream statuses
-to rag.core.errors. A read timeout is not retried: the server may still be generating, and a second
-request would double its load. The test seam is the transport (httpx.MockTransport).
-
-Generation is async (the API streams; a client that goes away must cancel the upstream request
-at once); ping and model_info are sync for health checks and the CLI.
-
-Every request carries the current request id as X-Request-ID (vLLM logs it), and the trace
-context while tracing is on. Metrics: call time, time to first token and tokens/s per route,
-and every failure by kind (rag/core/metrics.py).
+Faults are handled here, once (`LLMClient`): timeouts, bounded retries, a circuit breaker per
+upstream, and the mapping of upstream failures to rag.core.errors. The test seam is the
+transport (httpx.MockTransport). Generation is async (a client that goes away must cancel the
+upstream request at once); ping and model_info are sync for health checks and the CLI.
 """
 
 from __future__ import annotations
@@ -306,6 +298,21 @@ class LLMStream:
 
 
 class LLMClient:
+    """The chat client of one upstream (one model route).
+
+    Faults: connect and read timeouts, bounded retries with jittered exponential backoff for
+    what is worth retrying (connection failures, connect timeouts, 429 and 502-504), a circuit
+    breaker per upstream, and the mapping of httpx errors and upstream statuses to
+    rag.core.errors. A read timeout is not retried: the server may still be generating, and a
+    second request would double its load.
+
+    Generation is async (the API streams; a client that goes away must cancel the upstream
+    request at once); ping and model_info are sync for health checks and the CLI. Every request
+    carries the current request id as X-Request-ID (vLLM logs it), and the trace context while
+    tracing is on (`_tag`). Metrics: call time, time to first token and tokens/s per route, and
+    every failure by kind (rag/core/metrics.py).
+    """
+
     def __init__(
         self,
         settings: LLMSettings,
@@ -520,6 +527,8 @@ class LLMClient:
             message = (
                 f"the LLM at {self.url} did not answer within {self.settings.read_timeout_s:g} s"
             )
+            # Not retried: the server may still be generating, and a second request would
+            # double its load.
             return _Failure(LLMTimeout(message), retryable=False)
         metrics.LLM_ERRORS.labels(kind="unreachable").inc()
         message = f"cannot reach the LLM at {self.url} ({exc.__class__.__name__}). "

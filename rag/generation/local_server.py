@@ -1,18 +1,9 @@
 """`transformers serve` as the CPU stand-in for vLLM: start, wait until ready, stop.
 
-How `transformers serve` (transformers 5.x, needs `transformers[serving]`) behaves, and what
-we do about it:
-
-- `transformers serve MODEL --device cpu --host H --port P` preloads MODEL before it binds the
-  port, pins the server to it, and answers POST /v1/chat/completions (stream or not) and
-  GET /v1/models. Once the port answers, the model is loaded.
-- A request whose "model" differs from MODEL gets 400 ("Server is pinned to ..."); answers
-  name the model as "MODEL@main".
-- MODEL is a hub id or a folder, but GET /v1/models only lists the Hugging Face cache (and
-  fails with 500 when there is none). So we serve a folder through a private, throwaway hub
-  cache holding symlinks to it: the model is named `local/<folder name>` (served_model_name),
-  /v1/models lists exactly it, and HF_HUB_OFFLINE keeps the child off the network.
-- Streams carry usage in the last chunk and end without a `data: [DONE]` line.
+`transformers serve` (transformers 5.x, needs `transformers[serving]`) preloads the one model
+it is pinned to before it binds its port, so once the port answers the model is loaded. A model
+folder is served through a throwaway hub cache, named `local/<folder name>`
+(`served_model_name`); `start_transformers_serve` lists the server's quirks.
 """
 
 from __future__ import annotations
@@ -72,6 +63,20 @@ def start_transformers_serve(
     threads: torch CPU threads; default OMP_NUM_THREADS if set, else 1, because OpenMP threads
     that spin on a shared, busy machine wreck decoding: for SmolLM2-135M on 2 cores we measured
     32 tokens in ~2 s on one thread, and 1.4 s idle but 5-40 s under load on two.
+
+    How `transformers serve` behaves, and what we do about it:
+
+    - `transformers serve MODEL --device cpu --host H --port P` preloads MODEL before it binds
+      the port, pins the server to it, and answers POST /v1/chat/completions (stream or not)
+      and GET /v1/models. Once the port answers, the model is loaded.
+    - A request whose "model" differs from MODEL gets 400 ("Server is pinned to ..."); answers
+      name the model as "MODEL@main".
+    - MODEL is a hub id or a folder, but GET /v1/models only lists the Hugging Face cache (and
+      fails with 500 when there is none). So we serve a folder through a private, throwaway
+      hub cache holding symlinks to it (`_hub_view`): the model is named `local/<folder name>`
+      (`served_model_name`), /v1/models lists exactly it, and HF_HUB_OFFLINE keeps the child
+      off the network.
+    - Streams carry usage in the last chunk and end without a `data: [DONE]` line.
     """
     model_dir = model_dir.expanduser().resolve()
     if not (model_dir / "config.json").is_file():

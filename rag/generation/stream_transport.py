@@ -5,10 +5,6 @@ socket in network-sized pieces and strips the framing with bytes operations. It 
 client's chat requests (STREAM_EXTENSION) over plain http://, HTTP/1.1, keep-alive; the rest (and
 all of it under an environment proxy) goes to the httpx transport it wraps. Failures are httpx's
 exceptions; closing a response early closes the connection (vLLM aborts the generation).
-Kept over aiohttp (issue 15; bench/stream_relay.py --compare and --calls 1000; 2 shared cores):
-aiohttp under the same httpx API relays 0.89-1.07x the tokens/s (median 0.97) with 1-8 ms more
-added TTFT in every run (6 runs x 30 rounds), and takes 1.08-1.14x as long per whole + streamed
-call (6 runs x 1000 rounds, 100 tokens); plain httpx: 0.11-0.14x, 2.0-2.5x. See bench/REPORT.md.
 """
 
 from __future__ import annotations
@@ -28,6 +24,15 @@ MAX_CHUNK_LINE = 1024
 
 
 class StreamTransport(httpx.AsyncBaseTransport):
+    """Takes STREAM_EXTENSION requests over plain http://; everything else goes to `fallback`.
+
+    Kept over aiohttp (issue 15; bench/stream_relay.py --compare and --calls 1000; 2 shared
+    cores): aiohttp under the same httpx API relays 0.89-1.07x the tokens/s (median 0.97) with
+    1-8 ms more added TTFT in every run (6 runs x 30 rounds), and takes 1.08-1.14x as long per
+    whole + streamed call (6 runs x 1000 rounds, 100 tokens); plain httpx: 0.11-0.14x,
+    2.0-2.5x. See bench/REPORT.md.
+    """
+
     def __init__(self, fallback: httpx.AsyncBaseTransport, *, max_idle: int = 100) -> None:
         self._fallback = fallback
         self._max_idle = max_idle

@@ -6,8 +6,6 @@ mode, which emits a long word and its dictionary sub-words ("软件包" -> "软�
 question that uses the short word still meets a passage that uses the long one. ASCII runs
 become words; a compound such as "dpkg-buildpackage" or "x86_64" is kept whole *and* split, so
 exact product codes and their parts both match. Function words are dropped.
-
-jieba loads its dictionary once, on first use, behind a lock; its log goes nowhere near stdout.
 """
 
 from __future__ import annotations
@@ -65,7 +63,8 @@ _jieba: jieba.Tokenizer | None = None
 
 
 def _segmenter() -> jieba.Tokenizer:
-    """jieba's tokenizer, its dictionary loaded on first use (about half a second, once)."""
+    """jieba's tokenizer, its dictionary loaded on first use (about half a second, once),
+    behind a lock; jieba's log goes nowhere near stdout."""
     global _jieba
     with _lock:
         if _jieba is None:

@@ -1,16 +1,10 @@
 """One knowledge base's FAISS index, keyed by SQL chunk id, and its atomic on-disk snapshot.
 
-Two layouts, both keyed by the SQL chunk id (never by position, so removing a document never
-shifts anyone else's vectors):
-
-* flat: IndexIDMap2 over an exact inner-product index, for up to a few hundred thousand vectors;
-* ivf: IndexIVFFlat with a hash-table direct map (ids, removal, reconstruction by id), for large
-  knowledge bases; the IndexStore switches a flat index to IVF above a size chosen by measurement
-  (bench/dense_ann.py), training the coarse quantizer on the knowledge base's own vectors.
-
-Vectors are L2-normalised, so inner product is cosine similarity. A search can be restricted to
-allowed chunk ids (filters): FAISS applies the IDSelector inside the scan, so top-k is the top-k
-of the allowed set (exact on flat; on IVF more lists are probed the smaller the allowed share).
+Every layout is keyed by the SQL chunk id (never by position, so removing a document never
+shifts anyone else's vectors): exact flat search, or IVF for large knowledge bases (`KBIndex`).
+Vectors are L2-normalised, so inner product is cosine similarity. A search restricted to
+allowed chunk ids (filters) applies the IDSelector inside the scan, so top-k is the top-k of
+the allowed set.
 """
 
 from __future__ import annotations
@@ -55,6 +49,19 @@ def ivf_lists(n: int) -> int:
 
 
 class KBIndex:
+    """A FAISS index in one of two layouts, both keyed by the SQL chunk id:
+
+    * flat: IndexIDMap2 over an exact inner-product index, for up to a few hundred thousand
+      vectors;
+    * ivf: IndexIVFFlat with a hash-table direct map (ids, removal, reconstruction by id), for
+      large knowledge bases; the IndexStore switches a flat index to IVF above a size chosen by
+      measurement (bench/dense_ann.py), training the coarse quantizer on the knowledge base's
+      own vectors (`with_layout`).
+
+    A filtered search's top-k is exact on flat; on IVF more lists are probed the smaller the
+    allowed share (`_params`).
+    """
+
     def __init__(self, kb_id: str, embedding_model: str, dim: int) -> None:
         self.kb_id = kb_id
         self.embedding_model = embedding_model

@@ -1,26 +1,10 @@
 """One knowledge base's BM25 index (bm25s), a cache derived from SQL like the FAISS index.
 
-bm25s builds an immutable sparse matrix and cannot add documents to it, so the index is kept
-the way Lucene keeps segments:
-
-* the tokenised corpus (chunk id -> token ids over one growing vocabulary) is the state; it is
-  what the snapshot persists, so a restart never runs jieba over old chunks again;
-* a *base* segment, a bm25s index over most documents, built rarely (a merge);
-* a *delta* segment over the documents added since the base was built, rebuilt from cached
-  token ids whenever documents are added (cheap while it is small);
-* what is indexed is the chunk text alone, without the heading path the embedding sees: a
-  section's first chunk opens with its heading, and repeating the heading in every later chunk
-  of the section made those outrank the first one (README "Retrieval quality" has the numbers);
-* deletions zero a document's weight in whichever segment holds it (bm25s' `weight_mask`); the
-  same mask carries the caller's filter, so a filtered search ranks only allowed chunks.
-
-Scores of the two segments must be comparable, so the delta's columns are rescaled from its own
-IDF to the base's (terms the base lacks get an IDF over both segments). bm25s stores idf x
-tf-part per cell, so a per-column factor is exact for the IDF part; length normalisation keeps
-each segment's own average length. Until the next merge the IDF lags the delta by at most a few
-per cent of the documents, like Lucene's statistics before segments merge.
-`needs_merge` says when the delta (or the deleted share of the base) has grown enough that the
-caller should `merge` off the query path: the new base is built outside the lock and swapped in.
+bm25s cannot add documents to an index, so `LexicalIndex` keeps it the way Lucene keeps
+segments: the tokenised corpus is the state (what the snapshot persists), a rarely rebuilt
+*base* segment covers most documents, and a small *delta* segment, scored with the base's IDF,
+the ones added since. Only the chunk text is indexed, without the heading path the embedding
+sees (`LexicalIndex.add_texts` says why).
 """
 
 from __future__ import annotations
@@ -152,6 +136,26 @@ class Manifest:
 
 
 class LexicalIndex:
+    """A knowledge base's BM25 index, kept the way Lucene keeps segments:
+
+    * the tokenised corpus (chunk id -> token ids over one growing vocabulary) is the state; it
+      is what the snapshot persists, so a restart never runs jieba over old chunks again;
+    * a *base* segment, a bm25s index over most documents, built rarely (`merge`);
+    * a *delta* segment over the documents added since the base was built, rebuilt from cached
+      token ids whenever documents are added (`refresh`; cheap while it is small);
+    * deletions zero a document's weight in whichever segment holds it (bm25s' `weight_mask`);
+      the same mask carries the caller's filter, so a filtered search ranks only allowed chunks.
+
+    Scores of the two segments must be comparable, so the delta's columns are rescaled from its
+    own IDF to the base's (terms the base lacks get an IDF over both segments). bm25s stores
+    idf x tf-part per cell, so a per-column factor is exact for the IDF part; length
+    normalisation keeps each segment's own average length. Until the next merge the IDF lags the
+    delta by at most a few per cent of the documents, like Lucene's statistics before segments
+    merge. `needs_merge` says when the delta (or the deleted share of the base) has grown enough
+    that the caller should `merge` off the query path: the new base is built outside the lock
+    and swapped in.
+    """
+
     def __init__(self, kb_id: str) -> None:
         self.kb_id = kb_id
         self.last_seq = 0
@@ -172,7 +176,13 @@ class LexicalIndex:
     # -- updates -------------------------------------------------------------------------------
 
     def add_texts(self, ids: Iterable[int], texts: Iterable[str]) -> None:
-        """Tokenise and add (or replace) documents; the delta is rebuilt by `refresh`."""
+        """Tokenise and add (or replace) documents; the delta is rebuilt by `refresh`.
+
+        The texts are the chunk text alone, without the heading path the embedding sees: a
+        section's first chunk opens with its heading, and repeating the heading in every later
+        chunk of the section made those outrank the first one (docs/retrieval.md, "What moved
+        the numbers").
+        """
         tokenised = [(int(i), tokenize(t)) for i, t in zip(ids, texts, strict=True)]
         if not tokenised:
             return

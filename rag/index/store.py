@@ -1,21 +1,10 @@
 """The per-knowledge-base search indexes as caches derived from SQL (docs/architecture.md).
 
 Each knowledge base has a dense index (FAISS, rag/index/dense.py) and a lexical one (BM25,
-rag/index/lexical.py). Both follow the same rules: on first use the snapshot is loaded (a
-corrupt one is moved aside), then caught up: chunks with a sequence above the snapshot's are added,
-tombstoned ids removed, and finally any disagreement with SQL (ids SQL no longer has, or rows
-the index lacks) is repaired. `sync` repeats the cheap catch-up; several processes sharing one
-database stay consistent this way. One pass over the new rows feeds both indexes.
-
-Indexes are kept per index version (rag/kb/versions.py): `pair(kb_id)` answers from the version
-SQL names live, read on every call, so a switch made by any process is followed at once; the
-caches of a version live in index_dir/<kb_id>/v<n>/. The re-index job builds a version beside
-the live one with `build_version` and installs it with `adopt` once it is live.
-
-`sync` also does the slow upkeep, outside the store's lock so that queries are not held up:
-folding the BM25 delta into its base, and switching a dense index between the exact flat
-layout and IVF when it crosses `ann_threshold` vectors. A replacement index is built from a
-copy, then caught up under the lock with whatever was committed meanwhile, then swapped in.
+rag/index/lexical.py) per index version (rag/kb/versions.py), both caught up from SQL by
+sequence number and tombstone, so several processes sharing one database stay consistent.
+`IndexStore.pair(kb_id)` answers from the version SQL names live; `IndexStore.sync` catches
+up and does the slow upkeep off the query path.
 """
 
 from __future__ import annotations
@@ -46,6 +35,20 @@ Key = tuple[str, int]  # (kb_id, version number)
 
 
 class IndexStore:
+    """Every knowledge base's indexes, per index version, loaded or built on first use.
+
+    Both indexes follow the same rules: on first use the snapshot is loaded (a corrupt one is
+    moved aside), then caught up: chunks with a sequence above the snapshot's are added,
+    tombstoned ids removed, and finally any disagreement with SQL (ids SQL no longer has, or
+    rows the index lacks) is repaired. `sync` repeats the cheap catch-up. One pass over the new
+    rows feeds both indexes.
+
+    `pair(kb_id)` answers from the version SQL names live, read on every call, so a switch made
+    by any process is followed at once; the caches of a version live in
+    index_dir/<kb_id>/v<n>/. The re-index job builds a version beside the live one with
+    `build_version` and installs it with `adopt` once it is live.
+    """
+
     def __init__(
         self, root: Path, db: Database, *, ann_threshold: int = 0, ivf_nprobe: int = 64
     ) -> None:
@@ -119,8 +122,10 @@ class IndexStore:
 
     def sync(self, kb_id: str | None = None) -> None:
         """Apply rows committed since the last sync (by this or any other process), then do
-        the slow upkeep (BM25 merge, flat/IVF switch) without holding up queries. Versions
-        that are no longer live are let go (their snapshots stay for a rollback)."""
+        the slow upkeep outside the store's lock, so that queries are not held up: folding the
+        BM25 delta into its base, and switching a dense index between the exact flat layout
+        and IVF when it crosses `ann_threshold` vectors (`_upkeep`). Versions that are no
+        longer live are let go (their snapshots stay for a rollback)."""
         with self._lock:
             keys = [k for k in self._indexes if kb_id is None or k[0] == kb_id]
             live = self._live_versions({k[0] for k in keys})
@@ -491,6 +496,9 @@ class IndexStore:
     # -- upkeep off the query path -------------------------------------------------------------
 
     def _upkeep(self, key: Key) -> None:
+        """BM25 merge and flat/IVF switch. A replacement index is built from a copy outside the
+        lock, then caught up under the lock with whatever was committed meanwhile, then swapped
+        in."""
         with self._lock:
             dense, lexical = self._indexes.get(key), self._lexical.get(key)
         if lexical is not None and lexical.needs_merge():
@@ -550,5 +558,6 @@ def _feed_dense(index: KBIndex, rows: Sequence[Any]) -> bool:
 def _feed_lexical(index: LexicalIndex, rows: Sequence[Any]) -> bool:
     if not rows:
         return False
+    # The chunk text without its heading path (LexicalIndex.add_texts says why).
     index.add_texts((r.id for r in rows), (r.text for r in rows))
     return True

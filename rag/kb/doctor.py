@@ -2,18 +2,8 @@
 when asked, repairs it from SQL.
 
 It runs beside writers (uploads, workers, deletes, other replicas), so no finding may come from
-catching a writer half-way:
-
-- every check reads SQL in one snapshot, and each repair re-checks its condition in the
-  transaction (or the single rename) that makes it, so a writer that settled the matter in
-  between wins and the repair does nothing;
-- stored files are listed *before* SQL is read (a row committed in between is seen), and a file
-  younger than the grace period is never called an orphan: an upload moves its file into
-  files/ a moment before its row commits;
-- an orphan is moved to quarantine/ (rag/kb/quarantine.py), logged, never deleted; a document whose
-  file is in quarantine gets it back instead of being failed;
-- a dry run (repair=False) changes nothing, in memory or on disk: indexes are compared through
-  `IndexStore.inspect`, which loads nothing into the store and saves nothing.
+catching a writer half-way (`Doctor` says how), and an orphan file is never deleted: it is moved
+to quarantine/ (rag/kb/quarantine.py) and logged.
 """
 
 from __future__ import annotations
@@ -56,7 +46,22 @@ def _count(result: Result[Any]) -> int:
 
 
 class Doctor:
-    """The checks and repairs above, over one database, its index store and its data folder."""
+    """The checks and repairs, over one database, its index store and its data folder.
+
+    It runs beside writers (uploads, workers, deletes, other replicas), so no finding may come
+    from catching a writer half-way:
+
+    - every check reads SQL in one snapshot, and each repair re-checks its condition in the
+      transaction (or the single rename) that makes it, so a writer that settled the matter in
+      between wins and the repair does nothing;
+    - stored files are listed *before* SQL is read (a row committed in between is seen), and a
+      file younger than the grace period is never called an orphan: an upload moves its file
+      into files/ a moment before its row commits;
+    - an orphan is moved to quarantine/ (rag/kb/quarantine.py), logged, never deleted; a
+      document whose file is in quarantine gets it back instead of being failed;
+    - a dry run (repair=False) changes nothing, in memory or on disk: indexes are compared
+      through `IndexStore.inspect`, which loads nothing into the store and saves nothing.
+    """
 
     def __init__(
         self, db: Database, indexes: IndexStore, *, data_dir: Path, grace_s: float, lease_s: float

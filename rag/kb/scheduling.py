@@ -1,32 +1,11 @@
 """The fair order of the job queue, and what it means for a waiting document: its position
 and an estimate of when it will be done.
 
-The fair order, among the jobs that may run now (queued and due, or running with a heartbeat
-older than the lease: their worker died):
-
-1. `priority` (JobPriority): interactive uploads, then batch uploads, then background jobs.
-2. Within one priority, round robin over tenants, and within a tenant over its knowledge
-   bases. A job's KB round is its place among its knowledge base's waiting jobs (oldest
-   first). Its tenant round is its place among the tenant's waiting jobs taken round by round
-   over the tenant's knowledge bases (by KB round, and within a round the knowledge base served
-   least recently goes first). Jobs run by tenant round, and within a round the tenant served
-   least recently goes first. So each tenant gets one job per round, each of its knowledge
-   bases its turn, and 500 files queued in one knowledge base hold back an upload elsewhere by
-   at most about one job per other busy tenant and knowledge base.
-3. Ties (never served, or not within `SERVED_WITHIN`) go to the group whose oldest waiting job
-   is oldest, then to `id`.
-
-"Served" is the latest `started_at` of a job of the knowledge base (of the tenant), among jobs
-started within `SERVED_WITHIN`. It is what makes the rounds turn: rounds are counted among the
-jobs waiting now, so without it the long batch, whose next job is always the oldest, would
-lead every round. A job without a knowledge base is a group (and a tenant) of its own. The
-order uses window functions, which SQLite (3.25+) and PostgreSQL both have; PostgreSQL refuses
-FOR UPDATE beside them, so a worker reads a few candidates in this order and then locks one
-(`lock_next`).
-
-Positions and ETAs (`job_positions`, `document_progress`) use the same order over every queued
-job, those waiting out a retry delay included: position 1 is the job a worker claims next, and
-as long as no new job arrives the claims follow the positions.
+Jobs run by priority (interactive uploads, batch uploads, background jobs), then round robin
+over tenants and, within a tenant, over its knowledge bases, so a long batch in one knowledge
+base holds back an upload elsewhere by only about one job per other busy group. `_fair` spells
+the order out; docs/architecture.md ("The job queue") gives the reasons. Positions and ETAs use
+the same order, so position 1 is the job a worker claims next.
 """
 
 from __future__ import annotations
@@ -63,7 +42,8 @@ def stale_before(now: datetime, lease_s: float) -> datetime:
 
 
 def runnable(now: datetime, stale: datetime) -> ColumnElement[bool]:
-    """Jobs a worker may claim now."""
+    """Jobs a worker may claim now: queued and due, or running with a heartbeat older than
+    the lease (their worker died)."""
     return or_(
         and_(Job.status == JobStatus.queued, Job.run_after <= now),
         and_(Job.status == JobStatus.running, Job.heartbeat_at < stale),
@@ -79,8 +59,26 @@ def waiting(stale: datetime) -> ColumnElement[bool]:
 
 
 def _fair(where: ColumnElement[bool], now: datetime, rounds: int | None = None) -> Subquery:
-    """The jobs matching `where` with what orders them (`_order`; see the module docstring);
-    with `rounds`, only the jobs of the first so many KB rounds (enough for that many first
+    """The jobs matching `where` with what orders them (`_order`):
+
+    1. `priority` (JobPriority): interactive uploads, then batch uploads, then background jobs.
+    2. Within one priority, round robin over tenants, and within a tenant over its knowledge
+       bases. A job's KB round is its place among its knowledge base's waiting jobs (oldest
+       first). Its tenant round is its place among the tenant's waiting jobs taken round by
+       round over the tenant's knowledge bases (by KB round, and within a round the knowledge
+       base served least recently goes first). Jobs run by tenant round, and within a round the
+       tenant served least recently goes first. So each tenant gets one job per round, each of
+       its knowledge bases its turn, and 500 files queued in one knowledge base hold back an
+       upload elsewhere by at most about one job per other busy tenant and knowledge base.
+    3. Ties (never served, or not within `SERVED_WITHIN`) go to the group whose oldest waiting
+       job is oldest, then to `id`.
+
+    "Served" is the latest `started_at` of a job of the knowledge base (of the tenant) among
+    jobs started within `SERVED_WITHIN`. It makes the rounds turn: rounds are counted among the
+    jobs waiting now, so without it the long batch, whose next job is always the oldest, would
+    lead every round. A job without a knowledge base is a group (and a tenant) of its own.
+
+    With `rounds`, only the jobs of the first so many KB rounds (enough for that many first
     places, since no job is placed before the earlier jobs of its own knowledge base)."""
     group = func.coalesce(Job.kb_id, Job.id)  # ids are unique hex: no clash with a kb id
     jobs = (
@@ -194,10 +192,12 @@ def lock_next(
 ) -> Job | None:
     """The first runnable job in fair order, row-locked in `session` (a write transaction).
 
-    The candidates are read without a lock, so each is locked with its runnable condition
-    checked again (another worker may have claimed it meanwhile); a row another worker holds
-    is skipped. When every candidate is taken, the oldest runnable job by priority is locked
-    instead, so a crowd of workers never idles while jobs wait.
+    The fair order uses window functions (SQLite 3.25+ and PostgreSQL both have them), and
+    PostgreSQL refuses FOR UPDATE beside them, so the candidates are read without a lock and
+    each is then locked with its runnable condition checked again (another worker may have
+    claimed it meanwhile); a row another worker holds is skipped. When every candidate is
+    taken, the oldest runnable job by priority is locked instead, so a crowd of workers never
+    idles while jobs wait.
     """
     for candidate in candidates(session, now, stale, job_id=job_id, kinds=kinds):
         job = session.execute(
@@ -221,6 +221,9 @@ def lock_next(
 
 
 def _positions(now: datetime, lease_s: float) -> Subquery:
+    """Every waiting job's 1-based position in the fair order, those waiting out a retry delay
+    included: position 1 is the job a worker claims next, and as long as no new job arrives the
+    claims follow the positions."""
     fair = _fair(waiting(stale_before(now, lease_s)), now)
     position = func.row_number().over(order_by=_order(fair))
     return select(fair.c.id, position.label("position")).subquery("queue_positions")

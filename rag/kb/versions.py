@@ -1,17 +1,11 @@
 """Index versions: each knowledge base has one live version that queries use, and may build
 one new version beside it (another chunk size, another embedding model) without disturbing it.
 
-    building ──checks pass, switch──> live ──next switch──> retired ──rollback──> live
-        │                                                      (kept, with its chunks)
-        │                                                         │
-        │                               beyond RAG_INDEX__KEEP_VERSIONS, after a switch
-        │                                                         └──prune──> pruned
-        ├──checks fail──> failed      (its chunks tombstoned; live untouched)
-        └──cancelled────> cancelled   (its chunks tombstoned; live untouched)
-
-Every chunk row names its version, and a version names its embedding model and dimension, so
-vectors of two models never meet in one index. The re-index job (ingest/reindex.py) fills a
-building version document by document and switches it live in one transaction.
+A version goes building -> live -> retired (then live again by a rollback, or pruned), or ends
+failed or cancelled with its chunks tombstoned (`Versions` draws it). Every chunk row names its
+version, and a version names its embedding model and dimension, so vectors of two models never
+meet in one index. The re-index job (ingest/reindex.py) fills a building version document by
+document and switches it live in one transaction.
 """
 
 from __future__ import annotations
@@ -252,7 +246,18 @@ def activate(session: Session, kb: KnowledgeBase, version: IndexVersion, now: da
 
 
 class Versions:
-    """Starting re-index and rollback builds, and pruning retired versions."""
+    """Starting re-index and rollback builds, and pruning retired versions.
+
+        building ──checks pass, switch──> live ──next switch──> retired ──rollback──> live
+            │                                                      (kept, with its chunks)
+            │                                                         │
+            │                               beyond RAG_INDEX__KEEP_VERSIONS, after a switch
+            │                                                         └──prune──> pruned
+            ├──checks fail──> failed      (its chunks tombstoned; live untouched)
+            └──cancelled────> cancelled   (its chunks tombstoned; live untouched)
+
+    Pruning, switching and starting a rollback all lock the knowledge base's row (`lock_kb`).
+    """
 
     def __init__(
         self,

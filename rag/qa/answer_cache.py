@@ -5,24 +5,8 @@
             ├─ hit ──> the stored answer (cached=true, usage 0), replayable as a stream
             └─ miss ─> answer as usual ──(complete?)──> stored under the key, with a TTL
 
-The key covers everything an answer depends on. `kb_state` is the knowledge base's content
-generation, read from SQL in one statement: the live index version and when it went live
-(a re-index switch or a rollback changes both), the newest chunk of the live version (every
-document that becomes ready commits its chunks with a new commit-ordered sequence number) and
-the newest tombstone (every deletion, of a document or of a failed build, records one). The
-document id and chunk id beside each sequence number keep a state unique even where sequence
-numbers repeat (a database restored from a backup hands them out again). So no write path needs
-a hook: any change makes new keys, and old entries age out (TTL, and LRU in process).
-
-Only stand-alone questions are cached: a conversation's follow-up (a conversation id, or
-earlier turns sent to the OpenAI endpoint) depends on its history, and its turn must be
-recorded. In process by default; in Redis (`RAG_CACHE__REDIS_URL`) when replicas share it.
-
-Single flight: while an answer is being generated, the same question under the same key,
-asked whole (not streamed), waits for that answer instead of asking the LLM again, so a burst
-of one question costs one generation. Per process: replicas sharing Redis each generate once.
-If the first request fails or its answer is not kept (cut off, interrupted), the waiting ones
-generate their own.
+No write path needs a hook: any change to the knowledge base changes `kb_state` and so makes
+new keys. Identical whole questions asked at once are generated once (`InFlight`).
 """
 
 from __future__ import annotations
@@ -58,7 +42,17 @@ NO_USAGE = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
 
 
 def kb_state(session: Session, kb_id: str) -> str:
-    """Changes whenever the knowledge base's searchable content can have changed."""
+    """Changes whenever the knowledge base's searchable content can have changed.
+
+    The knowledge base's content generation, read from SQL in one statement: the live index
+    version and when it went live (a re-index switch or a rollback changes both), the newest
+    chunk of the live version (every document that becomes ready commits its chunks with a new
+    commit-ordered sequence number) and the newest tombstone (every deletion, of a document or
+    of a failed build, records one). The document id and chunk id beside each sequence number
+    keep a state unique even where sequence numbers repeat (a database restored from a backup
+    hands them out again). So any change makes new keys, and old entries age out (TTL, and LRU
+    in process).
+    """
     row = session.execute(_kb_state_statement(), {"kb_id": kb_id}).one_or_none()
     if row is None:
         return "missing"
@@ -106,6 +100,8 @@ def normalise(question: str) -> str:
 
 
 def cache_key(tenant: str, kb_id: str, state: str, question: str, options: dict[str, Any]) -> str:
+    """The key covers everything an answer depends on: tenant, knowledge base and its
+    `kb_state`, the normalised question, and the request's options with the settings."""
     material = json.dumps(
         {"t": tenant, "kb": kb_id, "state": state, "q": normalise(question), "o": options},
         sort_keys=True,
@@ -143,9 +139,11 @@ def request_options(settings: Settings, spec: AskSpec) -> dict[str, Any]:
 
 
 def cacheable(spec: AskSpec, *, stream: bool = False) -> bool:
-    # A follow-up depends on the conversation so far (the question alone is not the key), and
-    # a conversation must record every turn. The requests answer.plan or open_stream refuse
-    # (an empty question, structured output streamed) must reach them, not a stored answer.
+    # Only stand-alone questions are cached. A follow-up (a conversation id, or earlier turns
+    # sent to the OpenAI endpoint) depends on the conversation so far (the question alone is
+    # not the key), and a conversation must record every turn. The requests answer.plan or
+    # open_stream refuse (an empty question, structured output streamed) must reach them, not a
+    # stored answer.
     if spec.conversation_id or spec.history or not spec.question.strip():
         return False
     return not (stream and spec.response_format is not None)
@@ -167,7 +165,14 @@ def complete(result: Answer) -> bool:
 class InFlight:
     """Answers being generated in this process, by key: the future of the request generating
     it (the leader), which settles with the kept answer or None. Futures belong to the event
-    loop that made them; a request on another loop neither waits for nor replaces one."""
+    loop that made them; a request on another loop neither waits for nor replaces one.
+
+    Single flight: while an answer is being generated, the same question under the same key,
+    asked whole (not streamed), waits for that answer instead of asking the LLM again, so a
+    burst of one question costs one generation. Per process: replicas sharing Redis each
+    generate once. If the leader fails or its answer is not kept (cut off, interrupted), the
+    waiting ones generate their own.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -235,6 +240,8 @@ class AnswerCache:
 
 
 def build_cache(redis_url: str | None, max_entries: int, ttl_s: float) -> AnswerCache:
+    """In process (LRU, `max_entries`) by default; in Redis (`RAG_CACHE__REDIS_URL`) when
+    replicas share the cache."""
     backend: Backend = RedisBackend(redis_url) if redis_url else MemoryBackend(max_entries)
     return AnswerCache(backend, ttl_s)
 

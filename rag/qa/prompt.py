@@ -1,17 +1,9 @@
 """Prompt composition within the served context: fixed system part, history, references, question.
 
-Layout (ChatML, as Qwen2.5's chat template renders it):
-    system     the template for the question's language, byte-identical across requests so
-               vLLM's prefix cache hits on it
-    user/assistant ...   earlier turns of the conversation, newest kept, trimmed whole
-    user       <references> numbered blocks "[n] file | page p | section" </references>
-               then the question, last
-
-Budget: max_model_len >= chat overhead + system + history + references + question + answer.
-Reference blocks are packed in relevance order and dropped whole, never cut inside a label
-(only when not even the best block fits is its text shortened, its label intact). Untrusted
-text (documents, questions, history) has chat-control tokens such as <|im_start|> escaped, so
-a document cannot close its turn and speak as the system.
+The system part is byte-identical across requests, so vLLM's prefix cache hits on it; reference
+blocks are dropped whole, never cut inside a label; untrusted text has its chat-control tokens
+escaped (`escape_control`), so a document cannot close its turn and speak as the system.
+`build_prompt` gives the layout and the token budget.
 """
 
 from __future__ import annotations
@@ -155,6 +147,19 @@ def build_prompt(
     templates: dict[str, str] | None = None,
 ) -> Prompt:
     """Fit everything into max_model_len; raise InvalidInput if not even the question does.
+
+    Layout (ChatML, as Qwen2.5's chat template renders it):
+
+        system     the template for the question's language, byte-identical across requests
+                   so vLLM's prefix cache hits on it
+        user/assistant ...   earlier turns of the conversation, newest kept, trimmed whole
+        user       <references> numbered blocks "[n] file | page p | section" </references>
+                   then the question, last
+
+    Budget: max_model_len >= chat overhead + system + history + references + question + answer.
+    Reference blocks are packed in relevance order and dropped whole, never cut inside a label
+    (only when not even the best block fits is its text shortened, its label intact). Untrusted
+    text (documents, questions, history) has chat-control tokens such as <|im_start|> escaped.
 
     context_max_tokens caps the references (used to repack smaller after the server refused
     a prompt as too long).

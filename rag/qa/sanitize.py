@@ -2,13 +2,10 @@
 write is neutralised before it reaches the client.
 
 - Markdown images and links, HTML images and bare URLs pointing outside the allow-list are
-  removed (a rendered image fetches its URL: the classic way to smuggle data out). Link text
-  and image alt text stay; relative links stay.
-- Any run of the system prompt is never echoed: windows of it found in the answer are cut out.
+  removed (`strip_links`: a rendered image fetches its URL, the classic way to smuggle data out).
+- Any run of the system prompt is never echoed (`EchoGuard`).
 
-`AnswerSanitizer` works on a stream: it holds back only a tail that could still become a link
-or a prompt echo (an open "[", a URL being written, characters that occur in the system
-prompt), so ordinary text flows without delay.
+`AnswerSanitizer` works on a stream, holding back only what could still become a link or an echo.
 """
 
 from __future__ import annotations
@@ -48,6 +45,9 @@ def host_allowed(url: str, allowlist: Iterable[str]) -> bool:
 
 
 def strip_links(text: str, allowlist: Iterable[str]) -> str:
+    """Remove Markdown images and links, HTML images and bare URLs pointing outside the
+    allow-list (a rendered image fetches its URL: the classic way to smuggle data out). Link
+    text and image alt text stay; relative links stay."""
     allowed = tuple(allowlist)
 
     def replace(m: re.Match[str]) -> str:
@@ -136,7 +136,12 @@ def _tail_length(text: str, non_space: int) -> int:
 
 
 class AnswerSanitizer:
-    """Feed answer text in pieces (`feed`), then `finish`; each returns what is safe to send."""
+    """Feed answer text in pieces (`feed`), then `finish`; each returns what is safe to send.
+
+    It holds back only a tail that could still become a link or a prompt echo (an open "[", a
+    URL being written, characters that occur in the system prompt), so ordinary text flows
+    without delay; windows of the system prompt found in the answer are cut out.
+    """
 
     def __init__(self, system_prompt: str, allowlist: Iterable[str] = ()) -> None:
         self.allowlist = tuple(allowlist)

@@ -5,9 +5,7 @@ streaming, and keeping or releasing the answer. The HTTP routes and the CLI call
         └─ miss ─ (lead the flight) ─ plan ─ generate ─ keep ──> Reply(answer)
                                           └─ open stream ───────> Reply(stream: kept on finish)
 
-A streamed reply must be closed (`AnswerStream.aclose`) however the response ends: that closes
-the upstream and hands the outcome to identical requests waiting on this one. api/streaming.py's
-`EventStream` does it for every streamed response.
+A streamed reply must be closed (`AnswerStream.aclose`) however the response ends.
 """
 
 from __future__ import annotations
@@ -40,7 +38,12 @@ from rag.store.db import Database
 
 
 class AnswerStream:
-    """Deltas, then the finished answer, which is kept in the cache when complete."""
+    """Deltas, then the finished answer, which is kept in the cache when complete.
+
+    It must be closed (`aclose`) however the response ends: that closes the upstream and hands
+    the outcome to identical requests waiting on this one. api/streaming.py's `EventStream`
+    does it for every streamed response.
+    """
 
     def __init__(self, source: LiveAnswer | Replay, found: Lookup, *, cached: bool) -> None:
         self._source = source

@@ -1,21 +1,9 @@
-"""Merging the dense and the lexical ranking into one.
+"""Merging the dense and the lexical ranking into one: reciprocal rank fusion (`rrf`) or
+min-max normalised weighted scores (`weighted`).
 
-Reciprocal rank fusion (Cormack et al., 2009) only looks at ranks, so the two methods' score
-scales (cosine vs BM25) never need calibrating: score(d) = sum over rankings of w / (k + rank),
-with a weight w per ranking (equal weights are the classic RRF).
-The weighted alternative min-max normalises each method's scores over its own candidates and
-adds them with `dense_weight` and 1 - `dense_weight`; a passage one method did not return
-gets 0 from that method.
-
-Each ranking comes best first, as every search returns it (RRF takes the order as the ranks,
-the weighted fusion the first and last scores as the maximum and minimum). Ties (the same fused
-score) keep the order of first appearance: the first ranking (dense) in its order, then what
-only a later ranking (lexical) brought.
-
-Plain Python over the (at most a few hundred) candidates, on purpose: the fusion runs right
-after a FAISS scan has pushed everything else out of the CPU caches, and there a numpy version
-(unique / bincount / lexsort) measured several times slower than these loops
-(bench/README.md, "Retrieval overhead").
+Each ranking comes best first, as every search returns it. Ties (the same fused score) keep the
+order of first appearance: the first ranking (dense) in its order, then what only a later
+ranking (lexical) brought. Plain Python loops on purpose (`_ordered` says why).
 """
 
 from __future__ import annotations
@@ -31,6 +19,10 @@ _SCORE = itemgetter(1)
 def rrf(
     rankings: Sequence[Hits], k: int = 60, weights: Sequence[float] | None = None
 ) -> list[tuple[int, float]]:
+    """Reciprocal rank fusion (Cormack et al., 2009): score(d) = sum over rankings of
+    w / (k + rank), with a weight w per ranking (equal weights are the classic RRF). It only
+    looks at ranks (each ranking's order), so the two methods' score scales (cosine vs BM25)
+    never need calibrating."""
     fused: dict[int, float] = {}
     for n, hits in enumerate(rankings):
         weight = 1.0 if weights is None else weights[n]
@@ -41,6 +33,10 @@ def rrf(
 
 
 def weighted(dense: Hits, lexical: Hits, dense_weight: float = 0.5) -> list[tuple[int, float]]:
+    """Min-max normalise each method's scores over its own candidates (the first and last
+    scores of a best-first ranking are its maximum and minimum) and add them with
+    `dense_weight` and 1 - `dense_weight`; a passage one method did not return gets 0 from
+    that method."""
     fused = _normalised(dense, dense_weight)
     _add_normalised(fused, lexical, 1.0 - dense_weight)
     return _ordered(fused)
@@ -72,5 +68,9 @@ def _add_normalised(fused: dict[int, float], hits: Hits, weight: float) -> None:
 
 
 def _ordered(fused: dict[int, float]) -> list[tuple[int, float]]:
+    """Best first. Plain Python over the (at most a few hundred) candidates, on purpose: the
+    fusion runs right after a FAISS scan has pushed everything else out of the CPU caches, and
+    there a numpy version (unique / bincount / lexsort) measured several times slower than
+    these loops (bench/README.md, "Retrieval overhead")."""
     # sorted() is stable with reverse=True too: ties keep the dict's (first-appearance) order.
     return sorted(fused.items(), key=_SCORE, reverse=True)

@@ -2,12 +2,8 @@
 
 Two backends with one interface: `MemoryLimiter` (one process, the default) and `RedisLimiter`
 (several API replicas sharing the same limits). Each check is one atomic step (a lock, or one
-Lua script on the Redis server, whose clock all replicas then share).
-
-Request rate uses GCRA, the generic cell rate algorithm: per key only a "theoretical arrival
-time" (TAT) is stored. Each request moves it one emission interval (window / limit) later; a
-request is refused while the TAT would run more than one window ahead of now. This allows a
-burst of `limit` requests, then one per interval, and gives an exact Retry-After.
+Lua script on the Redis server, whose clock all replicas then share). Request rate uses GCRA,
+the generic cell rate algorithm (`Limiter.rate`).
 """
 
 from __future__ import annotations
@@ -53,7 +49,13 @@ def utc_day(now: float) -> str:
 
 class Limiter(Protocol):
     def rate(self, key: str, limit: int, window_s: float = 60.0) -> Decision:
-        """Count one request against `limit` per `window_s`."""
+        """Count one request against `limit` per `window_s`.
+
+        GCRA: per key only a "theoretical arrival time" (TAT) is stored. Each request moves it
+        one emission interval (window / limit) later; a request is refused while the TAT would
+        run more than one window ahead of now. This allows a burst of `limit` requests, then one
+        per interval, and gives an exact Retry-After.
+        """
         ...
 
     def acquire(self, key: str, limit: int, lease_s: float) -> str | None:

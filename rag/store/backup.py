@@ -1,20 +1,12 @@
 """Online backup and restore of a whole installation: database, stored files, index snapshots.
 
-Order matters for consistency while the service runs. The database is captured first, in one
-snapshot: SQLite through its online backup API (a page-exact copy of one committed state),
-PostgreSQL as a logical dump of every table read in one REPEATABLE READ transaction (no
-pg_dump needed on the host, and the dump restores into SQLite or PostgreSQL alike). The stored
-files are copied next: every document in the snapshot already has its file (files are written
-before their document row commits). The index snapshots come last; they are caches, so one
-that changed while being copied is found corrupt at load, moved aside and rebuilt from the
-restored SQL, and one that is behind catches up: search results are those of the snapshot.
-
-Layout of a backup directory:
-
     backup.json          what was captured: time, database kind, schema revision, row counts
     rag.db               SQLite: the database file          | tables/<name>.jsonl  PostgreSQL
     files/               stored uploads, as under the data dir
     index/               index snapshots (every knowledge base and version)
+
+Order matters while the service runs: the database first, in one snapshot, then the stored
+files, then the index snapshots (`backup` says why).
 """
 
 from __future__ import annotations
@@ -53,7 +45,18 @@ class BackupReport:
 
 
 def backup(settings: Settings, dest: Path) -> BackupReport:
-    """Write a consistent backup of the installation to `dest` (a new or empty directory)."""
+    """Write a consistent backup of the installation to `dest` (a new or empty directory).
+
+    Order matters for consistency while the service runs. The database is captured first, in
+    one snapshot: SQLite through its online backup API (a page-exact copy of one committed
+    state), PostgreSQL as a logical dump of every table read in one REPEATABLE READ transaction
+    (no pg_dump needed on the host, and the dump restores into SQLite or PostgreSQL alike). The
+    stored files are copied next: every document in the snapshot already has its file (files
+    are written before their document row commits). The index snapshots come last; they are
+    caches, so one that changed while being copied is found corrupt at load, moved aside and
+    rebuilt from the restored SQL, and one that is behind catches up: search results are those
+    of the snapshot.
+    """
     if dest.exists() and any(dest.iterdir()):
         raise InvalidInput(f"{dest} is not empty; back up into a new directory")
     dest.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ import uuid
 import pytest
 
 from ingest.upload import stage_upload
+from rag.core import metrics
 from rag.core.errors import NotFound
 from rag.core.tenancy import Principal, acting_as
 from rag.qa.answer import Answer, AskSpec, Citation
@@ -215,6 +216,10 @@ def test_identical_lookups_at_once_share_one_answer(services: Services) -> None:
         assert hit.conversation_id is None and hit.message_id is None  # the leader's turn
 
 
+def _joined() -> float:
+    return metrics.ANSWER_CACHE.labels("joined")._value.get()
+
+
 def test_followers_of_a_failed_leader_generate_their_own(services: Services) -> None:
     kb = services.knowledge.create_kb("kb").id
     _add(services, kb, "a.txt", "年假十天。" * 50)
@@ -222,8 +227,12 @@ def test_followers_of_a_failed_leader_generate_their_own(services: Services) -> 
 
     async def scenario(end: str) -> list[Lookup]:
         leader = await services.qa.lookup(spec, Policy())
+        joined = _joined()
         followers = [asyncio.create_task(services.qa.lookup(spec, Policy())) for _ in range(2)]
-        await asyncio.sleep(0.05)
+        # Both wait on the leader before it ends (their SQL lookups run in threads first).
+        deadline = time.monotonic() + 10
+        while _joined() - joined < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
         if end == "failed":
             leader.release()
         else:  # cut off at max_tokens: not kept, so not shared either
