@@ -4,9 +4,9 @@ globals. The API does not import the root or ingest/: it states here what it nee
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, BinaryIO, Protocol
+from typing import Annotated, Any, BinaryIO, Protocol
 
 from fastapi import Depends, Request
 
@@ -88,60 +88,31 @@ async def get_services(request: Request) -> Root:
     return _root(request)
 
 
-async def get_stager(request: Request) -> Stager:
-    return _root(request).stage_upload
-
-
 async def get_worker(request: Request) -> Worker | None:
     worker: Worker | None = request.app.state.worker
     return worker
 
 
-async def get_settings(request: Request) -> Settings:
-    return _root(request).settings
+def _part(name: str) -> Callable[[Request], Awaitable[Any]]:
+    """A dependency giving the root's component `name` (the Annotated type below says which
+    type it is)."""
 
+    async def part(request: Request) -> Any:
+        return getattr(_root(request), name)
 
-async def get_db(request: Request) -> Database:
-    return _root(request).db
-
-
-async def get_indexes(request: Request) -> IndexStore:
-    return _root(request).indexes
-
-
-async def get_knowledge(request: Request) -> KnowledgeBases:
-    return _root(request).knowledge
-
-
-async def get_versions(request: Request) -> Versions:
-    return _root(request).versions
-
-
-async def get_conversations(request: Request) -> Conversations:
-    return _root(request).conversations
-
-
-async def get_retriever(request: Request) -> Retriever:
-    return _root(request).retriever
-
-
-async def get_evaluator(request: Request) -> Evaluator:
-    return _root(request).evaluator
-
-
-async def get_answer_service(request: Request) -> AnswerService:
-    return _root(request).qa
+    part.__name__ = f"get_{name}"
+    return part
 
 
 RootDep = Annotated[Root, Depends(get_services)]
 WorkerDep = Annotated[Worker | None, Depends(get_worker)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-DatabaseDep = Annotated[Database, Depends(get_db)]
-IndexesDep = Annotated[IndexStore, Depends(get_indexes)]
-KnowledgeDep = Annotated[KnowledgeBases, Depends(get_knowledge)]
-VersionsDep = Annotated[Versions, Depends(get_versions)]
-StagerDep = Annotated[Stager, Depends(get_stager)]
-ConversationsDep = Annotated[Conversations, Depends(get_conversations)]
-RetrieverDep = Annotated[Retriever, Depends(get_retriever)]
-EvaluatorDep = Annotated[Evaluator, Depends(get_evaluator)]
-AnswerServiceDep = Annotated[AnswerService, Depends(get_answer_service)]
+SettingsDep = Annotated[Settings, Depends(_part("settings"))]
+DatabaseDep = Annotated[Database, Depends(_part("db"))]
+IndexesDep = Annotated[IndexStore, Depends(_part("indexes"))]
+KnowledgeDep = Annotated[KnowledgeBases, Depends(_part("knowledge"))]
+VersionsDep = Annotated[Versions, Depends(_part("versions"))]
+StagerDep = Annotated[Stager, Depends(_part("stage_upload"))]
+ConversationsDep = Annotated[Conversations, Depends(_part("conversations"))]
+RetrieverDep = Annotated[Retriever, Depends(_part("retriever"))]
+EvaluatorDep = Annotated[Evaluator, Depends(_part("evaluator"))]
+AnswerServiceDep = Annotated[AnswerService, Depends(_part("qa"))]

@@ -15,6 +15,7 @@ import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from sqlalchemy import select
@@ -22,15 +23,10 @@ from sqlalchemy.orm import Session
 
 from ingest import pipeline
 from ingest.jobs import Worker
-from ingest.pipeline import Outcome, Pipeline, Prepared
-from ingest.reindex import Reindexer
+from ingest.pipeline import Outcome, Prepared
 from rag.core import metrics, request_context
-from rag.core.config import IngestSettings
 from rag.core.errors import IngestionError
-from rag.evaluation.runner import Evaluator
-from rag.index.store import IndexStore
 from rag.kb import job_control
-from rag.store.db import Database
 from rag.store.models import Job, JobKind
 
 log = logging.getLogger(__name__)
@@ -95,30 +91,11 @@ class PipelinedWorker(Worker):
     a document before its store step.
     """
 
-    def __init__(
-        self,
-        db: Database,
-        indexes: IndexStore,
-        pipeline: Pipeline,
-        reindexer: Reindexer,
-        evaluator: Evaluator,
-        *,
-        ingest: IngestSettings,
-        threads: int = 1,
-        worker_id: str | None = None,
-        max_batch_chunks: int | None = None,
-    ) -> None:
-        super().__init__(
-            db,
-            indexes,
-            pipeline,
-            reindexer,
-            evaluator,
-            ingest=ingest,
-            threads=threads,
-            worker_id=worker_id,
-        )
-        self.max_batch_chunks = max_batch_chunks or ingest.embed_batch_chunks
+    def __init__(self, *args: Any, max_batch_chunks: int | None = None, **kwargs: Any) -> None:
+        """Worker's arguments, and the most chunks one embedding batch may hold (default
+        RAG_INGEST__EMBED_BATCH_CHUNKS)."""
+        super().__init__(*args, **kwargs)
+        self.max_batch_chunks = max_batch_chunks or self.ingest.embed_batch_chunks
         self._budget = _ChunkBudget(_BATCHES_IN_FLIGHT * self.max_batch_chunks)
         self._to_embed: queue.Queue[_Work | None] = queue.Queue()
         self._to_store: queue.Queue[list[_Work] | None] = queue.Queue()

@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from ingest import upload
 from ingest.jobs import Worker
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from rag.qa.answer_cache import AnswerCache
 
 log = logging.getLogger(__name__)
+W = TypeVar("W", bound=Worker)
 
 
 @dataclass
@@ -270,16 +271,8 @@ class Services:
         reindex_build: Build | None = None,
     ) -> Worker:
         """A job worker (one job at a time per thread); not started."""
-        return Worker(
-            self.db,
-            self.indexes,
-            self.pipeline,
-            self.reindexer,
-            self.evaluator,
-            ingest=self.settings.ingest,
-            threads=threads,
-            worker_id=worker_id,
-            reindex_build=reindex_build,
+        return self._job_runner(
+            Worker, threads=threads, worker_id=worker_id, reindex_build=reindex_build
         )
 
     def pipelined_worker(
@@ -290,16 +283,19 @@ class Services:
         max_batch_chunks: int | None = None,
     ) -> PipelinedWorker:
         """A worker that overlaps parsing, batched embedding and grouped commits; not started."""
-        return PipelinedWorker(
+        return self._job_runner(
+            PipelinedWorker, threads=threads, worker_id=worker_id, max_batch_chunks=max_batch_chunks
+        )
+
+    def _job_runner(self, kind: type[W], **options: Any) -> W:
+        return kind(
             self.db,
             self.indexes,
             self.pipeline,
             self.reindexer,
             self.evaluator,
             ingest=self.settings.ingest,
-            threads=threads,
-            worker_id=worker_id,
-            max_batch_chunks=max_batch_chunks,
+            **options,
         )
 
     def ingest_worker(self) -> PipelinedWorker | None:
