@@ -163,7 +163,7 @@ class Services:
 
         return load_token_counter(self.settings.tokenizer.path)
 
-    def _tokens(self) -> TokenCounter:
+    def _tokens_now(self) -> TokenCounter:
         return self.tokens
 
     def _embedder_now(self) -> Embedder:
@@ -232,7 +232,7 @@ class Services:
             self.retriever,
             self.conversations,
             router=self._router_now,
-            tokens=self._tokens,
+            tokens=self._tokens_now,
             llm_settings=self.settings.llm,
             link_allowlist=self.settings.security.link_allowlist,
         )
@@ -253,7 +253,7 @@ class Services:
             self.indexes,
             data_dir=s.data_dir,
             ingest=s.ingest,
-            tokens=self._tokens,
+            tokens=self._tokens_now,
             embedder_for=self.embedder_for,
         )
 
