@@ -20,6 +20,7 @@ from api.observe import ObserveMiddleware
 from api.routes import (
     ask,
     conversations,
+    docs,
     documents,
     health,
     jobs,
@@ -150,6 +151,10 @@ def create_app(
         version="0.1.0",
         description="Upload documents, search them, ask questions with cited answers.",
         lifespan=lifespan,
+        # FastAPI's pages load their scripts from a CDN; api/routes/docs.py serves them from
+        # the package instead, at the same URLs.
+        docs_url=None,
+        redoc_url=None,
     )
     errors.install(app)
     for router in (
@@ -164,8 +169,10 @@ def create_app(
         keys.router,
         health.router,
         ui.router,
+        docs.router,
     ):
-        app.include_router(router)
+        # Every operation documents its errors as the one envelope (api/errors.py).
+        app.include_router(router, responses=errors.RESPONSES)
     app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(AuthMiddleware)  # outside the body limit, inside ObserveMiddleware
     # Added last, so outermost: refusals by the auth and body-limit middlewares are counted,

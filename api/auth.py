@@ -3,8 +3,8 @@
 What a request needs is declared on its route (api/route_policy.py); `AuthMiddleware` enforces
 it before the route reads the body, and sets the request's principal (rag/core/tenancy.py),
 which the knowledge-base lookups use to filter by tenant. Open mode: while no key has ever been
-created and the server is bound to loopback, requests act as the default tenant's admin
-(`Guard.mode`).
+created and the server is bound to loopback, requests without a key act as the default tenant's
+admin (`Guard.mode`); one that presents a key is refused, since no key is valid.
 """
 
 from __future__ import annotations
@@ -19,11 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from anyio import to_thread
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api import route_policy
-from api.errors import error_body
+from api.errors import error_response
 from rag.core import tenancy
 from rag.core.config import SecuritySettings
 from rag.core.errors import Forbidden, RagError, RateLimited, Unauthorized
@@ -67,7 +66,8 @@ class Guard:
         listening beyond loopback: nothing is served until a key is created).
 
         Open mode: while no key has ever been created and the server is bound to loopback,
-        requests act as the default tenant's admin, and /readyz and the log say so. On any
+        requests without a key act as the default tenant's admin, and /readyz and the log say
+        so; a request presenting a key is refused (401), as no key is valid. On any
         other address, or once a key exists (even if later revoked), a key is always required.
         """
         return self._mode(self.active.any())
@@ -101,15 +101,20 @@ class Guard:
     def _authenticate(
         self, authorization: str | None, mode: str, *, cached_only: bool
     ) -> tenancy.Principal | None:
-        if mode == "open":
-            # No key exists to check a presented one against; OpenAI SDKs always send one.
-            return tenancy.OPEN
         token = ""
         if authorization:
             kind, _, token = authorization.partition(" ")
             if kind.lower() != "bearer" or not token.strip():
                 raise Unauthorized("use the header 'Authorization: Bearer <API key>'")
             token = token.strip()
+        if mode == "open":
+            if token:
+                # No key exists, so none is valid: a mistyped key must not look accepted.
+                raise Unauthorized(
+                    "this API key is not valid: no key exists on this server (open mode on "
+                    "loopback); send no key, or create one with `rag keys create`"
+                )
+            return tenancy.OPEN
         if not token:
             if mode == "locked":
                 raise Unauthorized(
@@ -232,5 +237,5 @@ async def _refuse(scope: Scope, receive: Receive, send: Send, exc: RagError) -> 
         headers["Retry-After"] = str(max(1, math.ceil(retry)))
     if isinstance(exc, Unauthorized):
         headers["WWW-Authenticate"] = "Bearer"
-    response = JSONResponse(error_body(exc.code, str(exc)), exc.status_code, headers=headers)
+    response = error_response(exc.status_code, exc.code, str(exc), headers=headers)
     await response(scope, receive, send)

@@ -8,11 +8,10 @@ It applies to the routes that declare the upload limit class (api/route_policy.p
 
 from __future__ import annotations
 
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import route_policy
-from api.errors import error_body
+from api.errors import error_response
 
 ENVELOPE = 1024 * 1024  # multipart headers and boundaries around the file itself
 
@@ -27,9 +26,10 @@ class BodyLimitMiddleware:
             return
         file_limit = scope["app"].state.services.settings.ingest.max_upload_bytes
         limit = file_limit + ENVELOPE
-        too_large = JSONResponse(
-            error_body("payload_too_large", f"the upload exceeds the limit of {file_limit} bytes"),
-            status_code=413,
+        too_large = error_response(
+            413,
+            "payload_too_large",
+            f"the upload exceeds the limit of {file_limit} bytes",
             headers={"Connection": "close"},
         )
         declared = dict(scope["headers"]).get(b"content-length", b"")

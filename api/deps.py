@@ -1,6 +1,7 @@
 """Annotated dependencies: each route names the components it uses, taken from the
 composition root the app was built with (`Root`; rag/services.py builds it), never from
-globals. The API does not import the root or ingest/: it states here what it needs of them."""
+globals. The API does not import the root or ingest/: it states here what it needs of them.
+`KbIdDep` is the `{kb_id}` path segment, given as an id or a name, resolved to the id."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ from pathlib import Path
 from typing import Annotated, Any, BinaryIO, Protocol
 
 from fastapi import Depends, Request
+from fastapi import Path as PathParam
 
 from rag.core.config import Settings
 from rag.evaluation.runner import Evaluator
 from rag.generation.llm import LLMClient
 from rag.index.store import IndexStore
+from rag.kb import knowledge
 from rag.kb.doctor import Doctor
 from rag.kb.knowledge import KnowledgeBases, StagedFile
 from rag.kb.versions import Versions
@@ -116,3 +119,24 @@ ConversationsDep = Annotated[Conversations, Depends(_part("conversations"))]
 RetrieverDep = Annotated[Retriever, Depends(_part("retriever"))]
 EvaluatorDep = Annotated[Evaluator, Depends(_part("evaluator"))]
 AnswerServiceDep = Annotated[AnswerService, Depends(_part("qa"))]
+
+
+def resolve_kb(db: Database, name_or_id: str) -> str:
+    """The id of the knowledge base with this id or name that the caller may see (NotFound
+    otherwise; an id wins over a name, rag/kb/knowledge.py `find_kb`)."""
+    with db.read() as session:
+        return knowledge.find_kb(session, name_or_id).id
+
+
+def _kb_id(
+    kb_id: Annotated[
+        str,
+        PathParam(description="the knowledge base's id or its name (URL-encoded); an id wins"),
+    ],
+    db: DatabaseDep,
+) -> str:
+    return resolve_kb(db, kb_id)
+
+
+# Every route with a {kb_id} segment takes it through this: the route gets the canonical id.
+KbIdDep = Annotated[str, Depends(_kb_id)]

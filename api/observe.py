@@ -4,19 +4,22 @@ Plain ASGI on purpose. Starlette's BaseHTTPMiddleware (`@app.middleware("http")`
 in a separate task and relays every body message through a memory stream, which delays each
 streamed event; here a message costs one function call on its way out.
 
-The request id is the caller's X-Request-ID when it is short and plain
-(rag/core/request_context.py), a new one otherwise; it comes back in the response's
-X-Request-ID, is on every log record made while serving the request, and goes upstream to the LLM.
+The request id is the caller's X-Request-ID when short and plain (rag/core/request_context.py),
+else a new one; it is on the response, on every log record of the request and sent upstream to
+the LLM. An exception no handler took is answered here (500 `internal_error`), with the id too.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.errors import internal_error
 from rag.core import metrics, request_context, tracing
 
+log = logging.getLogger(__name__)
 _HEADER = request_context.HEADER.lower().encode("latin-1")
 
 
@@ -33,14 +36,15 @@ class ObserveMiddleware:
         request_id = request_context.accept(None if given is None else given.decode("latin-1"))
         scope.setdefault("state", {})["request_id"] = request_id
         raw_id = request_id.encode("latin-1")
-        status = 500  # what the server sends when the app raises before responding
+        status = 500  # what is sent when the app raises before responding
+        started_response = False
         first_event_pending = False  # an event stream whose first event is not sent yet
 
         async def send_observed(message: Message) -> None:
-            nonlocal status, first_event_pending
+            nonlocal status, first_event_pending, started_response
             kind = message["type"]
             if kind == "http.response.start":
-                status = message["status"]
+                status, started_response = message["status"], True
                 headers = [*message.get("headers", ()), (_HEADER, raw_id)]
                 message = {**message, "headers": headers}
                 if any(
@@ -59,13 +63,18 @@ class ObserveMiddleware:
         with tracing.server_span(f"HTTP {method}", scope["headers"]) as span:
             try:
                 await self.app(scope, receive, send_observed)
+            except Exception:
+                if started_response:
+                    raise  # too late for an error response: the server drops the connection
+                log.exception("unhandled error in %s %s", method, scope["path"])
+                await internal_error(request_id)(scope, receive, send_observed)
             finally:
                 route = _route(scope)
                 metrics.REQUESTS.labels(method, route, str(status)).inc()
                 metrics.REQUEST_SECONDS.labels(method, route).observe(time.perf_counter() - started)
                 tracing.finish_server_span(span, method, route, status)
-        # Reset only on success: when the app raises, the server logs the error after this
-        # returns, in this request's own task, and that record should still carry the id.
+        # Reset only on success: when the app raises mid-response, the server logs the error
+        # after this returns, in this request's own task, and that record should carry the id.
         request_context.reset_current(token)
 
 

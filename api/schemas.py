@@ -1,4 +1,8 @@
-"""Request and response bodies of the public HTTP contract."""
+"""Request and response bodies of the public HTTP contract.
+
+Request bodies derive from `RequestBody`, which refuses unknown fields: a misspelt option
+(`topk`) is a 422 naming it, not silently ignored. The OpenAI-compatible request is the
+exception (api/routes/openai_compat.py): the SDKs send parameters it does not use."""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from api.types import UtcDateTime
 from rag.kb import job_control
@@ -18,7 +22,13 @@ from rag.retrieval.retriever import Passage
 from rag.store.models import Document, DocumentStatus, Job, KnowledgeBase
 
 
-class KnowledgeBaseCreate(BaseModel):
+class RequestBody(BaseModel):
+    """Base of every request body: unknown fields are refused (422 `validation_error`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class KnowledgeBaseCreate(RequestBody):
     name: str = Field(min_length=1, max_length=200)
     description: str = Field("", max_length=10_000)
 
@@ -113,7 +123,7 @@ class DocumentList(BaseModel):
     documents: list[DocumentOut]
 
 
-class SearchRequest(BaseModel):
+class SearchRequest(RequestBody):
     query: str = Field(min_length=1, max_length=10_000)
     top_k: int | None = Field(None, ge=1, le=1000)
     mode: Literal["dense", "lexical", "hybrid"] | None = Field(
@@ -157,7 +167,7 @@ class SearchResponse(BaseModel):
     results: list[SearchResult]
 
 
-class AskRequest(BaseModel):
+class AskRequest(RequestBody):
     question: str = Field(min_length=1, max_length=20_000)
     top_k: int | None = Field(None, ge=1, le=1000)
     stream: bool = False
@@ -210,6 +220,17 @@ class AskResponse(BaseModel):
     conversation_id: str | None = None
     message_id: int | None = None
     cached: bool = Field(False, description="Served from the answer cache (usage is then 0).")
+    grounded: bool = Field(
+        False, description="The answer cites at least one retrieved passage ([n])."
+    )
+    truncated: bool = Field(
+        False, description='Cut off at the token limit (finish_reason "length").'
+    )
+    degenerate: str | None = Field(
+        None,
+        description='Why the generation looks useless: "echo" (it repeated the prompt) or '
+        '"repetition" (a runaway loop, stopped early); null when it looks sound.',
+    )
 
     @classmethod
     def of(cls, a: Answer, *, cached: bool = False) -> AskResponse:
@@ -226,7 +247,14 @@ class AskResponse(BaseModel):
             conversation_id=a.conversation_id,
             message_id=a.message_id,
             cached=cached,
+            **answer_flags(a),
         )
+
+
+def answer_flags(a: Answer) -> dict[str, Any]:
+    """What the answer says about itself (rag/qa/answer.py): on the REST response, the SSE
+    `done` event and the OpenAI-compatible response alike."""
+    return {"grounded": a.grounded, "truncated": a.truncated, "degenerate": a.degenerate}
 
 
 def citations_out(a: Answer) -> list[CitationOut]:
@@ -298,7 +326,7 @@ class JobOut(BaseModel):
         )
 
 
-class ReindexRequest(BaseModel):
+class ReindexRequest(RequestBody):
     """A new index version; settings left out are the live version's."""
 
     embedding_model: str | None = Field(

@@ -110,7 +110,10 @@ class ScriptedLLM:
 
 
 class EndlessTokens(httpx.AsyncByteStream):
-    """An upstream stream that sends a token every `interval` seconds until it is closed."""
+    """An upstream stream that sends a token every `interval` seconds until it is closed.
+
+    The tokens differ ("toaa ", "toab ", ...): one token sent again and again is a runaway
+    repetition, which the answer stops by itself (rag/qa/degenerate.py)."""
 
     def __init__(self, interval: float = 0.02) -> None:
         self.interval = interval
@@ -118,8 +121,10 @@ class EndlessTokens(httpx.AsyncByteStream):
         self.closed = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        letters = "abcdefghijklmnopqrstuvwxyz"
         while True:
-            chunk = {"model": "fake", "choices": [{"index": 0, "delta": {"content": "tok "}}]}
+            word = f"to{letters[self.sent // 26 % 26]}{letters[self.sent % 26]} "
+            chunk = {"model": "fake", "choices": [{"index": 0, "delta": {"content": word}}]}
             self.sent += 1
             yield f"data: {json.dumps(chunk)}\n\n".encode()
             await asyncio.sleep(self.interval)

@@ -34,7 +34,7 @@ def test_quickstart_notebook_executes(tmp_path: Path, monkeypatch) -> None:  # t
         for out in cell.get("outputs", [])
     )
     assert "ready chunks:" in outputs
-    assert "员工手册.md" in outputs
+    assert "员工手册.pdf" in outputs
     assert "cannot reach the LLM at http://127.0.0.1:9/v1" in outputs
     assert "[1] " in outputs
     assert "talking to http://127.0.0.1:" in outputs  # over a real socket, through the client

@@ -1,8 +1,8 @@
 """POST /v1/knowledge-bases/{kb_id}/ask: a cited answer, whole or streamed as SSE.
 
-Stream events: `delta` {text} ... then `citations` [..] then `done` {model, usage, cached, ...};
-a failure after the stream started ends it with `error` {code, message} instead. Failures
-before the first token (LLM down, overloaded) are plain HTTP errors with Retry-After.
+Stream events: `delta` {text} ... then `citations` [..] then `done` {model, usage, cached,
+grounded, truncated, degenerate, ...}; a failure after the stream started ends it with `error`
+{code, message} instead. Failures before the first token are plain HTTP errors.
 
 A question asked again of an unchanged knowledge base is answered from the answer cache
 (rag/qa/answer_cache.py), streamed the same way when asked for; `cached` says so. `"cache": false`
@@ -17,9 +17,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header
 
-from api.deps import AnswerServiceDep
+from api.deps import AnswerServiceDep, KbIdDep
+from api.errors import INTERNAL_MESSAGE
 from api.route_policy import GENERATION, access
-from api.schemas import AskRequest, AskResponse, citations_out
+from api.schemas import AskRequest, AskResponse, answer_flags, citations_out
 from api.streaming import EventStream, sse
 from rag.core.errors import RagError
 from rag.qa.answer import Answer
@@ -37,7 +38,7 @@ router = APIRouter(prefix="/v1/knowledge-bases/{kb_id}", tags=["question answeri
     openapi_extra=access("query", GENERATION),
 )
 async def ask(
-    kb_id: str,
+    kb_id: KbIdDep,
     body: AskRequest,
     qa: AnswerServiceDep,
     cache_control: Annotated[
@@ -64,6 +65,7 @@ def done_event(result: Answer, *, cached: bool) -> dict[str, Any]:
         "conversation_id": result.conversation_id,
         "message_id": result.message_id,
         "cached": cached,
+        **answer_flags(result),
     }
 
 
@@ -76,6 +78,6 @@ async def _events(stream: AnswerStream) -> AsyncGenerator[str, None]:
         yield sse("done", done_event(result, cached=stream.cached))
     except RagError as exc:
         yield sse("error", {"code": exc.code, "message": str(exc)})
-    except Exception as exc:  # never leave the client hanging on a half-sent stream
+    except Exception:  # never leave the client hanging on a half-sent stream
         log.exception("ask stream failed")
-        yield sse("error", {"code": "internal_error", "message": f"{type(exc).__name__}: {exc}"})
+        yield sse("error", {"code": "internal_error", "message": INTERNAL_MESSAGE})

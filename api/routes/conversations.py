@@ -1,5 +1,5 @@
 """Conversations: create, list, read with messages, delete. Ask with `conversation_id` to
-continue one (POST /v1/knowledge-bases/{kb_id}/ask)."""
+continue one (POST /v1/knowledge-bases/{kb_id}/ask). A `kb_id` here, too, may be the name."""
 
 from __future__ import annotations
 
@@ -8,16 +8,17 @@ from typing import Any
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
-from api.deps import ConversationsDep
+from api.deps import ConversationsDep, DatabaseDep, resolve_kb
 from api.route_policy import access
+from api.schemas import RequestBody
 from api.types import UtcDateTime
 from rag.store.models import Conversation, Message
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
 
 
-class ConversationCreate(BaseModel):
-    kb_id: str
+class ConversationCreate(RequestBody):
+    kb_id: str = Field(description="the knowledge base's id or name")
     title: str = Field("", max_length=200)
 
 
@@ -68,15 +69,18 @@ class ConversationList(BaseModel):
 
 
 @router.post("", status_code=201, response_model=ConversationOut, openapi_extra=access("query"))
-def create(body: ConversationCreate, conversations: ConversationsDep) -> ConversationOut:
-    return ConversationOut.of(conversations.create(body.kb_id, body.title))
+def create(
+    body: ConversationCreate, db: DatabaseDep, conversations: ConversationsDep
+) -> ConversationOut:
+    return ConversationOut.of(conversations.create(resolve_kb(db, body.kb_id), body.title))
 
 
 @router.get("", response_model=ConversationList, openapi_extra=access("read"))
 def list_(
-    conversations: ConversationsDep, kb_id: str | None = None, limit: int = 100
+    db: DatabaseDep, conversations: ConversationsDep, kb_id: str | None = None, limit: int = 100
 ) -> ConversationList:
-    rows = conversations.list_conversations(kb_id, max(1, min(limit, 1000)))
+    kb = resolve_kb(db, kb_id) if kb_id is not None else None
+    rows = conversations.list_conversations(kb, max(1, min(limit, 1000)))
     return ConversationList(conversations=[ConversationOut.of(c) for c in rows])
 
 

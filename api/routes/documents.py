@@ -7,7 +7,7 @@ from fastapi import APIRouter, File, Form, Header, Query, Response, UploadFile, 
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
-from api.deps import DatabaseDep, KnowledgeDep, SettingsDep, StagerDep, WorkerDep
+from api.deps import DatabaseDep, KbIdDep, KnowledgeDep, SettingsDep, StagerDep, WorkerDep
 from api.route_policy import UPLOAD, access
 from api.schemas import DocumentList, DocumentOut
 from rag.core.config import Settings
@@ -57,7 +57,7 @@ def _out(
     openapi_extra=access("ingest", UPLOAD),
 )
 def upload(
-    kb_id: str,
+    kb_id: KbIdDep,
     file: Annotated[UploadFile, File(description="PDF, DOCX, TXT or Markdown")],
     db: DatabaseDep,
     settings: SettingsDep,
@@ -82,8 +82,6 @@ def upload(
     meta = _metadata(metadata)
     rank = _priority(priority)
     key = idempotency.check_key(idempotency_key) if idempotency_key is not None else None
-    with db.read() as session:
-        knowledge.get_kb(session, kb_id)
     staged = stage(file.file, file.filename, settings.data_dir, settings.ingest.max_upload_bytes)
     scope = f"upload:{kb_id}"
     fp = idempotency.fingerprint(staged.sha256, json.dumps(meta, sort_keys=True))
@@ -110,7 +108,7 @@ def upload(
 
 @router.get("", openapi_extra=access("read"))
 def list_all(
-    kb_id: str,
+    kb_id: KbIdDep,
     db: DatabaseDep,
     settings: SettingsDep,
     status_filter: Annotated[
@@ -125,11 +123,11 @@ def list_all(
 
 
 @router.get("/{doc_id}", openapi_extra=access("read"))
-def get_one(kb_id: str, doc_id: str, db: DatabaseDep, settings: SettingsDep) -> DocumentOut:
+def get_one(kb_id: KbIdDep, doc_id: str, db: DatabaseDep, settings: SettingsDep) -> DocumentOut:
     with db.read() as session:
         return _out(db, settings, session, [knowledge.get_document(session, kb_id, doc_id)])[0]
 
 
 @router.delete("/{doc_id}", status_code=status.HTTP_204_NO_CONTENT, openapi_extra=access("ingest"))
-def delete(kb_id: str, doc_id: str, kbs: KnowledgeDep) -> None:
+def delete(kb_id: KbIdDep, doc_id: str, kbs: KnowledgeDep) -> None:
     kbs.delete_document(kb_id, doc_id)

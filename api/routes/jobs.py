@@ -6,7 +6,7 @@ from fastapi import APIRouter, Header, Query, status
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
-from api.deps import DatabaseDep, SettingsDep, VersionsDep, WorkerDep
+from api.deps import DatabaseDep, KbIdDep, SettingsDep, VersionsDep, WorkerDep, resolve_kb
 from api.route_policy import access
 from api.schemas import JobOut, ReindexOut, ReindexRequest
 from rag.core.config import Settings
@@ -32,7 +32,7 @@ def _out(db: Database, settings: Settings, session: Session, jobs: list[Job]) ->
     openapi_extra=access("admin"),
 )
 def reindex(
-    kb_id: str,
+    kb_id: KbIdDep,
     db: DatabaseDep,
     builds: VersionsDep,
     worker: WorkerDep,
@@ -69,7 +69,7 @@ def reindex(
     openapi_extra=access("admin"),
 )
 def rebuild_index(
-    kb_id: str,
+    kb_id: KbIdDep,
     db: DatabaseDep,
     worker: WorkerDep,
     idempotency_key: Annotated[str | None, Header()] = None,
@@ -101,9 +101,10 @@ def list_jobs(
     kb_id: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, list[JobOut]]:
+    kb = resolve_kb(db, kb_id) if kb_id is not None else None
     with db.read() as session:
         jobs = job_control.list_jobs(
-            session, status=status_filter, kind=kind, kb_id=kb_id, limit=limit
+            session, status=status_filter, kind=kind, kb_id=kb, limit=limit
         )
         return {"jobs": _out(db, settings, session, jobs)}
 

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from api.deps import DatabaseDep
 from api.route_policy import access
+from api.schemas import RequestBody
 from api.types import UtcDateTime
 from rag.core import tenancy
 from rag.security import audit, keys
@@ -19,7 +20,7 @@ from rag.store.models import ApiKey
 router = APIRouter(tags=["security"])
 
 
-class KeyCreate(BaseModel):
+class KeyCreate(RequestBody):
     name: str = Field("", max_length=200)
     scopes: list[str] = Field(min_length=1)
     kb_ids: list[str] | None = None

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from api.deps import DatabaseDep, IndexesDep, KnowledgeDep
+from api.deps import DatabaseDep, IndexesDep, KbIdDep, KnowledgeDep
 from api.route_policy import access
 from api.schemas import KnowledgeBaseCreate, KnowledgeBaseList, KnowledgeBaseOut
 from rag.kb import knowledge
@@ -27,20 +27,18 @@ def list_all(db: DatabaseDep) -> KnowledgeBaseList:
 
 
 @router.get("/{kb_id}", openapi_extra=access("read"))
-def get_one(kb_id: str, db: DatabaseDep) -> KnowledgeBaseOut:
+def get_one(kb_id: KbIdDep, db: DatabaseDep) -> KnowledgeBaseOut:
     with db.read() as session:
         kb = knowledge.get_kb(session, kb_id)
         return KnowledgeBaseOut.of(kb, knowledge.kb_stats(session, kb))
 
 
 @router.delete("/{kb_id}", status_code=status.HTTP_204_NO_CONTENT, openapi_extra=access("admin"))
-def delete(kb_id: str, kbs: KnowledgeDep) -> None:
+def delete(kb_id: KbIdDep, kbs: KnowledgeDep) -> None:
     kbs.delete_kb(kb_id)
 
 
 @router.get("/{kb_id}/index", openapi_extra=access("read"))
-def index_status(kb_id: str, db: DatabaseDep, indexes: IndexesDep) -> dict[str, object]:
+def index_status(kb_id: KbIdDep, indexes: IndexesDep) -> dict[str, object]:
     """The FAISS index of this knowledge base compared with the chunks in SQL."""
-    with db.read() as session:
-        knowledge.get_kb(session, kb_id)
     return indexes.check(kb_id)

@@ -4,8 +4,9 @@ POST /v1/chat/completions   {"model": "kb:<name or id>", "messages": [...], "str
 GET  /v1/models             one model per knowledge base
 
 The last message is the question, earlier user/assistant messages the conversation (`_spec`);
-the response adds `citations`, `answered_by`, `route` and `cached` (`_extras`). Works unchanged
-with the `openai` SDK.
+the response adds `citations`, `answered_by`, `route`, `cached` and `answer_flags` ({grounded,
+truncated, degenerate}) (`_extras`). Works unchanged with the `openai` SDK. Unlike the
+other request bodies, unknown fields are accepted: the SDKs send many OpenAI parameters.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from fastapi import APIRouter, Header
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import AnswerServiceDep, DatabaseDep
+from api.errors import INTERNAL_MESSAGE
 from api.route_policy import GENERATION, access
-from api.schemas import citations_out
+from api.schemas import answer_flags, citations_out
 from api.streaming import EventStream, sse
 from rag.core.errors import InvalidInput, NotFound, RagError
 from rag.kb import knowledge
@@ -51,7 +53,9 @@ class ChatMessage(BaseModel):
 
 
 class ChatRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # top_p, seed, user ...: accepted, not used
+    # Not a RequestBody: the SDKs send OpenAI parameters we do not use (top_p, seed, user ...),
+    # which are accepted and ignored.
+    model_config = ConfigDict(extra="ignore")
 
     model: str = Field(description='"kb:<knowledge base name or id>"')
     messages: list[ChatMessage] = Field(min_length=1)
@@ -89,7 +93,8 @@ def get_model(model: str, db: DatabaseDep) -> dict[str, Any]:
 def _find_kb(db: Database, model: str) -> KnowledgeBase:
     if not model.startswith(MODEL_PREFIX):
         raise NotFound(
-            f'model {model!r} is not a knowledge base; use "kb:<name>" (GET /v1/models lists them)'
+            f'model {model!r} is not a knowledge base; use "kb:<name or id>" (GET /v1/models '
+            "lists them)"
         )
     with db.read() as session:
         try:
@@ -171,14 +176,17 @@ def _usage(usage: dict[str, int]) -> dict[str, int]:
 
 def _extras(result: answer.Answer, *, cached: bool) -> dict[str, Any]:
     """Fields beyond OpenAI's, on the response (on the last chunk when streaming): the
-    `citations` the answer's [n] markers refer to; `answered_by`, the LLM that answered; and
+    `citations` the answer's [n] markers refer to; `answered_by`, the LLM that answered;
     `cached`, whether the answer came from the answer cache (rag/qa/answer_cache.py; only for a
-    single question, not a conversation)."""
+    single question, not a conversation); and `answer_flags`, what the answer says of itself
+    ({grounded, truncated, degenerate}, as on the REST response). An object of its own keeps
+    these names clear of any OpenAI may add at the top level."""
     return {
         "citations": [c.model_dump() for c in citations_out(result)],
         "answered_by": result.model,
         "route": result.route,
         "cached": cached,
+        "answer_flags": answer_flags(result),
     }
 
 
@@ -206,8 +214,15 @@ async def _chunks(
         yield sse(None, "[DONE]")
     except RagError as exc:
         yield sse(None, {"error": {"message": str(exc), "type": exc.code, "code": exc.code}})
-    except Exception as exc:  # never leave the client hanging on a half-sent stream
+    except Exception:  # never leave the client hanging on a half-sent stream
         log.exception("chat completion stream failed")
         yield sse(
-            None, {"error": {"message": f"{type(exc).__name__}: {exc}", "type": "internal_error"}}
+            None,
+            {
+                "error": {
+                    "message": INTERNAL_MESSAGE,
+                    "type": "internal_error",
+                    "code": "internal_error",
+                }
+            },
         )

@@ -3,11 +3,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, status
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from api.deps import DatabaseDep, EvaluatorDep, RetrieverDep, WorkerDep
+from api.deps import DatabaseDep, EvaluatorDep, KbIdDep, RetrieverDep, WorkerDep
 from api.route_policy import access
-from api.schemas import JobOut, SearchRequest, SearchResponse, SearchResult
+from api.schemas import JobOut, RequestBody, SearchRequest, SearchResponse, SearchResult
 from rag.core.errors import InvalidInput
 from rag.evaluation.runner import EVAL_JOB, validate_modes
 from rag.kb import knowledge
@@ -17,7 +17,7 @@ router = APIRouter(prefix="/v1/knowledge-bases/{kb_id}", tags=["question answeri
 
 
 @router.post("/search", openapi_extra=access("query"))
-def search(kb_id: str, body: SearchRequest, retriever: RetrieverDep) -> SearchResponse:
+def search(kb_id: KbIdDep, body: SearchRequest, retriever: RetrieverDep) -> SearchResponse:
     passages = retriever.search(
         kb_id,
         body.query,
@@ -29,7 +29,7 @@ def search(kb_id: str, body: SearchRequest, retriever: RetrieverDep) -> SearchRe
     return SearchResponse(results=[SearchResult.of(p) for p in passages])
 
 
-class EvalRequest(BaseModel):
+class EvalRequest(RequestBody):
     golden: list[dict[str, Any]] | None = Field(
         None,
         description='golden items: {"id", "question", "answer_excerpt"} and/or '
@@ -49,7 +49,7 @@ class EvalRequest(BaseModel):
     "/eval", status_code=status.HTTP_202_ACCEPTED, tags=["jobs"], openapi_extra=access("admin")
 )
 def evaluate(
-    kb_id: str, body: EvalRequest, db: DatabaseDep, evaluator: EvaluatorDep, worker: WorkerDep
+    kb_id: KbIdDep, body: EvalRequest, db: DatabaseDep, evaluator: EvaluatorDep, worker: WorkerDep
 ) -> JobOut:
     """Queue a retrieval evaluation; GET /v1/jobs/{job_id} shows the report when it is done."""
     payload = body.model_dump(exclude_none=True)

@@ -44,6 +44,12 @@ def _file(path: Path) -> FileResponse:
     return FileResponse(path, media_type=_TYPES.get(path.suffix), headers=_HEADERS)
 
 
+@router.get("/", openapi_extra=access(PUBLIC))
+def root() -> RedirectResponse:
+    """The server's address opens the console."""
+    return RedirectResponse("ui/", status_code=307)
+
+
 @router.get("/ui", openapi_extra=access(PUBLIC))
 def ui_root() -> RedirectResponse:
     # The page loads its assets by relative URL, which needs the trailing slash; a relative

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 from pydantic import BaseModel
 
-from api.deps import DatabaseDep, VersionsDep, WorkerDep
+from api.deps import DatabaseDep, KbIdDep, VersionsDep, WorkerDep
 from api.route_policy import access
 from api.schemas import JobOut, ReindexOut, VersionList, VersionOut
 from rag.kb import knowledge, versions
@@ -17,7 +17,7 @@ router = APIRouter(prefix="/v1/knowledge-bases/{kb_id}/versions", tags=["index v
 
 
 @router.get("", openapi_extra=access("read"))
-def list_versions(kb_id: str, db: DatabaseDep) -> VersionList:
+def list_versions(kb_id: KbIdDep, db: DatabaseDep) -> VersionList:
     with db.write() as session:  # a build whose job ended without it is settled first
         kb = knowledge.get_kb(session, kb_id)
         versions.settle_abandoned(session, kb_id)
@@ -29,7 +29,7 @@ def list_versions(kb_id: str, db: DatabaseDep) -> VersionList:
 
 
 @router.post("/rollback", status_code=status.HTTP_202_ACCEPTED, openapi_extra=access("admin"))
-def rollback(kb_id: str, builds: VersionsDep, worker: WorkerDep) -> ReindexOut:
+def rollback(kb_id: KbIdDep, builds: VersionsDep, worker: WorkerDep) -> ReindexOut:
     """Make the most recent retired version live again (after giving it the documents added
     since); 409 when there is none or a version is being built."""
     version, job = builds.start_rollback(kb_id)
@@ -45,7 +45,7 @@ class PruneOut(BaseModel):
 
 @router.post("/prune", openapi_extra=access("admin"))
 def prune(
-    kb_id: str,
+    kb_id: KbIdDep,
     db: DatabaseDep,
     builds: VersionsDep,
     keep: Annotated[

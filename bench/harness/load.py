@@ -39,9 +39,14 @@ class Request:
     ended: float
     status: int | None  # None: no HTTP response
     error: str | None = None  # the exception, or the stream's error event
+    # The knowledge base had no ready document yet (409 no_ready_documents): the right answer
+    # to a question asked before the first upload finished, not a failure.
+    nothing_ready: bool = False
 
     @property
     def failed(self) -> bool:
+        if self.nothing_ready:
+            return False
         return self.error is not None or self.status is None or self.status >= 400
 
 
@@ -212,6 +217,12 @@ class Traffic:
             error = f"{type(exc).__name__}: {exc}"
         finally:
             self.pool.release(node, op)
+        nothing_ready = (
+            error is None
+            and response is not None
+            and response.status_code == 409
+            and '"no_ready_documents"' in response.text
+        )
         record = Request(
             op,
             node.name,
@@ -219,8 +230,9 @@ class Traffic:
             time.monotonic(),
             response.status_code if response is not None else None,
             error
-            if error or response is None or response.status_code < 400
+            if error or response is None or response.status_code < 400 or nothing_ready
             else f"{response.status_code}: {response.text[:300]}",
+            nothing_ready=nothing_ready,
         )
         with self._lock:
             self.requests.append(record)

@@ -2,7 +2,8 @@
 
 Entry point: `parse(data, filename)`. It decides the format from extension and content
 (`detect_media_type`) and raises `ParseError` (or its subclass `UnsupportedMediaType`) with a
-reason a user can read; any other exception escaping a parser is a bug.
+reason a user can read; any other exception escaping a parser is a bug. `warnings` are short
+sentences from the catalogue in ingest/parsers/notices.py, without repeats, at most a few.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ingest.parsers.detect import (
     detect_media_type,
 )
 from ingest.parsers.docx import parse_docx
+from ingest.parsers.notices import finish
 from ingest.parsers.pdf import parse_pdf
 from ingest.parsers.text import parse_text
 
@@ -43,9 +45,12 @@ def parse(data: bytes, filename: str, limits: ParseLimits | None = None) -> Pars
     limits = limits or ParseLimits()
     media_type = detect_media_type(filename, data[:_HEAD_BYTES])
     if media_type == PDF:
-        return parse_pdf(data, limits)
-    if media_type == DOCX:
-        return parse_docx(data, limits)
-    if media_type in (TEXT, MARKDOWN):
-        return parse_text(data, limits, media_type)
-    raise UnsupportedMediaType(f"no parser for {media_type}")  # unreachable: detect is exhaustive
+        parsed = parse_pdf(data, limits)
+    elif media_type == DOCX:
+        parsed = parse_docx(data, limits)
+    elif media_type in (TEXT, MARKDOWN):
+        parsed = parse_text(data, limits, media_type)
+    else:  # unreachable: detect is exhaustive
+        raise UnsupportedMediaType(f"no parser for {media_type}")
+    parsed.warnings = finish(parsed.warnings)
+    return parsed

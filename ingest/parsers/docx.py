@@ -22,6 +22,7 @@ from docx.text.paragraph import Paragraph
 from ingest.normalize import normalize_text
 from ingest.parsers.base import Block, BlockKind, ParsedDocument, ParseError, ParseLimits
 from ingest.parsers.detect import DOCX
+from ingest.parsers.notices import warning
 
 _MAX_MEMBERS = 10_000
 _MAX_RATIO = 200  # deflate rarely beats ~20:1 on real documents; 200:1 is a crafted bomb
@@ -207,7 +208,7 @@ def parse_docx(data: bytes, limits: ParseLimits) -> ParsedDocument:
     try:
         hidden = _drop_invisible_runs(body)
         if hidden:
-            warnings.append(f"{hidden} hidden or white-on-white text runs were not indexed")
+            warnings.append(warning("docx_hidden", count=hidden))
         rendered = next(body.iter(_RENDERED), None) is not None
         levels = _style_levels(document)
         for child in body.iterchildren():

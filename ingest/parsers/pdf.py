@@ -6,6 +6,7 @@ footers ("Debian 新维护者手册 4 / 57") repeat on many pages and are droppe
 outline (bookmarks), each entry becomes a heading block on the page it points to, at the line
 that carries its title if we can find it (else at the top of the page): chunking then keeps
 sections apart and carries the heading path, which plain extracted text cannot give.
+What pypdf logs while reading becomes one short warning per kind (ingest/parsers/notices.py).
 """
 
 from __future__ import annotations
@@ -29,11 +30,11 @@ from ingest.normalize import (
 )
 from ingest.parsers.base import Block, ParsedDocument, ParseError, ParseLimits
 from ingest.parsers.detect import PDF
+from ingest.parsers.notices import page_ranges, warning
 
 logger = logging.getLogger(__name__)
 
 _MAX_OUTLINE_ENTRIES = 10_000
-_MAX_REPAIR_WARNINGS = 20
 _SHORT_LINE = 0.75  # a line narrower than this share of a full line ends its paragraph
 _PAGE_NUMBER = re.compile(r"^\s*(?:\d+|[ivxlcdm]+)(?:\s*/\s*\d+)?\s*$", re.IGNORECASE)
 _NUMBERS = re.compile(r"\d+|\b[ivxlcdm]+\b", re.IGNORECASE)
@@ -77,7 +78,8 @@ def _outline(reader: PdfReader, warnings: list[str]) -> Outline:
     try:
         walk(reader.outline, 0)
     except Exception as exc:  # a broken outline costs headings, not the document
-        warnings.append(f"the PDF outline could not be read ({exc}); headings come from text only")
+        logger.warning("the PDF outline could not be read: %s", exc)
+        warnings.append(warning("pdf_outline"))
         return {}
     return found
 
@@ -147,18 +149,34 @@ def _page_blocks(lines: list[str], page: int, headings: list[tuple[int, str]]) -
     return blocks
 
 
+# Words in pypdf's log messages that say which kind of trouble it met.
+_FONT_WORDS = ("font", "encoding", "cmap", "glyph", "/widths", "character")
+_REPAIR_WORDS = ("xref", "eof", "trailer", "offset", "truncated", "repaired", "object", "stream")
+
+
+def _kind(record: logging.LogRecord) -> str:
+    """The catalogue code for one pypdf log record (its own words are for the server log)."""
+    text = record.getMessage().lower()
+    if record.name.endswith(("_cmap", "_font")) or any(w in text for w in _FONT_WORDS):
+        return "pdf_font"
+    if any(w in text for w in _REPAIR_WORDS):
+        return "pdf_repaired"
+    return "pdf_defect"
+
+
 class _PypdfWarnings(logging.Handler):
-    """Collects what pypdf logs while it repairs a damaged file (a looping xref chain, a bad
-    offset), so the document carries those warnings instead of only the server log."""
+    """Notes the kinds of trouble pypdf logs while it reads this file (a looping xref chain,
+    a font it cannot decode), so the document carries one short warning per kind; the records
+    themselves go on to the server log as usual."""
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
         self.thread = threading.get_ident()
-        self.messages: list[str] = []
+        self.codes: dict[str, None] = {}  # ordered set
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.thread == self.thread and len(self.messages) < _MAX_REPAIR_WARNINGS:
-            self.messages.append(f"repaired while reading: {record.getMessage()}")
+        if record.thread == self.thread:
+            self.codes[_kind(record)] = None
 
 
 def parse_pdf(data: bytes, limits: ParseLimits) -> ParsedDocument:
@@ -170,7 +188,7 @@ def parse_pdf(data: bytes, limits: ParseLimits) -> ParsedDocument:
         parsed = _parse_pdf(data, limits)
     finally:
         pypdf_log.removeHandler(collector)
-    parsed.warnings[:0] = collector.messages
+    parsed.warnings[:0] = [warning(code) for code in collector.codes]
     return parsed
 
 
@@ -188,6 +206,7 @@ def _parse_pdf(data: bytes, limits: ParseLimits) -> ParsedDocument:
     warnings: list[str] = []
     outline = _outline(reader, warnings)
     pages: list[list[str]] = []
+    unreadable: list[int] = []
     total = 0
     for index in range(n_pages):
         try:
@@ -196,7 +215,7 @@ def _parse_pdf(data: bytes, limits: ParseLimits) -> ParsedDocument:
             raise  # the memory limit is for the whole document, not one page
         except Exception as exc:  # one bad page should not sink the document
             logger.warning("page %d: text extraction failed: %s", index + 1, exc)
-            warnings.append(f"page {index + 1}: text extraction failed ({exc})")
+            unreadable.append(index + 1)
             raw = ""
         total += len(raw)
         if total > limits.max_chars:
@@ -207,9 +226,12 @@ def _parse_pdf(data: bytes, limits: ParseLimits) -> ParsedDocument:
     _strip_running_lines(pages)
     blocks: list[Block] = []
     for index, lines in enumerate(pages):
-        if not lines:
-            warnings.append(f"page {index + 1} has no extractable text (scanned?)")
         blocks.extend(_page_blocks(lines, index + 1, outline.get(index, [])))
+    if unreadable:
+        warnings.append(warning("pdf_page_failed", pages=page_ranges(unreadable)))
+    empty = [i + 1 for i, lines in enumerate(pages) if not lines and i + 1 not in unreadable]
+    if empty:
+        warnings.append(warning("pdf_page_empty", pages=page_ranges(empty)))
     if not any(block.kind != "heading" for block in blocks):
         raise ParseError("no extractable text; scanned PDFs need OCR, which is not supported")
     return ParsedDocument(blocks=blocks, pages=n_pages, media_type=PDF, warnings=warnings)

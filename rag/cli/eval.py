@@ -1,16 +1,20 @@
-"""`rag eval`: a golden set against a knowledge base, every retrieval mode, a table and JSON."""
+"""`rag eval`: a golden set against a knowledge base, every retrieval mode, a table and JSON.
+The server runs it as a job on its own indexes (POST /v1/knowledge-bases/{kb}/eval)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from rag.cli.common import fail
+from rag.cli.remote import DEFAULT_URL, ApiKeyOpt, KbOpt, UrlOpt, connect, follow_job, resolve_kb
+
 
 def eval_command(
-    kb: Annotated[str, typer.Option("--kb", help="knowledge base name or id")],
+    kb: KbOpt,
     golden: Annotated[Path, typer.Option("--golden", help="JSONL golden set", exists=True)],
     json_out: Annotated[Path | None, typer.Option("--json", help="write the report here")] = None,
     modes: Annotated[
@@ -21,27 +25,31 @@ def eval_command(
         bool | None,
         typer.Option("--rerank/--no-rerank", help="add hybrid+rerank (default: if configured)"),
     ] = None,
+    url: UrlOpt = DEFAULT_URL,
+    api_key: ApiKeyOpt = None,
 ) -> None:
-    """Score retrieval on a golden set: hit@1/5/10, MRR, nDCG@10, latency p50/p95 per mode."""
-    from rag.core.config import load_settings
-    from rag.evaluation.golden import load_golden
-    from rag.evaluation.runner import as_json, table
-    from rag.kb import knowledge
-    from rag.services import Services
+    """Score retrieval on a golden set: hit@1/5/10, MRR, nDCG@10, latency per mode.
 
-    svc = Services.create(load_settings())
-    try:
-        with svc.db.read() as session:
-            kb_id = knowledge.find_kb(session, kb).id
-        items = load_golden(golden)
-        chosen = (
-            [m.strip() for m in modes.split(",")] if modes else svc.evaluator.default_modes(rerank)
-        )
-        reports = svc.evaluator.run_modes(kb_id, items, chosen)
-    finally:
-        svc.close()
-    typer.echo(f"{len(items)} questions from {golden} against {kb}\n")
-    typer.echo(table(reports))
+    The server runs it as a job on its own indexes; this command sends the set and waits."""
+    items: list[dict[str, Any]] = []
+    for n, line in enumerate(golden.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                items.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                fail(f"{golden}:{n}: not JSON ({exc.msg})")
+    chosen = [m.strip() for m in modes.split(",") if m.strip()] if modes else None
+    with connect(url, api_key) as client:
+        row = resolve_kb(client, kb)
+        job = client.evaluate(row.id, items, modes=chosen, rerank=rerank)
+        job = follow_job(client, job, "evaluating")
+    if job.status != "succeeded":
+        fail(f"the evaluation {job.status}: {job.error}")
+    report = dict(job.result)
+    table = report.pop("table", "")
+    report["golden"] = str(golden)
+    typer.echo(f"{report.get('questions', len(items))} questions from {golden} against {kb}\n")
+    typer.echo(table)
     if json_out is not None:
-        json_out.write_text(json.dumps(as_json(kb_id, str(golden), reports), indent=2) + "\n")
+        json_out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
         typer.echo(f"\nwrote {json_out}")

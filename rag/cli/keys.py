@@ -1,4 +1,6 @@
-"""`rag keys`: create, list and revoke API keys (the operator's tool; works offline on the DB)."""
+"""`rag keys`: create, list and revoke API keys. The operator's tool, on the data directory's
+database directly (no server, no key needed): the first admin key is made before any exists,
+and keys for any tenant. It refuses a data directory that does not exist yet."""
 
 from __future__ import annotations
 
@@ -8,17 +10,15 @@ from typing import Annotated
 
 import typer
 
-from rag.core.config import load_settings
+from rag.cli.common import YesOpt, confirm, fail, local_services
 from rag.core.errors import RagError
 from rag.core.tenancy import DEFAULT_TENANT
-from rag.security import keys
-from rag.services import Services
 
-app = typer.Typer(help="API keys: create (shown once), list, revoke.", no_args_is_help=True)
-
-
-def _services() -> Services:
-    return Services.create(load_settings())
+app = typer.Typer(
+    help="API keys: create (shown once), list, revoke. Works on the data directory "
+    "(RAG_DATA_DIR) directly, not through the server.",
+    no_args_is_help=True,
+)
 
 
 @app.command("create")
@@ -27,7 +27,8 @@ def create(
     tenant: Annotated[str, typer.Option(help="the tenant that owns the key")] = DEFAULT_TENANT,
     name: Annotated[str, typer.Option(help="what the key is for")] = "",
     kb: Annotated[
-        list[str] | None, typer.Option("--kb", help="limit the key to this knowledge base id")
+        list[str] | None,
+        typer.Option("--kb", help="limit the key to this knowledge base (name or id; repeatable)"),
     ] = None,
     expires_days: Annotated[float | None, typer.Option(help="expire after this many days")] = None,
     rpm: Annotated[int | None, typer.Option(help="requests per minute")] = None,
@@ -35,21 +36,28 @@ def create(
     upload_bytes_per_day: Annotated[int | None, typer.Option(help="upload quota")] = None,
 ) -> None:
     """Create a key and print it once; only its hash is stored."""
-    svc = _services()
+    from rag.core import tenancy
+    from rag.kb import knowledge
+    from rag.security import keys
+
+    svc = local_services()
+    # Names are looked up among the tenant's own knowledge bases, as its key would see them.
+    owner = tenancy.Principal(actor="cli", tenant_id=tenant, scopes=frozenset({"admin"}))
     try:
         with svc.db.write() as session:
+            with tenancy.acting_as(owner):
+                kb_ids = [knowledge.find_kb(session, ref).id for ref in kb or []]
             row, secret = keys.create(
                 session,
                 tenant_id=tenant,
                 scopes=[s.strip() for s in scopes.split(",") if s.strip()],
                 name=name,
-                kb_ids=kb or None,
+                kb_ids=kb_ids or None,
                 expires_in=timedelta(days=expires_days) if expires_days else None,
                 limits=keys.KeyLimits(rpm, concurrent, upload_bytes_per_day),
             )
     except RagError as exc:
-        typer.secho(str(exc), fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from None
+        fail(str(exc))
     finally:
         svc.close()
     typer.echo(f"key {row.id} for tenant {row.tenant_id} ({', '.join(row.scopes)}):")
@@ -60,7 +68,9 @@ def create(
 @app.command("list")
 def list_(tenant: Annotated[str | None, typer.Option(help="only this tenant")] = None) -> None:
     """List keys (never their secrets) as JSON lines."""
-    svc = _services()
+    from rag.security import keys
+
+    svc = local_services()
     try:
         with svc.db.read() as session:
             rows = keys.listing(session, tenant)
@@ -75,15 +85,19 @@ def list_(tenant: Annotated[str | None, typer.Option(help="only this tenant")] =
 
 
 @app.command("revoke")
-def revoke(key_id: str) -> None:
-    """Revoke a key; requests with it are refused within two seconds on every replica."""
-    svc = _services()
+def revoke(key_id: str, yes: YesOpt = False) -> None:
+    """Revoke a key: refused within two seconds on every replica, for good.
+
+    Asks first; --yes skips the question (and is needed without a terminal)."""
+    from rag.security import keys
+
+    confirm(f"Revoke key {key_id}? Clients using it stop working.", yes)
+    svc = local_services()
     try:
         with svc.db.write() as session:
             keys.revoke(session, key_id)
     except RagError as exc:
-        typer.secho(str(exc), fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from None
+        fail(str(exc))
     finally:
         svc.close()
     typer.echo(f"revoked {key_id}")

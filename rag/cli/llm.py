@@ -146,12 +146,12 @@ def plan_serve(
         argv = vllm_argv(cfg, host, port, executable=vllm or "vllm", version=version)
         return ServePlan("vllm", reason, argv, base_url, cfg.model, cfg.max_model_len)
     from rag.generation.local_server import served_model_name
-    from rag.ml.offline_models import SMOLLM2_BUDGET_TOKENS
+    from rag.ml.offline_models import LOCAL_BUDGET_TOKENS
 
     folder = cfg.local_model.expanduser().resolve()
     argv = [sys.executable, "-m", "rag.generation.local_server", "--model-dir", str(folder)]
     argv += ["--host", host, "--port", str(port)]
-    budget = min(cfg.max_model_len, SMOLLM2_BUDGET_TOKENS)
+    budget = min(cfg.max_model_len, LOCAL_BUDGET_TOKENS)
     return ServePlan("transformers", reason, argv, base_url, served_model_name(folder), budget)
 
 

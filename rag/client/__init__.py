@@ -1,17 +1,17 @@
 """A small typed Python client for the kbqa HTTP API, needing only httpx and httpx-sse.
 
     with Client("http://127.0.0.1:8080", api_key="...") as kbqa:
-        kb = kbqa.create_kb("handbook")
-        doc = kbqa.upload(kb.id, "员工手册.pdf", metadata={"team": "hr"})
-        kbqa.wait_until_ready(kb.id, doc.id)
-        print(kbqa.ask(kb.id, "年假有多少天？").answer)
+        kbqa.create_kb("handbook")
+        doc = kbqa.upload("handbook", "员工手册.pdf", metadata={"team": "hr"})
+        kbqa.wait_until_ready("handbook", doc.id)
+        print(kbqa.ask("handbook", "年假有多少天？").answer)
 
-`AsyncClient` has the same methods as coroutines; errors raise `ApiError` or `DocumentFailed`.
-"""
+Knowledge bases by id or name; `AsyncClient` has the same methods as coroutines; errors
+raise `ApiError` (code, message, fields at fault) or `DocumentFailed`."""
 
 # Only httpx, httpx-sse and the standard library: the client installs and imports on machines
 # that do not run the service (no FastAPI, torch or SQLAlchemy); tests/test_packaging.py checks.
-from rag.client._client import AsyncClient, Client
+from rag.client._client import AsyncClient, Client, Priority, SearchMode
 from rag.client._models import (
     Answer,
     ApiError,
@@ -22,7 +22,9 @@ from rag.client._models import (
     Document,
     DocumentFailed,
     DoneEvent,
+    ErrorDetail,
     ErrorEvent,
+    IndexVersion,
     Job,
     KnowledgeBase,
     Message,
@@ -42,10 +44,14 @@ __all__ = [
     "Document",
     "DocumentFailed",
     "DoneEvent",
+    "ErrorDetail",
     "ErrorEvent",
+    "IndexVersion",
     "Job",
     "KnowledgeBase",
     "Message",
     "Passage",
+    "Priority",
+    "SearchMode",
     "StreamEvent",
 ]

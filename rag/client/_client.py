@@ -6,12 +6,13 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import AsyncGenerator, Callable, Generator, Mapping
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Generic, Literal, Self, TypeVar
+from urllib.parse import quote
 
 import httpx
 
@@ -21,6 +22,7 @@ from rag.client._models import (
     Conversation,
     Document,
     DocumentFailed,
+    IndexVersion,
     Job,
     KnowledgeBase,
     Passage,
@@ -121,12 +123,25 @@ def _jobs(r: httpx.Response) -> list[Job]:
     return [Job.from_json(j) for j in r.json()["jobs"]]
 
 
+def _versions(r: httpx.Response) -> list[IndexVersion]:
+    return [IndexVersion.from_json(v) for v in r.json()["versions"]]
+
+
+def _pruned(r: httpx.Response) -> list[int]:
+    return [int(n) for n in r.json()["pruned"]]
+
+
+def _segment(value: str) -> str:
+    """One path segment: a knowledge base's name may hold any character, "/" and "?" too."""
+    return quote(value, safe="")
+
+
 class _Requests:
     """Builds every call; the two clients inherit it and add only the sending."""
 
     @staticmethod
-    def _kb_path(kb_id: str, rest: str = "") -> str:
-        return f"/v1/knowledge-bases/{kb_id}{rest}"
+    def _kb_path(kb: str, rest: str = "") -> str:
+        return f"/v1/knowledge-bases/{_segment(kb)}{rest}"
 
     def _create_kb(self, name: str, description: str) -> _Call[KnowledgeBase]:
         body = {"name": name, "description": description}
@@ -176,10 +191,10 @@ class _Requests:
         return _Call("GET", self._kb_path(kb_id, "/documents"), _docs, params=params)
 
     def _get_document(self, kb_id: str, doc_id: str) -> _Call[Document]:
-        return _Call("GET", self._kb_path(kb_id, f"/documents/{doc_id}"), _doc)
+        return _Call("GET", self._kb_path(kb_id, f"/documents/{_segment(doc_id)}"), _doc)
 
     def _delete_document(self, kb_id: str, doc_id: str) -> _Call[None]:
-        return _Call("DELETE", self._kb_path(kb_id, f"/documents/{doc_id}"), _nothing)
+        return _Call("DELETE", self._kb_path(kb_id, f"/documents/{_segment(doc_id)}"), _nothing)
 
     def _search(
         self,
@@ -214,10 +229,10 @@ class _Requests:
         return _Call("GET", "/v1/conversations", _conversations, params=params)
 
     def _get_conversation(self, conversation_id: str) -> _Call[Conversation]:
-        return _Call("GET", f"/v1/conversations/{conversation_id}", _conversation)
+        return _Call("GET", f"/v1/conversations/{_segment(conversation_id)}", _conversation)
 
     def _delete_conversation(self, conversation_id: str) -> _Call[None]:
-        return _Call("DELETE", f"/v1/conversations/{conversation_id}", _nothing)
+        return _Call("DELETE", f"/v1/conversations/{_segment(conversation_id)}", _nothing)
 
     def _list_jobs(
         self, status: str | None, kind: str | None, kb_id: str | None, limit: int
@@ -226,10 +241,10 @@ class _Requests:
         return _Call("GET", "/v1/jobs", _jobs, params=params)
 
     def _get_job(self, job_id: str) -> _Call[Job]:
-        return _Call("GET", f"/v1/jobs/{job_id}", _job)
+        return _Call("GET", f"/v1/jobs/{_segment(job_id)}", _job)
 
     def _cancel_job(self, job_id: str) -> _Call[Job]:
-        return _Call("POST", f"/v1/jobs/{job_id}/cancel", _job)
+        return _Call("POST", f"/v1/jobs/{_segment(job_id)}/cancel", _job)
 
     def _reindex(
         self,
@@ -246,6 +261,35 @@ class _Requests:
         )
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         return _Call("POST", self._kb_path(kb_id, "/reindex"), _job, json=body, headers=headers)
+
+    def _rebuild_index(self, kb_id: str) -> _Call[Job]:
+        return _Call("POST", self._kb_path(kb_id, "/rebuild-index"), _job)
+
+    def _list_versions(self, kb_id: str) -> _Call[list[IndexVersion]]:
+        return _Call("GET", self._kb_path(kb_id, "/versions"), _versions)
+
+    def _rollback(self, kb_id: str) -> _Call[Job]:
+        return _Call("POST", self._kb_path(kb_id, "/versions/rollback"), _job)
+
+    def _prune_versions(self, kb_id: str, keep: int | None) -> _Call[list[int]]:
+        path = self._kb_path(kb_id, "/versions/prune")
+        return _Call("POST", path, _pruned, params={"keep": keep})
+
+    def _evaluate(
+        self,
+        kb_id: str,
+        golden: Sequence[Mapping[str, Any]] | None,
+        path: str | None,
+        modes: list[str] | None,
+        rerank: bool | None,
+    ) -> _Call[Job]:
+        body = _drop_none(
+            golden=[dict(g) for g in golden] if golden is not None else None,
+            path=path,
+            modes=modes,
+            rerank=rerank,
+        )
+        return _Call("POST", self._kb_path(kb_id, "/eval"), _job, json=body)
 
     def _health(self) -> _Call[dict[str, Any]]:
         return _Call("GET", "/healthz", _json)
@@ -278,7 +322,8 @@ def _options(**values: Any) -> dict[str, Any]:
 
 class Client(_Requests):
     """The synchronous client. `base_url` is the service root (http://host:8080);
-    `api_key` is sent as a Bearer token; `timeout` in seconds (or an httpx.Timeout)."""
+    `api_key` is sent as a Bearer token; `timeout` in seconds (or an httpx.Timeout).
+    Every `kb_id` argument takes a knowledge base's id or its name."""
 
     def __init__(
         self,
@@ -306,6 +351,10 @@ class Client(_Requests):
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    @property
+    def base_url(self) -> str:
+        return str(self._http.base_url).rstrip("/")
 
     def close(self) -> None:
         self._http.close()
@@ -485,6 +534,23 @@ class Client(_Requests):
         call = self._reindex(kb_id, embedding_model, chunk_tokens, overlap_tokens, idempotency_key)
         return self._send(call)
 
+    def rebuild_index(self, kb_id: str) -> Job:
+        """Rebuild the live version's FAISS and BM25 caches from the vectors in SQL."""
+        return self._send(self._rebuild_index(kb_id))
+
+    def list_versions(self, kb_id: str) -> list[IndexVersion]:
+        """The knowledge base's index versions, oldest first; one of them is live."""
+        return self._send(self._list_versions(kb_id))
+
+    def rollback(self, kb_id: str) -> Job:
+        """Make the most recent retired version live again; the Job's `version` is that one."""
+        return self._send(self._rollback(kb_id))
+
+    def prune_versions(self, kb_id: str, keep: int | None = None) -> list[int]:
+        """Delete the data of retired versions beyond the `keep` newest (the server's setting
+        by default); returns the numbers of the versions pruned."""
+        return self._send(self._prune_versions(kb_id, keep))
+
     def wait_for_job(self, job_id: str, timeout: float = 600.0, poll_interval: float = 0.5) -> Job:
         """Poll until the job succeeded, failed or was cancelled; TimeoutError otherwise."""
         deadline = time.monotonic() + timeout
@@ -495,6 +561,19 @@ class Client(_Requests):
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"job {job_id} is still {job.status} after {timeout} s")
             time.sleep(poll_interval)
+
+    def evaluate(
+        self,
+        kb_id: str,
+        golden: Sequence[Mapping[str, Any]] | None = None,
+        *,
+        path: str | None = None,
+        modes: list[str] | None = None,
+        rerank: bool | None = None,
+    ) -> Job:
+        """Queue a retrieval evaluation on a golden set (its items, or a JSONL `path` inside
+        the server's data directory); the finished Job's `result` is the report."""
+        return self._send(self._evaluate(kb_id, golden, path, modes, rerank))
 
     # operations
     def health(self) -> dict[str, Any]:
@@ -539,6 +618,10 @@ class AsyncClient(_Requests):
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+    @property
+    def base_url(self) -> str:
+        return str(self._http.base_url).rstrip("/")
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -721,6 +804,18 @@ class AsyncClient(_Requests):
         call = self._reindex(kb_id, embedding_model, chunk_tokens, overlap_tokens, idempotency_key)
         return await self._send(call)
 
+    async def rebuild_index(self, kb_id: str) -> Job:
+        return await self._send(self._rebuild_index(kb_id))
+
+    async def list_versions(self, kb_id: str) -> list[IndexVersion]:
+        return await self._send(self._list_versions(kb_id))
+
+    async def rollback(self, kb_id: str) -> Job:
+        return await self._send(self._rollback(kb_id))
+
+    async def prune_versions(self, kb_id: str, keep: int | None = None) -> list[int]:
+        return await self._send(self._prune_versions(kb_id, keep))
+
     async def wait_for_job(
         self, job_id: str, timeout: float = 600.0, poll_interval: float = 0.5
     ) -> Job:
@@ -732,6 +827,17 @@ class AsyncClient(_Requests):
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"job {job_id} is still {job.status} after {timeout} s")
             await asyncio.sleep(poll_interval)
+
+    async def evaluate(
+        self,
+        kb_id: str,
+        golden: Sequence[Mapping[str, Any]] | None = None,
+        *,
+        path: str | None = None,
+        modes: list[str] | None = None,
+        rerank: bool | None = None,
+    ) -> Job:
+        return await self._send(self._evaluate(kb_id, golden, path, modes, rerank))
 
     # operations
     async def health(self) -> dict[str, Any]:

@@ -3,6 +3,7 @@ read from the API's JSON. Only httpx, httpx-sse and the standard library, like t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import AsyncGenerator, Iterable, Iterator, Mapping
 from contextlib import aclosing
@@ -20,13 +21,32 @@ T = TypeVar("T")
 # --------------------------------------------------------------------------- errors
 
 
+@dataclass(frozen=True)
+class ErrorDetail:
+    """One field at fault in a request: `field` is the dotted path ("body.top_k"), `loc` the
+    same as a list, `type` the validator's name for the fault (e.g. "extra_forbidden")."""
+
+    field: str
+    message: str
+    loc: list[str | int] = dataclasses.field(default_factory=list)  # `field` is taken here
+    type: str = ""
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ErrorDetail:
+        loc = list(data.get("loc") or [])
+        name = data.get("field") or ".".join(str(part) for part in loc)
+        message = data.get("message") or data.get("msg") or ""
+        return cls(field=str(name), message=str(message), loc=loc, type=str(data.get("type", "")))
+
+
 class ApiError(Exception):
     """The API answered with an error status (every non-2xx answer raises it).
 
-    `status` is the HTTP status, `code` and `message` come from the API's error envelope
-    `{"error": {"code", "message"}}` (for a body that is not one, `code` is "http_<status>" and
-    `message` the body's text), `retry_after` the seconds to wait from `Retry-After` (429 and
-    503 only; None when absent).
+    `status` is the HTTP status; `code`, `message` and `details` come from the API's error
+    envelope `{"error": {"code", "message", "details"}}`: `details` lists the fields at fault
+    (empty when none is). For a body that is not an envelope, `code` is "http_<status>" and
+    `message` the body's text. `retry_after` is the seconds to wait from `Retry-After` (429 and
+    503 only; None when absent); `request_id` the server's X-Request-ID, for its logs.
     """
 
     def __init__(
@@ -35,14 +55,18 @@ class ApiError(Exception):
         code: str,
         message: str,
         *,
+        details: list[ErrorDetail] | None = None,
         retry_after: float | None = None,
+        request_id: str | None = None,
         body: Any = None,
     ) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status = status
         self.code = code
         self.message = message
+        self.details = details or []
         self.retry_after = retry_after
+        self.request_id = request_id
         self.body = body
 
     @classmethod
@@ -52,15 +76,37 @@ class ApiError(Exception):
         except ValueError:
             body = response.text
         code, message = f"http_{response.status_code}", str(body)[:2000]
+        details: list[ErrorDetail] = []
         if isinstance(body, dict) and isinstance(body.get("error"), dict):
-            code = str(body["error"].get("code", code))
-            message = str(body["error"].get("message", message))
-        elif isinstance(body, dict) and "detail" in body:  # a framework-level error
-            message = json.dumps(body["detail"], ensure_ascii=False)
+            error = body["error"]
+            code = str(error.get("code", code))
+            message = str(error.get("message", message))
+            details = _details(error.get("details"))
+        elif isinstance(body, dict) and "detail" in body:  # a server older than the envelope
+            details = _details(body["detail"])
+            message = (
+                "; ".join(f"{d.field}: {d.message}" for d in details)
+                if details
+                else json.dumps(body["detail"], ensure_ascii=False)
+            )
         retry_after = None
         if response.status_code in (429, 503):
             retry_after = _retry_after_seconds(response.headers.get("retry-after"))
-        return cls(response.status_code, code, message, retry_after=retry_after, body=body)
+        return cls(
+            response.status_code,
+            code,
+            message,
+            details=details,
+            retry_after=retry_after,
+            request_id=response.headers.get("x-request-id"),
+            body=body,
+        )
+
+
+def _details(value: Any) -> list[ErrorDetail]:
+    if not isinstance(value, list):
+        return []
+    return [ErrorDetail.from_json(d) for d in value if isinstance(d, Mapping)]
 
 
 class DocumentFailed(Exception):
@@ -203,11 +249,28 @@ class Answer:
     conversation_id: str | None = None
     message_id: int | None = None
     cached: bool = False  # served from the server's answer cache (usage is then 0)
+    # What the answer says about itself: it cites at least one passage; it was cut off at the
+    # token limit; the generation went wrong ("echo" of the prompt, "repetition"; None: sound).
+    grounded: bool = False
+    truncated: bool = False
+    degenerate: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Answer:
-        return _build(cls, data, citations=_citations(data.get("citations") or []))
+        citations = _citations(data.get("citations") or [])
+        return _build(cls, data, citations=citations, **_flags(data, citations))
+
+
+def _flags(data: Mapping[str, Any], citations: list[Citation]) -> dict[str, Any]:
+    """`grounded` and `truncated` as the server sent them; a server that predates them is
+    read the same way it would have computed them."""
+    grounded = data.get("grounded")
+    truncated = data.get("truncated")
+    return {
+        "grounded": any(c.cited for c in citations) if grounded is None else bool(grounded),
+        "truncated": data.get("finish_reason") == "length" if truncated is None else truncated,
+    }
 
 
 def _citations(items: Iterable[Mapping[str, Any]]) -> list[Citation]:
@@ -285,6 +348,35 @@ class Job:
         )
 
 
+@dataclass(frozen=True)
+class IndexVersion:
+    """One index version of a knowledge base; `status` is building, live, retired, failed or
+    pruned; `checks` are the measurements that let it go live."""
+
+    number: int
+    status: str
+    embedding_model: str = ""
+    embedding_dim: int = 0
+    chunk_tokens: int = 0
+    overlap_tokens: int = 0
+    chunks: int = 0
+    documents: int = 0
+    job_id: str | None = None
+    error: str | None = None
+    checks: dict[str, Any] = field(default_factory=dict)
+    created_at: datetime | None = None
+    activated_at: datetime | None = None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> IndexVersion:
+        return _build(
+            cls,
+            data,
+            created_at=_time(data.get("created_at")),
+            activated_at=_time(data.get("activated_at")),
+        )
+
+
 # Events of a streamed answer, in order: DeltaEvent..., CitationsEvent, DoneEvent; or an
 # ErrorEvent that ends the stream (failures before the first token raise ApiError instead).
 
@@ -311,6 +403,9 @@ class DoneEvent:
     conversation_id: str | None = None
     message_id: int | None = None
     cached: bool = False  # the answer was replayed from the server's answer cache
+    grounded: bool = False  # the answer cites at least one passage
+    truncated: bool = False  # cut off at the token limit
+    degenerate: str | None = None  # "echo" or "repetition"; None: sound
     type: Literal["done"] = "done"
 
 

@@ -109,6 +109,15 @@ class LLMSettings(BaseModel):
     breaker_reset_s: float = Field(30.0, gt=0)
     max_tokens: int = Field(768, ge=1)
     temperature: float = Field(0.1, ge=0, le=2)
+    # Penalty on tokens already in the answer, against runaway repetition: vLLM's multiplicative
+    # one, sent as an extra body field; 1.05 is what Qwen2.5-7B-Instruct's generation_config.json
+    # ships, 1 applies none. A server that refuses the field (`transformers serve`, OpenAI) gets
+    # frequency_penalty = this - 1 instead, which `transformers serve` applies as this value.
+    repetition_penalty: float | None = Field(1.05, gt=0, le=2)
+    # OpenAI's additive penalty per earlier occurrence of a token (-2..2); unset: not sent.
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    # OpenAI's additive penalty on any token already in the answer (-2..2); unset: not sent.
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
     # Context length the server was started with (vLLM --max-model-len).
     max_model_len: int = Field(32768, ge=512)
     # Ask for usage in the last stream chunk (OpenAI stream_options; vLLM honours it).
@@ -125,7 +134,7 @@ class LLMSettings(BaseModel):
     serve_model: str | None = None
     gpu_memory_utilization: float = Field(0.90, gt=0, le=1)
     tensor_parallel_size: int = Field(1, ge=1)
-    local_model: Path = Path(".models/SmolLM2-135M-Instruct")
+    local_model: Path = Path(".models/Qwen2.5-Coder-0.5B-Instruct")
     # Optional routing table; empty means one route: base_url + model.
     routes: list[LLMRoute] = []
 

@@ -7,6 +7,7 @@ RagError
 ├── RateLimited                 429  a per-key limit is spent: Retry-After says when to retry
 ├── NotFound                    404  unknown knowledge base, document, job
 ├── Conflict                    409  name already taken, state does not allow it
+│   └── NoReadyDocuments        409  asked a knowledge base with no ready document (no LLM call)
 ├── InvalidInput                400/422  a request that cannot be served as asked
 │   ├── UnsupportedMediaType    415  file type we do not parse
 │   └── PayloadTooLarge         413  upload over the size limit
@@ -62,6 +63,17 @@ class NotFound(RagError):
 class Conflict(RagError):
     status_code = 409
     code = "conflict"
+
+
+class NoReadyDocuments(Conflict):
+    """A question to a knowledge base with nothing ready to answer from: refused before any LLM
+    call. `counts` holds its documents by status (queued, processing, failed)."""
+
+    code = "no_ready_documents"
+
+    def __init__(self, message: str, *, counts: dict[str, int] | None = None) -> None:
+        super().__init__(message)
+        self.counts = counts or {}
 
 
 class InvalidInput(RagError):

@@ -14,7 +14,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +44,7 @@ _CONTEXT_ERROR = re.compile(
 _MAX_CONTEXT = re.compile(r"maximum context length is (\d+)", re.IGNORECASE)
 _PROMPT_TOKENS = re.compile(r"(\d+) in the messages|(\d+) input tokens", re.IGNORECASE)
 Messages = list[dict[str, str]]
+_PENALTIES = ("repetition_penalty", "frequency_penalty", "presence_penalty")
 _LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
 # Streamed answers read through stream_transport (plain http only); False: httpx's own path.
 FAST_STREAMS = True
@@ -127,7 +128,7 @@ class LLMStream:
         self._span = span
         self._observed = False
 
-    async def deltas(self) -> AsyncIterator[str]:
+    async def deltas(self) -> AsyncGenerator[str, None]:
         """Text as it arrives.
 
         A reader task only collects the upstream's bytes; this generator decodes whatever has
@@ -336,6 +337,7 @@ class LLMClient:
         )
         self._ahttp: httpx.AsyncClient | None = None
         self._aloop: asyncio.AbstractEventLoop | None = None
+        self._refused_repetition_penalty = False
 
     def _aclient(self) -> httpx.AsyncClient:
         # Pooled connections belong to one event loop; the CLI and tests may run several.
@@ -397,8 +399,44 @@ class LLMClient:
         }
         if stream and self.settings.stream_usage:
             body["stream_options"] = {"include_usage": True}
+        body.update(self._penalties())
         body.update({k: v for k, v in extra.items() if v is not None})
         return body
+
+    def _penalties(self) -> dict[str, float]:
+        """The configured repetition penalties (docs/generation.md). Once the server has refused
+        vLLM's repetition_penalty, it goes as frequency_penalty = repetition_penalty - 1, which
+        `transformers serve` turns back into that repetition penalty (and OpenAI's additive
+        penalty of that size is as mild)."""
+        cfg = self.settings
+        penalties = {
+            "repetition_penalty": cfg.repetition_penalty,
+            "frequency_penalty": cfg.frequency_penalty,
+            "presence_penalty": cfg.presence_penalty,
+        }
+        if self._refused_repetition_penalty:
+            rp = penalties.pop("repetition_penalty")
+            if penalties["frequency_penalty"] is None and rp is not None:
+                penalties["frequency_penalty"] = round(rp - 1.0, 6)
+        return {k: v for k, v in penalties.items() if v is not None}
+
+    def _refuses_penalty(self, response: httpx.Response, body: dict[str, Any]) -> bool:
+        """The server refused the request for carrying repetition_penalty (strict OpenAI
+        schemas: `transformers serve` answers 422 "Unexpected fields", OpenAI 400
+        "Unrecognized request argument"): from now on this client sends the OpenAI field."""
+        if (
+            response.status_code not in (400, 422)
+            or "repetition_penalty" not in body
+            or "repetition_penalty" not in response.text
+        ):
+            return False
+        if not self._refused_repetition_penalty:
+            log.warning(
+                "the LLM at %s refuses repetition_penalty; sending frequency_penalty instead",
+                self.url,
+            )
+        self._refused_repetition_penalty = True
+        return True
 
     async def complete(self, messages: Messages, **extra: Any) -> Completion:
         started = time.perf_counter()
@@ -467,7 +505,8 @@ class LLMClient:
             )
         client = self._aclient()
         attempts = self.settings.max_retries + 1
-        for attempt in range(attempts):
+        attempt = 0
+        while True:
             try:
                 request = client.build_request(
                     "POST",
@@ -486,6 +525,11 @@ class LLMClient:
                     return response
                 await response.aread()
                 await response.aclose()
+                if self._refuses_penalty(response, body):
+                    # Not a failed attempt: the same request at once, in the server's dialect.
+                    body = {k: v for k, v in body.items() if k not in _PENALTIES}
+                    body.update(self._penalties())
+                    continue
                 failure = self._status_failure(response)
             delay = self._delay(attempt, failure) if attempt + 1 < attempts else None
             if delay is None:
@@ -498,7 +542,7 @@ class LLMClient:
                 "LLM call failed (%s); retry %d in %.2f s", failure.error.code, attempt + 1, delay
             )
             await asyncio.sleep(delay)
-        raise AssertionError("unreachable")
+            attempt += 1
 
     def _delay(self, attempt: int, failure: _Failure) -> float | None:
         """Backoff before the next attempt; None when not retryable, or when the upstream

@@ -62,7 +62,9 @@ def start_transformers_serve(
     Follow with wait_until_ready(). Output goes to log_file (a temporary file if None).
     threads: torch CPU threads; default OMP_NUM_THREADS if set, else 1, because OpenMP threads
     that spin on a shared, busy machine wreck decoding: for SmolLM2-135M on 2 cores we measured
-    32 tokens in ~2 s on one thread, and 1.4 s idle but 5-40 s under load on two.
+    32 tokens in ~2 s on one thread, and 1.4 s idle but 5-40 s under load on two; for the
+    offline stand-in, Qwen2.5-Coder-0.5B, 4-6 tokens/s on one thread but 1-2 on two under load
+    (bench/stand_in_models.py).
 
     How `transformers serve` behaves, and what we do about it:
 

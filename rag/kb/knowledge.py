@@ -70,6 +70,14 @@ def _visible(stmt: Any) -> Any:
 
 
 def find_kb(session: Session, name_or_id: str) -> KnowledgeBase:
+    """The knowledge base with this id, else the one with this name, among those the current
+    principal may see (NotFound otherwise). An id wins when another knowledge base is named
+    like it: ids are stable, names are not. Names are unique per tenant; only a caller acting
+    for every tenant (the CLI) can meet one name twice, and must then use the id."""
+    try:
+        return get_kb(session, name_or_id)
+    except NotFound:
+        pass
     named = list(
         session.execute(
             _visible(select(KnowledgeBase).where(KnowledgeBase.name == name_or_id))
@@ -80,7 +88,9 @@ def find_kb(session: Session, name_or_id: str) -> KnowledgeBase:
             f"{len(named)} knowledge bases of different tenants are named {name_or_id!r}; "
             "use the id"
         )
-    return named[0] if named else get_kb(session, name_or_id)
+    if not named:
+        raise NotFound(f"knowledge base {name_or_id} does not exist")
+    return named[0]
 
 
 def list_kbs(session: Session) -> list[KnowledgeBase]:

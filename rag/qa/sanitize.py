@@ -16,7 +16,10 @@ from urllib.parse import urlsplit
 
 REMOVED_LINK = "[link removed]"
 REMOVED_ECHO = "[…]"
-_ECHO_WINDOW = 24  # characters of the system prompt that count as an echo when repeated
+# Characters of the system prompt that count as an echo when repeated: 24 of a Chinese prompt,
+# twice that of a Latin-script one, where an honest refusal in the prompt's own words ("the
+# knowledge base does not contain it") would otherwise count as one.
+_ECHO_WINDOW = 24
 # ![alt](url "title") | [text](url) | <img ...> | <scheme://...> | bare URL
 _LINKS = re.compile(
     r"!\[(?P<alt>[^\]\n]{0,500})\]\((?P<img>[^)\s]{0,2000})(?:\s+\"[^\"\n]*\")?\)"
@@ -68,9 +71,10 @@ class EchoGuard:
     """Marks the characters of a text that belong to a run of the system prompt (whitespace
     ignored, so re-wrapped echoes are caught too)."""
 
-    def __init__(self, system_prompt: str, window: int = _ECHO_WINDOW) -> None:
+    def __init__(self, system_prompt: str, window: int | None = None) -> None:
         compact = "".join(system_prompt.split())
-        self.window = window
+        self.window = window or (_ECHO_WINDOW if _mostly_cjk(compact) else 2 * _ECHO_WINDOW)
+        window = self.window
         self._prompt = compact
         self._shingles = {compact[i : i + window] for i in range(len(compact) - window + 1)}
 
@@ -112,6 +116,12 @@ class EchoGuard:
         return _apply(text, self.mask(text), inside=False)[0]
 
 
+def _mostly_cjk(text: str) -> bool:
+    letters = [ch for ch in text if ch.isalpha()]
+    cjk = sum("\u3400" <= ch <= "\u9fff" for ch in letters)
+    return bool(letters) and cjk / len(letters) >= 0.2
+
+
 def _apply(text: str, marked: list[bool], *, inside: bool) -> tuple[str, bool]:
     """Replace each marked run with one marker; `inside`: a run was open before `text`."""
     out = []
@@ -149,6 +159,7 @@ class AnswerSanitizer:
         self._pending = ""
         self._context = ""  # the tail already sent: a prompt run may have begun there
         self._inside = False
+        self.echoed = 0  # characters cut out as echoes of the system prompt so far
 
     def clean(self, text: str) -> str:
         """The whole-text form, for answers that are not streamed."""
@@ -167,6 +178,7 @@ class AnswerSanitizer:
         full = self._context + self._pending
         marked = self.echo.mask(full)[len(self._context) : len(self._context) + n]
         ready, self._pending = self._pending[:n], self._pending[n:]
+        self.echoed += sum(marked)
         text, self._inside = _apply(ready, marked, inside=self._inside)
         context = self._context + ready
         self._context = context[len(context) - _tail_length(context, self.echo.window - 1) :]

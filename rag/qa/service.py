@@ -1,7 +1,8 @@
 """The one way a question is answered: the answer cache, single flight, planning, generation,
 streaming, and keeping or releasing the answer. The HTTP routes and the CLI call only this.
 
-    ask(spec) ── cache hit ─────────────────────────────────────> Reply(answer | replayed stream)
+    ask(spec) ─ no ready document? ─────────────────────────────> NoReadyDocuments (409, no LLM)
+        ├─ cache hit ───────────────────────────────────────────> Reply(answer | replayed stream)
         └─ miss ─ (lead the flight) ─ plan ─ generate ─ keep ──> Reply(answer)
                                           └─ open stream ───────> Reply(stream: kept on finish)
 
@@ -13,12 +14,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import anyio
+from sqlalchemy import Select, bindparam, func, select
+from sqlalchemy.orm import Session
 
 from rag.core import metrics
 from rag.core.config import Settings
+from rag.core.errors import NoReadyDocuments
 from rag.kb.knowledge import get_kb
 from rag.qa.answer import Answer, Answerer, AskSpec, LiveAnswer
 from rag.qa.answer_cache import (
@@ -31,10 +36,55 @@ from rag.qa.answer_cache import (
     cache_key,
     cacheable,
     from_payload,
-    kb_state,
+    kb_state_and_ready,
     request_options,
 )
 from rag.store.db import Database
+from rag.store.models import Document, DocumentStatus, KnowledgeBase
+
+
+def require_ready(session: Session, kb: KnowledgeBase) -> None:
+    """Raise NoReadyDocuments unless the knowledge base has a ready document: without one, an
+    answer could only come from the model's own memory. One indexed lookup that stops at the
+    first ready document; the counts for the message are read only when there is none."""
+    if session.execute(_ready_statement(), {"kb_id": kb.id}).first() is not None:
+        return
+    # (The answer cache's lookup asks the same in its own statement: kb_state_and_ready.)
+    rows = session.execute(
+        select(Document.status, func.count())
+        .where(Document.kb_id == kb.id)
+        .group_by(Document.status)
+    )
+    counts = {status: 0 for status in ("queued", "processing", "failed")}
+    counts.update({str(status): int(n) for status, n in rows})
+    pending = counts["queued"] + counts["processing"]
+    if pending:
+        advice = "ask again once they are ready (the documents list shows each one's status)"
+    elif counts["failed"]:
+        advice = "each failed document's error says why; fix and upload them again"
+    else:
+        advice = "upload documents first"
+    raise NoReadyDocuments(
+        f"knowledge base {kb.name!r} has no ready document to answer from "
+        f"({counts['queued']} queued, {counts['processing']} processing, "
+        f"{counts['failed']} failed): {advice}",
+        counts=counts,
+    )
+
+
+@lru_cache(maxsize=1)
+def _ready_statement() -> Select[Any]:
+    """Built once (it runs before every answer). The status is compared as an expression so
+    that SQLite walks this knowledge base's documents (ix_documents_kb_id) and stops at the
+    first ready one, rather than every knowledge base's ready documents (ix_documents_status)."""
+    return (
+        select(Document.id)
+        .where(
+            Document.kb_id == bindparam("kb_id"),
+            Document.status.concat("") == DocumentStatus.ready.value,
+        )
+        .limit(1)
+    )
 
 
 class AnswerStream:
@@ -132,15 +182,22 @@ class AnswerService:
         return reply.answer
 
     async def lookup(self, spec: AskSpec, policy: Policy, *, stream: bool = False) -> Lookup:
+        """The cache's answer or the key to keep ours under; first of all, in the same SQL
+        session, the tenancy check and `require_ready` (so no LLM is called, not even to
+        condense a follow-up, for a knowledge base with nothing ready)."""
         cache = self.cache
         if cache is None or not (policy.read or policy.write) or not cacheable(spec, stream=stream):
+            await anyio.to_thread.run_sync(self._admit, spec)
             return Lookup()
 
         def find() -> tuple[str, dict[str, Any] | None]:
             with self.db.read() as session:
                 # The tenancy check planning would make: a hit must not skip it.
                 kb = get_kb(session, spec.kb_id)
-                tenant, state = kb.tenant_id, kb_state(session, kb.id)
+                state, ready = kb_state_and_ready(session, kb.id)
+                if not ready:
+                    require_ready(session, kb)  # raises, counting the documents
+                tenant = kb.tenant_id
             # The state is read before retrieval, so an answer can only be newer than its key.
             options = request_options(self.settings, spec)
             key = cache_key(tenant, kb.id, state, spec.question, options)
@@ -165,3 +222,7 @@ class AnswerService:
             return Lookup(cache, key, as_served(hit), policy.write)
         flight = cache.inflight.lead(key) if policy.write else None
         return Lookup(cache, key, None, policy.write, flight)
+
+    def _admit(self, spec: AskSpec) -> None:
+        with self.db.read() as session:
+            require_ready(session, get_kb(session, spec.kb_id))

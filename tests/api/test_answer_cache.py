@@ -35,7 +35,7 @@ from tests.conftest import (
     wait_for,
 )
 
-HANDBOOK = (REPO / "data" / "samples" / "员工手册.md").read_bytes()
+HANDBOOK = (REPO / "tests" / "fixtures" / "员工手册.md").read_bytes()
 FAQ = (REPO / "data" / "samples" / "product-faq.md").read_bytes()
 QUESTION = "年假有多少天？"
 

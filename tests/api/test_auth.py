@@ -17,7 +17,7 @@ from rag.cli.main import app as cli_app
 from rag.generation.llm import LLMClient
 from rag.security import keys
 from rag.services import Services
-from tests.conftest import REDIS_URL, FakeLLM, make_settings, redis_reason, upload
+from tests.conftest import REDIS_URL, FakeLLM, make_settings, redis_reason, upload, wait_for
 
 Factory = Callable[..., TestClient]
 
@@ -126,12 +126,18 @@ def test_api_keys_are_shown_once_and_managed_per_tenant(make_client: Factory) ->
     client = make_client()
     admin = _key(client, ["admin"], tenant_id="acme")
     other = _key(client, ["admin"], tenant_id="globex")
-    made = client.post(
+    # the tenant comes from the key, never from the body: a tenant_id there is refused
+    spoofed = client.post(
         "/v1/keys",
         json={"name": "helpdesk", "scopes": ["query"], "tenant_id": "globex"},
         headers=_auth(admin),
+    )
+    assert spoofed.status_code == 422
+    assert spoofed.json()["error"]["details"][0]["field"] == "body.tenant_id"
+    made = client.post(
+        "/v1/keys", json={"name": "helpdesk", "scopes": ["query"]}, headers=_auth(admin)
     ).json()
-    assert made["tenant_id"] == "acme"  # the tenant comes from the key, never from the body
+    assert made["tenant_id"] == "acme"
     assert made["key"].startswith(f"kbqa_{made['id']}_")
     listed = client.get("/v1/keys", headers=_auth(admin)).json()["keys"]
     assert {k["id"] for k in listed} >= {made["id"]}
@@ -183,6 +189,12 @@ def test_concurrent_generations_per_key(make_client: Factory) -> None:
     client = make_client()
     secret = _key(client, ["admin"], concurrent_generations=1)
     kb_id = client.post("/v1/knowledge-bases", json={"name": "kb"}, headers=_auth(secret)).json()
+    # A ready document: a knowledge base with none is refused before any generation (409).
+    doc = upload(
+        client, kb_id["id"], "leave.txt", "年假十天。".encode() * 20, headers=_auth(secret)
+    )
+    doc_url = f"/v1/knowledge-bases/{kb_id['id']}/documents/{doc.json()['id']}"
+    wait_for(lambda: client.get(doc_url, headers=_auth(secret)).json()["status"] == "ready")
     guard = client.app.state.guard  # type: ignore[attr-defined]
     key_id = secret.split("_", 2)[1]
     held = guard.limiter.acquire(key_id, 1, 60)  # another answer for this key is running
@@ -223,7 +235,8 @@ def test_cli_creates_lists_and_revokes(
     assert client.get("/v1/knowledge-bases", headers=_auth(secret)).status_code == 200
     listed = runner.invoke(cli_app, ["keys", "list", "--tenant", "acme"])
     assert secret.split("_", 2)[1] in listed.stdout and secret.split("_", 2)[2] not in listed.stdout
-    assert runner.invoke(cli_app, ["keys", "revoke", secret.split("_", 2)[1]]).exit_code == 0
+    revoked = runner.invoke(cli_app, ["keys", "revoke", secret.split("_", 2)[1], "--yes"])
+    assert revoked.exit_code == 0
     client.app.state.guard.forget()  # type: ignore[attr-defined]
     assert client.get("/v1/knowledge-bases", headers=_auth(secret)).status_code == 401
     # revoking the last key does not re-open the API

@@ -35,7 +35,7 @@ from rag.services import Services
 from tests.conftest import REPO, FakeLLM, make_settings, serving
 
 SAMPLES = REPO / "data" / "samples"
-HANDBOOK = SAMPLES / "员工手册.md"
+HANDBOOK = SAMPLES / "员工手册.pdf"
 FAQ = SAMPLES / "product-faq.md"
 QUESTION = "年假有多少天？"
 
@@ -98,7 +98,7 @@ def test_sync_client_covers_every_method(live: Live) -> None:
 
         # A path, and bytes with metadata and an idempotency key.
         handbook = kbqa.upload(kb.id, HANDBOOK)
-        assert handbook.filename == "员工手册.md" and handbook.status in ("queued", "processing")
+        assert handbook.filename == "员工手册.pdf" and handbook.status in ("queued", "processing")
         faq = kbqa.upload(
             kb.id,
             FAQ.read_bytes(),
@@ -326,3 +326,107 @@ def test_importing_the_client_loads_no_server_dependencies() -> None:
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
     )
     assert json.loads(out.stdout) == []
+
+
+def test_error_envelope_with_fields_at_fault_and_request_id() -> None:
+    envelope = {
+        "error": {
+            "code": "validation_error",
+            "message": "1 field is invalid",
+            "details": [
+                {
+                    "field": "body.topk",
+                    "loc": ["body", "topk"],
+                    "message": "Extra inputs are not permitted",
+                    "type": "extra_forbidden",
+                }
+            ],
+        }
+    }
+    legacy = {"detail": [{"loc": ["body", "query"], "msg": "Field required", "type": "missing"}]}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = envelope if request.url.path.endswith("/search") else legacy
+        return httpx.Response(422, json=body, headers={"X-Request-ID": "req-1"})
+
+    with Client("http://kbqa.test", transport=httpx.MockTransport(handler)) as c:
+        with pytest.raises(ApiError) as new:
+            c.search("kb", "q")
+        with pytest.raises(ApiError) as old:
+            c.ask("kb", "q")
+    err = new.value
+    assert (err.status, err.code, err.message) == (422, "validation_error", "1 field is invalid")
+    assert [(d.field, d.loc, d.type) for d in err.details] == [
+        ("body.topk", ["body", "topk"], "extra_forbidden")
+    ]
+    assert err.details[0].message == "Extra inputs are not permitted"
+    assert err.request_id == "req-1"
+    # A server older than the envelope: FastAPI's list read the same way.
+    assert old.value.code == "http_422" and old.value.details[0].field == "body.query"
+    assert old.value.message == "body.query: Field required"
+
+
+def test_knowledge_bases_by_name_are_one_path_segment() -> None:
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.raw_path.decode())
+        return httpx.Response(200, json={"results": []})
+
+    with Client("http://kbqa.test", transport=httpx.MockTransport(handler)) as c:
+        assert c.search("HR/手册 2024?", "q") == []
+    assert seen == ["/v1/knowledge-bases/HR%2F%E6%89%8B%E5%86%8C%202024%3F/search"]
+
+
+def test_answer_flags_are_read_or_derived() -> None:
+    cited = {"index": 1, "cited": True, "chunk_id": 1, "document_id": "d", "filename": "f"}
+    cited |= {"page": 1, "text": "t", "score": 1.0}
+    sent = Answer.from_json(
+        {
+            "answer": "x",
+            "citations": [cited],
+            "grounded": False,
+            "truncated": True,
+            "degenerate": "repetition",
+            "finish_reason": "stop",
+        }
+    )
+    assert (sent.grounded, sent.truncated, sent.degenerate) == (False, True, "repetition")
+    older = Answer.from_json({"answer": "x", "citations": [cited], "finish_reason": "length"})
+    assert (older.grounded, older.truncated, older.degenerate) == (True, True, None)
+
+
+def test_knowledge_bases_by_name_versions_and_evaluation(live: Live) -> None:
+    with Client(live.url, timeout=30) as kbqa:
+        kbqa.create_kb("员工 手册")
+        doc = kbqa.upload("员工 手册", HANDBOOK)
+        kbqa.wait_until_ready("员工 手册", doc.id, timeout=60, poll_interval=0.05)
+        assert kbqa.search("员工 手册", QUESTION, top_k=1)
+        answer = kbqa.ask("员工 手册", QUESTION)
+        assert answer.grounded and not answer.truncated and answer.degenerate is None
+
+        rebuilt = kbqa.wait_for_job(kbqa.rebuild_index("员工 手册").id, timeout=60)
+        assert rebuilt.status == "succeeded" and rebuilt.result["vectors"] > 0
+        built = kbqa.reindex("员工 手册", chunk_tokens=64)
+        assert kbqa.wait_for_job(built.id, timeout=60).status == "succeeded"
+        versions = kbqa.list_versions("员工 手册")
+        assert [(v.number, v.status) for v in versions] == [(1, "retired"), (2, "live")]
+        assert versions[1].chunk_tokens == 64 and versions[1].checks
+        back = kbqa.rollback("员工 手册")
+        assert back.version == 1
+        assert kbqa.wait_for_job(back.id, timeout=60).status == "succeeded"
+        assert kbqa.prune_versions("员工 手册", keep=1) == [2]
+
+        golden = [{"id": "a", "question": QUESTION, "filename": HANDBOOK.name, "page": 1}]
+        job = kbqa.evaluate("员工 手册", golden, modes=["lexical"])
+        report = kbqa.wait_for_job(job.id, timeout=60).result
+        assert report["questions"] == 1 and list(report["modes"]) == ["lexical"]
+
+    async def scenario() -> None:
+        async with AsyncClient(live.url, timeout=30) as kbqa:
+            assert next(v.status for v in await kbqa.list_versions("员工 手册")) == "live"
+            assert await kbqa.prune_versions("员工 手册") == []
+            job = await kbqa.rebuild_index("员工 手册")
+            assert (await kbqa.wait_for_job(job.id, timeout=60)).status == "succeeded"
+
+    asyncio.run(scenario())

@@ -83,3 +83,10 @@ def test_comments_ids_retries_and_events_without_data_are_not_events() -> None:
     )
     for events in _both(body, 4096):
         assert events == [DeltaEvent("ok"), DoneEvent()]
+
+
+def test_done_event_carries_the_answer_flags() -> None:
+    done = {"model": "m", "grounded": True, "truncated": True, "degenerate": "echo", "new": 1}
+    body = (_sse("delta", {"text": "x"}) + _sse("done", done)).encode()
+    for events in _both(body, 7):
+        assert events[-1] == DoneEvent(model="m", grounded=True, truncated=True, degenerate="echo")

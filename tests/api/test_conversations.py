@@ -95,7 +95,9 @@ def test_follow_up_is_condensed_answered_with_history_and_recorded(
 
 
 def test_history_is_trimmed_to_the_token_budget(tmp_path: Path) -> None:
-    answer = "word " * 100  # ~125 tokens by the estimate: two turns fit in 300, three do not
+    # ~125 tokens by the estimate: two turns fit in 300, three do not. 100 different words: the
+    # same word 100 times is a runaway repetition, cut short (rag/qa/degenerate.py).
+    answer = "".join(f"{a}{b}rd " for a in "abcdefghij" for b in "klmnopqrst")
     script = ScriptedLLM(answer.strip())
     with app_with(tmp_path, script, history_max_tokens=300) as (client, _):
         kb = english_kb(client)

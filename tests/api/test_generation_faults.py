@@ -3,6 +3,7 @@ client that disconnects mid-stream cancelling the upstream generation (real sock
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import socketserver
@@ -162,6 +163,14 @@ def live_server(tmp_path: Path) -> Iterator[tuple[str, EndlessTokens, ScriptedLL
     )
     settings = make_settings(tmp_path / "data")
     svc = Services.create(settings, llm=LLMClient(settings.llm, transport=script.transport()))
+    # A knowledge base with a ready document: one with none is refused before the LLM (409).
+    staged = svc.stage_upload(
+        io.BytesIO(b"Press the red button to start. " * 20), "manual.txt", settings.data_dir, 10**6
+    )
+    svc.knowledge.add_document(svc.knowledge.create_kb("manual").id, staged)
+    worker = svc.worker()
+    while worker.run_once():
+        pass
     try:
         with serving(create_app(services=svc, start_worker=False)) as url:
             yield url, upstream, script
@@ -175,7 +184,8 @@ def test_client_disconnect_cancels_the_upstream_generation(
 ) -> None:
     url, upstream, script = live_server
     with httpx.Client(base_url=url, timeout=30) as http:
-        kb = http.post("/v1/knowledge-bases", json={"name": "empty"}).json()["id"]
+        listed = http.get("/v1/knowledge-bases").json()["knowledge_bases"]
+        kb = next(k["id"] for k in listed if k["name"] == "manual")
         if endpoint == "ask":
             request = http.build_request(
                 "POST",
@@ -187,7 +197,7 @@ def test_client_disconnect_cancels_the_upstream_generation(
                 "POST",
                 "/v1/chat/completions",
                 json={
-                    "model": "kb:empty",
+                    "model": "kb:manual",
                     "stream": True,
                     "messages": [{"role": "user", "content": "Tell me all."}],
                 },

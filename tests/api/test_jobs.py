@@ -13,7 +13,7 @@ from rag.services import Services
 from rag.store.models import Chunk
 from tests.conftest import REPO, upload, wait_document, wait_for
 
-SAMPLE = (REPO / "data" / "samples" / "员工手册.md").read_bytes()
+SAMPLE = (REPO / "tests" / "fixtures" / "员工手册.md").read_bytes()
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from rag.qa.prompt import load_templates
+from rag.security import keys
 from tests.llm_script import ScriptedLLM, app_with, english_kb
 
 REPLY = "Open the console and press Rotate [1]."
@@ -35,11 +36,16 @@ def script() -> ScriptedLLM:
 
 @pytest.fixture
 def env(tmp_path: Path, script: ScriptedLLM) -> Iterator[tuple[TestClient, openai.OpenAI]]:
-    with app_with(tmp_path, script) as (client, _):
+    with app_with(tmp_path, script) as (client, svc):
         english_kb(client)
+        # The SDK always sends a key, and with no key on the server none is valid: make one.
+        with svc.db.write() as session:
+            _, secret = keys.create(session, tenant_id="default", scopes=["admin"])
+        client.app.state.guard.forget()  # type: ignore[attr-defined]
+        client.headers["Authorization"] = f"Bearer {secret}"
         # TestClient is an httpx.Client, so the SDK talks to the app in-process, unchanged.
         sdk = openai.OpenAI(
-            base_url="http://testserver/v1", api_key="unused", http_client=client, max_retries=0
+            base_url="http://testserver/v1", api_key=secret, http_client=client, max_retries=0
         )
         yield client, sdk
 

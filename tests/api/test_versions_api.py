@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 
 from tests.conftest import REPO, upload, wait_document, wait_for
 
-SAMPLE = (REPO / "data" / "samples" / "员工手册.md").read_bytes()
+SAMPLE = (REPO / "tests" / "fixtures" / "员工手册.md").read_bytes()
 
 
 def _finished(client: TestClient, job_id: str) -> dict:

@@ -311,7 +311,7 @@ def test_pdf_without_text() -> None:
     writer.write(out)
     doc = parse(out.getvalue(), "mixed.pdf")
     assert doc.pages == 2
-    assert "page 2 has no extractable text (scanned?)" in doc.warnings
+    assert doc.warnings == ["Page(s) 2 have no text layer (scanned images?) and were not indexed."]
 
 
 def test_docx_hidden_and_white_text_is_not_indexed() -> None:
@@ -333,4 +333,4 @@ def test_docx_hidden_and_white_text_is_not_indexed() -> None:
     text = "\n".join(b.text for b in doc.blocks)
     assert "可见的正文。" in text and "白字但有高亮" in text
     assert "忽略以上指令" not in text and "外部网站" not in text
-    assert any("2 hidden" in w for w in doc.warnings)
+    assert doc.warnings == ["2 hidden or white-on-white text runs were not indexed."]

@@ -172,7 +172,12 @@ def test_ask_streamed(service: tuple[str, str]) -> None:
 
 def test_openai_sdk_whole_and_streamed(service: tuple[str, str]) -> None:
     url, _ = service
-    sdk = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", timeout=300, max_retries=0)
+    # The SDK always sends a key, and none is valid until one exists: make one. That ends open
+    # mode, so this test stays the module's last.
+    made = httpx.post(f"{url}/v1/keys", json={"name": "sdk", "scopes": ["query"]}, timeout=60)
+    assert made.status_code == 201, made.text
+    key = made.json()["key"]
+    sdk = openai.OpenAI(base_url=f"{url}/v1", api_key=key, timeout=300, max_retries=0)
     assert "kb:r-faq" in [m.id for m in sdk.models.list()]
 
     completion = sdk.chat.completions.create(

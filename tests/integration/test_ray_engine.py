@@ -23,6 +23,7 @@ pytestmark = pytest.mark.integration
 ray = pytest.importorskip("ray", reason="ray is not installed (pip install -e '.[ray]')")
 
 SAMPLES = REPO / "data" / "samples"
+HANDBOOK_MD = REPO / "tests" / "fixtures" / "员工手册.md"
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +117,7 @@ def test_ray_ingest_equals_local_ingest(
     broken.write_bytes(b"%PDF-1.4\n" + b"garbage" * 100)
     try:
         local = svc.knowledge.create_kb("local")
-        files = [FILES / "R-FAQ.pdf", SAMPLES / "员工手册.md"]
+        files = [FILES / "R-FAQ.pdf", HANDBOOK_MD]
         _register(svc, local.id, files)
         _drain(svc)
         remote = svc.knowledge.create_kb("ray")
@@ -144,7 +145,7 @@ def test_ray_reindex_equals_local_reindex(
     pdf = _first_pages(FILES / "R-FAQ.pdf", tmp_path / "r-faq-8.pdf", 8)
     try:
         kb = svc.knowledge.create_kb("handbook").id
-        _register(svc, kb, [pdf, SAMPLES / "员工手册.md", SAMPLES / "product-faq.md"])
+        _register(svc, kb, [pdf, HANDBOOK_MD, SAMPLES / "product-faq.md"])
         _drain(svc)
         # The same new settings twice: version 2 built here, version 3 built on Ray.
         local, local_job = svc.versions.start_reindex(kb, chunk_tokens=128, overlap_tokens=16)
@@ -271,7 +272,7 @@ def test_a_file_failing_on_ray_fails_the_version_and_leaves_the_live_one(
     svc = Services.create(make_settings(tmp_path / "data"))
     try:
         kb = svc.knowledge.create_kb("handbook").id
-        ids = _register(svc, kb, [SAMPLES / "员工手册.md", SAMPLES / "product-faq.md"])
+        ids = _register(svc, kb, [HANDBOOK_MD, SAMPLES / "product-faq.md"])
         _drain(svc)
         with svc.db.read() as session:
             doc = session.get(Document, ids[1])
@@ -300,12 +301,22 @@ def test_reindex_command_with_the_ray_engine(
     monkeypatch.setenv("RAG_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("RAG_EMBEDDING__MODEL", "fake:64")
     runner = CliRunner()
-    assert runner.invoke(app, ["ingest", str(SAMPLES), "--kb", "handbook"]).exit_code == 0
-    args = ["reindex", "--kb", "handbook", "--chunk-size", "64", "--engine", "ray"]
+    args = ["ingest", str(SAMPLES), "--kb", "handbook", "--create", "--local"]
+    assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+    assert runner.invoke(app, args).exit_code == 0
+    args = ["reindex", "--kb", "handbook", "--chunk-size", "64", "--engine", "ray", "--local"]
     done = runner.invoke(app, args)
     assert done.exit_code == 0, done.output
     assert "parsing and embedding on Ray" in done.output
     assert "index version 2 is live" in done.output and "another worker" not in done.output
-    listed = runner.invoke(app, ["reindex", "versions", "--kb", "handbook"])
-    assert "v1  retired" in listed.output and "v2  live" in listed.output
-    assert "64/0 tokens" in listed.output
+    from rag.core.config import load_settings
+    from rag.kb.knowledge import find_kb
+
+    svc = Services.create(load_settings())
+    try:
+        with svc.db.read() as session:
+            kb_id = find_kb(session, "handbook").id
+        listed = {v.number: v for v in _list(svc, kb_id)}
+    finally:
+        svc.close()
+    assert (listed[1].status, listed[2].status, listed[2].chunk_tokens) == ("retired", "live", 64)

@@ -130,6 +130,26 @@ def test_what_is_cacheable() -> None:
     assert not complete(Answer("十天", [], "m", finish_reason="length"))
     assert not complete(Answer("  ", [], "m"))
     assert not complete(Answer(None, [], None, retrieval_only=True))
+    assert not complete(Answer("年假十天。年假十天。", [], "m", degenerate="repetition"))
+    assert not complete(Answer("你是", [], "m", finish_reason="stop", degenerate="echo"))
+
+
+def test_degenerate_or_truncated_answers_are_not_kept(services: Services) -> None:
+    kb = services.knowledge.create_kb("kb").id
+    _add(services, kb, "a.txt", "年假十天。" * 50)
+    spec = AskSpec(kb, "年假？")
+    for unsound in (
+        Answer("年假十天。" * 3, [], "m", finish_reason="stop", degenerate="repetition"),
+        Answer("你是", [], "m", finish_reason="stop", degenerate="echo"),
+        Answer("年假十", [], "m", finish_reason="length"),
+    ):
+        found = asyncio.run(services.qa.lookup(spec, Policy()))
+        assert found.hit is None and found.key
+        asyncio.run(found.keep(unsound))
+        assert services.answer_cache is not None and services.answer_cache.get(found.key) is None
+    sound = Answer("十天 [1]。", [], "m", finish_reason="stop")
+    asyncio.run(asyncio.run(services.qa.lookup(spec, Policy())).keep(sound))
+    assert asyncio.run(services.qa.lookup(spec, Policy())).hit is not None
 
 
 def test_policy_from_flag_and_header() -> None:
@@ -153,6 +173,7 @@ def test_payload_round_trip() -> None:
         finish_reason="stop",
         conversation_id="c",
         message_id=4,
+        degenerate="echo",  # never kept; stored as any field would be
     )
     back = from_payload(to_payload(answer))
     assert back is not None
@@ -279,8 +300,13 @@ def test_a_flight_of_another_event_loop_is_neither_joined_nor_blocking(
 def test_disabled_cache_is_never_consulted(services: Services) -> None:
     services.settings.cache.enabled = False
     assert services.answer_cache is None
-    found = asyncio.run(services.qa.lookup(AskSpec("no-such-kb", "年假？"), Policy()))
-    assert found.key is None and found.hit is None  # not even the knowledge base was read
+    kb = services.knowledge.create_kb("kb").id
+    _add(services, kb, "a.txt", "年假十天。" * 50)
+    found = asyncio.run(services.qa.lookup(AskSpec(kb, "年假？"), Policy()))
+    assert found.key is None and found.hit is None
+    # The knowledge base is still checked (it exists, it has a ready document): no key, though.
+    with pytest.raises(NotFound):
+        asyncio.run(services.qa.lookup(AskSpec("no-such-kb", "年假？"), Policy()))
 
 
 def test_redis_backend_shares_answers() -> None:

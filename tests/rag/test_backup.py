@@ -157,7 +157,7 @@ def test_cli_backup_and_restore(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     made = runner.invoke(app, ["backup", str(tmp_path / "bk")])
     assert made.exit_code == 0 and "1 documents" in made.output, made.output
     monkeypatch.setenv("RAG_DATA_DIR", str(tmp_path / "b"))
-    back = runner.invoke(app, ["restore", str(tmp_path / "bk")])
+    back = runner.invoke(app, ["restore", str(tmp_path / "bk"), "--yes"])
     assert back.exit_code == 0 and "restored 1 documents" in back.output, back.output
-    again = runner.invoke(app, ["restore", str(tmp_path / "bk")])
+    again = runner.invoke(app, ["restore", str(tmp_path / "bk"), "--yes"])
     assert again.exit_code == 1 and "not empty" in again.output

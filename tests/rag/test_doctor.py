@@ -24,7 +24,7 @@ from rag.services import Services
 from rag.store.models import Base, Chunk, Document, Job, JobStatus
 from tests.conftest import REPO, FakeLLM
 
-SAMPLE = REPO / "data" / "samples" / "员工手册.md"
+SAMPLE = REPO / "tests" / "fixtures" / "员工手册.md"
 
 
 @pytest.fixture

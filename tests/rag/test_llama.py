@@ -10,7 +10,7 @@ from tests.conftest import REPO
 
 def test_llama_index_retriever_returns_cited_nodes(services: Services, tmp_path: Path) -> None:
     kb = services.knowledge.create_kb("handbook")
-    path = REPO / "data" / "samples" / "员工手册.md"
+    path = REPO / "tests" / "fixtures" / "员工手册.md"
     with path.open("rb") as fh:
         staged = stage_upload(fh, path.name, services.settings.data_dir, 10**7)
     services.knowledge.add_document(kb.id, staged)

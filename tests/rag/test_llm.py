@@ -47,6 +47,9 @@ def sse(*chunks: dict[str, Any], done: bool = True) -> str:
     return body + ("data: [DONE]\n\n" if done else "")
 
 
+SSE_HEADERS = {"content-type": "text/event-stream"}
+
+
 def delta(text: str) -> dict[str, Any]:
     return {"model": "m", "choices": [{"index": 0, "delta": {"content": text}}]}
 
@@ -96,6 +99,61 @@ def test_completion_request_and_usage() -> None:
     assert body["model"] == "Qwen/Qwen2.5-7B-Instruct" and body["stream"] is False
     assert body["max_tokens"] == 9 and body["temperature"] == 0.1  # None keeps the default
     assert seen[0].headers["authorization"] == "Bearer EMPTY"
+
+
+def test_repetition_penalties_are_sent_upstream() -> None:
+    calls = Calls(ok(), httpx.Response(200, text=sse(delta("a")), headers=SSE_HEADERS))
+    llm = client(calls)
+    run(llm.complete(MESSAGES))
+    run(collect(llm))
+    for body in calls.bodies:  # by default vLLM's repetition_penalty, as Qwen2.5 ships it
+        assert body["repetition_penalty"] == 1.05
+        assert "frequency_penalty" not in body and "presence_penalty" not in body
+    calls = Calls(ok())
+    configured = dict(repetition_penalty=None, frequency_penalty=0.3, presence_penalty=0.2)
+    run(client(calls, **configured).complete(MESSAGES))
+    body = calls.bodies[0]
+    assert "repetition_penalty" not in body
+    assert body["frequency_penalty"] == 0.3 and body["presence_penalty"] == 0.2
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        # transformers serve (5.x) validates the body against OpenAI's schema
+        httpx.Response(
+            422, json={"detail": "Unexpected fields in the request: {'repetition_penalty'}"}
+        ),
+        httpx.Response(
+            400,
+            json={
+                "error": {
+                    "message": "Unrecognized request argument supplied: repetition_penalty",
+                    "type": "invalid_request_error",
+                }
+            },
+        ),
+    ],
+)
+def test_a_server_refusing_repetition_penalty_gets_frequency_penalty(
+    refusal: httpx.Response,
+) -> None:
+    calls = Calls(refusal, ok("first"), ok("second"))
+    llm = client(calls, max_retries=0)  # the resend is not a retry
+    assert run(llm.complete(MESSAGES)).text == "first"
+    resent = calls.bodies[1]
+    # `transformers serve` applies frequency_penalty f as repetition_penalty 1 + f.
+    assert "repetition_penalty" not in resent and resent["frequency_penalty"] == 0.05
+    assert run(llm.complete(MESSAGES)).text == "second"  # remembered: no refusal again
+    assert calls.count == 3 and "repetition_penalty" not in calls.bodies[2]
+    assert llm.breaker.state == "closed"
+
+
+def test_other_refusals_are_not_resent() -> None:
+    calls = Calls(httpx.Response(422, json={"detail": "messages: field required"}), ok())
+    with pytest.raises(LLMBadResponse):
+        run(client(calls).complete(MESSAGES))
+    assert calls.count == 1
 
 
 @pytest.mark.parametrize("failure", [httpx.ConnectError("refused"), httpx.ConnectTimeout("slow")])

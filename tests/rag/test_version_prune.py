@@ -160,21 +160,24 @@ def test_keep_versions_setting_is_validated(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_reindex_prune_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("RAG_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("RAG_EMBEDDING__MODEL", "fake:64")
-    monkeypatch.setenv("RAG_INDEX__KEEP_VERSIONS", "3")
+    from tests.cli_live import live_server
+
     runner = CliRunner()
     samples = str(REPO / "data" / "samples")
-    assert runner.invoke(app, ["ingest", samples, "--kb", "handbook"]).exit_code == 0
-    for size in ("64", "128"):
-        done = runner.invoke(app, ["reindex", "--kb", "handbook", "--chunk-size", size])
-        assert done.exit_code == 0, done.output
-    nothing = runner.invoke(app, ["reindex", "prune", "--kb", "handbook"])
-    assert nothing.exit_code == 0 and "nothing to prune" in nothing.output
-    pruned = runner.invoke(app, ["reindex", "prune", "--kb", "handbook", "--keep", "1"])
-    assert pruned.exit_code == 0 and "pruned index version(s) 1, 2" in pruned.output
-    listed = runner.invoke(app, ["reindex", "versions", "--kb", "handbook"])
-    assert "v1  pruned" in listed.output and "v3  live" in listed.output
+    server = live_server(tmp_path, monkeypatch, index={"keep_versions": 3})
+    with server:
+        args = ["ingest", samples, "--kb", "handbook", "--create", "--wait"]
+        assert runner.invoke(app, args).exit_code == 0
+        for size in ("64", "128"):
+            done = runner.invoke(app, ["reindex", "--kb", "handbook", "--chunk-size", size])
+            assert done.exit_code == 0, done.output
+        nothing = runner.invoke(app, ["reindex", "prune", "--kb", "handbook", "--yes"])
+        assert nothing.exit_code == 0 and "nothing to prune" in nothing.output
+        args = ["reindex", "prune", "--kb", "handbook", "--keep", "1", "--yes"]
+        pruned = runner.invoke(app, args)
+        assert pruned.exit_code == 0 and "pruned index version(s) 1, 2" in pruned.output
+        listed = runner.invoke(app, ["reindex", "versions", "--kb", "handbook"])
+        assert "v1  pruned" in listed.output and "v3  live" in listed.output
     assert runner.invoke(app, ["reindex", "prune", "--kb", "handbook", "--keep", "0"]).exit_code
     bad = runner.invoke(app, ["reindex", "--kb", "handbook", "--engine", "spark"])
     assert bad.exit_code != 0 and "--engine must be local or ray" in bad.output
@@ -184,7 +187,7 @@ def test_reindex_prune_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
 def test_prune_over_http(client: TestClient) -> None:
     kb = client.post("/v1/knowledge-bases", json={"name": "handbook"}).json()["id"]
-    sample = (REPO / "data" / "samples" / "员工手册.md").read_bytes()
+    sample = (REPO / "tests" / "fixtures" / "员工手册.md").read_bytes()
     doc = upload(client, kb, "handbook.md", sample).json()
     assert wait_document(client, kb, doc["id"])["status"] == "ready"
     for size in (64, 128):

@@ -39,12 +39,13 @@ def artifacts_dir() -> Path:
 
 class PacedTokens(httpx.AsyncByteStream):
     """An OpenAI-style SSE body sent one word at a time, `interval` seconds apart, so the
-    browser sees the answer grow."""
+    browser sees the answer grow; it ends with `finish_reason` ("length": cut off)."""
 
-    def __init__(self, text: str, model: str, interval: float) -> None:
+    def __init__(self, text: str, model: str, interval: float, finish_reason: str = "stop") -> None:
         self.words = text.split(" ")
         self.model = model
         self.interval = interval
+        self.finish_reason = finish_reason
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         for i, word in enumerate(self.words):
@@ -54,17 +55,19 @@ class PacedTokens(httpx.AsyncByteStream):
             await asyncio.sleep(self.interval)
         last = {
             "model": self.model,
-            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+            "choices": [{"index": 0, "delta": {}, "finish_reason": self.finish_reason}],
             "usage": {"prompt_tokens": 120, "completion_tokens": len(self.words)},
         }
         yield f"data: {json.dumps(last)}\n\ndata: [DONE]\n\n".encode()
 
 
 class PacedLLM:
-    """The upstream LLM at the httpx transport: every chat request gets `reply`."""
+    """The upstream LLM at the httpx transport: every chat request gets `reply`, ending with
+    `finish_reason` (a test may change both between questions)."""
 
     def __init__(self, reply: str, interval: float = 0.12) -> None:
         self.reply = reply
+        self.finish_reason = "stop"
         self.interval = interval
         self.requests: list[dict[str, Any]] = []
 
@@ -77,14 +80,14 @@ class PacedLLM:
             return httpx.Response(
                 200,
                 headers={"content-type": "text/event-stream"},
-                stream=PacedTokens(self.reply, body["model"], self.interval),
+                stream=PacedTokens(self.reply, body["model"], self.interval, self.finish_reason),
             )
         message = {"role": "assistant", "content": self.reply}
         return httpx.Response(
             200,
             json={
                 "model": body["model"],
-                "choices": [{"message": message, "finish_reason": "stop"}],
+                "choices": [{"message": message, "finish_reason": self.finish_reason}],
                 "usage": {"prompt_tokens": 120, "completion_tokens": 9},
             },
         )

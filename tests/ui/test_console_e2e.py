@@ -327,6 +327,14 @@ def run_reindex(ui: Console, api: httpx.Client, kb_id: str) -> None:
     done, total = job["progress"]["done"], job["progress"]["total"]
     assert total and done == total
     expect(row.locator(".progress-text")).to_have_text(f"{int(done)} / {int(total)}")
+    # Its details, readable: the job's own fields and what the re-index did.
+    row.locator("[data-test=job-open]").click()
+    facts = page.locator(f"tr.job-detail[data-detail-of='{job['id']}'] [data-test=job-details]")
+    expect(facts).to_contain_text(job["id"])
+    expect(facts).to_contain_text(f"v{job['result']['version']}")
+    assert "[object" not in facts.inner_text()
+    row.locator("[data-test=job-open]").click()
+    expect(facts).to_have_count(0)
     # Ingestion jobs are behind the filter, not mixed in.
     expect(page.locator("table[data-test=job-table] tr[data-kind=ingest]")).to_have_count(0)
     ui.shot("06-jobs-en")

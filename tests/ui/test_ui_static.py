@@ -1,13 +1,40 @@
 """The console's files as the API serves them (no browser): routes, headers, offline assets,
-and interface text present in both languages."""
+interface text present in both languages, and the console's words for the server's error codes
+and document warnings."""
 
 from __future__ import annotations
 
+import json
 import re
 
 from fastapi.testclient import TestClient
 
 from api.routes.ui import UI_DIR
+from ingest.parsers.notices import MESSAGES
+
+# The codes of the API's error envelope (docs/api.md): the console words each of them.
+ERROR_CODES = {
+    "unauthorized",
+    "forbidden",
+    "not_found",
+    "method_not_allowed",
+    "conflict",
+    "no_ready_documents",
+    "payload_too_large",
+    "unsupported_media_type",
+    "validation_error",
+    "invalid_json",
+    "invalid_input",
+    "rate_limited",
+    "internal_error",
+    "llm_error",
+    "llm_bad_response",
+    "llm_context_length_exceeded",
+    "invalid_structured_output",
+    "llm_unavailable",
+    "llm_circuit_open",
+    "llm_timeout",
+}
 
 IMPORT = re.compile(r"""(?:import|from)\s*(?:[^"']*?\s+from\s+)?["'](\.{1,2}/[^"']+)["']""")
 REFERENCE = re.compile(r"""(?:src|href)="([^"]+)\"""")
@@ -108,3 +135,28 @@ def test_every_interface_text_exists_in_both_languages() -> None:
     for path in (UI_DIR / "js").rglob("*.js"):
         used |= set(re.findall(r"""\bt\(\s*"([\w.\-]+)\"""", path.read_text(encoding="utf-8")))
     assert used and used <= en, f"texts used but not defined: {used - en}"
+
+
+def _texts(block: str, prefix: str) -> dict[str, str]:
+    pairs = re.findall(rf'"({re.escape(prefix)}[\w.\-]+)":\s*"((?:[^"\\]|\\.)*)"', block)
+    return {key[len(prefix) :]: json.loads(f'"{text}"') for key, text in pairs}
+
+
+def test_the_console_knows_every_document_warning_word_for_word() -> None:
+    """A stored warning is recognised by its English template (api/ui/js/i18n.js warningText):
+    the console's templates are the server's catalogue, each with a Chinese translation."""
+    source = (UI_DIR / "js" / "i18n.js").read_text(encoding="utf-8")
+    en_block, zh_block = source.split("\n  zh: {", 1)
+    assert _texts(en_block, "warning.") == MESSAGES
+    zh = _texts(zh_block, "warning.")
+    assert set(zh) == set(MESSAGES)
+    for code, text in zh.items():
+        placeholders = set(re.findall(r"\{(\w+)\}", MESSAGES[code]))
+        assert set(re.findall(r"\{(\w+)\}", text)) == placeholders, code
+
+
+def test_every_error_code_of_the_api_has_a_text_in_both_languages() -> None:
+    source = (UI_DIR / "js" / "i18n.js").read_text(encoding="utf-8")
+    en_block, zh_block = source.split("\n  zh: {", 1)
+    for block in (en_block, zh_block):
+        assert set(_texts(block, "error.")) >= ERROR_CODES

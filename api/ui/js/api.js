@@ -5,11 +5,15 @@ const KEY_STORE = "kbqa.key";
 // behind a proxy that adds a prefix.
 const BASE = new URL("../", window.location.href);
 
+// A refused or failed request: `code` is the server's stable error code, `message` its English
+// sentence, `details` the fields at fault ([{field, loc, message, type}]). errors.js turns them
+// into text in the user's language.
 export class ApiError extends Error {
-  constructor(status, code, message) {
+  constructor(status, code, message, details = []) {
     super(message);
     this.status = status;
     this.code = code;
+    this.details = details;
   }
 }
 
@@ -39,15 +43,23 @@ function headers(extra = {}, key = session.key) {
   return out;
 }
 
-// The server's {"error": {"code", "message"}} body, or FastAPI's validation {"detail": [...]}.
-function errorFrom(status, body, fallback) {
-  if (body && body.error) return new ApiError(status, body.error.code, body.error.message);
-  if (body && Array.isArray(body.detail)) {
-    const msg = body.detail.map((d) => `${(d.loc || []).slice(1).join(".")}: ${d.msg}`).join("; ");
-    return new ApiError(status, "invalid_input", msg);
+// What a status means when the body is not the server's envelope (a proxy's error page).
+const STATUS_CODES = {
+  401: "unauthorized",
+  403: "forbidden",
+  404: "not_found",
+  413: "payload_too_large",
+  429: "rate_limited",
+};
+
+// The server's error envelope {"error": {"code", "message", "details"?}}.
+export function errorFrom(status, body, fallback) {
+  const error = body && typeof body.error === "object" ? body.error : null;
+  if (error && error.code) {
+    const details = Array.isArray(error.details) ? error.details : [];
+    return new ApiError(status, error.code, error.message || fallback || "", details);
   }
-  if (body && typeof body.detail === "string") return new ApiError(status, "error", body.detail);
-  return new ApiError(status, "http_error", fallback || `HTTP ${status}`);
+  return new ApiError(status, STATUS_CODES[status] || "http_error", fallback || `HTTP ${status}`);
 }
 
 async function parse(resp) {

@@ -2,6 +2,7 @@
 
 import { api, session } from "./api.js";
 import { clear, h, toast } from "./dom.js";
+import { errorText } from "./errors.js";
 import { getLang, setLang, t } from "./i18n.js";
 import * as askView from "./views/ask.js";
 import * as documentsView from "./views/documents.js";
@@ -38,12 +39,12 @@ const ctx = {
     window.location.hash = `#/${view}`;
   },
   // A 401 means the key was revoked or expired mid-session: back to sign-in.
-  failed(exc) {
+  failed(exc, context) {
     if (exc.status === 401) {
-      signOut(exc.message);
+      signOut(errorText(exc));
       return;
     }
-    toast(t("common.error", { message: exc.message }), "error");
+    toast(t("common.error", { message: errorText(exc, context) }), "error");
   },
 };
 
@@ -82,9 +83,13 @@ function renderSignIn(message) {
   });
   const openNote = h("div.open-note");
   const submit = h("button.primary", { type: "submit" }, t("signin.submit"));
+  let open = false; // the server takes requests without a key (loopback, no key created yet)
 
+  // The key is tried on a real request before anything else: the server refuses a wrong one,
+  // in open mode too, and the refusal is shown here instead of a console that fails later.
   const tryKey = async (key) => {
     error.textContent = t("signin.checking");
+    error.dataset.state = "checking";
     submit.disabled = true;
     try {
       const body = await api.listKbs(key);
@@ -92,9 +97,11 @@ function renderSignIn(message) {
       ctx.kbs = body.knowledge_bases;
       start();
     } catch (exc) {
+      const reason = open && key && exc.status === 401 ? t("signin.open_rejected") : errorText(exc);
       error.textContent = t(exc.status ? "signin.rejected" : "signin.unreachable", {
-        message: exc.message,
+        message: reason,
       });
+      error.dataset.state = "rejected";
     } finally {
       submit.disabled = false;
     }
@@ -137,6 +144,7 @@ function renderSignIn(message) {
     .ready()
     .then((ready) => {
       if (ready?.checks?.auth?.mode !== "open") return;
+      open = true;
       clear(
         openNote,
         h("p", {}, t("signin.open")),
@@ -226,7 +234,7 @@ async function start() {
     await ctx.refreshKbs();
   } catch (exc) {
     if (exc.status === 401) {
-      signOut(exc.message);
+      signOut(errorText(exc));
       return;
     }
   }

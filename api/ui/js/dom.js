@@ -27,8 +27,10 @@ export function h(tag, attrs = {}, ...children) {
   return el;
 }
 
+// Children may be nested arrays at any depth (a view maps rows to [cell, cell] pairs): all are
+// flattened, so an array never reaches the page as "[object HTMLElement],…" text.
 function append(el, children) {
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === undefined || child === null || child === false) continue;
     el.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }

@@ -1,4 +1,6 @@
 // Interface text in Chinese and English. t(key, params) fills {name} placeholders.
+// `warning.<code>`: the English templates are those of the server's catalogue
+// (ingest/parsers/notices.py), word for word: warningText() recognises a stored warning by them.
 
 const TEXT = {
   en: {
@@ -179,7 +181,8 @@ const TEXT = {
     "eval.started": "Evaluation started: {count} questions, {modes} modes.",
     "eval.wait": "The report appears here when the evaluation has finished.",
     "eval.no_report": "This evaluation has no report.",
-    "eval.report_head": "{questions} questions (golden set: {golden}); hit@k: share of questions answered within the top k.",
+    "eval.report_head":
+      "{questions} questions (golden set: {golden}); hit@k: share of questions answered within the top k.",
     "eval.mode": "Mode",
     "eval.p50": "p50 ms",
     "eval.p95": "p95 ms",
@@ -208,7 +211,8 @@ const TEXT = {
     "versions.confirm_rollback":
       "Make index version {target} live again instead of version {live}? Documents added since version {target} was retired are indexed into it first; queries use version {live} until the switch.",
     "versions.rollback_started": "Rollback to version {version} started.",
-    "versions.building_note": "A version is being built: rollback is possible when its job has ended.",
+    "versions.building_note":
+      "A version is being built: rollback is possible when its job has ended.",
     "vstatus.building": "building",
     "vstatus.live": "live",
     "vstatus.retired": "retired",
@@ -220,6 +224,108 @@ const TEXT = {
     "kind.ingest": "ingest",
     "kind.eval": "evaluation",
     "kind.evaluation": "evaluation",
+    "signin.open_rejected":
+      "No key is valid on this server yet (none has been created): continue without a key, or create one with the command below.",
+    "upload.empty": "the file is empty",
+    "upload.payload_too_large": "the file is larger than the server accepts",
+    "upload.unsupported_media_type": "this type of file is not supported",
+    "upload.invalid_input": "the server did not accept the file",
+    "ask.flag.ungrounded":
+      "This answer cites none of the retrieved passages: it may not come from your documents. Check it against the sources below.",
+    "ask.flag.truncated": "The answer was cut off: it reached the length limit for answers.",
+    "ask.flag.degenerate_echo":
+      "The model repeated its instructions instead of answering: this answer is unreliable. Read the retrieved passages below instead.",
+    "ask.flag.degenerate_repetition":
+      "The model got stuck repeating itself and was stopped: this answer is unreliable. Read the retrieved passages below instead.",
+    "ask.flag.degenerate":
+      "The model produced an unusable answer ({kind}): this answer is unreliable.",
+    "ask.no_ready":
+      "This knowledge base has no document ready to answer from yet: upload documents first, or wait until their processing has finished.",
+    "ask.doc_counts": "Documents:",
+    "ask.go_documents": "Go to Documents",
+    "jobs.details": "Job details",
+    "jobs.kb_id": "Knowledge base",
+    "jobs.filename": "File",
+    "jobs.priority": "Priority",
+    "jobs.queue_position": "Place in queue",
+    "jobs.stage": "Stage",
+    "jobs.pages": "Pages",
+    "jobs.progress_detail": "{done} of {total}",
+    "jobs.request_id": "Request ID",
+    "jobs.cancel_requested": "Cancellation requested",
+    "jobs.payload": "Request",
+    "jobs.result": "Result",
+    "jobs.error_full": "Error",
+    "common.yes": "yes",
+    "common.no": "no",
+    "error.unauthorized": "The API key is missing, wrong, expired or revoked.",
+    "error.forbidden": "This API key is not allowed to do that.",
+    "error.not_found": "Not found: it may have been deleted.",
+    "error.method_not_allowed": "The server does not allow this request here.",
+    "error.conflict":
+      "This conflicts with the current state (for example a name already in use, or a job that has already ended).",
+    "error.no_ready_documents":
+      "This knowledge base has no document ready yet: upload documents first, or wait until their processing has finished.",
+    "error.payload_too_large": "The request or file is larger than the server accepts.",
+    "error.unsupported_media_type": "This type of file is not supported.",
+    "error.validation_error": "Some fields of the request are not valid.",
+    "error.invalid_json": "The request was not valid JSON.",
+    "error.invalid_input": "The server could not accept this input.",
+    "error.bad_request": "The server could not understand the request.",
+    "error.rate_limited": "Too many requests: wait a moment and try again.",
+    "error.internal_error": "The server failed to handle the request; its log has the details.",
+    "error.llm_error": "The language model failed to answer.",
+    "error.llm_bad_response": "The language model's reply could not be used.",
+    "error.llm_context_length_exceeded":
+      "The question and passages are too long for the language model.",
+    "error.invalid_structured_output": "The language model did not return the requested format.",
+    "error.llm_unavailable": "The language model is unavailable; try again later.",
+    "error.llm_circuit_open":
+      "The language model failed repeatedly and is paused for a moment; try again later.",
+    "error.llm_timeout": "The language model took too long to answer.",
+    "error.network": "The server could not be reached.",
+    "error.http_error": "The server answered with HTTP {status}.",
+    "error.fields": "Check: {fields}",
+    "field.missing": "required",
+    "field.extra_forbidden": "unknown field",
+    "field.greater_than": "must be greater than {n}",
+    "field.greater_than_equal": "must be at least {n}",
+    "field.less_than": "must be less than {n}",
+    "field.less_than_equal": "must be at most {n}",
+    "field.string_too_short": "too short (at least {n} characters)",
+    "field.string_too_long": "too long (at most {n} characters)",
+    "field.too_short": "too few items (at least {n})",
+    "field.too_long": "too many items (at most {n})",
+    "field.int_parsing": "must be a whole number",
+    "field.int_type": "must be a whole number",
+    "field.float_parsing": "must be a number",
+    "field.float_type": "must be a number",
+    "field.bool_parsing": "must be true or false",
+    "field.bool_type": "must be true or false",
+    "field.string_type": "must be text",
+    "field.dict_type": "must be an object",
+    "field.model_type": "must be an object",
+    "field.list_type": "must be a list",
+    "field.literal_error": "is not one of the allowed values",
+    "field.enum": "is not one of the allowed values",
+    "warning.pdf_font":
+      "Some characters may be missing or wrong: the PDF uses a font that could not be fully read.",
+    "warning.pdf_repaired":
+      "The PDF file is damaged and was repaired while reading; some text may be missing.",
+    "warning.pdf_defect": "The PDF has minor defects; some text may be missing or out of order.",
+    "warning.pdf_outline":
+      "The PDF's bookmarks could not be read; headings come from the text only.",
+    "warning.pdf_page_failed": "No text could be extracted from page(s) {pages}.",
+    "warning.pdf_page_empty":
+      "Page(s) {pages} have no text layer (scanned images?) and were not indexed.",
+    "warning.docx_hidden": "{count} hidden or white-on-white text runs were not indexed.",
+    "warning.more": "{count} more warnings are not shown.",
+    "error.field": "{field}: {problem}",
+    "error.field_sep": "; ",
+    "kbs.conflict": "A knowledge base with this name already exists.",
+    "priority.interactive": "interactive",
+    "priority.batch": "batch",
+    "priority.background": "background",
     "common.confirm": "Confirm",
     "common.cancel": "Cancel",
     "common.loading": "Loading…",
@@ -376,11 +482,13 @@ const TEXT = {
     "jobs.version": "索引版本",
     "jobs.previous": "原为 v{version}",
     "jobs.checks": "检查",
-    "jobs.checks_ok": "通过：{chunks} 个分块；抽样分块按自身文本检索命中率：向量 {dense}，词法 {lexical}",
+    "jobs.checks_ok":
+      "通过：{chunks} 个分块；抽样分块按自身文本检索命中率：向量 {dense}，词法 {lexical}",
     "jobs.checks_failed": "未通过：{reason}",
     "jobs.pruned": "已清理的版本",
     "eval.title": "检索评测",
-    "eval.lead": "用一组标准问题（黄金集）在当前线上索引上按各检索模式运行，报告 hit@k、MRR、nDCG@10 和延迟。",
+    "eval.lead":
+      "用一组标准问题（黄金集）在当前线上索引上按各检索模式运行，报告 hit@k、MRR、nDCG@10 和延迟。",
     "eval.golden": "黄金集（JSONL）",
     "eval.modes": "检索模式",
     "eval.rerank_note": "需要服务器上有重排模型",
@@ -401,7 +509,8 @@ const TEXT = {
     "eval.started": "评测已开始：{count} 个问题，{modes} 种模式。",
     "eval.wait": "评测完成后，报告将显示在这里。",
     "eval.no_report": "此评测没有报告。",
-    "eval.report_head": "共 {questions} 个问题（黄金集：{golden}）；hit@k：在前 k 个结果内找到答案的问题比例。",
+    "eval.report_head":
+      "共 {questions} 个问题（黄金集：{golden}）；hit@k：在前 k 个结果内找到答案的问题比例。",
     "eval.mode": "模式",
     "eval.p50": "p50 毫秒",
     "eval.p95": "p95 毫秒",
@@ -412,7 +521,8 @@ const TEXT = {
     "mode.hybrid": "混合",
     "mode.hybrid_rerank": "混合 + 重排",
     "versions.title": "索引版本",
-    "versions.lead": "每次重建索引都会生成一个新版本，由线上版本回答查询。回滚会让最近一个已退役的版本重新上线。",
+    "versions.lead":
+      "每次重建索引都会生成一个新版本，由线上版本回答查询。回滚会让最近一个已退役的版本重新上线。",
     "versions.empty": "还没有索引版本。",
     "versions.number": "版本",
     "versions.status": "状态",
@@ -441,6 +551,98 @@ const TEXT = {
     "kind.ingest": "文档处理",
     "kind.eval": "评测",
     "kind.evaluation": "评测",
+    "signin.open_rejected":
+      "此服务器还没有创建任何密钥，因此没有有效的密钥：请不使用密钥继续，或用下面的命令创建一个密钥。",
+    "upload.empty": "文件为空",
+    "upload.payload_too_large": "文件超过服务器允许的大小",
+    "upload.unsupported_media_type": "不支持此类型的文件",
+    "upload.invalid_input": "服务器未接受此文件",
+    "ask.flag.ungrounded":
+      "此回答没有引用任何检索到的段落，可能并非来自你的文档，请对照下方来源核实。",
+    "ask.flag.truncated": "回答被截断：已达到回答的长度上限。",
+    "ask.flag.degenerate_echo":
+      "模型复述了自己的指令而没有作答：此回答不可靠，请直接阅读下方检索到的段落。",
+    "ask.flag.degenerate_repetition":
+      "模型陷入重复输出，已被中止：此回答不可靠，请直接阅读下方检索到的段落。",
+    "ask.flag.degenerate": "模型生成了无法使用的回答（{kind}）：此回答不可靠。",
+    "ask.no_ready": "此知识库还没有可用于回答的文档：请先上传文档，或等待文档处理完成。",
+    "ask.doc_counts": "文档：",
+    "ask.go_documents": "前往文档页",
+    "jobs.details": "任务详情",
+    "jobs.kb_id": "知识库",
+    "jobs.filename": "文件",
+    "jobs.priority": "优先级",
+    "jobs.queue_position": "排队位置",
+    "jobs.stage": "阶段",
+    "jobs.pages": "页数",
+    "jobs.progress_detail": "{done} / {total}",
+    "jobs.request_id": "请求 ID",
+    "jobs.cancel_requested": "已请求取消",
+    "jobs.payload": "请求内容",
+    "jobs.result": "结果",
+    "jobs.error_full": "错误",
+    "common.yes": "是",
+    "common.no": "否",
+    "error.unauthorized": "API 密钥缺失、错误、已过期或已被吊销。",
+    "error.forbidden": "此 API 密钥没有执行该操作的权限。",
+    "error.not_found": "找不到该对象，它可能已被删除。",
+    "error.method_not_allowed": "服务器不允许在此处执行该请求。",
+    "error.conflict": "与当前状态冲突（例如名称已被使用，或任务已经结束）。",
+    "error.no_ready_documents": "此知识库还没有处理完成的文档：请先上传文档，或等待文档处理完成。",
+    "error.payload_too_large": "请求或文件超过服务器允许的大小。",
+    "error.unsupported_media_type": "不支持此类型的文件。",
+    "error.validation_error": "请求中有字段不符合要求。",
+    "error.invalid_json": "请求不是有效的 JSON。",
+    "error.invalid_input": "服务器无法接受此输入。",
+    "error.bad_request": "服务器无法理解此请求。",
+    "error.rate_limited": "请求过于频繁，请稍后再试。",
+    "error.internal_error": "服务器处理请求时出错，详情见服务器日志。",
+    "error.llm_error": "大模型未能给出回答。",
+    "error.llm_bad_response": "大模型的回复无法使用。",
+    "error.llm_context_length_exceeded": "问题和段落超出了大模型能处理的长度。",
+    "error.invalid_structured_output": "大模型没有按要求的格式返回。",
+    "error.llm_unavailable": "大模型暂时不可用，请稍后再试。",
+    "error.llm_circuit_open": "大模型连续出错，已暂停调用片刻，请稍后再试。",
+    "error.llm_timeout": "大模型回答超时。",
+    "error.network": "无法连接到服务器。",
+    "error.http_error": "服务器返回了 HTTP {status}。",
+    "error.fields": "请检查：{fields}",
+    "field.missing": "必填",
+    "field.extra_forbidden": "未知字段",
+    "field.greater_than": "应大于 {n}",
+    "field.greater_than_equal": "应大于或等于 {n}",
+    "field.less_than": "应小于 {n}",
+    "field.less_than_equal": "应小于或等于 {n}",
+    "field.string_too_short": "太短（至少 {n} 个字符）",
+    "field.string_too_long": "太长（最多 {n} 个字符）",
+    "field.too_short": "项数太少（至少 {n} 项）",
+    "field.too_long": "项数太多（最多 {n} 项）",
+    "field.int_parsing": "应为整数",
+    "field.int_type": "应为整数",
+    "field.float_parsing": "应为数字",
+    "field.float_type": "应为数字",
+    "field.bool_parsing": "应为 true 或 false",
+    "field.bool_type": "应为 true 或 false",
+    "field.string_type": "应为文本",
+    "field.dict_type": "应为对象",
+    "field.model_type": "应为对象",
+    "field.list_type": "应为列表",
+    "field.literal_error": "不是允许的取值",
+    "field.enum": "不是允许的取值",
+    "warning.pdf_font": "部分字符可能缺失或有误：此 PDF 使用的字体无法被完整读取。",
+    "warning.pdf_repaired": "此 PDF 文件已损坏，读取时已自动修复；部分文字可能缺失。",
+    "warning.pdf_defect": "此 PDF 存在轻微缺陷；部分文字可能缺失或顺序有误。",
+    "warning.pdf_outline": "无法读取此 PDF 的书签；标题仅根据正文识别。",
+    "warning.pdf_page_failed": "第 {pages} 页无法提取文字。",
+    "warning.pdf_page_empty": "第 {pages} 页没有文字层（可能是扫描图像），未被索引。",
+    "warning.docx_hidden": "有 {count} 处隐藏或白底白字的文字未被索引。",
+    "warning.more": "另有 {count} 条警告未显示。",
+    "error.field": "{field}：{problem}",
+    "error.field_sep": "；",
+    "kbs.conflict": "已有同名的知识库。",
+    "priority.interactive": "交互",
+    "priority.batch": "批量",
+    "priority.background": "后台",
     "common.confirm": "确认",
     "common.cancel": "取消",
     "common.loading": "加载中……",
@@ -479,6 +681,31 @@ export function t(key, params = {}) {
   return text.replace(/\{(\w+)\}/g, (_, name) =>
     name in params ? String(params[name]) : `{${name}}`,
   );
+}
+
+export function has(key) {
+  return key in TEXT[lang] || key in TEXT.en;
+}
+
+// A document warning as the server stored it (an English sentence of its catalogue), in the
+// user's language; one the catalogue does not know is shown as it is.
+const WARNINGS = Object.entries(TEXT.en)
+  .filter(([key]) => key.startsWith("warning."))
+  .map(([key, template]) => {
+    const parts = template.split(/\{(\w+)\}/);
+    const names = parts.filter((_, i) => i % 2 === 1);
+    const source = parts
+      .map((part, i) => (i % 2 ? "(.+?)" : part.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")))
+      .join("");
+    return { key, names, pattern: new RegExp(`^${source}$`) };
+  });
+
+export function warningText(text) {
+  for (const { key, names, pattern } of WARNINGS) {
+    const m = pattern.exec(text);
+    if (m) return t(key, Object.fromEntries(names.map((name, i) => [name, m[i + 1]])));
+  }
+  return text;
 }
 
 // A status or kind label, falling back to the raw value the server sent.

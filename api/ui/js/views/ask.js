@@ -1,10 +1,13 @@
 // Ask: a chat over the current knowledge base. Answers stream in (SSE: delta..., citations,
 // done); [n] markers and citation chips open the passage with its file and page. Conversations
-// are kept by the server (/v1/conversations); retrieval-only asks skip the LLM.
+// are kept by the server (/v1/conversations); retrieval-only asks skip the LLM. What the server
+// says about an answer (`done`: grounded, truncated, degenerate) is shown as a notice above it,
+// and a knowledge base with nothing ready to answer from (409 no_ready_documents) says what to do.
 
-import { api, askStream } from "../api.js";
-import { clear, formatDate, h } from "../dom.js";
-import { t } from "../i18n.js";
+import { ApiError, api, askStream } from "../api.js";
+import { badge, clear, formatDate, h } from "../dom.js";
+import { errorText, serverText } from "../errors.js";
+import { label, t } from "../i18n.js";
 
 let ctx = null;
 let parts = null; // {list, messages, panel, input, send, title}
@@ -135,6 +138,7 @@ async function openConversation(id) {
             citations: m.citations,
             model: m.model,
             usage: m.usage,
+            ...flags(m),
           },
     );
     renderConversations();
@@ -215,7 +219,7 @@ async function ask(question) {
       const body = await api.ask(kbId, { question, retrieval_only: true });
       reply.citations = body.citations;
     } catch (exc) {
-      reply.error = exc.message;
+      reply.error = exc;
     }
     reply.pending = false;
     updateMessage(reply);
@@ -239,7 +243,8 @@ async function ask(question) {
     );
   } catch (exc) {
     if (exc.name === "AbortError") reply.note = t("ask.stopped");
-    else reply.error = exc.message;
+    else reply.error = exc;
+    if (exc.code === "no_ready_documents") showDocumentCounts(reply, kbId);
   } finally {
     reply.pending = false;
     chat.controller = null;
@@ -259,10 +264,31 @@ function onEvent(reply, name, data) {
     reply.model = data.model;
     reply.usage = data.usage;
     reply.cached = Boolean(data.cached);
+    Object.assign(reply, flags(data));
   } else if (name === "error") {
-    reply.error = data.message;
+    reply.error = new ApiError(0, data.code || "internal_error", data.message || "");
   }
   updateMessage(reply);
+}
+
+// The answer's flags as the server sent them; absent ones stay unknown (an older server).
+function flags(data) {
+  const out = {};
+  if (typeof data.grounded === "boolean") out.grounded = data.grounded;
+  if (typeof data.truncated === "boolean") out.truncated = data.truncated;
+  if (data.degenerate) out.degenerate = String(data.degenerate);
+  return out;
+}
+
+// Nothing to answer from: how many documents are where, from the knowledge base's counts.
+async function showDocumentCounts(reply, kbId) {
+  try {
+    const kb = await api.getKb(kbId);
+    reply.counts = kb.documents_by_status || {};
+    updateMessage(reply);
+  } catch {
+    // the notice stands without the counts
+  }
 }
 
 // --- messages --------------------------------------------------------------------------------
@@ -311,16 +337,26 @@ function assistantEl(msg) {
     if (!msg.text) body.append(h("span.muted", {}, t("ask.thinking")));
     body.append(h("span.cursor", { "aria-hidden": "true" }));
   }
+  const unreliable = Boolean(msg.degenerate);
+  if (unreliable) body.classList.add("unreliable");
   const el = h(
     "div.msg.msg-assistant",
     { dataset: { role: "assistant", state, deltas: String(msg.deltas || 0) } },
     head,
+    msg.pending ? null : notices(msg),
     msg.retrievalOnly
       ? h("p.muted.small", {}, t("ask.retrieval_note"), " ", t("ask.not_saved"))
       : body,
   );
-  if (msg.error)
-    el.append(h("p.error-text", { role: "alert" }, t("ask.error", { message: msg.error })));
+  if (msg.error?.code === "no_ready_documents") el.append(noReadyNotice(msg));
+  else if (msg.error)
+    el.append(
+      h(
+        "p.error-text",
+        { role: "alert", "data-code": msg.error.code || null, title: serverText(msg.error) },
+        t("ask.error", { message: errorText(msg.error) }),
+      ),
+    );
   if (msg.note) el.append(h("p.muted.small", {}, msg.note));
   if (msg.retrievalOnly && !msg.pending && !msg.error && !cites.length)
     el.append(h("p.muted", {}, t("ask.no_passages")));
@@ -336,10 +372,12 @@ function assistantEl(msg) {
       ),
     );
   if (others.length) {
+    // An answer to distrust opens the passages it should have used.
+    const open = unreliable || msg.grounded === false;
     el.append(
       h(
         "details.more-sources",
-        {},
+        { open },
         h("summary", {}, `${t("ask.other_sources")} (${others.length})`),
         h("div.chips", {}, others.map(chip)),
       ),
@@ -358,6 +396,50 @@ function assistantEl(msg) {
     );
   }
   return el;
+}
+
+// What the server said about a finished answer, most serious first.
+function notices(msg) {
+  const out = [];
+  if (msg.degenerate) {
+    const kind = `ask.flag.degenerate_${msg.degenerate}`;
+    const text = ["echo", "repetition"].includes(msg.degenerate)
+      ? t(kind)
+      : t("ask.flag.degenerate", { kind: msg.degenerate });
+    out.push(notice("degenerate", "bad", text));
+  }
+  if (msg.truncated) out.push(notice("truncated", "warn", t("ask.flag.truncated")));
+  // Degenerate answers cite nothing as a rule: one notice says enough.
+  if (msg.grounded === false && !msg.degenerate)
+    out.push(notice("ungrounded", "warn", t("ask.flag.ungrounded")));
+  return out;
+}
+
+function notice(flag, kind, text) {
+  return h(`p.notice.notice-${kind}`, { role: "note", "data-flag": flag }, text);
+}
+
+function noReadyNotice(msg) {
+  const counts = Object.entries(msg.counts || {}).filter(([, n]) => n > 0);
+  return h(
+    "div.notice.notice-warn",
+    { role: "alert", "data-flag": "no-ready-documents", "data-code": "no_ready_documents" },
+    h("p", {}, t("ask.no_ready")),
+    counts.length
+      ? h(
+          "p.small",
+          { "data-test": "doc-counts" },
+          t("ask.doc_counts"),
+          " ",
+          counts.map(([status, n]) => badge(status, `${label("status", status)} ${n}`)),
+        )
+      : null,
+    h(
+      "button",
+      { type: "button", "data-test": "go-documents", onclick: () => ctx.go("documents") },
+      t("ask.go_documents"),
+    ),
+  );
 }
 
 // The answer text with each [n] that names a citation turned into a button.

@@ -15,7 +15,8 @@ import {
   progressBar,
   toast,
 } from "../dom.js";
-import { label, t } from "../i18n.js";
+import { errorText, serverText } from "../errors.js";
+import { label, t, warningText } from "../i18n.js";
 
 const PARALLEL_UPLOADS = 2;
 const BUSY = new Set(["queued", "processing"]);
@@ -137,7 +138,16 @@ function dropZone(kbId) {
 
 function enqueue(kbId, files) {
   for (const file of files) {
-    uploads.push({ kbId, file, state: "waiting", progress: 0, message: "", docId: null });
+    // An empty file would only be refused by the server: say so at once, in our words.
+    const empty = file.size === 0;
+    uploads.push({
+      kbId,
+      file,
+      state: empty ? "failed" : "waiting",
+      progress: 0,
+      error: empty ? new Error(t("upload.empty")) : null,
+      docId: null,
+    });
   }
   renderUploads();
   for (let i = 0; i < PARALLEL_UPLOADS; i += 1) drain();
@@ -162,7 +172,7 @@ async function drain() {
     next.docId = doc.id;
   } catch (exc) {
     next.state = "failed";
-    next.message = exc.message;
+    next.error = exc; // rendered in the language of the moment
   } finally {
     running -= 1;
     renderUploads();
@@ -200,7 +210,7 @@ function renderUploads() {
         uploading: t("upload.uploading", { pct: Math.round(u.progress * 100) }),
         accepted: t("upload.accepted"),
         duplicate: t("upload.duplicate"),
-        failed: t("upload.failed", { message: u.message }),
+        failed: u.error ? t("upload.failed", { message: errorText(u.error, "upload") }) : "",
       }[u.state];
       return h(
         `li.upload.upload-${u.state}`,
@@ -210,7 +220,7 @@ function renderUploads() {
         progressBar(u.progress, null),
         h(
           "span.upload-state",
-          {},
+          { title: u.error ? serverText(u.error) : null },
           text,
           doc ? [" · ", badge(doc.status, label("status", doc.status))] : null,
           doc && BUSY.has(doc.status) && flightText(doc) ? [" · ", flightText(doc)] : null,
@@ -260,11 +270,11 @@ function renderTable() {
 }
 
 function row(doc) {
-  const problems = [doc.error, ...(doc.warnings || [])].filter(Boolean);
+  const warnings = (doc.warnings || []).map(warningText);
   return h(
     "tr",
     { dataset: { doc: doc.id, filename: doc.filename, status: doc.status } },
-    h("td.filename", {}, doc.filename),
+    h("td.filename", { title: doc.filename }, doc.filename),
     h("td", {}, badge(doc.status, label("status", doc.status))),
     h("td.flight.small", { "data-col": "progress" }, BUSY.has(doc.status) ? flight(doc) : "–"),
     h("td.num", { "data-col": "pages" }, doc.pages ?? "–"),
@@ -273,8 +283,9 @@ function row(doc) {
     h("td.small", {}, formatDate(doc.created_at)),
     h(
       "td.problems",
-      {},
-      problems.map((p, i) => h(i === 0 && doc.error ? "div.error-text" : "div.muted.small", {}, p)),
+      { "data-col": "problems" },
+      doc.error ? h("div.error-text", {}, doc.error) : null,
+      warnings.map((w) => h("div.warning-text.small", { "data-test": "doc-warning" }, w)),
     ),
     h(
       "td.actions",

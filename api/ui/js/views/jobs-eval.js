@@ -4,6 +4,7 @@
 
 import { api } from "../api.js";
 import { h, toast } from "../dom.js";
+import { errorText } from "../errors.js";
 import { t } from "../i18n.js";
 
 export const EVAL_KIND = "eval";
@@ -120,7 +121,7 @@ export function evalForm(kb, { failed, onStarted }) {
           toast(t("eval.started", { count: golden.length, modes: modes.length }), "ok");
           await onStarted(job);
         } catch (exc) {
-          if (exc.status && exc.status !== 401) say(exc.message, "error");
+          if (exc.status && exc.status !== 401) say(errorText(exc), "error");
           failed(exc);
         } finally {
           update();

@@ -256,15 +256,25 @@ function row(job, names) {
       ),
       label("kind", job.kind),
       versionNote(job.result),
+      job.filename ? h("span.clip.small.muted", { title: job.filename }, job.filename) : null,
     ),
-    h("td.small", {}, names.get(job.kb_id) || job.kb_id || "–"),
+    // A name, or an id clipped to its start: the details show it whole.
+    h(
+      "td.small",
+      { "data-col": "kb" },
+      h("span.clip", { title: job.kb_id || null }, names.get(job.kb_id) || job.kb_id || "–"),
+    ),
     h("td", {}, badge(job.status, label("status", job.status))),
     h("td.progress-cell", {}, progressBar(fraction, counts)),
     h("td.num.small", {}, p.rate_per_s ? t("jobs.per_s", { rate: p.rate_per_s.toFixed(1) }) : "–"),
     h("td.num.small", { "data-col": "eta" }, active ? formatDuration(p.eta_s) : "–"),
     h("td.small", {}, formatDate(job.started_at)),
     h("td.small", {}, formatDate(job.finished_at)),
-    h("td.problems", {}, job.error ? h("div.error-text", {}, job.error) : ""),
+    h(
+      "td.problems",
+      {},
+      job.error ? h("div.error-text.clamp", { title: job.error }, job.error) : "",
+    ),
     h(
       "td.actions",
       {},
@@ -291,25 +301,88 @@ function row(job, names) {
 }
 
 function detailRow(job) {
+  const names = new Map(ctx.kbs.map((k) => [k.id, k.name]));
   return h(
     "tr.job-detail",
     { dataset: { detailOf: job.id } },
-    h("td", { colSpan: COLS }, job.kind === EVAL_KIND ? evalPending(job) : details(job)),
+    h(
+      "td",
+      { colSpan: COLS },
+      details(job, names),
+      job.kind === EVAL_KIND ? evalPending(job) : null,
+    ),
   );
 }
 
 const pct = (x) => `${Math.round(x * 100)}%`;
+// Nested results are shown as nested lists down to this depth, then as compact JSON.
+const MAX_DEPTH = 3;
 
-// What any other job says about itself: when it was queued, its attempts, and its result (a
-// re-index: the version, the one before it, the checks it passed or failed).
-function details(job) {
+// Any JSON value the API sends, readable: scalars as text, lists of scalars joined, objects
+// and lists of objects as nested definition lists.
+function valueView(value, depth = 0) {
+  if (value === null || value === undefined || value === "") return "–";
+  if (typeof value === "boolean") return t(value ? "common.yes" : "common.no");
+  if (typeof value === "number") return String(Number.isInteger(value) ? value : +value.toFixed(4));
+  if (typeof value !== "object") return String(value);
+  const scalars = Array.isArray(value) && value.every((v) => v === null || typeof v !== "object");
+  if (scalars) return value.length ? value.map((v) => valueView(v, depth + 1)).join(", ") : "–";
+  if (depth >= MAX_DEPTH) return h("code.json", {}, JSON.stringify(value));
+  const entries = Array.isArray(value)
+    ? value.map((v, i) => [`${i + 1}`, v])
+    : Object.entries(value);
+  if (!entries.length) return "–";
+  return h(
+    "dl.job-facts.nested",
+    {},
+    entries.map(([k, v]) => [h("dt", {}, k), h("dd", {}, valueView(v, depth + 1))]),
+  );
+}
+
+// A job's fields, then what its kind says about itself (a re-index: the version, the one
+// before it, the checks it passed or failed), then the rest of its result and its error.
+function details(job, names) {
+  const p = job.progress || {};
   const r = job.result || {};
   const facts = [
-    [t("jobs.id"), job.id],
-    [t("jobs.created_at"), formatDate(job.created_at)],
-    [t("jobs.attempts"), String(job.attempts)],
+    [t("jobs.id"), h("code", {}, job.id)],
+    [t("jobs.kind"), label("kind", job.kind)],
+    [t("jobs.status"), badge(job.status, label("status", job.status))],
   ];
-  if (job.document_id) facts.push([t("jobs.document"), job.document_id]);
+  if (job.kb_id) {
+    const name = names.get(job.kb_id);
+    facts.push([
+      t("jobs.kb_id"),
+      name ? [name, " ", h("code", {}, job.kb_id)] : h("code", {}, job.kb_id),
+    ]);
+  }
+  if (job.filename) facts.push([t("jobs.filename"), job.filename]);
+  if (job.document_id) facts.push([t("jobs.document"), h("code", {}, job.document_id)]);
+  if (job.priority) facts.push([t("jobs.priority"), label("priority", job.priority)]);
+  if (job.queue_position != null)
+    facts.push([t("jobs.queue_position"), String(job.queue_position)]);
+  if (job.stage && ACTIVE.has(job.status)) facts.push([t("jobs.stage"), label("stage", job.stage)]);
+  if (job.pages_total) {
+    facts.push([
+      t("jobs.pages"),
+      t("jobs.progress_detail", { done: job.pages_done ?? 0, total: job.pages_total }),
+    ]);
+  }
+  if (p.total) {
+    const parts = [t("jobs.progress_detail", { done: p.done ?? 0, total: p.total })];
+    if (p.rate_per_s) parts.push(t("jobs.per_s", { rate: p.rate_per_s.toFixed(1) }));
+    if (ACTIVE.has(job.status) && p.eta_s != null) parts.push(formatDuration(p.eta_s));
+    facts.push([t("jobs.progress"), parts.join(" · ")]);
+  }
+  facts.push([t("jobs.created_at"), formatDate(job.created_at)]);
+  if (job.started_at) facts.push([t("jobs.started_at"), formatDate(job.started_at)]);
+  if (job.finished_at) facts.push([t("jobs.finished_at"), formatDate(job.finished_at)]);
+  facts.push([t("jobs.attempts"), String(job.attempts ?? 0)]);
+  if (job.cancel_requested) facts.push([t("jobs.cancel_requested"), t("common.yes")]);
+  if (job.request_id) facts.push([t("jobs.request_id"), h("code", {}, job.request_id)]);
+  if (job.payload && Object.keys(job.payload).length) {
+    facts.push([t("jobs.payload"), valueView(job.payload)]);
+  }
   if (r.version != null) {
     const previous = r.previous != null ? ` (${t("jobs.previous", { version: r.previous })})` : "";
     facts.push([t("jobs.version"), `v${r.version}${previous}`]);
@@ -326,18 +399,16 @@ function details(job) {
     facts.push([t("jobs.checks"), summary]);
   }
   if (r.pruned?.length) facts.push([t("jobs.pruned"), r.pruned.map((n) => `v${n}`).join(", ")]);
-  const known = new Set(["version", "previous", "checks", "pruned", "rounds", "failures"]);
-  for (const [key, value] of Object.entries(r)) {
-    if (!known.has(key) && value !== null && typeof value !== "object") {
-      facts.push([key, String(value)]);
-    }
-  }
-  if (r.failures) {
-    for (const [doc, reason] of Object.entries(r.failures)) facts.push([doc, reason]);
-  }
+  // An evaluation's report is its own table below (its `table` is the same as plain text);
+  // the rest of any result is listed here.
+  const shown = new Set(["version", "previous", "checks", "pruned", "kb_id"]);
+  if (job.kind === EVAL_KIND) for (const key of ["modes", "table"]) shown.add(key);
+  const rest = Object.fromEntries(Object.entries(r).filter(([k]) => !shown.has(k)));
+  if (Object.keys(rest).length) facts.push([t("jobs.result"), valueView(rest)]);
+  if (job.error) facts.push([t("jobs.error_full"), h("div.error-text", {}, job.error)]);
   return h(
     "dl.job-facts",
-    { "data-test": "job-details" },
+    { "data-test": "job-details", "aria-label": t("jobs.details") },
     facts.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]),
   );
 }

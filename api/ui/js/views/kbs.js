@@ -4,12 +4,13 @@ import { api } from "../api.js";
 import { badge, clear, confirmDialog, formatDate, h, toast } from "../dom.js";
 import { label, t } from "../i18n.js";
 
-let container = null;
+let container = null; // the list's box: a refresh redraws it, never the form being typed in
 let ctx = null;
 
 export function mount(el, context) {
-  container = el;
   ctx = context;
+  container = h("div", { "data-test": "kb-list" });
+  clear(el, h("h1", {}, t("kbs.title")), createForm(), container);
   render();
   ctx.refreshKbs().then(render, (exc) => ctx.failed(exc));
 }
@@ -20,6 +21,10 @@ export function unmount() {
 
 function render() {
   if (!container) return;
+  clear(container, table());
+}
+
+function createForm() {
   const name = h("input", {
     name: "name",
     required: true,
@@ -40,11 +45,12 @@ function render() {
         try {
           const kb = await api.createKb(name.value.trim(), description.value.trim());
           toast(t("kbs.created_ok", { name: kb.name }), "ok");
+          form.reset();
           ctx.selectKb(kb.id);
           await ctx.refreshKbs();
           render();
         } catch (exc) {
-          ctx.failed(exc);
+          ctx.failed(exc, "kbs");
         }
       },
     },
@@ -52,7 +58,7 @@ function render() {
     description,
     h("button.primary", { type: "submit" }, t("kbs.create")),
   );
-  clear(container, h("h1", {}, t("kbs.title")), form, table());
+  return form;
 }
 
 function statusBadges(byStatus) {
