@@ -7,12 +7,13 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from prometheus_client import CollectorRegistry
 
-from api import errors
+from api import errors, route_policy
 from api.auth import AuthMiddleware, Guard
 from api.body_limit import BodyLimitMiddleware
 from api.deps import Root
@@ -79,6 +80,20 @@ def _sync_loop(app: FastAPI, svc: Root, stop: threading.Event) -> None:
             svc.indexes.sync()
         except Exception:
             log.exception("index sync failed")
+
+
+def _declare_security_scheme(app: FastAPI) -> None:
+    """Name the bearer-key scheme the keyed routes refer to (route_policy.access) in the schema:
+    the auth middleware, not a FastAPI dependency, checks keys, so FastAPI cannot infer it."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = generate()  # FastAPI caches it: adding the scheme again changes nothing
+        schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+        schemes[route_policy.SECURITY_SCHEME_NAME] = route_policy.SECURITY_SCHEME
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app(
@@ -157,6 +172,7 @@ def create_app(
         redoc_url=None,
     )
     errors.install(app)
+    _declare_security_scheme(app)
     for router in (
         knowledge_bases.router,
         documents.router,

@@ -75,10 +75,23 @@ class Access:
         return {EXTENSION: declared}
 
 
+# The OpenAPI security scheme every keyed route names, so /docs offers "Authorize" for a key.
+SECURITY_SCHEME_NAME = "apiKey"
+SECURITY_SCHEME = {
+    "type": "http",
+    "scheme": "bearer",
+    "description": "An API key (`rag keys create`, or POST /v1/keys): "
+    "`Authorization: Bearer <key>`. Not needed in open mode (no key exists, loopback only).",
+}
+
+
 def access(scope: str, *limits: str, **openapi_extra: Any) -> dict[str, Any]:
     """A route's `openapi_extra`, declaring its scope and limit classes (checked here, so a
-    misspelt scope fails at import). Other openapi_extra entries may be passed along."""
-    return {**openapi_extra, **Access(scope, frozenset(limits)).as_extension()}
+    misspelt scope fails at import), and for a keyed route the security scheme it takes. Other
+    openapi_extra entries may be passed along."""
+    declared = Access(scope, frozenset(limits))
+    security: dict[str, Any] = {} if declared.public else {"security": [{SECURITY_SCHEME_NAME: []}]}
+    return {**openapi_extra, **security, **declared.as_extension()}
 
 
 def declared(route: Any) -> Access | None:

@@ -3,17 +3,30 @@
 Raw asyncio HTTP/1.1 with keep-alive and chunked encoding, so the server itself costs as little
 as possible per token: every token is its own SSE event and its own socket write, the way vLLM
 emits them. `python bench/fake_openai.py --port 8900 --tokens 2000`.
+
+The tokens are distinct three-letter words ("qzf "), 4 bytes each, in a fixed shuffled order
+that repeats only after 17,576 of them: an answer of "tok tok tok ..." is runaway repetition,
+which the service now stops (rag/qa/degenerate.py), so it would measure a cut-short answer.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
+import random
+import string
 import time
 from typing import Any
 
-TOKEN = "tok "
+WORDS = ["".join(w) + " " for w in itertools.product(string.ascii_lowercase, repeat=3)]
+random.Random(0).shuffle(WORDS)
+
+
+def answer(tokens: int) -> str:
+    """The text of an answer of `tokens` tokens, as this upstream sends it."""
+    return "".join(WORDS[i % len(WORDS)] for i in range(tokens))
 
 
 def _frame(data: bytes) -> bytes:
@@ -29,13 +42,18 @@ class FakeOpenAI:
     def __init__(self, tokens: int, pace: float = 0.0) -> None:
         self.tokens = tokens
         self.pace = pace  # tokens per second; 0: as fast as it can
-        chunk = {
-            "id": "chatcmpl-bench",
-            "object": "chat.completion.chunk",
-            "model": "fake",
-            "choices": [{"index": 0, "delta": {"content": TOKEN}, "finish_reason": None}],
-        }
-        self.token_event = _event(chunk)
+        # One pre-encoded event per distinct word: the server does no work per token but write.
+        self.token_events = [
+            _event(
+                {
+                    "id": "chatcmpl-bench",
+                    "object": "chat.completion.chunk",
+                    "model": "fake",
+                    "choices": [{"index": 0, "delta": {"content": w}, "finish_reason": None}],
+                }
+            )
+            for w in WORDS[: min(tokens, len(WORDS))]
+        ]
         last = {
             "id": "chatcmpl-bench",
             "object": "chat.completion.chunk",
@@ -74,10 +92,11 @@ class FakeOpenAI:
             b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
             b"transfer-encoding: chunked\r\n\r\n"
         )
-        event = self.token_event
+        events = self.token_events
         started = time.perf_counter()
         for i in range(self.tokens):
-            writer.write(event)  # one write per token: a send() each while the socket keeps up
+            # One write per token: a send() each while the socket keeps up.
+            writer.write(events[i % len(events)])
             await writer.drain()
             if self.pace:  # like a real model: token i+1 is due at (i+1)/pace seconds
                 await asyncio.sleep(max(0.0, started + (i + 1) / self.pace - time.perf_counter()))
@@ -89,7 +108,7 @@ class FakeOpenAI:
             "object": "chat.completion",
             "model": "fake",
             "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": TOKEN * self.tokens}}
+                {"index": 0, "message": {"role": "assistant", "content": answer(self.tokens)}}
             ],
             "usage": {"prompt_tokens": 1, "completion_tokens": self.tokens},
         }

@@ -60,12 +60,13 @@ REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(BENCH))
 
+from fake_openai import answer  # noqa: E402
 from processes import free_port, wait_until_up  # noqa: E402
 
 from rag.generation.local_server import stop  # noqa: E402
 from rag.generation.stream_transport import STREAM_EXTENSION  # noqa: E402
 
-TOKEN = b"tok "
+_WORD = re.compile(rb"[a-z]{3} ")  # one token of the fake upstream (bench/fake_openai.py)
 # The text of a token event in either stream: our delta {"text": ...}, OpenAI's "content".
 _TEXT_FIELD = re.compile(rb'"(?:text|content)": ?"([^"]*)"')
 _FIRST_TEXT = re.compile(rb'"(?:text|content)": ?"[^"]')
@@ -253,9 +254,9 @@ def measure(
     # Counted after the clock stops, over the joined text: the answer sanitizer may hold back
     # the tail of a token ("to" | "k ") until the next one shows it is harmless.
     if parse:
-        count = "".join(pieces).count("tok ")
+        count = len(_WORD.findall("".join(pieces).encode()))
     else:
-        count = b"".join(_TEXT_FIELD.findall(received)).count(TOKEN)
+        count = len(_WORD.findall(b"".join(_TEXT_FIELD.findall(received))))
     return (first or ended) - started, ended - started, count
 
 
@@ -491,7 +492,7 @@ async def _whole_calls(
     }
     clients = {name: LLMClient(settings, transport=make()) for name, make in transports.items()}
     messages = [{"role": "user", "content": "How do I rotate my access key?"}]
-    expected = "tok " * tokens
+    expected = answer(tokens)
 
     async def one(client: LLMClient) -> tuple[float, float, float]:
         """(whole call, streamed call, streamed call's first delta) in seconds."""

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header
 
-from api.deps import AnswerServiceDep, KbIdDep
+from api.deps import AnswerServiceDep, KbRefDep
 from api.errors import INTERNAL_MESSAGE
 from api.route_policy import GENERATION, access
 from api.schemas import AskRequest, AskResponse, answer_flags, citations_out
@@ -38,7 +38,7 @@ router = APIRouter(prefix="/v1/knowledge-bases/{kb_id}", tags=["question answeri
     openapi_extra=access("query", GENERATION),
 )
 async def ask(
-    kb_id: KbIdDep,
+    kb_id: KbRefDep,
     body: AskRequest,
     qa: AnswerServiceDep,
     cache_control: Annotated[

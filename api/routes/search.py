@@ -5,7 +5,7 @@ from typing import Any
 from fastapi import APIRouter, status
 from pydantic import Field
 
-from api.deps import DatabaseDep, EvaluatorDep, KbIdDep, RetrieverDep, WorkerDep
+from api.deps import DatabaseDep, EvaluatorDep, KbIdDep, KbRefDep, RetrieverDep, WorkerDep
 from api.route_policy import access
 from api.schemas import JobOut, RequestBody, SearchRequest, SearchResponse, SearchResult
 from rag.core.errors import InvalidInput
@@ -17,7 +17,7 @@ router = APIRouter(prefix="/v1/knowledge-bases/{kb_id}", tags=["question answeri
 
 
 @router.post("/search", openapi_extra=access("query"))
-def search(kb_id: KbIdDep, body: SearchRequest, retriever: RetrieverDep) -> SearchResponse:
+def search(kb_id: KbRefDep, body: SearchRequest, retriever: RetrieverDep) -> SearchResponse:
     passages = retriever.search(
         kb_id,
         body.query,

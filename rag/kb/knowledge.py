@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -67,6 +68,15 @@ def _visible(stmt: Any) -> Any:
     if principal.kb_ids is not None:
         stmt = stmt.where(KnowledgeBase.id.in_(principal.kb_ids))
     return stmt
+
+
+_ID_SHAPE = re.compile(r"[0-9a-f]{32}")  # rag/store/models.py new_id: uuid4().hex
+
+
+def is_id_shaped(value: str) -> bool:
+    """Whether `value` has the form of a knowledge-base id. No name may have it (`create_kb`),
+    so such a value is never a name: the API passes it on without a name lookup."""
+    return _ID_SHAPE.fullmatch(value) is not None
 
 
 def find_kb(session: Session, name_or_id: str) -> KnowledgeBase:
@@ -197,6 +207,11 @@ class KnowledgeBases:
         name = name.strip()
         if not name or len(name) > 200:
             raise InvalidInput("a knowledge base needs a name of 1 to 200 characters")
+        if is_id_shaped(name):
+            raise InvalidInput(
+                "a knowledge base name cannot look like an id (32 hexadecimal characters): "
+                "routes take a name or an id, and must tell them apart"
+            )
         embedder = self.embedder()
         chunking = self.chunking
         principal = tenancy.current()

@@ -37,7 +37,7 @@ from rag.qa.prompt import (
     load_templates,
 )
 from rag.qa.sanitize import AnswerSanitizer
-from rag.retrieval.retriever import Passage, Retriever
+from rag.retrieval.retriever import KbCheck, Passage, Retriever
 
 log = logging.getLogger(__name__)
 _MARKER = re.compile(r"\[(\d{1,3})\]")
@@ -255,15 +255,22 @@ class Answerer:
             return question
         return rewritten
 
-    async def plan(self, spec: AskSpec) -> Plan:
+    async def plan(self, spec: AskSpec, admit: KbCheck | None = None) -> Plan:
+        """`admit`: a check on the knowledge base that must pass before any LLM call (it has a
+        ready document); run in retrieval's own SQL session, or alone before a condensation."""
         spec = _checked(spec)
         history = list(spec.history)
         if spec.conversation_id:
             history = await _thread(self.conversations.history, spec.conversation_id, spec.kb_id)
+        if history and admit is not None:  # condensing calls the LLM: check before it
+            await _thread(self.retriever.admit, spec.kb_id, admit)
+            admit = None
         standalone = await self.condense(spec.question, history)
         route = self.router().pick(standalone)
         passages = await _thread(
-            lambda: self.retriever.search(spec.kb_id, standalone, spec.top_k, **spec.search_options)
+            lambda: self.retriever.search(
+                spec.kb_id, standalone, spec.top_k, check=admit, **spec.search_options
+            )
         )
         answer_tokens = min(spec.max_tokens or route.settings.max_tokens, route.settings.max_tokens)
         with tracing.span("prompt", {"passages": len(passages), "route": route.name}):

@@ -147,7 +147,8 @@ class AnswerService:
     async def ask(
         self, spec: AskSpec, policy: Policy | None = None, *, stream: bool = False
     ) -> Reply:
-        found = await self.lookup(spec, policy or Policy(), stream=stream)
+        policy = policy or Policy()
+        found = await self.lookup(spec, policy, stream=stream)
         if found.hit is not None:
             if stream:
                 return Reply(
@@ -155,7 +156,10 @@ class AnswerService:
                 )
             return Reply(answer=found.hit, cached=True)
         try:
-            plan = await self.answerer.plan(spec)
+            # The cache's lookup has checked the knowledge base in its SQL session; without the
+            # cache, retrieval checks it in its own (no session, no thread hop of its own).
+            admitted = self._cached(spec, policy, stream=stream)
+            plan = await self.answerer.plan(spec, None if admitted else require_ready)
             if not stream:
                 result = await self.answerer.generate(plan)
                 await found.keep(result)
@@ -186,9 +190,8 @@ class AnswerService:
         session, the tenancy check and `require_ready` (so no LLM is called, not even to
         condense a follow-up, for a knowledge base with nothing ready)."""
         cache = self.cache
-        if cache is None or not (policy.read or policy.write) or not cacheable(spec, stream=stream):
-            await anyio.to_thread.run_sync(self._admit, spec)
-            return Lookup()
+        if cache is None or not self._cached(spec, policy, stream=stream):
+            return Lookup()  # `ask` has planning check the knowledge base
 
         def find() -> tuple[str, dict[str, Any] | None]:
             with self.db.read() as session:
@@ -223,6 +226,10 @@ class AnswerService:
         flight = cache.inflight.lead(key) if policy.write else None
         return Lookup(cache, key, None, policy.write, flight)
 
-    def _admit(self, spec: AskSpec) -> None:
-        with self.db.read() as session:
-            require_ready(session, get_kb(session, spec.kb_id))
+    def _cached(self, spec: AskSpec, policy: Policy, *, stream: bool) -> bool:
+        """Whether `lookup` consults the cache (and so checks the knowledge base)."""
+        return (
+            self.cache is not None
+            and (policy.read or policy.write)
+            and cacheable(spec, stream=stream)
+        )

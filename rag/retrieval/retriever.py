@@ -18,6 +18,7 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from rag.core import metrics, tracing
 from rag.core.config import RetrievalSettings
@@ -32,7 +33,7 @@ from rag.retrieval import fusion
 from rag.retrieval.filters import Filters
 from rag.retrieval.side_thread import side_runner
 from rag.store.db import Database
-from rag.store.models import Chunk, Document
+from rag.store.models import Chunk, Document, KnowledgeBase
 
 Mode = Literal["dense", "lexical", "hybrid"]
 MODES: tuple[str, ...] = get_args(Mode)
@@ -118,6 +119,10 @@ def _with_score(p: Passage, score: float) -> Passage:
     )
 
 
+# A precondition on a knowledge base, checked in the caller's SQL session; raises to refuse.
+KbCheck = Callable[[Session, KnowledgeBase], None]
+
+
 class Retriever:
     """Searches over one database and its index store. `reranker` is called on the first
     reranked search only, so the cross-encoder loads when it is first needed."""
@@ -137,6 +142,11 @@ class Retriever:
         self.embedder_for = embedder_for
         self.reranker = reranker
 
+    def admit(self, kb_id: str, check: KbCheck) -> None:
+        """The tenancy check every search makes, and the caller's `check`, without searching."""
+        with self.db.read() as session:
+            check(session, get_kb(session, kb_id))
+
     def search(
         self,
         kb_id: str,
@@ -146,9 +156,11 @@ class Retriever:
         mode: Mode | str | None = None,
         filters: Filters | Mapping[str, Any] | None = None,
         rerank: bool | None = None,
+        check: KbCheck | None = None,
     ) -> list[Passage]:
         """The `top_k` best passages for `query`, best first. `mode`, `rerank`: None means the
-        configured default (RAG_RETRIEVAL__MODE, RAG_RETRIEVAL__RERANK)."""
+        configured default (RAG_RETRIEVAL__MODE, RAG_RETRIEVAL__RERANK). `check`: the caller's
+        precondition on the knowledge base, run in the search's own SQL session (`admit`)."""
         cfg = self.settings
         query = query.strip()
         if not query:
@@ -164,7 +176,7 @@ class Retriever:
         attributes: tracing.Attributes = {"kb_id": kb_id, "mode": mode, "top_k": top_k}
         with tracing.span("retrieve", attributes):
             started = time.perf_counter()
-            passages = self._search(kb_id, query, top_k, mode, parsed, use_rerank)
+            passages = self._search(kb_id, query, top_k, mode, parsed, use_rerank, check)
             metrics.RETRIEVAL_SECONDS.observe(time.perf_counter() - started)
         return passages
 
@@ -176,10 +188,13 @@ class Retriever:
         mode: str,
         parsed: Filters | None,
         use_rerank: bool,
+        check: KbCheck | None,
     ) -> list[Passage]:
         cfg = self.settings
         with self.db.read() as session:
-            get_kb(session, kb_id)
+            kb = get_kb(session, kb_id)
+            if check is not None:
+                check(session, kb)
             allowed = parsed.allowed_chunk_ids(session, kb_id) if parsed else None
         if allowed is not None and not len(allowed):
             return []

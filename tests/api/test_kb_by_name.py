@@ -1,6 +1,7 @@
 """A knowledge base is addressed by its id or its name on every route: each /v1 operation with a
 {kb_id} segment in the OpenAPI schema is called with the name and finds the knowledge base; the
-name of another tenant's knowledge base is 404 there; an id wins over a name that looks like it."""
+name of another tenant's knowledge base is 404 there; no name may look like an id, and an id
+wins over an older name that does."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from api.app import create_app
 from rag.generation.llm import LLMClient
 from rag.security import keys
 from rag.services import Services
+from rag.store.models import KnowledgeBase, new_id
 from tests.conftest import FakeLLM, make_settings, upload, wait_document
 
 NAME = "员工 手册"  # a name that needs URL-encoding
@@ -37,7 +39,7 @@ def world(tmp_path: Path) -> Iterator[dict[str, Any]]:
         cfg, llm=LLMClient(cfg.llm, transport=httpx.MockTransport(FakeLLM().handler))
     )
     with TestClient(create_app(services=svc, warm_up=False)) as client:
-        world: dict[str, Any] = {"client": client}
+        world: dict[str, Any] = {"client": client, "services": svc}
         for tenant, name in (("acme", NAME), ("globex", "globex-kb")):
             with svc.db.write() as session:
                 _, secret = keys.create(session, tenant_id=tenant, scopes=["admin"])
@@ -148,10 +150,23 @@ def test_an_id_wins_over_a_name_like_it(world: dict[str, Any]) -> None:
     client: TestClient = world["client"]
     acme = world["acme"]
     auth = acme["auth"]
-    # a knowledge base named like another's id
-    impostor = client.post("/v1/knowledge-bases", json={"name": acme["kb_id"]}, headers=auth)
-    assert impostor.status_code == 201
-    impostor_id = impostor.json()["id"]
+    # No name may look like an id, so a segment shaped like one is never a name ...
+    refused = client.post("/v1/knowledge-bases", json={"name": acme["kb_id"]}, headers=auth)
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "invalid_input"
+    assert "look like an id" in refused.json()["error"]["message"]
+    # ... but a row named so before that rule (written here straight to SQL) loses to the id.
+    impostor_id = new_id()
+    with world["services"].db.write() as session:
+        owner = session.get(KnowledgeBase, acme["kb_id"])
+        session.add(
+            KnowledgeBase(
+                id=impostor_id,
+                tenant_id="acme",
+                name=acme["kb_id"],
+                embedding_model=owner.embedding_model,
+                embedding_dim=owner.embedding_dim,
+            )
+        )
     got = client.get(f"/v1/knowledge-bases/{acme['kb_id']}", headers=auth).json()
     assert got["id"] == acme["kb_id"] and got["name"] == NAME
     hits = client.post(

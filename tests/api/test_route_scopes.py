@@ -217,3 +217,22 @@ def test_rules_follow_the_route_declaration_not_its_path(app: FastAPI, services:
         # ...and neither applies to a route that does not declare it
         resp = client.post("/v1/renamed/lookup", content=too_big, headers=_auth(small))
         assert resp.status_code == 200
+
+
+def test_keyed_routes_name_the_bearer_scheme_in_the_openapi_schema() -> None:
+    """/docs offers "Authorize" for an API key: every keyed operation names the scheme, which
+    the schema defines; public ones (probes, the console, the docs) need none."""
+    schema = create_app().openapi()
+    scheme = schema["components"]["securitySchemes"][route_policy.SECURITY_SCHEME_NAME]
+    assert scheme["type"] == "http" and scheme["scheme"] == "bearer"
+    keyed = public = 0
+    for path, methods in schema["paths"].items():
+        for method, op in methods.items():
+            declared = op[route_policy.EXTENSION]["scope"]
+            if declared == PUBLIC:
+                assert "security" not in op, (method, path)
+                public += 1
+            else:
+                assert op["security"] == [{route_policy.SECURITY_SCHEME_NAME: []}], (method, path)
+                keyed += 1
+    assert keyed > 20 and public >= 3

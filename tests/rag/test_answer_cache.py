@@ -304,9 +304,9 @@ def test_disabled_cache_is_never_consulted(services: Services) -> None:
     _add(services, kb, "a.txt", "年假十天。" * 50)
     found = asyncio.run(services.qa.lookup(AskSpec(kb, "年假？"), Policy()))
     assert found.key is None and found.hit is None
-    # The knowledge base is still checked (it exists, it has a ready document): no key, though.
+    # Asking still checks the knowledge base (planning does, before any LLM call).
     with pytest.raises(NotFound):
-        asyncio.run(services.qa.lookup(AskSpec("no-such-kb", "年假？"), Policy()))
+        asyncio.run(services.qa.ask(AskSpec("no-such-kb", "年假？"), Policy()))
 
 
 def test_redis_backend_shares_answers() -> None:
