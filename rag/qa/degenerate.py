@@ -3,11 +3,11 @@
 `RepetitionDetector`, every STRIDE characters: does the text end in a loop? In a periodic tail
 the last ANCHOR characters recur exactly one period back, so one `str.rfind` over the last
 MAX_PERIOD characters proposes the periods (rarely more than two in sound text), each confirmed
-by one string comparison, on the text and on a digit-free copy kept beside it (counters change
-in loops too). Thresholds below. Measured on a loaded 2-core VM, 3-character tokens: 0.7 µs a
-token on Chinese prose, 1.2 on English, 2.5 over 840k characters of this repository's docs and
-code and a Chinese FAQ (none of which it flags); the sanitizer before it costs 7-20 µs.
-"""
+by one string comparison, on the text and on a digit-free copy (counters change in loops too).
+Cost on a loaded 2-core VM, 3-character tokens, stride 16: 0.7 µs a token on Chinese prose, 1.2
+on English, 2.5 over 840k characters of this repository's docs and code and a Chinese FAQ (none
+of it flagged); the sanitizer before it costs 7-20 µs. Stride 48 took the relay benchmark's
+decoding-client efficiency from 1.18 to 1.30 (bench/REPORT.md)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from rag.qa.sanitize import REMOVED_ECHO, AnswerSanitizer
 
-STRIDE = 16  # characters between checks: a loop is stopped at most this late
+STRIDE = 48  # characters between checks: a loop is stopped at most this late
 ANCHOR = 8  # characters whose recurrence proposes a period
 MAX_PERIOD = 512  # the longest repeated unit looked for
 EXACT_COPIES, EXACT_SPAN = 3, 48  # a verbatim loop: copies and characters, both at least
