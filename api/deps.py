@@ -129,23 +129,16 @@ def resolve_kb(db: Database, name_or_id: str) -> str:
         return knowledge.find_kb(session, name_or_id).id
 
 
-def _kb_id(
-    kb_id: Annotated[
-        str,
-        PathParam(description="the knowledge base's id or its name (URL-encoded); an id wins"),
-    ],
-    db: DatabaseDep,
-) -> str:
+_KbSegment = Annotated[
+    str, PathParam(description="the knowledge base's id or its name (URL-encoded); an id wins")
+]
+
+
+def _kb_id(kb_id: _KbSegment, db: DatabaseDep) -> str:
     return resolve_kb(db, kb_id)
 
 
-async def _kb_ref(
-    kb_id: Annotated[
-        str,
-        PathParam(description="the knowledge base's id or its name (URL-encoded); an id wins"),
-    ],
-    db: DatabaseDep,
-) -> str:
+async def _kb_ref(kb_id: _KbSegment, db: DatabaseDep) -> str:
     if knowledge.is_id_shaped(kb_id):
         return kb_id  # never a name (create_kb refuses such names): no lookup, no thread hop
     return await run_in_threadpool(resolve_kb, db, kb_id)

@@ -23,8 +23,8 @@ from functools import lru_cache
 from typing import Any, TypeVar
 
 import anyio
-from sqlalchemy import Select, bindparam, select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, Select, bindparam, select
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from rag.core.config import Settings
 from rag.qa.answer import Answer, AskSpec, Citation
@@ -63,6 +63,17 @@ def kb_state(session: Session, kb_id: str) -> str:
     return kb_state_and_ready(session, kb_id)[0]
 
 
+def first_ready_document(kb_id: ColumnElement[str] | InstrumentedAttribute[str]) -> Select[Any]:
+    """The id of one ready document of the knowledge base `kb_id`, if it has one. The status is
+    compared as an expression: SQLite then walks this knowledge base's documents
+    (ix_documents_kb_id) to the first ready one, not every ready document (ix_documents_status)."""
+    return (
+        select(Document.id)
+        .where(Document.kb_id == kb_id, Document.status.concat("") == DocumentStatus.ready.value)
+        .limit(1)
+    )
+
+
 def kb_state_and_ready(session: Session, kb_id: str) -> tuple[str, bool]:
     """`kb_state`, and whether the knowledge base has a ready document, in one statement: the
     lookup before every answer checks both (rag/qa/service.py `require_ready`)."""
@@ -97,14 +108,7 @@ def _kb_state_statement() -> Select[Any]:
         .where(IndexVersion.kb_id == kb.id, IndexVersion.number == kb.live_version)
         .correlate(kb)
     )
-    # The status as an expression: SQLite then walks this knowledge base's documents
-    # (ix_documents_kb_id) to the first ready one, not every ready document (ix_documents_status).
-    ready_document = (
-        select(Document.id)
-        .where(Document.kb_id == kb.id, Document.status.concat("") == DocumentStatus.ready.value)
-        .limit(1)
-        .correlate(kb)
-    )
+    ready_document = first_ready_document(kb.id).correlate(kb)
     # One statement, so the parts come from one snapshot.
     return select(
         kb.live_version,

@@ -35,12 +35,13 @@ from rag.qa.answer_cache import (
     as_served,
     cache_key,
     cacheable,
+    first_ready_document,
     from_payload,
     kb_state_and_ready,
     request_options,
 )
 from rag.store.db import Database
-from rag.store.models import Document, DocumentStatus, KnowledgeBase
+from rag.store.models import Document, KnowledgeBase
 
 
 def require_ready(session: Session, kb: KnowledgeBase) -> None:
@@ -74,17 +75,8 @@ def require_ready(session: Session, kb: KnowledgeBase) -> None:
 
 @lru_cache(maxsize=1)
 def _ready_statement() -> Select[Any]:
-    """Built once (it runs before every answer). The status is compared as an expression so
-    that SQLite walks this knowledge base's documents (ix_documents_kb_id) and stops at the
-    first ready one, rather than every knowledge base's ready documents (ix_documents_status)."""
-    return (
-        select(Document.id)
-        .where(
-            Document.kb_id == bindparam("kb_id"),
-            Document.status.concat("") == DocumentStatus.ready.value,
-        )
-        .limit(1)
-    )
+    """Built once: it runs before every answer the cache does not look up."""
+    return first_ready_document(bindparam("kb_id"))
 
 
 class AnswerStream:
