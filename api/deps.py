@@ -24,6 +24,7 @@ from rag.kb.versions import Versions
 from rag.ml.embedding import Embedder
 from rag.qa.conversations import Conversations
 from rag.qa.service import AnswerService
+from rag.retrieval.relevance import RelevanceJudge
 from rag.retrieval.retriever import Retriever
 from rag.store.db import Database
 
@@ -58,6 +59,8 @@ class Root(Protocol):
     def conversations(self) -> Conversations: ...
     @property
     def retriever(self) -> Retriever: ...
+    @property
+    def relevance(self) -> RelevanceJudge: ...
     @property
     def evaluator(self) -> Evaluator: ...
     @property
@@ -118,6 +121,7 @@ VersionsDep = Annotated[Versions, Depends(_part("versions"))]
 StagerDep = Annotated[Stager, Depends(_part("stage_upload"))]
 ConversationsDep = Annotated[Conversations, Depends(_part("conversations"))]
 RetrieverDep = Annotated[Retriever, Depends(_part("retriever"))]
+RelevanceDep = Annotated[RelevanceJudge, Depends(_part("relevance"))]
 EvaluatorDep = Annotated[Evaluator, Depends(_part("evaluator"))]
 AnswerServiceDep = Annotated[AnswerService, Depends(_part("qa"))]
 

@@ -43,6 +43,11 @@ class KnowledgeBaseOut(BaseModel):
     documents: int | None = None
     chunks: int | None = None
     documents_by_status: dict[str, int] | None = None
+    relevance_threshold: float | None = Field(
+        None,
+        description="/ask refuses below this relevance; null: RAG_RETRIEVAL__RELEVANCE_DEFAULT_"
+        "THRESHOLD (PATCH to set, POST …/relevance/calibrate to measure)",
+    )
 
     @classmethod
     def of(cls, kb: KnowledgeBase, stats: KBStats | None = None) -> KnowledgeBaseOut:
@@ -53,6 +58,7 @@ class KnowledgeBaseOut(BaseModel):
             embedding_model=kb.embedding_model,
             embedding_dim=kb.embedding_dim,
             created_at=kb.created_at,
+            relevance_threshold=kb.relevance_threshold,
         )
         if stats is not None:
             out.documents, out.chunks = stats.documents, stats.chunks
@@ -62,6 +68,80 @@ class KnowledgeBaseOut(BaseModel):
 
 class KnowledgeBaseList(BaseModel):
     knowledge_bases: list[KnowledgeBaseOut]
+
+
+class KnowledgeBaseUpdate(RequestBody):
+    """PATCH: only the fields given change."""
+
+    relevance_threshold: float | None = Field(
+        None, ge=0, le=1, description="0 never refuses; null: back to the configured default"
+    )
+
+
+class LexiconIn(RequestBody):
+    terms: list[str] = Field(
+        max_length=5000,
+        description="domain words the lexical index keeps whole (each 1-32 characters, no "
+        "whitespace); stored folded (NFKC, lower case, simplified), deduplicated and sorted",
+    )
+
+
+class LexiconOut(BaseModel):
+    terms: list[str]
+
+
+class LexiconChangeOut(LexiconOut):
+    added: list[str]
+    removed: list[str]
+    reindexed: bool = Field(description="this server re-analysed the lexical index already")
+
+
+class SuggestionsRequest(RequestBody):
+    limit: int = Field(50, ge=1, le=1000)
+    min_count: int = Field(5, ge=2, description="occurrences in the chunks read")
+    min_cohesion: float = Field(
+        0.5, ge=0, le=1, description="normalised PMI of the pieces (1: never apart)"
+    )
+
+
+class SuggestionOut(BaseModel):
+    term: str
+    pieces: list[str] = Field(description="how the lexical analyser cuts it today")
+    count: int
+    cohesion: float
+
+
+class SuggestionList(BaseModel):
+    suggestions: list[SuggestionOut]
+
+
+class CalibrateRequest(RequestBody):
+    golden: list[dict[str, Any]] | None = Field(
+        None,
+        max_length=10_000,
+        description='answerable questions ({"question"} items, as for eval); default: the '
+        "knowledge base's own section headings as pseudo-questions",
+    )
+    negatives: list[str] | None = Field(
+        None,
+        max_length=10_000,
+        description="questions it must not answer; default: built-in questions on other topics",
+    )
+    min_answered: float = Field(
+        0.9, ge=0, le=1, description="the share of answerable questions that must stay answered"
+    )
+    apply: bool = Field(True, description="store the threshold on the knowledge base")
+
+
+class CalibrationOut(BaseModel):
+    threshold: float
+    previous: float | None = Field(description="the knowledge base's threshold before")
+    applied: bool
+    source: Literal["golden", "headings"]
+    positives: int
+    negatives: int
+    answered: float = Field(description="share of the answerable questions at or above it")
+    refused: float = Field(description="share of the negatives below it")
 
 
 class DocumentOut(BaseModel):
@@ -137,17 +217,27 @@ class SearchRequest(RequestBody):
     rerank: bool | None = Field(
         None, description="cross-encoder rerank; default RAG_RETRIEVAL__RERANK (off)"
     )
+    aggregate: Literal["chunk", "document"] | None = Field(
+        None,
+        description='"document": rank documents by their best chunks, one hit (the best chunk) '
+        "per document; default RAG_RETRIEVAL__DOC_AGGREGATE (chunk)",
+    )
 
 
 class SearchResult(BaseModel):
     chunk_id: int
     document_id: str
     filename: str
-    page: int
+    page: int = Field(description="the page of the chunk's sentence that best matches the query")
+    page_start: int | None = Field(None, description="the chunk's first page")
     page_end: int
     text: str
     score: float
     heading_path: list[str]
+    relevance: float | None = Field(
+        None,
+        description="absolute relevance in [0, 1], comparable across queries; null in a citation",
+    )
 
     @classmethod
     def of(cls, p: Passage) -> SearchResult:
@@ -156,6 +246,7 @@ class SearchResult(BaseModel):
             document_id=p.document_id,
             filename=p.filename,
             page=p.page,
+            page_start=p.first_page,
             page_end=p.page_end,
             text=p.text,
             score=p.score,
@@ -231,6 +322,11 @@ class AskResponse(BaseModel):
         description='Why the generation looks useless: "echo" (it repeated the prompt) or '
         '"repetition" (a runaway loop, stopped early); null when it looks sound.',
     )
+    covered: bool = Field(
+        True,
+        description="false: no passage was relevant enough, the answer is the fixed 'not "
+        "covered' message, without citations and without an LLM call",
+    )
 
     @classmethod
     def of(cls, a: Answer, *, cached: bool = False) -> AskResponse:
@@ -254,7 +350,12 @@ class AskResponse(BaseModel):
 def answer_flags(a: Answer) -> dict[str, Any]:
     """What the answer says about itself (rag/qa/answer.py): on the REST response, the SSE
     `done` event and the OpenAI-compatible response alike."""
-    return {"grounded": a.grounded, "truncated": a.truncated, "degenerate": a.degenerate}
+    return {
+        "grounded": a.grounded,
+        "truncated": a.truncated,
+        "degenerate": a.degenerate,
+        "covered": a.covered,
+    }
 
 
 def citations_out(a: Answer) -> list[CitationOut]:

@@ -1,7 +1,7 @@
 """Retrieval latency at 10k, 100k and 1M chunks, and our overhead over the raw library calls.
 
     .venv/bin/python bench/retrieval_scale.py [--sizes 10000 100000 1000000] [--queries 200]
-        [--e2e-max 100000] [--json var/bench/retrieval_scale.json]
+        [--e2e-max 100000] [--fusion weighted|rrf|adaptive] [--json var/bench/retrieval_scale.json]
 
 Synthetic corpus (the scale matters here, not the meaning): 512-d unit vectors (queries are
 perturbed corpus vectors, so they have real neighbours) and 60-word documents drawn from a
@@ -126,7 +126,7 @@ def bench_size(n: int, queries: int, cfg: RetrievalSettings) -> dict[str, Any]:
         for n_query, (q, text) in enumerate(zip(qvecs, qtexts, strict=True)):
             q2 = q.reshape(1, -1)
             params = dense._params(len(dense), None)
-            qids = lexical.query_ids(text)
+            qids = lexical.query(text).ids  # raw bm25s gets the same term ids, unweighted
             assert lexical._base is not None and (
                 not len(qids) or qids.max() < lexical._base.columns
             )
@@ -265,8 +265,11 @@ def main() -> None:
     parser.add_argument(
         "--json", type=Path, default=REPO / "var" / "bench" / "retrieval_scale.json"
     )
+    parser.add_argument(
+        "--fusion", choices=["weighted", "rrf", "adaptive"], default=RetrievalSettings().fusion
+    )
     args = parser.parse_args()
-    cfg = RetrievalSettings()
+    cfg = RetrievalSettings(fusion=args.fusion)
     results = []
     for n in args.sizes:
         q = args.queries_1m if n >= 1_000_000 else args.queries

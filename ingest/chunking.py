@@ -41,6 +41,9 @@ class Chunk:
     char_end: int
     heading_path: tuple[str, ...]
     token_count: int
+    # Where the page changes inside `text`: (char offset in text, page) after page_start, so a
+    # search hit can name the page of its best sentence; () for a chunk on one page.
+    page_marks: tuple[tuple[int, int], ...] = ()
 
     @property
     def embed_text(self) -> str:
@@ -213,6 +216,18 @@ def _pack(pieces: list[_Piece], splitter: _Splitter, overlap: int) -> list[list[
     return groups
 
 
+def _page_marks(group: list[_Piece], start: int) -> tuple[tuple[int, int], ...]:
+    """(offset in the chunk's text, page) at each piece that starts a new page, counted from
+    the chunk's first page (page_start, its lowest)."""
+    marks: list[tuple[int, int]] = []
+    page = min(p.page for p in group)
+    for p in group:
+        if p.page != page:
+            page = p.page
+            marks.append((p.start - start, page))
+    return tuple(marks)
+
+
 def _squash(text: str) -> str:
     return "".join(text.split())
 
@@ -314,6 +329,7 @@ def chunk_document(
                     char_end=end,
                     heading_path=path,
                     token_count=count_tokens(text),
+                    page_marks=_page_marks(group, start),
                 )
             )
     return full_text, chunks

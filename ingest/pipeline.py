@@ -127,6 +127,7 @@ def add_chunks(
             char_start=c.char_start,
             char_end=c.char_end,
             heading_path=list(c.heading_path),
+            page_marks=[list(mark) for mark in c.page_marks],
             token_count=c.token_count,
             embedding=vectors[i].astype("<f4").tobytes(),
             embedding_model=model,

@@ -139,6 +139,7 @@ def _chunk_dict(c: TextChunk) -> dict[str, Any]:
         "char_end": c.char_end,
         "heading_path": list(c.heading_path),
         "token_count": c.token_count,
+        "page_marks": [list(mark) for mark in c.page_marks],
     }
 
 
@@ -296,7 +297,13 @@ def _error(rows: list[dict[str, Any]]) -> str | None:
 
 def _text_chunks(rows: list[dict[str, Any]]) -> list[TextChunk]:
     return [
-        TextChunk(**{**d, "heading_path": tuple(d["heading_path"])})
+        TextChunk(
+            **{
+                **d,
+                "heading_path": tuple(d["heading_path"]),
+                "page_marks": tuple((int(at), int(page)) for at, page in d["page_marks"]),
+            }
+        )
         for d in (json.loads(r["chunk"]) for r in _ordered(rows))
     ]
 

@@ -22,6 +22,7 @@ from ingest.pipelined_worker import PipelinedWorker
 from ingest.reindex import Build, Reindexer
 from rag.core.config import Settings, load_settings
 from rag.evaluation.runner import Evaluator
+from rag.index.lexical import LexicalOptions
 from rag.index.store import IndexStore
 from rag.kb.doctor import Doctor
 from rag.kb.knowledge import KnowledgeBases, StagedFile
@@ -29,6 +30,7 @@ from rag.kb.versions import Versions
 from rag.qa.answer import Answerer
 from rag.qa.conversations import Conversations
 from rag.qa.service import AnswerService
+from rag.retrieval.relevance import RelevanceJudge
 from rag.retrieval.retriever import Retriever
 from rag.store import schema
 from rag.store.db import Database
@@ -85,6 +87,7 @@ class Services:
                 db,
                 ann_threshold=settings.retrieval.ann_threshold,
                 ivf_nprobe=settings.retrieval.ivf_nprobe,
+                lexical=LexicalOptions.from_settings(settings.retrieval),
             ),
             _embedder=embedder,
             _llm=llm,
@@ -223,6 +226,15 @@ class Services:
         )
 
     @cached_property
+    def relevance(self) -> RelevanceJudge:
+        return RelevanceJudge(
+            self.db,
+            self.indexes,
+            embedder_for=self.embedder_for,
+            settings=self.settings.retrieval,
+        )
+
+    @cached_property
     def evaluator(self) -> Evaluator:
         return Evaluator(self.retriever, data_dir=self.settings.data_dir)
 
@@ -235,6 +247,7 @@ class Services:
             tokens=self._tokens_now,
             llm_settings=self.settings.llm,
             link_allowlist=self.settings.security.link_allowlist,
+            relevance=self.relevance if self.settings.retrieval.relevance_refusal else None,
         )
 
     @cached_property

@@ -1,11 +1,36 @@
+"""Knowledge bases: create, list, read, update and delete; index status; the user dictionary
+(lexicon) and its learned suggestions; calibrating the "not covered" relevance threshold."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from api.deps import DatabaseDep, IndexesDep, KbIdDep, KnowledgeDep
+from api.deps import (
+    DatabaseDep,
+    IndexesDep,
+    KbIdDep,
+    KnowledgeDep,
+    RelevanceDep,
+    RetrieverDep,
+    SettingsDep,
+)
 from api.route_policy import access
-from api.schemas import KnowledgeBaseCreate, KnowledgeBaseList, KnowledgeBaseOut
-from rag.kb import knowledge
+from api.schemas import (
+    CalibrateRequest,
+    CalibrationOut,
+    KnowledgeBaseCreate,
+    KnowledgeBaseList,
+    KnowledgeBaseOut,
+    KnowledgeBaseUpdate,
+    LexiconChangeOut,
+    LexiconIn,
+    LexiconOut,
+    SuggestionList,
+    SuggestionOut,
+    SuggestionsRequest,
+)
+from rag.kb import knowledge, lexicon
+from rag.retrieval import calibration
 
 router = APIRouter(prefix="/v1/knowledge-bases", tags=["knowledge bases"])
 
@@ -42,3 +67,89 @@ def delete(kb_id: KbIdDep, kbs: KnowledgeDep) -> None:
 def index_status(kb_id: KbIdDep, indexes: IndexesDep) -> dict[str, object]:
     """The FAISS index of this knowledge base compared with the chunks in SQL."""
     return indexes.check(kb_id)
+
+
+@router.patch("/{kb_id}", openapi_extra=access("admin"))
+def update(kb_id: KbIdDep, body: KnowledgeBaseUpdate, db: DatabaseDep) -> KnowledgeBaseOut:
+    """Change the fields given; `relevance_threshold: null` returns to the configured default."""
+    if "relevance_threshold" in body.model_fields_set:
+        calibration.set_threshold(db, kb_id, body.relevance_threshold)
+    return get_one(kb_id, db)
+
+
+@router.get("/{kb_id}/lexicon", openapi_extra=access("read"))
+def get_lexicon(kb_id: KbIdDep, db: DatabaseDep) -> LexiconOut:
+    """The knowledge base's user dictionary: words its lexical index keeps whole."""
+    return LexiconOut(terms=lexicon.get_terms(db, kb_id))
+
+
+@router.put("/{kb_id}/lexicon", openapi_extra=access("admin"))
+def put_lexicon(
+    kb_id: KbIdDep, body: LexiconIn, db: DatabaseDep, indexes: IndexesDep
+) -> LexiconChangeOut:
+    """Replace the user dictionary; the lexical index is re-analysed before this returns (about
+    1 s per 10k chunks), other servers re-analyse on their next search."""
+    change = lexicon.set_terms(db, indexes, kb_id, body.terms)
+    return LexiconChangeOut(
+        terms=change.terms, added=change.added, removed=change.removed, reindexed=change.reindexed
+    )
+
+
+@router.post("/{kb_id}/lexicon/suggestions", openapi_extra=access("admin"))
+def suggest_lexicon(
+    kb_id: KbIdDep, db: DatabaseDep, settings: SettingsDep, body: SuggestionsRequest | None = None
+) -> SuggestionList:
+    """Terms learned from the knowledge base's chunks: frequent, cohesive runs of words the
+    analyser cuts apart, not yet in the dictionary; best first. Reads at most
+    RAG_RETRIEVAL__LEXICON_SUGGEST_MAX_CHUNKS chunks (a few seconds)."""
+    body = body or SuggestionsRequest()
+    found = lexicon.suggest_terms(
+        db,
+        kb_id,
+        limit=body.limit,
+        min_count=body.min_count,
+        min_cohesion=body.min_cohesion,
+        max_chunks=settings.retrieval.lexicon_suggest_max_chunks,
+    )
+    return SuggestionList(
+        suggestions=[
+            SuggestionOut(term=s.term, pieces=s.pieces, count=s.count, cohesion=s.cohesion)
+            for s in found
+        ]
+    )
+
+
+@router.post("/{kb_id}/relevance/calibrate", openapi_extra=access("admin"))
+def calibrate_relevance(
+    kb_id: KbIdDep,
+    body: CalibrateRequest,
+    db: DatabaseDep,
+    retriever: RetrieverDep,
+    judge: RelevanceDep,
+) -> CalibrationOut:
+    """Measure the relevance of answerable questions (the golden set given, else the knowledge
+    base's section headings) and of questions on other topics (given, else built in), and
+    choose the threshold that separates them best while keeping `min_answered` answered."""
+    golden = calibration.questions_of(body.golden) if body.golden else None
+    with db.read() as session:
+        previous = knowledge.get_kb(session, kb_id).relevance_threshold
+    found = calibration.calibrate(
+        retriever,
+        judge,
+        kb_id,
+        golden=golden,
+        negatives=body.negatives,
+        min_answered=body.min_answered,
+    )
+    if body.apply:
+        calibration.set_threshold(db, kb_id, found.threshold)
+    return CalibrationOut(
+        threshold=found.threshold,
+        previous=previous,
+        applied=body.apply,
+        source=found.source,
+        positives=found.positives,
+        negatives=found.negatives,
+        answered=found.answered,
+        refused=found.refused,
+    )

@@ -5,7 +5,15 @@ from typing import Any
 from fastapi import APIRouter, status
 from pydantic import Field
 
-from api.deps import DatabaseDep, EvaluatorDep, KbIdDep, KbRefDep, RetrieverDep, WorkerDep
+from api.deps import (
+    DatabaseDep,
+    EvaluatorDep,
+    KbIdDep,
+    KbRefDep,
+    RelevanceDep,
+    RetrieverDep,
+    WorkerDep,
+)
 from api.route_policy import access
 from api.schemas import JobOut, RequestBody, SearchRequest, SearchResponse, SearchResult
 from rag.core.errors import InvalidInput
@@ -17,7 +25,9 @@ router = APIRouter(prefix="/v1/knowledge-bases/{kb_id}", tags=["question answeri
 
 
 @router.post("/search", openapi_extra=access("query"))
-def search(kb_id: KbRefDep, body: SearchRequest, retriever: RetrieverDep) -> SearchResponse:
+def search(
+    kb_id: KbRefDep, body: SearchRequest, retriever: RetrieverDep, judge: RelevanceDep
+) -> SearchResponse:
     passages = retriever.search(
         kb_id,
         body.query,
@@ -25,8 +35,16 @@ def search(kb_id: KbRefDep, body: SearchRequest, retriever: RetrieverDep) -> Sea
         mode=body.mode,
         filters=body.filters,
         rerank=body.rerank,
+        aggregate=body.aggregate,
     )
-    return SearchResponse(results=[SearchResult.of(p) for p in passages])
+    # Each hit's absolute relevance (rag/retrieval/relevance.py), comparable across queries.
+    relevance = judge.verdict(kb_id, body.query, passages).per_hit
+    return SearchResponse(
+        results=[
+            SearchResult.of(p).model_copy(update={"relevance": r})
+            for p, r in zip(passages, relevance, strict=True)
+        ]
+    )
 
 
 class EvalRequest(RequestBody):

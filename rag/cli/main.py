@@ -38,6 +38,7 @@ db_app = typer.Typer(
 )
 app.add_typer(remote.kb_app, name="kb")
 app.add_typer(remote.documents_app, name="documents")
+app.add_typer(remote.lexicon_app, name="lexicon")
 app.add_typer(remote.reindex_app, name="reindex")
 app.add_typer(remote.jobs_app, name="jobs")
 app.add_typer(models_app, name="models")

@@ -18,7 +18,16 @@ import typer
 
 from rag.cli import local
 from rag.cli.common import YesOpt, confirm, fail
-from rag.client import ApiError, Client, Document, Job, KnowledgeBase, Priority, SearchMode
+from rag.client import (
+    ApiError,
+    Client,
+    Document,
+    Job,
+    KnowledgeBase,
+    LexiconChange,
+    Priority,
+    SearchMode,
+)
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 UrlOpt = Annotated[
@@ -114,7 +123,10 @@ def follow_job(client: Client, job: Job, desc: str) -> Job:
 
 # --------------------------------------------------------------------------- knowledge bases
 
-kb_app = typer.Typer(help="Create, list and delete knowledge bases.", no_args_is_help=True)
+kb_app = typer.Typer(
+    help='Create, list and delete knowledge bases; their "not covered" relevance threshold.',
+    no_args_is_help=True,
+)
 
 
 @kb_app.command("list")
@@ -163,6 +175,143 @@ def kb_delete(
         )
         client.delete_kb(row.id)
     typer.echo(f"deleted {row.name}")
+
+
+@kb_app.command("relevance")
+def kb_relevance(
+    kb: Annotated[str, typer.Argument(help="name or id")],
+    threshold: Annotated[
+        float | None, typer.Option("--set", help="store this threshold (0-1; 0 never refuses)")
+    ] = None,
+    default: Annotated[
+        bool, typer.Option("--default", help="go back to the server's default threshold")
+    ] = False,
+    calibrate: Annotated[
+        bool,
+        typer.Option(
+            "--calibrate",
+            help="measure it: on --golden's questions, else on the knowledge base's headings",
+        ),
+    ] = False,
+    golden: Annotated[
+        Path | None, typer.Option(help='JSONL of answerable questions ({"question": ...})')
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="with --calibrate: show it, store nothing")
+    ] = False,
+    url: UrlOpt = DEFAULT_URL,
+    api_key: ApiKeyOpt = None,
+) -> None:
+    """Show or set the relevance below which /ask answers "not covered" without the LLM."""
+    if sum((threshold is not None, default, calibrate)) > 1:
+        fail("give one of --set, --default and --calibrate")
+    items = None
+    if golden is not None:
+        lines = golden.read_text(encoding="utf-8").splitlines()
+        items = [json.loads(line) for line in lines if line.strip()]
+    with connect(url, api_key) as client:
+        row = resolve_kb(client, kb)
+        if calibrate:
+            found = client.calibrate_relevance(row.id, items, apply=not dry_run)
+            typer.echo(
+                f"threshold {found.threshold:.3f} from {found.positives} {found.source} "
+                f"question(s) and {found.negatives} on other topics: {found.answered:.0%} "
+                f"answered, {found.refused:.0%} of the others refused"
+                + ("" if found.applied else " (not stored: --dry-run)")
+            )
+            return
+        if threshold is not None or default:
+            row = client.set_relevance_threshold(row.id, None if default else threshold)
+    shown = "the server's default" if row.relevance_threshold is None else row.relevance_threshold
+    typer.echo(f"{row.name}: relevance threshold {shown}")
+
+
+# --------------------------------------------------------------------------- user dictionaries
+
+lexicon_app = typer.Typer(
+    help="A knowledge base's user dictionary: domain words its lexical index keeps whole.",
+    no_args_is_help=True,
+)
+TermsArg = Annotated[list[str] | None, typer.Argument(help="terms (or --file)")]
+TermsFileOpt = Annotated[
+    Path | None, typer.Option("--file", help="one term per line; - reads standard input")
+]
+
+
+def _terms_given(terms: list[str] | None, file: Path | None) -> list[str]:
+    given = list(terms or [])
+    if file is not None:
+        text = sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8")
+        given += [line.strip() for line in text.splitlines() if line.strip()]
+    return given
+
+
+def _echo_change(change: LexiconChange) -> None:
+    typer.echo(
+        f"{len(change.terms)} term(s): {len(change.added)} added, {len(change.removed)} removed"
+        + ("; lexical index re-analysed" if change.reindexed else "")
+    )
+
+
+@lexicon_app.command("show")
+def lexicon_show(kb: KbOpt, url: UrlOpt = DEFAULT_URL, api_key: ApiKeyOpt = None) -> None:
+    """Print the terms, one a line."""
+    with connect(url, api_key) as client:
+        terms = client.get_lexicon(resolve_kb(client, kb).id)
+    for term in terms:
+        typer.echo(term)
+    if not terms:
+        typer.echo("no terms", err=True)
+
+
+@lexicon_app.command("set")
+def lexicon_set(
+    kb: KbOpt,
+    terms: TermsArg = None,
+    file: TermsFileOpt = None,
+    url: UrlOpt = DEFAULT_URL,
+    api_key: ApiKeyOpt = None,
+) -> None:
+    """Replace the terms (none given: empty the dictionary)."""
+    with connect(url, api_key) as client:
+        _echo_change(client.set_lexicon(resolve_kb(client, kb).id, _terms_given(terms, file)))
+
+
+@lexicon_app.command("add")
+def lexicon_add(
+    kb: KbOpt,
+    terms: TermsArg = None,
+    file: TermsFileOpt = None,
+    url: UrlOpt = DEFAULT_URL,
+    api_key: ApiKeyOpt = None,
+) -> None:
+    """Add terms to the dictionary."""
+    given = _terms_given(terms, file)
+    if not given:
+        fail("give terms, or --file")
+    with connect(url, api_key) as client:
+        _echo_change(client.add_lexicon_terms(resolve_kb(client, kb).id, given))
+
+
+@lexicon_app.command("suggest")
+def lexicon_suggest(
+    kb: KbOpt,
+    limit: Annotated[int, typer.Option(help="at most this many")] = 50,
+    min_count: Annotated[int | None, typer.Option(help="occurrences needed (server: 5)")] = None,
+    add: Annotated[bool, typer.Option("--add", help="add every suggestion shown")] = False,
+    url: UrlOpt = DEFAULT_URL,
+    api_key: ApiKeyOpt = None,
+) -> None:
+    """Terms learned from the knowledge base's text that its analyser cuts apart, best first."""
+    with connect(url, api_key) as client:
+        row = resolve_kb(client, kb)
+        found = client.suggest_terms(row.id, limit=limit, min_count=min_count)
+        for s in found:
+            typer.echo(f"{s.term}\t{s.count}\t{s.cohesion:.2f}\t{' '.join(s.pieces)}")
+        if not found:
+            typer.echo("no suggestions", err=True)
+        elif add:
+            _echo_change(client.add_lexicon_terms(row.id, [s.term for s in found]))
 
 
 # --------------------------------------------------------------------------- ingest
@@ -426,7 +575,8 @@ def search(
             row.id, query, top_k=top_k, mode=cast(SearchMode | None, mode), rerank=rerank
         )
     for p in hits:
-        typer.echo(f"{p.score:.3f}  {p.filename} p.{p.page}  {p.text[:160]!r}")
+        relevance = "" if p.relevance is None else f"  relevance {p.relevance:.2f}"
+        typer.echo(f"{p.score:.3f}  {p.filename} p.{p.page}{relevance}  {p.text[:160]!r}")
     if not hits:
         typer.echo("no passages found", err=True)
 
@@ -448,7 +598,9 @@ def ask(
     if answer.answer is not None:
         typer.echo(answer.answer.strip() + "\n")
     notes = []
-    if not answer.retrieval_only:
+    if not answer.covered:
+        notes.append("the knowledge base does not cover this question (no model was asked)")
+    elif not answer.retrieval_only:
         if answer.degenerate:
             notes.append(f"the model's output went wrong ({answer.degenerate}) and was stopped")
         if answer.truncated:

@@ -11,10 +11,11 @@ raise `ApiError` (code, message, fields at fault) or `DocumentFailed`."""
 
 # Only httpx, httpx-sse and the standard library: the client installs and imports on machines
 # that do not run the service (no FastAPI, torch or SQLAlchemy); tests/test_packaging.py checks.
-from rag.client._client import AsyncClient, Client, Priority, SearchMode
+from rag.client._client import Aggregate, AsyncClient, Client, Priority, SearchMode
 from rag.client._models import (
     Answer,
     ApiError,
+    Calibration,
     Citation,
     CitationsEvent,
     Conversation,
@@ -27,15 +28,19 @@ from rag.client._models import (
     IndexVersion,
     Job,
     KnowledgeBase,
+    LexiconChange,
     Message,
     Passage,
     StreamEvent,
+    TermSuggestion,
 )
 
 __all__ = [
+    "Aggregate",
     "Answer",
     "ApiError",
     "AsyncClient",
+    "Calibration",
     "Citation",
     "CitationsEvent",
     "Client",
@@ -49,9 +54,11 @@ __all__ = [
     "IndexVersion",
     "Job",
     "KnowledgeBase",
+    "LexiconChange",
     "Message",
     "Passage",
     "Priority",
     "SearchMode",
     "StreamEvent",
+    "TermSuggestion",
 ]

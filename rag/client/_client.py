@@ -19,14 +19,17 @@ import httpx
 from rag.client._models import (
     Answer,
     ApiError,
+    Calibration,
     Conversation,
     Document,
     DocumentFailed,
     IndexVersion,
     Job,
     KnowledgeBase,
+    LexiconChange,
     Passage,
     StreamEvent,
+    TermSuggestion,
     _astream_events,
     _stream_events,
 )
@@ -34,6 +37,7 @@ from rag.client._models import (
 T = TypeVar("T")
 Upload = str | os.PathLike[str] | bytes | IO[bytes]
 SearchMode = Literal["dense", "lexical", "hybrid"]
+Aggregate = Literal["chunk", "document"]
 # interactive: a person waits for it (the default); batch: bulk loads, ingested after them.
 Priority = Literal["interactive", "batch"]
 
@@ -131,6 +135,22 @@ def _pruned(r: httpx.Response) -> list[int]:
     return [int(n) for n in r.json()["pruned"]]
 
 
+def _terms(r: httpx.Response) -> list[str]:
+    return [str(t) for t in r.json()["terms"]]
+
+
+def _lexicon_change(r: httpx.Response) -> LexiconChange:
+    return LexiconChange.from_json(r.json())
+
+
+def _suggestions(r: httpx.Response) -> list[TermSuggestion]:
+    return [TermSuggestion.from_json(s) for s in r.json()["suggestions"]]
+
+
+def _calibration(r: httpx.Response) -> Calibration:
+    return Calibration.from_json(r.json())
+
+
 def _segment(value: str) -> str:
     """One path segment: a knowledge base's name may hold any character, "/" and "?" too."""
     return quote(value, safe="")
@@ -204,8 +224,12 @@ class _Requests:
         mode: SearchMode | None,
         filters: Mapping[str, Any] | None,
         rerank: bool | None,
+        aggregate: Aggregate | None = None,
     ) -> _Call[list[Passage]]:
-        body = {"query": query, **_drop_none(top_k=top_k, mode=mode, filters=filters)}
+        body = {
+            "query": query,
+            **_drop_none(top_k=top_k, mode=mode, filters=filters, aggregate=aggregate),
+        }
         if rerank is not None:
             body["rerank"] = rerank
         return _Call("POST", self._kb_path(kb_id, "/search"), _passages, json=body)
@@ -290,6 +314,38 @@ class _Requests:
             rerank=rerank,
         )
         return _Call("POST", self._kb_path(kb_id, "/eval"), _job, json=body)
+
+    def _update_kb(self, kb_id: str, changes: dict[str, Any]) -> _Call[KnowledgeBase]:
+        return _Call("PATCH", self._kb_path(kb_id), _kb, json=changes)
+
+    def _get_lexicon(self, kb_id: str) -> _Call[list[str]]:
+        return _Call("GET", self._kb_path(kb_id, "/lexicon"), _terms)
+
+    def _set_lexicon(self, kb_id: str, terms: Sequence[str]) -> _Call[LexiconChange]:
+        body = {"terms": list(terms)}
+        return _Call("PUT", self._kb_path(kb_id, "/lexicon"), _lexicon_change, json=body)
+
+    def _suggest_terms(
+        self, kb_id: str, limit: int, min_count: int | None
+    ) -> _Call[list[TermSuggestion]]:
+        body = _drop_none(limit=limit, min_count=min_count)
+        path = self._kb_path(kb_id, "/lexicon/suggestions")
+        return _Call("POST", path, _suggestions, json=body)
+
+    def _calibrate(
+        self,
+        kb_id: str,
+        golden: Sequence[Mapping[str, Any]] | None,
+        negatives: Sequence[str] | None,
+        apply: bool,
+    ) -> _Call[Calibration]:
+        body = _drop_none(
+            golden=[dict(g) for g in golden] if golden is not None else None,
+            negatives=list(negatives) if negatives is not None else None,
+            apply=apply,
+        )
+        path = self._kb_path(kb_id, "/relevance/calibrate")
+        return _Call("POST", path, _calibration, json=body)
 
     def _health(self) -> _Call[dict[str, Any]]:
         return _Call("GET", "/healthz", _json)
@@ -435,8 +491,10 @@ class Client(_Requests):
         mode: SearchMode | None = None,
         filters: Mapping[str, Any] | None = None,
         rerank: bool | None = None,
+        aggregate: Aggregate | None = None,
     ) -> list[Passage]:
-        return self._send(self._search(kb_id, query, top_k, mode, filters, rerank))
+        """`aggregate="document"`: one passage per document, documents ranked by their best."""
+        return self._send(self._search(kb_id, query, top_k, mode, filters, rerank, aggregate))
 
     def ask(
         self,
@@ -575,6 +633,41 @@ class Client(_Requests):
         the server's data directory); the finished Job's `result` is the report."""
         return self._send(self._evaluate(kb_id, golden, path, modes, rerank))
 
+    # dictionaries and the "not covered" threshold
+    def set_relevance_threshold(self, kb_id: str, threshold: float | None) -> KnowledgeBase:
+        """Below this relevance /ask answers "not covered" (None: the server's default)."""
+        return self._send(self._update_kb(kb_id, {"relevance_threshold": threshold}))
+
+    def calibrate_relevance(
+        self,
+        kb_id: str,
+        golden: Sequence[Mapping[str, Any]] | None = None,
+        *,
+        negatives: Sequence[str] | None = None,
+        apply: bool = True,
+    ) -> Calibration:
+        """Measure and (with `apply`) store the threshold: from a golden set's questions, or
+        from the knowledge base's own headings when none is given."""
+        return self._send(self._calibrate(kb_id, golden, negatives, apply))
+
+    def get_lexicon(self, kb_id: str) -> list[str]:
+        """The knowledge base's user dictionary: words its lexical index keeps whole."""
+        return self._send(self._get_lexicon(kb_id))
+
+    def set_lexicon(self, kb_id: str, terms: Sequence[str]) -> LexiconChange:
+        """Replace the user dictionary (the server re-analyses the lexical index)."""
+        return self._send(self._set_lexicon(kb_id, terms))
+
+    def add_lexicon_terms(self, kb_id: str, terms: Sequence[str]) -> LexiconChange:
+        """Add terms to the dictionary (read, then replace: not atomic with other writers)."""
+        return self.set_lexicon(kb_id, [*self.get_lexicon(kb_id), *terms])
+
+    def suggest_terms(
+        self, kb_id: str, limit: int = 50, min_count: int | None = None
+    ) -> list[TermSuggestion]:
+        """Terms learned from the knowledge base's text, best first, not yet in its dictionary."""
+        return self._send(self._suggest_terms(kb_id, limit, min_count))
+
     # operations
     def health(self) -> dict[str, Any]:
         return self._send(self._health())
@@ -702,8 +795,10 @@ class AsyncClient(_Requests):
         mode: SearchMode | None = None,
         filters: Mapping[str, Any] | None = None,
         rerank: bool | None = None,
+        aggregate: Aggregate | None = None,
     ) -> list[Passage]:
-        return await self._send(self._search(kb_id, query, top_k, mode, filters, rerank))
+        """`aggregate="document"`: one passage per document, documents ranked by their best."""
+        return await self._send(self._search(kb_id, query, top_k, mode, filters, rerank, aggregate))
 
     async def ask(
         self,
@@ -815,6 +910,33 @@ class AsyncClient(_Requests):
 
     async def prune_versions(self, kb_id: str, keep: int | None = None) -> list[int]:
         return await self._send(self._prune_versions(kb_id, keep))
+
+    async def set_relevance_threshold(self, kb_id: str, threshold: float | None) -> KnowledgeBase:
+        return await self._send(self._update_kb(kb_id, {"relevance_threshold": threshold}))
+
+    async def calibrate_relevance(
+        self,
+        kb_id: str,
+        golden: Sequence[Mapping[str, Any]] | None = None,
+        *,
+        negatives: Sequence[str] | None = None,
+        apply: bool = True,
+    ) -> Calibration:
+        return await self._send(self._calibrate(kb_id, golden, negatives, apply))
+
+    async def get_lexicon(self, kb_id: str) -> list[str]:
+        return await self._send(self._get_lexicon(kb_id))
+
+    async def set_lexicon(self, kb_id: str, terms: Sequence[str]) -> LexiconChange:
+        return await self._send(self._set_lexicon(kb_id, terms))
+
+    async def add_lexicon_terms(self, kb_id: str, terms: Sequence[str]) -> LexiconChange:
+        return await self.set_lexicon(kb_id, [*(await self.get_lexicon(kb_id)), *terms])
+
+    async def suggest_terms(
+        self, kb_id: str, limit: int = 50, min_count: int | None = None
+    ) -> list[TermSuggestion]:
+        return await self._send(self._suggest_terms(kb_id, limit, min_count))
 
     async def wait_for_job(
         self, job_id: str, timeout: float = 600.0, poll_interval: float = 0.5

@@ -162,11 +162,60 @@ class KnowledgeBase:
     documents: int | None = None
     chunks: int | None = None
     documents_by_status: dict[str, int] | None = None
+    # /ask refuses below this relevance; None: the server's default.
+    relevance_threshold: float | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> KnowledgeBase:
         return _build(cls, data, created_at=_time(data.get("created_at")))
+
+
+@dataclass(frozen=True)
+class LexiconChange:
+    """A knowledge base's user dictionary after a change, and what changed."""
+
+    terms: list[str]
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    reindexed: bool = False
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> LexiconChange:
+        return _build(cls, data)
+
+
+@dataclass(frozen=True)
+class TermSuggestion:
+    """A term learned from the knowledge base: how the analyser cuts it today, how often it
+    occurs, how much its pieces stick together (normalised PMI)."""
+
+    term: str
+    pieces: list[str] = field(default_factory=list)
+    count: int = 0
+    cohesion: float = 0.0
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> TermSuggestion:
+        return _build(cls, data)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A relevance threshold measured on answerable questions and questions on other topics."""
+
+    threshold: float
+    previous: float | None = None
+    applied: bool = False
+    source: str = ""  # "golden" or "headings"
+    positives: int = 0
+    negatives: int = 0
+    answered: float = 0.0
+    refused: float = 0.0
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Calibration:
+        return _build(cls, data)
 
 
 @dataclass(frozen=True)
@@ -207,7 +256,8 @@ class Document:
 
 @dataclass(frozen=True)
 class Passage:
-    """A search result: `page` is 1-based, as a PDF viewer counts."""
+    """A search result: `page` is 1-based, as a PDF viewer counts: the page of the passage's
+    best-matching sentence; `page_start`..`page_end` is the passage's whole span."""
 
     chunk_id: int
     document_id: str
@@ -217,6 +267,8 @@ class Passage:
     score: float
     page_end: int | None = None
     heading_path: list[str] = field(default_factory=list)
+    relevance: float | None = None  # absolute, in [0, 1], comparable across queries (search)
+    page_start: int | None = None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Passage:
@@ -254,6 +306,9 @@ class Answer:
     grounded: bool = False
     truncated: bool = False
     degenerate: str | None = None
+    # False: the knowledge base does not cover the question; `answer` is the server's fixed
+    # message, no citations, no LLM called.
+    covered: bool = True
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -406,6 +461,7 @@ class DoneEvent:
     grounded: bool = False  # the answer cites at least one passage
     truncated: bool = False  # cut off at the token limit
     degenerate: str | None = None  # "echo" or "repetition"; None: sound
+    covered: bool = True  # False: the fixed "not covered" answer, no LLM called
     type: Literal["done"] = "done"
 
 

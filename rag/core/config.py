@@ -203,7 +203,8 @@ class RetrievalSettings(BaseModel):
     mode: Literal["dense", "lexical", "hybrid"] = "hybrid"
     # How hybrid merges the two rankings: a weighted sum of scores min-max normalised per query
     # (measured best), or reciprocal rank fusion. dense_weight is the dense share in both.
-    fusion: Literal["weighted", "rrf"] = "weighted"
+    # adaptive: weighted, with the dense share chosen per query (rag/retrieval/adaptive.py).
+    fusion: Literal["weighted", "rrf", "adaptive"] = "adaptive"
     rrf_k: int = Field(60, ge=1)
     dense_weight: float = Field(0.5, ge=0, le=1)
     # Candidates each method contributes before fusion (at least top_k).
@@ -213,12 +214,58 @@ class RetrievalSettings(BaseModel):
     reranker_model: str = "BAAI/bge-reranker-base"
     reranker_device: str = "cpu"
     rerank_candidates: int = Field(20, ge=1, le=500)
+    # auto: ONNX Runtime with int8 weights on the CPU when onnxruntime is installed (several
+    # times faster than torch there, bench/rerank_latency.py), torch otherwise.
+    reranker_backend: Literal["auto", "onnx-int8", "onnx-fp32", "torch"] = "auto"
+    # ONNX exports are cached here, keyed by the model folder's content hash (empty:
+    # $XDG_CACHE_HOME/kbqa/rerank-onnx); the first reranked search exports (once, minutes).
+    reranker_onnx_cache: str = ""
+    reranker_threads: int = Field(0, ge=0)  # ONNX Runtime intra-op threads; 0: one per core
+    # Rerank only as many candidates as the reranker's measured cost fits in this time (0: all
+    # rerank_candidates); the rest keep their fused order after the reranked ones.
+    rerank_budget_ms: int = Field(0, ge=0)
+    rerank_min_candidates: int = Field(5, ge=1, le=500)  # reranked even over the budget
     # Hybrid search runs BM25 on another core during a one-core flat FAISS scan, from this
     # many vectors on (below it the hand-over costs more than the scan; bench/README.md).
     overlap_min_chunks: int = Field(5_000, ge=1)
     # Dense indexes above this many vectors switch from exact flat to IVF (0: never).
     ann_threshold: int = Field(200_000, ge=0)
     ivf_nprobe: int = Field(64, ge=1, le=65536)  # recall@10 0.975 at 200k (bench/dense_ann.py)
+    # BM25 terms of Chinese text: jieba words, character bigrams (measured best on average over
+    # eight sets; docs/retrieval.md) or both. A change re-tokenises each KB on its next load.
+    lexical_segmentation: Literal["words", "bigrams", "both"] = "bigrams"
+    # Query weight of question words and fillers (什么, 如何, 是否, 请问, ...): they say what
+    # kind of answer is wanted, not what it is about; 1 weighs them like any other term.
+    lexical_filler_weight: float = Field(0.2, ge=0, le=1)
+    # BM25 weight of a query term found in a chunk's heading path (the chunk text weighs 1):
+    # short title-like questions then find the section they name.
+    lexical_heading_weight: float = Field(1.0, ge=0, le=10)
+    # BM25 weight of a query term found in the title of the chunk's document (metadata
+    # "title" given at upload, else the file name without its extension).
+    lexical_title_weight: float = Field(0.5, ge=0, le=10)
+    # A hit names the page of its best-matching sentence, not its chunk's first (page marks).
+    page_locate: bool = True
+    # "document": rank documents by their best chunks (for many short documents), one hit each.
+    doc_aggregate: Literal["chunk", "document"] = "chunk"
+    # A document's score: its best chunk plus doc_decay^n times its n-th best, doc_chunks in all;
+    # 1 (best chunk only) measured best on the man-page sets (bench/rank_options.py).
+    doc_chunks: int = Field(1, ge=1, le=20)
+    # How much each further chunk of a document counts (0: only its best chunk).
+    doc_decay: float = Field(0.5, ge=0, le=1)
+    # Chunks ranked before grouping by document (more: deeper documents, a little slower).
+    doc_pool: int = Field(100, ge=1, le=1000)
+    # /ask answers "not covered" without calling the LLM when the best hit's absolute relevance
+    # (rag/retrieval/relevance.py) is below the knowledge base's threshold.
+    relevance_refusal: bool = True
+    # The threshold of a knowledge base without its own, where its embedding model has fitted
+    # coefficients (m3e-small; bench/fit_relevance.py); other models refuse once calibrated.
+    # 0.2, not the fitted 0.63: that one refused everyday questions the samples answer (their
+    # words differ from the text's), where the golden sets' near-verbatim questions never do.
+    relevance_default_threshold: float = Field(0.2, ge=0, le=1)
+    # How many of the best hits the refusal looks at (the best of their relevances counts).
+    relevance_passages: int = Field(3, ge=1, le=50)
+    # Learned dictionary suggestions read at most this many chunks (jieba costs ~1 s per 1 MB).
+    lexicon_suggest_max_chunks: int = Field(5_000, ge=1)
 
     @field_validator("reranker_model")
     @classmethod

@@ -9,21 +9,40 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
+
 from rag.core.errors import InvalidInput
 from rag.evaluation.golden import KS, EvalReport, GoldenItem, first_hit, load_golden, parse_golden
 from rag.evaluation.golden import report as make_report
+from rag.evaluation.naive import NAIVE_BM25, NAIVE_DENSE, SourceDocument, naive_reports
 from rag.retrieval.retriever import MODES, Retriever
+from rag.store.models import Chunk, Document, DocumentStatus, KnowledgeBase
 
 log = logging.getLogger(__name__)
 EVAL_JOB = "eval"  # Job.kind of an evaluation job
 RERANKED = "hybrid+rerank"
 MODES_ORDER = ("lexical", "dense", "hybrid")
+# The naive pipelines of issue 18 (rag.evaluation.naive), reported as modes beside ours.
+BASELINES = (NAIVE_BM25, NAIVE_DENSE)
 
 
 def validate_modes(modes: Sequence[str]) -> None:
-    unknown = [m for m in modes if m not in (*MODES, RERANKED)]
+    known = (*MODES, RERANKED, *BASELINES)
+    unknown = [m for m in modes if m not in known]
     if unknown:
-        raise InvalidInput(f"unknown mode(s) {unknown}; use {', '.join([*MODES, RERANKED])}")
+        raise InvalidInput(f"unknown mode(s) {unknown}; use {', '.join(known)}")
+
+
+def with_baselines(modes: Sequence[str]) -> list[str]:
+    """`modes` with the naive baselines in front (each once)."""
+    return [*BASELINES, *(m for m in modes if m not in BASELINES)]
+
+
+def _pieces(chunk: Chunk) -> list[tuple[int, str]]:
+    """A chunk's text cut where its page changes (page_marks), each piece with its page."""
+    marks = [(0, chunk.page_start), *((int(at), int(page)) for at, page in chunk.page_marks or [])]
+    ends = [at for at, _ in marks[1:]] + [len(chunk.text)]
+    return [(page, chunk.text[at:end]) for (at, page), end in zip(marks, ends, strict=True)]
 
 
 def table(reports: dict[str, EvalReport]) -> str:
@@ -55,10 +74,55 @@ class Evaluator:
         self.retriever = retriever
         self.data_dir = data_dir
 
-    def default_modes(self, rerank: bool | None = None) -> list[str]:
-        """lexical, dense, hybrid, and hybrid+rerank when reranking is on or asked for."""
+    def default_modes(self, rerank: bool | None = None, baselines: bool = False) -> list[str]:
+        """lexical, dense, hybrid, and hybrid+rerank when reranking is on or asked for; the
+        naive baselines in front when asked for."""
         use = self.retriever.settings.rerank if rerank is None else rerank
-        return [*MODES_ORDER, RERANKED] if use else list(MODES_ORDER)
+        modes = [*MODES_ORDER, RERANKED] if use else list(MODES_ORDER)
+        return with_baselines(modes) if baselines else modes
+
+    def source_documents(self, kb_id: str) -> list[SourceDocument]:
+        """The ready documents' text as the knowledge base stores it (its live version's
+        chunks in order, cut at page changes): what the naive baselines search."""
+        with self.retriever.db.read() as session:
+            kb = session.get(KnowledgeBase, kb_id)
+            if kb is None:
+                raise InvalidInput(f"no knowledge base {kb_id}")
+            rows = session.execute(
+                sa.select(Document.filename, Chunk)
+                .join(Chunk, Chunk.document_id == Document.id)
+                .where(
+                    Document.kb_id == kb_id,
+                    Document.status == DocumentStatus.ready,
+                    Chunk.version == kb.live_version,
+                )
+                .order_by(Document.id, Chunk.ordinal)
+            ).all()
+            by_doc: dict[tuple[str, str], list[tuple[int, str]]] = {}
+            for filename, chunk in rows:
+                by_doc.setdefault((chunk.document_id, filename), []).extend(_pieces(chunk))
+        return [SourceDocument(filename, pieces) for (_, filename), pieces in by_doc.items()]
+
+    def run_baselines(
+        self, kb_id: str, items: Sequence[GoldenItem], modes: Sequence[str]
+    ) -> dict[str, EvalReport]:
+        """The naive baselines among `modes` over the knowledge base's own text."""
+        wanted = [m for m in modes if m in BASELINES]
+        if not wanted:
+            return {}
+        documents = self.source_documents(kb_id)
+        embedder = None
+        if NAIVE_DENSE in wanted:
+            with self.retriever.db.read() as session:
+                model = session.execute(
+                    sa.select(KnowledgeBase.embedding_model).where(KnowledgeBase.id == kb_id)
+                ).scalar_one()
+            embedder = self.retriever.embedder_for(model)
+        found = naive_reports(items, documents, embedder)
+        for label in wanted:
+            if label in found:
+                log.info("eval %s %s: %s", kb_id, label, found[label].summary())
+        return {label: found[label] for label in wanted if label in found}
 
     def run_modes(
         self,
@@ -68,12 +132,14 @@ class Evaluator:
         *,
         progress: Callable[[int, int], None] | None = None,
     ) -> dict[str, EvalReport]:
-        """One report per mode; each question asks for the top max(KS) passages."""
+        """One report per mode; each question asks for the top max(KS) passages. The naive
+        baselines (`BASELINES`) come first when asked for."""
         validate_modes(modes)
         depth = max(KS)
-        total, done = len(items) * len(modes), 0
-        reports: dict[str, EvalReport] = {}
-        for label in modes:
+        reports = self.run_baselines(kb_id, items, modes)
+        ours = [m for m in modes if m not in BASELINES]
+        total, done = len(items) * len(ours), 0
+        for label in ours:
             mode, rerank = ("hybrid", True) if label == RERANKED else (label, False)
             # Warm-up (lazy model and dictionary loads) outside the timed loop.
             self.retriever.search(kb_id, items[0].question, depth, mode=mode, rerank=rerank)

@@ -3,8 +3,8 @@
 bm25s cannot add documents to an index, so `LexicalIndex` keeps it the way Lucene keeps
 segments: the tokenised corpus is the state (what the snapshot persists), a rarely rebuilt
 *base* segment covers most documents, and a small *delta* segment, scored with the base's IDF,
-the ones added since. Only the chunk text is indexed, without the heading path the embedding
-sees (`LexicalIndex.add_texts` says why).
+the ones added since. The chunk text, its heading path and its document's title are three
+fields in one matrix (prefixed terms), weighted per query term (`LexicalQuery`).
 """
 
 from __future__ import annotations
@@ -22,12 +22,14 @@ from typing import Any, cast
 import bm25s
 import numpy as np
 
+from rag.core.config import RetrievalSettings
 from rag.core.errors import IndexUnusable
-from rag.index.analyzer import ANALYZER_VERSION, tokenize
+from rag.index.analyzer import ANALYZER_VERSION, Analyzer, Segmentation
 from rag.index.dense import atomic_write_file, fsync_write
 
 MANIFEST = "lexical.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+HEADING, TITLE = "h:", "t:"  # field prefixes of heading-path and document-title terms
 # Chunks are already length-capped by the chunker, so full length normalisation (b=0.75) mostly
 # rewarded stub chunks (a heading and one sentence); b=0.3 measured best on all four golden sets.
 K1, B = 1.2, 0.3
@@ -46,7 +48,60 @@ def _idf(df: np.ndarray, n: int) -> np.ndarray:
     return np.log1p((n - df + 0.5) / (df + 0.5)).astype(np.float32)
 
 
+def _field_idf(df: np.ndarray, n: int, body_of: np.ndarray) -> np.ndarray:
+    """One IDF per term, as in BM25F: a heading or title column ("h:x") takes the IDF of "x"
+    over the chunks that have it in the body or that field (the larger of the two counts, a
+    lower bound of their union), not its own: heading terms are rare as heading terms, and
+    their own IDF let a heading match outweigh every body term. `body_of[c]`: the body column
+    of field column c, -1 for body columns and fields whose term the body never had."""
+    shared = df.copy()
+    field = body_of >= 0
+    shared[field] = np.maximum(df[field], df[body_of[field]])
+    return _idf(shared, n)
+
+
 _SCORE = itemgetter(1)
+
+
+class StaleAnalyzer(IndexUnusable):
+    """A readable snapshot tokenised with other analyzer options (version, user terms)."""
+
+
+@dataclass(frozen=True)
+class LexicalOptions:
+    """How a knowledge base's BM25 index tokenises (segmentation) and weighs query terms."""
+
+    segmentation: Segmentation = "bigrams"
+    filler_weight: float = 0.2  # question words and fillers in a query
+    heading_weight: float = 1.0  # a query term found in the chunk's heading path
+    title_weight: float = 0.5  # ... in its document's title
+
+    @classmethod
+    def from_settings(cls, cfg: RetrievalSettings) -> LexicalOptions:
+        return cls(
+            cfg.lexical_segmentation,
+            cfg.lexical_filler_weight,
+            cfg.lexical_heading_weight,
+            cfg.lexical_title_weight,
+        )
+
+
+@dataclass(frozen=True)
+class LexicalQuery:
+    """A query's known terms (token ids, sorted, each once) and their weights; `weights` is
+    None when every weight is 1 (plain bm25s scoring, the fast path)."""
+
+    ids: np.ndarray  # int32
+    weights: np.ndarray | None = None  # float32, aligned with ids
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def below(self, columns: int) -> LexicalQuery:
+        """The terms a segment built with `columns` vocabulary entries knows."""
+        keep = self.ids < columns
+        weights = None if self.weights is None else self.weights[keep]
+        return LexicalQuery(self.ids[keep], weights)
 
 
 @dataclass
@@ -58,9 +113,12 @@ class _Segment:
     columns: int  # vocabulary size when built: newer token ids are not in this segment
     df: np.ndarray  # document frequency per column (int64)
     alive: np.ndarray  # float32 1/0 per row: 0 once deleted
+    idf: np.ndarray  # the IDF per column its stored scores carry (_field_idf)
 
     @classmethod
-    def build(cls, ids: np.ndarray, docs: Sequence[np.ndarray], columns: int) -> _Segment:
+    def build(
+        cls, ids: np.ndarray, docs: Sequence[np.ndarray], columns: int, body_of: np.ndarray
+    ) -> _Segment:
         order = np.argsort(ids, kind="stable")
         ids = ids[order]
         token_lists = [docs[i].tolist() for i in order]
@@ -72,7 +130,9 @@ class _Segment:
         )
         model.vocab_dict = {}  # queries arrive as token ids; bm25s' string lookup is unused
         df = np.diff(model.scores["indptr"]).astype(np.int64)
-        return cls(ids, model, columns, df, np.ones(len(ids), dtype=np.float32))
+        seg = cls(ids, model, columns, df, np.ones(len(ids), dtype=np.float32), _idf(df, len(ids)))
+        seg.rescale_idf(_field_idf(df, len(ids), body_of[:columns]))
+        return seg
 
     def rows_of(self, chunk_ids: np.ndarray) -> np.ndarray:
         """Row numbers of those `chunk_ids` this segment holds."""
@@ -82,23 +142,27 @@ class _Segment:
         return pos[found]
 
     def rescale_idf(self, idf: np.ndarray) -> None:
-        """Make this segment score with the given IDF per column instead of its own."""
+        """Make this segment score with the given IDF per column instead of its current one
+        (bm25s stores idf x tf-part per cell, so a factor per column is exact)."""
         indptr = self.model.scores["indptr"]
-        own = _idf(self.df, len(self.ids))
-        factor = np.where(self.df > 0, idf[: self.columns] / own, 1.0)
+        factor = np.where(self.df > 0, idf[: self.columns] / self.idf, 1.0)
         data = self.model.scores["data"]
         data *= np.repeat(factor.astype(np.float32), np.diff(indptr))
+        self.idf = idf[: self.columns].astype(np.float32)
 
     def top(
-        self, query_ids: np.ndarray, k: int, allowed: np.ndarray | None, top_id: int
+        self, query: LexicalQuery, k: int, allowed: np.ndarray | None, top_id: int
     ) -> list[tuple[int, float]]:
         """(chunk id, score) of the k best rows with a positive score, best first; `top_id`:
-        the largest of `query_ids` (terms from `columns` on are newer than this segment)."""
+        the largest of the query's ids (terms from `columns` on are newer than this segment)."""
         if top_id >= self.columns:
-            query_ids = query_ids[query_ids < self.columns]
-        if not len(query_ids) or not len(self.ids):
+            query = query.below(self.columns)
+        if not len(query) or not len(self.ids):
             return []
-        scores = self.model.get_scores_from_ids(query_ids, weight_mask=self._mask(allowed))
+        if query.weights is None:
+            scores = self.model.get_scores_from_ids(query.ids, weight_mask=self._mask(allowed))
+        else:
+            scores = self._weighted_scores(query.ids, query.weights) * self._mask(allowed)
         # Top k first (one partition over all rows, as bm25s' own retrieve does), then order
         # those k in Python: each numpy call after a FAISS scan costs microseconds of cold
         # caches, sorting 50 pairs costs less (bench/README.md, "Retrieval overhead").
@@ -111,6 +175,20 @@ class _Segment:
         while ranked and ranked[-1][1] <= 0:  # rows without any query term
             ranked.pop()
         return ranked
+
+    def _weighted_scores(self, ids: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """Sum over the query's columns of weight x the column's stored BM25 scores: bm25s'
+        own sum with a weight per term (bm25s can only add columns up unweighted)."""
+        matrix = self.model.scores
+        indptr, indices, data = matrix["indptr"], matrix["indices"], matrix["data"]
+        starts, ends = indptr[ids], indptr[ids + 1]
+        if not int((ends - starts).sum()):
+            return np.zeros(len(self.ids), dtype=np.float32)
+        rows = np.concatenate([indices[s:e] for s, e in zip(starts, ends, strict=True)])
+        values = np.concatenate(
+            [data[s:e] * w for s, e, w in zip(starts, ends, weights.tolist(), strict=True)]
+        )
+        return np.bincount(rows, weights=values, minlength=len(self.ids)).astype(np.float32)
 
     def _mask(self, allowed: np.ndarray | None) -> np.ndarray:
         """Weight per row: alive, and (with a filter) among the allowed chunk ids."""
@@ -126,6 +204,7 @@ class _Segment:
 class Manifest:
     format_version: int
     analyzer_version: int
+    analyzer: str  # Analyzer.fingerprint: version, segmentation, user terms
     kb_id: str
     last_seq: int
     count: int
@@ -156,11 +235,20 @@ class LexicalIndex:
     and swapped in.
     """
 
-    def __init__(self, kb_id: str) -> None:
+    def __init__(
+        self,
+        kb_id: str,
+        analyzer: Analyzer | None = None,
+        options: LexicalOptions | None = None,
+    ) -> None:
         self.kb_id = kb_id
+        self.options = options or LexicalOptions()
+        self.analyzer = analyzer or Analyzer()
         self.last_seq = 0
         self._vocab: dict[str, int] = {}
         self._docs: dict[int, np.ndarray] = {}  # chunk id -> int32 token ids
+        self._body_of: list[int] = []  # per vocabulary entry, see _body_column
+        self._fields_seen: set[str] = set()  # field prefixes some document has terms in
         self._base: _Segment | None = None
         self._delta: _Segment | None = None
         self._delta_stale = False
@@ -175,15 +263,28 @@ class LexicalIndex:
 
     # -- updates -------------------------------------------------------------------------------
 
-    def add_texts(self, ids: Iterable[int], texts: Iterable[str]) -> None:
+    def add_texts(
+        self,
+        ids: Iterable[int],
+        texts: Iterable[str],
+        headings: Iterable[Sequence[str]] | None = None,
+        titles: Iterable[str] | None = None,
+    ) -> None:
         """Tokenise and add (or replace) documents; the delta is rebuilt by `refresh`.
 
-        The texts are the chunk text alone, without the heading path the embedding sees: a
-        section's first chunk opens with its heading, and repeating the heading in every later
-        chunk of the section made those outrank the first one (docs/retrieval.md, "What moved
-        the numbers").
+        The body field is the chunk text alone: repeating the heading in every chunk of a
+        section made the later chunks outrank the section's first one, which opens with its
+        heading (docs/retrieval.md). The heading path and the document title are their own
+        fields (terms prefixed HEADING / TITLE), weighted per query (`query`): every chunk of a
+        section gains the same from its heading, so the body still decides inside the section.
         """
-        tokenised = [(int(i), tokenize(t)) for i, t in zip(ids, texts, strict=True)]
+        texts = list(texts)
+        heading_list = list(headings) if headings is not None else [()] * len(texts)
+        title_list = list(titles) if titles is not None else [""] * len(texts)
+        tokenised = [
+            (int(i), self._fields(text, heading, title))
+            for i, text, heading, title in zip(ids, texts, heading_list, title_list, strict=True)
+        ]
         if not tokenised:
             return
         with self._lock:
@@ -212,7 +313,10 @@ class LexicalIndex:
                 # First build of a sizeable corpus (a fresh index, a restart without snapshot):
                 # make it the base at once rather than a delta that a merge rebuilds next.
                 self._base = _Segment.build(
-                    delta_ids, [self._docs[int(i)] for i in delta_ids], len(self._vocab)
+                    delta_ids,
+                    [self._docs[int(i)] for i in delta_ids],
+                    len(self._vocab),
+                    self._body_column(),
                 )
                 self._delta, self._delta_stale = None, False
                 return
@@ -220,23 +324,39 @@ class LexicalIndex:
                 delta_ids = np.setdiff1d(delta_ids, self._base.ids[self._base.alive > 0])
             self._delta = None
             if len(delta_ids):
+                body_of = self._body_column()
                 self._delta = _Segment.build(
-                    delta_ids, [self._docs[int(i)] for i in delta_ids], len(self._vocab)
+                    delta_ids, [self._docs[int(i)] for i in delta_ids], len(self._vocab), body_of
                 )
                 if self._base is not None:
-                    self._delta.rescale_idf(self._shared_idf(self._base, self._delta))
+                    self._delta.rescale_idf(self._shared_idf(self._base, self._delta, body_of))
             self._delta_stale = False
 
     @staticmethod
-    def _shared_idf(base: _Segment, delta: _Segment) -> np.ndarray:
+    def _shared_idf(base: _Segment, delta: _Segment, body_of: np.ndarray) -> np.ndarray:
         """IDF for the delta: the base's wherever the base knows the term (so a document scores
         the same in either segment), else from base and delta counted together."""
         df = delta.df.copy()
         df[: base.columns] += base.df
-        idf = _idf(df, len(base.ids) + len(delta.ids))
+        idf = _field_idf(df, len(base.ids) + len(delta.ids), body_of[: delta.columns])
         known = base.df > 0
-        idf[: base.columns][known] = _idf(base.df, len(base.ids))[known]
+        idf[: base.columns][known] = base.idf[known]
         return idf
+
+    def _body_column(self) -> np.ndarray:
+        """Per vocabulary entry, the body column of a field term ("h:x" -> id of "x"), -1 for
+        body terms and for fields whose term was not in the vocabulary before them (so the
+        mapping depends only on the vocabulary's order: a snapshot restores it exactly)."""
+        known = len(self._body_of)
+        if known < len(self._vocab):
+            words = list(self._vocab)[known:]
+            for n, word in enumerate(words, start=known):
+                body = -1
+                if word.startswith((HEADING, TITLE)):
+                    body = self._vocab.get(word[2:], -1)  # both prefixes are 2 characters
+                    body = body if body < n else -1
+                self._body_of.append(body)
+        return np.asarray(self._body_of, dtype=np.int64)
 
     def needs_merge(self) -> bool:
         with self._lock:
@@ -251,8 +371,9 @@ class LexicalIndex:
         with self._lock:
             snapshot = dict(self._docs)
             columns = len(self._vocab)
+            body_of = self._body_column()
         ids = np.fromiter(snapshot, dtype=np.int64, count=len(snapshot))
-        base = _Segment.build(ids, list(snapshot.values()), columns) if len(ids) else None
+        base = _Segment.build(ids, list(snapshot.values()), columns, body_of) if len(ids) else None
         with self._lock:
             if base is not None:
                 # Documents deleted or replaced while the base was being built.
@@ -272,6 +393,16 @@ class LexicalIndex:
             if seg is not None:
                 seg.alive[seg.rows_of(ids)] = 0
 
+    def _fields(self, text: str, heading: Sequence[str], title: str) -> list[str]:
+        tokens = self.analyzer.tokenize(text)
+        if heading:
+            tokens += [HEADING + t for t in self.analyzer.tokenize(" ".join(heading))]
+            self._fields_seen.add(HEADING)
+        if title:
+            tokens += [TITLE + t for t in self.analyzer.tokenize(title)]
+            self._fields_seen.add(TITLE)
+        return tokens
+
     def _token_ids(self, tokens: list[str]) -> np.ndarray:
         vocab = self._vocab
         out = np.empty(len(tokens), dtype=np.int32)
@@ -284,31 +415,75 @@ class LexicalIndex:
 
     # -- search --------------------------------------------------------------------------------
 
-    def query_ids(self, query: str) -> np.ndarray:
-        """Token ids of a query's known terms, each once (a repeated word is not a boost)."""
-        tokens = tokenize(query)  # outside the lock: it only reads the query
+    def query(self, text: str) -> LexicalQuery:
+        """A query's known terms with their weights: question words and fillers weighted down
+        (`LexicalOptions.filler_weight`), each term also looked up in the heading and title
+        fields with their weights."""
+        opts = self.options
+        # Outside the lock: it only reads the query.
+        terms = self.analyzer.query_terms(text, opts.filler_weight)
+        found: dict[int, float] = {}
         with self._lock:
-            known = {self._vocab[t] for t in tokens if t in self._vocab}
-        return np.fromiter(sorted(known), dtype=np.int32, count=len(known))
+            vocab = self._vocab
+            for term, weight in terms.items():
+                tid = vocab.get(term)
+                if tid is not None:
+                    found[tid] = weight
+            for prefix, field_weight in (
+                (HEADING, opts.heading_weight),
+                (TITLE, opts.title_weight),
+            ):
+                if field_weight <= 0 or prefix not in self._fields_seen:
+                    continue  # e.g. a corpus without headings: no lookups for nothing
+                for term, weight in terms.items():
+                    tid = vocab.get(prefix + term)
+                    if tid is not None:
+                        found[tid] = weight * field_weight
+        order = sorted(found)
+        ids = np.array(order, dtype=np.int32)
+        values = [found[i] for i in order]
+        if all(v == 1.0 for v in values):
+            return LexicalQuery(ids)  # bm25s' own sum: the fast path
+        return LexicalQuery(ids, np.array(values, dtype=np.float32))
+
+    def query_ids(self, text: str) -> LexicalQuery:
+        """`query` under its older name (callers that pass it straight to `search`)."""
+        return self.query(text)
+
+    def term_idf(self, tokens: Sequence[str]) -> tuple[np.ndarray, float]:
+        """Each token's IDF over the indexed chunks, and the IDF of a term no chunk holds (the
+        largest): how rare, hence how telling, a query term is. Read by rag/retrieval (the
+        query's shape for adaptive fusion, a hit's best sentence)."""
+        with self._lock:
+            if self._delta_stale:
+                self.refresh()
+            segments = [s for s in (self._base, self._delta) if s is not None]
+            df = np.zeros(len(tokens), dtype=np.int64)
+            for n, token in enumerate(tokens):
+                tid = self._vocab.get(token)
+                if tid is not None:
+                    df[n] = sum(int(s.df[tid]) for s in segments if tid < s.columns)
+            count = max(sum(len(s.ids) for s in segments), 1)
+        return _idf(df, count), float(_idf(np.zeros(1, dtype=np.int64), count)[0])
 
     def search(
-        self, query_ids: np.ndarray, k: int, allowed: np.ndarray | None = None
+        self, query: LexicalQuery | np.ndarray, k: int, allowed: np.ndarray | None = None
     ) -> list[tuple[int, float]]:
         """Top k (chunk id, BM25 score) with a positive score; `allowed` restricts the ranking
-        to those chunk ids (sorted int64)."""
-        if not len(query_ids) or k <= 0:
+        to those chunk ids (sorted int64). A bare array of token ids weighs each term 1."""
+        if not isinstance(query, LexicalQuery):
+            query = LexicalQuery(np.asarray(query, dtype=np.int32))
+        if not len(query) or k <= 0:
             return []
         with self._lock:
             if self._delta_stale:
                 self.refresh()
             base, delta = self._base, self._delta
-            top_id = int(query_ids.max())
+            top_id = int(query.ids.max())
             if base is None or delta is None:  # one segment, the usual case: already ranked
                 seg = base or delta
-                return seg.top(query_ids, k, allowed, top_id) if seg else []
-            hits = base.top(query_ids, k, allowed, top_id) + delta.top(
-                query_ids, k, allowed, top_id
-            )
+                return seg.top(query, k, allowed, top_id) if seg else []
+            hits = base.top(query, k, allowed, top_id) + delta.top(query, k, allowed, top_id)
         hits.sort(key=_SCORE, reverse=True)  # stable: on equal scores the base comes first
         return hits[:k]
 
@@ -327,7 +502,16 @@ class LexicalIndex:
         name = f"lexical-{last_seq}-{digest[:12]}.npz"
         atomic_write_file(directory / name, lambda fh: fh.write(data))
         manifest = Manifest(
-            FORMAT_VERSION, ANALYZER_VERSION, self.kb_id, last_seq, count, name, digest, K1, B
+            FORMAT_VERSION,
+            ANALYZER_VERSION,
+            self.analyzer.fingerprint,
+            self.kb_id,
+            last_seq,
+            count,
+            name,
+            digest,
+            K1,
+            B,
         )
         fsync_write(directory / MANIFEST, json.dumps(asdict(manifest), indent=2).encode())
         for old in directory.glob("lexical-*.npz"):
@@ -360,18 +544,39 @@ class LexicalIndex:
         return arrays
 
     @classmethod
-    def load(cls, directory: Path, *, kb_id: str) -> LexicalIndex:
-        """Load a snapshot; IndexUnusable when it is missing, corrupt or from another analyzer."""
+    def load(
+        cls,
+        directory: Path,
+        *,
+        kb_id: str,
+        analyzer: Analyzer | None = None,
+        options: LexicalOptions | None = None,
+    ) -> LexicalIndex:
+        """Load a snapshot; IndexUnusable when it is missing or corrupt, StaleAnalyzer when it
+        was tokenised otherwise than `analyzer` would (version, segmentation, user terms)."""
+        analyzer = analyzer or Analyzer()
         try:
-            manifest = Manifest(**json.loads((directory / MANIFEST).read_text()))
+            raw = json.loads((directory / MANIFEST).read_text())
         except FileNotFoundError as exc:
             raise IndexUnusable(f"no lexical snapshot in {directory}") from exc
-        except (ValueError, TypeError) as exc:
+        except ValueError as exc:
+            raise IndexUnusable(f"unreadable lexical manifest in {directory}: {exc}") from exc
+        if isinstance(raw, dict) and raw.get("analyzer_version") != ANALYZER_VERSION:
+            raise StaleAnalyzer(
+                f"lexical snapshot was made by tokeniser version {raw.get('analyzer_version')}, "
+                f"not {ANALYZER_VERSION}"
+            )
+        if isinstance(raw, dict) and raw.get("analyzer") != analyzer.fingerprint:
+            raise StaleAnalyzer(
+                f"lexical snapshot was made by tokeniser {raw.get('analyzer')!r}, "
+                f"not {analyzer.fingerprint!r} (other segmentation or user terms)"
+            )
+        try:
+            manifest = Manifest(**raw)
+        except TypeError as exc:
             raise IndexUnusable(f"unreadable lexical manifest in {directory}: {exc}") from exc
         if manifest.format_version != FORMAT_VERSION or manifest.kb_id != kb_id:
             raise IndexUnusable(f"lexical manifest in {directory} belongs to another format or KB")
-        if manifest.analyzer_version != ANALYZER_VERSION:
-            raise IndexUnusable("lexical snapshot was made by another tokeniser version")
         if (manifest.k1, manifest.b) != (K1, B):
             raise IndexUnusable(
                 f"lexical snapshot was scored with k1={manifest.k1}, b={manifest.b}"
@@ -387,7 +592,7 @@ class LexicalIndex:
                 arrays = {key: npz[key] for key in npz.files}
         except (ValueError, OSError, KeyError) as exc:
             raise IndexUnusable(f"cannot read {manifest.data_file}: {exc}") from exc
-        index = cls(kb_id)
+        index = cls(kb_id, analyzer, options)
         index._restore(arrays)
         index.last_seq = manifest.last_seq
         if len(index) != manifest.count:
@@ -399,6 +604,7 @@ class LexicalIndex:
     def _restore(self, a: dict[str, np.ndarray]) -> None:
         words = json.loads(a["vocab"].tobytes().decode())
         self._vocab = {w: i for i, w in enumerate(words)}
+        self._fields_seen = {f for f in (HEADING, TITLE) if any(w.startswith(f) for w in words)}
         offsets, tokens = a["offsets"], a["tokens"].astype(np.int32)
         self._docs = {
             int(cid): tokens[offsets[n] : offsets[n + 1]] for n, cid in enumerate(a["ids"])
@@ -413,9 +619,9 @@ class LexicalIndex:
             }
             model.vocab_dict = {}
             model.nonoccurrence_array = None  # only BM25L/BM25+ have one
-            self._base = _Segment(
-                a["base_ids"], model, int(a["base_columns"][0]), a["base_df"], a["base_alive"]
-            )
+            columns, df = int(a["base_columns"][0]), a["base_df"]
+            idf = _field_idf(df, len(a["base_ids"]), self._body_column()[:columns])
+            self._base = _Segment(a["base_ids"], model, columns, df, a["base_alive"], idf)
             self._kill(np.setdiff1d(self._base.ids, a["ids"]))
         self._delta_stale = True
         self.refresh()

@@ -14,23 +14,33 @@ import shutil
 import threading
 import time
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import numpy as np
 from sqlalchemy import select
 
-from rag.core.errors import IndexUnusable, NotFound
+from rag.core.errors import IndexUnusable, InvalidInput, NotFound
+from rag.index.analyzer import Analyzer, AnalyzerOptions, normalize_terms
 from rag.index.dense import MANIFEST as DENSE_MANIFEST
 from rag.index.dense import KBIndex, Layout
 from rag.index.lexical import MANIFEST as LEXICAL_MANIFEST
-from rag.index.lexical import LexicalIndex
+from rag.index.lexical import LexicalIndex, LexicalOptions, StaleAnalyzer
 from rag.store import sequence
 from rag.store.db import Database
-from rag.store.models import Chunk, ChunkTombstone, IndexVersion, KnowledgeBase
+from rag.store.models import Chunk, ChunkTombstone, Document, IndexVersion, KnowledgeBase
 
 log = logging.getLogger(__name__)
 _BATCH = 2000
+# What a catch-up reads of a chunk: the vector for FAISS, the text fields for BM25.
+_ROW = (
+    Chunk.id,
+    Chunk.embedding,
+    Chunk.text,
+    Chunk.heading_path,
+    Document.filename,
+    Document.user_metadata,
+)
 Key = tuple[str, int]  # (kb_id, version number)
 
 
@@ -47,16 +57,29 @@ class IndexStore:
     by any process is followed at once; the caches of a version live in
     index_dir/<kb_id>/v<n>/. The re-index job builds a version beside the live one with
     `build_version` and installs it with `adopt` once it is live.
+
+    A lexical index is tokenised with its knowledge base's user terms
+    (`KnowledgeBase.lexical_terms`): `pair` reads them with the live version and rebuilds the
+    lexical index from SQL when they differ from the ones it was built with, so every process
+    sharing the database follows a change (`lexical_terms_changed` does it at once).
     """
 
     def __init__(
-        self, root: Path, db: Database, *, ann_threshold: int = 0, ivf_nprobe: int = 64
+        self,
+        root: Path,
+        db: Database,
+        *,
+        ann_threshold: int = 0,
+        ivf_nprobe: int = 64,
+        lexical: LexicalOptions | None = None,
     ) -> None:
         self.root = root
         self.db = db
         # Dense indexes above this many vectors use IVF (0: always flat).
         self.ann_threshold = ann_threshold
         self.ivf_nprobe = ivf_nprobe
+        self.lexical_options = lexical or LexicalOptions()
+        self._terms_seen: dict[str, tuple[list[str], tuple[str, ...]]] = {}
         self._indexes: dict[Key, KBIndex] = {}
         self._lexical: dict[Key, LexicalIndex] = {}
         self._dirty: set[tuple[Key, str]] = set()  # (key, "dense" | "lexical")
@@ -90,31 +113,63 @@ class IndexStore:
             # One read for the live version and the newest sequence number: when nothing was
             # committed since, the loaded indexes answer without a catch-up.
             with self.db.read() as session:
-                number = session.execute(
-                    select(KnowledgeBase.live_version).where(KnowledgeBase.id == kb_id)
-                ).scalar_one_or_none()
+                row = session.execute(
+                    select(KnowledgeBase.live_version, KnowledgeBase.lexical_terms).where(
+                        KnowledgeBase.id == kb_id
+                    )
+                ).one_or_none()
                 high = sequence.current(session)
-            if number is None:
+            if row is None:
                 raise NotFound(f"knowledge base {kb_id} does not exist")
-            key = (kb_id, int(number))
+            key = (kb_id, int(row[0]))
+            terms = self._terms(kb_id, row[1])
             dense, lexical = self._indexes.get(key), self._lexical.get(key)
             if (
                 dense is not None
                 and lexical is not None
                 and min(dense.last_seq, lexical.last_seq) >= high
+                and lexical.analyzer.options.terms == terms
             ):
                 return dense, lexical
-            return self.version_pair(*key)
+            return self.version_pair(*key, terms=terms)
 
-    def version_pair(self, kb_id: str, version: int) -> tuple[KBIndex, LexicalIndex]:
-        """Both indexes of one version (live or not), loaded or built on first use."""
+    def version_pair(
+        self, kb_id: str, version: int, *, terms: tuple[str, ...] | None = None
+    ) -> tuple[KBIndex, LexicalIndex]:
+        """Both indexes of one version (live or not), loaded or built on first use; `terms`:
+        the knowledge base's user terms when the caller has just read them."""
         key = (kb_id, version)
         with self._lock:
+            if terms is None:
+                terms = self._kb_terms(kb_id)
             if key not in self._indexes:
-                self._open(key)
+                self._open(key, terms)
             else:
                 self._catch_up(key)
+                self._follow_terms(key, terms)
             return self._indexes[key], self._lexical[key]
+
+    def lexical_terms_changed(self, kb_id: str) -> bool:
+        """Rebuild the live version's BM25 index from SQL if the knowledge base's user terms
+        differ from the ones it was built with, and snapshot it; True if it rebuilt. Call it
+        after committing new terms: `pair` would otherwise do it on the next search (and every
+        other process does it on its next search or sync)."""
+        with self._lock:
+            key = (kb_id, self.live(kb_id))
+            terms = self._kb_terms(kb_id)
+            if key not in self._indexes:
+                self._open(key, terms)  # loads a matching snapshot or rebuilds
+                rebuilt = (key, "lexical") in self._dirty
+            else:
+                self._catch_up(key)
+                rebuilt = self._follow_terms(key, terms)
+            # Both, when both changed: a directory with a lexical snapshot but no dense one
+            # is taken for a broken one on the next start (_open).
+            for kind, index in (("dense", self._indexes[key]), ("lexical", self._lexical[key])):
+                if (key, kind) in self._dirty:
+                    index.save(self.directory(*key))
+                    self._dirty.discard((key, kind))
+            return rebuilt
 
     def loaded(self) -> list[str]:
         with self._lock:
@@ -128,10 +183,11 @@ class IndexStore:
         longer live are let go (their snapshots stay for a rollback)."""
         with self._lock:
             keys = [k for k in self._indexes if kb_id is None or k[0] == kb_id]
-            live = self._live_versions({k[0] for k in keys})
+            live, terms = self._live_versions({k[0] for k in keys})
             for key in keys:
                 if live.get(key[0]) == key[1]:
                     self._catch_up(key)
+                    self._follow_terms(key, terms[key[0]])
                 else:
                     self._forget(key)
             keys = [k for k in keys if k in self._indexes]
@@ -170,12 +226,15 @@ class IndexStore:
             if (directory / DENSE_MANIFEST).exists():
                 unreadable.append(str(exc))
             dense = self._new_dense(kb_id, record)  # no snapshot yet: _open starts empty too
+        terms = self._kb_terms(kb_id)
         try:
-            lexical = LexicalIndex.load(directory, kb_id=kb_id)
+            lexical = self._load_lexical(directory, kb_id, terms)
+        except StaleAnalyzer:
+            lexical = self._new_lexical(kb_id, terms)  # rebuilt, not broken: _open does the same
         except IndexUnusable as exc:
             if (directory / LEXICAL_MANIFEST).exists():
                 unreadable.append(str(exc))
-            lexical = LexicalIndex(kb_id)
+            lexical = self._new_lexical(kb_id, terms)
         self._catch_up_pair(dense, lexical, key, track=False)
         found = self.compare(kb_id, number, dense, lexical)
         if unreadable:
@@ -314,16 +373,70 @@ class IndexStore:
                 raise NotFound(f"knowledge base {kb_id} has no index version {number}")
             return row
 
-    def _live_versions(self, kb_ids: set[str]) -> dict[str, int]:
+    def _live_versions(self, kb_ids: set[str]) -> tuple[dict[str, int], dict[str, tuple[str, ...]]]:
+        """Live version and user terms of each knowledge base, in one read."""
         if not kb_ids:
-            return {}
+            return {}, {}
         with self.db.read() as session:
             rows = session.execute(
-                select(KnowledgeBase.id, KnowledgeBase.live_version).where(
-                    KnowledgeBase.id.in_(sorted(kb_ids))
-                )
+                select(
+                    KnowledgeBase.id, KnowledgeBase.live_version, KnowledgeBase.lexical_terms
+                ).where(KnowledgeBase.id.in_(sorted(kb_ids)))
             ).all()
-        return {kb_id: int(number) for kb_id, number in rows}
+        live = {kb_id: int(number) for kb_id, number, _ in rows}
+        return live, {kb_id: self._terms(kb_id, raw) for kb_id, _, raw in rows}
+
+    def _kb_terms(self, kb_id: str) -> tuple[str, ...]:
+        with self.db.read() as session:
+            raw = session.execute(
+                select(KnowledgeBase.lexical_terms).where(KnowledgeBase.id == kb_id)
+            ).scalar_one_or_none()
+        return self._terms(kb_id, raw)
+
+    def _terms(self, kb_id: str, raw: list[str] | None) -> tuple[str, ...]:
+        """A KB's terms as the analyzer uses them; normalised once per change (a search only
+        compares the list it read with the one seen last)."""
+        raw = list(raw or [])
+        seen = self._terms_seen.get(kb_id)
+        if seen is not None and seen[0] == raw:
+            return seen[1]
+        try:
+            terms = tuple(normalize_terms(raw))
+        except InvalidInput as exc:  # the API validates; a row written otherwise is not fatal
+            log.warning("knowledge base %s: lexical terms ignored (%s)", kb_id, exc)
+            terms = ()
+        self._terms_seen[kb_id] = (raw, terms)
+        return terms
+
+    def _analyzer(self, terms: tuple[str, ...]) -> Analyzer:
+        return Analyzer(AnalyzerOptions(self.lexical_options.segmentation, terms))
+
+    def _new_lexical(self, kb_id: str, terms: tuple[str, ...]) -> LexicalIndex:
+        return LexicalIndex(kb_id, self._analyzer(terms), self.lexical_options)
+
+    def _load_lexical(self, directory: Path, kb_id: str, terms: tuple[str, ...]) -> LexicalIndex:
+        return LexicalIndex.load(
+            directory, kb_id=kb_id, analyzer=self._analyzer(terms), options=self.lexical_options
+        )
+
+    def _follow_terms(self, key: Key, terms: tuple[str, ...]) -> bool:
+        """Rebuild a loaded version's BM25 index from SQL when the KB's user terms changed."""
+        lexical = self._lexical[key]
+        if lexical.analyzer.options.terms == terms:
+            return False
+        started = time.perf_counter()
+        fresh = self._new_lexical(key[0], terms)
+        self._catch_up_pair(self._indexes[key], fresh, key)
+        self._lexical[key] = fresh
+        self._dirty.add((key, "lexical"))
+        log.info(
+            "BM25 index %s: re-tokenised %d chunks for %d user terms in %.1f s",
+            key,
+            len(fresh),
+            len(terms),
+            time.perf_counter() - started,
+        )
+        return True
 
     def _forget(self, key: Key) -> None:
         self._indexes.pop(key, None)
@@ -348,7 +461,7 @@ class IndexStore:
 
     def _build(self, key: Key) -> tuple[KBIndex, LexicalIndex]:
         dense = self._new_dense(key[0], self._version(*key))
-        lexical = LexicalIndex(key[0])
+        lexical = self._new_lexical(key[0], self._kb_terms(key[0]))
         self._catch_up_pair(dense, lexical, key)
         return dense, lexical
 
@@ -363,7 +476,7 @@ class IndexStore:
             path.rename(directory / path.name)
         log.info("moved the index snapshot of %s into %s", kb_id, directory)
 
-    def _open(self, key: Key) -> None:
+    def _open(self, key: Key, terms: tuple[str, ...]) -> None:
         kb_id, number = key
         version = self._version(kb_id, number)
         directory = self.directory(kb_id, number)
@@ -376,11 +489,16 @@ class IndexStore:
                 self._quarantine(directory, str(exc))
             dense = self._new_dense(kb_id, version)
         try:
-            lexical = LexicalIndex.load(directory, kb_id=kb_id)
+            lexical = self._load_lexical(directory, kb_id, terms)
+        except StaleAnalyzer as exc:
+            # Another analyzer version or other user terms: rebuilt from SQL, and the next
+            # snapshot replaces the old one (nothing is broken, so nothing is quarantined).
+            log.info("BM25 index of %s rebuilt from SQL: %s", key, exc)
+            lexical = self._new_lexical(kb_id, terms)
         except IndexUnusable as exc:
             if (directory / LEXICAL_MANIFEST).exists():
                 self._quarantine_lexical(directory, str(exc))
-            lexical = LexicalIndex(kb_id)
+            lexical = self._new_lexical(kb_id, terms)
         self._catch_up_pair(dense, lexical, key)
         self._reconcile(dense, lexical, key)
         self._indexes[key], self._lexical[key] = dense, lexical
@@ -418,7 +536,8 @@ class IndexStore:
             after = low
             while True:
                 rows = session.execute(
-                    select(Chunk.id, Chunk.embedding, Chunk.text, Chunk.seq)
+                    select(*_ROW, Chunk.seq)
+                    .join(Document, Document.id == Chunk.document_id)
                     .where(
                         Chunk.kb_id == kb_id,
                         Chunk.version == version,
@@ -481,7 +600,9 @@ class IndexStore:
                 for start in range(0, len(missing), _BATCH):
                     part = [int(i) for i in missing[start : start + _BATCH]]
                     rows = session.execute(
-                        select(Chunk.id, Chunk.embedding, Chunk.text).where(Chunk.id.in_(part))
+                        select(*_ROW)
+                        .join(Document, Document.id == Chunk.document_id)
+                        .where(Chunk.id.in_(part))
                     ).all()
                     if kind == "dense":
                         _feed_dense(dense, rows)
@@ -558,6 +679,20 @@ def _feed_dense(index: KBIndex, rows: Sequence[Any]) -> bool:
 def _feed_lexical(index: LexicalIndex, rows: Sequence[Any]) -> bool:
     if not rows:
         return False
-    # The chunk text without its heading path (LexicalIndex.add_texts says why).
-    index.add_texts((r.id for r in rows), (r.text for r in rows))
+    # Body, heading path and title as separate fields (LexicalIndex.add_texts says why).
+    index.add_texts(
+        [r.id for r in rows],
+        [r.text for r in rows],
+        headings=[r.heading_path or () for r in rows],
+        titles=[document_title(r.filename, r.user_metadata) for r in rows],
+    )
     return True
+
+
+def document_title(filename: str, metadata: dict[str, Any] | None) -> str:
+    """The title BM25 indexes for a document: a "title" given in its metadata at upload, else
+    its file name without the extension (the parsers keep no title of their own)."""
+    title = (metadata or {}).get("title")
+    if isinstance(title, str) and title.strip():
+        return title
+    return PurePath(filename).stem

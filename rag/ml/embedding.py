@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from rag.core.config import EmbeddingSettings
 
 log = logging.getLogger(__name__)
+_RECENT_QUERIES = 64
 
 
 class Embedder(Protocol):
@@ -77,6 +79,9 @@ class SentenceTransformerEmbedder:
         self.query_instruction = query_instruction
         # torch modules are not safe to call from several threads at once.
         self._lock = threading.Lock()
+        # The latest queries' vectors: the "not covered" check (rag/retrieval/relevance.py)
+        # embeds the question retrieval has just embedded.
+        self._recent: OrderedDict[str, np.ndarray] = OrderedDict()
 
     def embed_passages(self, texts: list[str]) -> np.ndarray:
         if not texts:
@@ -93,13 +98,22 @@ class SentenceTransformerEmbedder:
 
     def embed_query(self, text: str) -> np.ndarray:
         with self._lock:
-            vector = self._model.encode(
-                [self.query_instruction + text],
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
-        return _normalise(vector)[0]
+            found = self._recent.get(text)
+            if found is not None:
+                self._recent.move_to_end(text)
+                return found.copy()
+            vector = _normalise(
+                self._model.encode(
+                    [self.query_instruction + text],
+                    normalize_embeddings=True,
+                    convert_to_numpy=True,
+                    show_progress_bar=False,
+                )
+            )[0]
+            self._recent[text] = vector
+            if len(self._recent) > _RECENT_QUERIES:
+                self._recent.popitem(last=False)
+        return vector.copy()
 
 
 class FakeEmbedder:

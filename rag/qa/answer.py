@@ -30,13 +30,16 @@ from rag.ml.tokens import TokenCounter
 from rag.qa.conversations import Conversations
 from rag.qa.degenerate import AnswerGuard, guard
 from rag.qa.prompt import (
+    NOT_COVERED,
     Prompt,
     build_condense_prompt,
     build_prompt,
     count_chat,
+    detect_language,
     load_templates,
 )
 from rag.qa.sanitize import AnswerSanitizer
+from rag.retrieval.relevance import RelevanceJudge, Verdict
 from rag.retrieval.retriever import KbCheck, Passage, Retriever
 
 log = logging.getLogger(__name__)
@@ -83,6 +86,9 @@ class Answer:
     message_id: int | None = None
     # Why the generation was stopped or judged useless ("echo", "repetition"); None: it looks sound.
     degenerate: str | None = None
+    # False: the best hit's relevance was below the KB's threshold, so the answer is the fixed
+    # "not covered" message and no LLM was called (rag/retrieval/relevance.py).
+    covered: bool = True
 
     @property
     def grounded(self) -> bool:
@@ -118,6 +124,11 @@ class Plan:
     passages: list[Passage]
     prompt: Prompt
     answer_tokens: int
+    verdict: Verdict | None = None  # None: the refusal is off
+
+    @property
+    def covered(self) -> bool:
+        return self.verdict is None or self.verdict.covered
 
     def extra(self) -> dict[str, Any]:
         return {
@@ -212,7 +223,7 @@ async def _thread(func: Callable[..., T], *args: Any) -> T:
 class Answerer:
     """Plans and generates answers: retrieval, the prompt, the routed LLM, citations, the
     conversation record. `router` and `tokens` are called on first use (they load files and
-    open connections)."""
+    open connections). `relevance`: the judge behind the "not covered" refusal (None: off)."""
 
     def __init__(
         self,
@@ -223,8 +234,10 @@ class Answerer:
         tokens: Callable[[], TokenCounter],
         llm_settings: LLMSettings,
         link_allowlist: list[str],
+        relevance: RelevanceJudge | None = None,
     ) -> None:
         self.retriever = retriever
+        self.relevance = relevance
         self.conversations = conversations
         self.router = router
         self.tokens = tokens
@@ -272,10 +285,36 @@ class Answerer:
                 spec.kb_id, standalone, spec.top_k, check=admit, **spec.search_options
             )
         )
+        verdict = None
+        if self.relevance is not None:
+            judge = self.relevance
+            verdict = await _thread(judge.verdict, spec.kb_id, standalone, passages)
         answer_tokens = min(spec.max_tokens or route.settings.max_tokens, route.settings.max_tokens)
         with tracing.span("prompt", {"passages": len(passages), "route": route.name}):
             prompt = self._build(spec, history, route, passages, answer_tokens)
-        return Plan(spec, standalone, history, route, passages, prompt, answer_tokens)
+        return Plan(spec, standalone, history, route, passages, prompt, answer_tokens, verdict)
+
+    async def refuse(self, plan: Plan) -> Answer:
+        """The fixed "not covered" answer in the question's language: no LLM call, no citation."""
+        cfg = self.llm_settings
+        question = plan.spec.question
+        language = detect_language(question) if cfg.language == "auto" else cfg.language
+        log.info(
+            "not covered: relevance %.3f below %.3f",
+            plan.verdict.relevance if plan.verdict else 0.0,
+            plan.verdict.threshold if plan.verdict else 0.0,
+        )
+        result = Answer(
+            NOT_COVERED[language],
+            [],
+            None,
+            {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+            route=plan.route.name,
+            question=plan.standalone,
+            finish_reason="stop",
+            covered=False,
+        )
+        return await self._record(plan, result)
 
     def _build(
         self,

@@ -117,6 +117,8 @@ def _kb_state_statement() -> Select[Any]:
         newest_chunk.with_only_columns(Chunk.document_id).scalar_subquery(),
         newest_tombstone.with_only_columns(ChunkTombstone.seq).scalar_subquery(),
         newest_tombstone.with_only_columns(ChunkTombstone.chunk_id).scalar_subquery(),
+        # A changed threshold changes which questions are refused (rag/retrieval/relevance.py).
+        kb.relevance_threshold,
         ready_document.scalar_subquery(),
     ).where(kb.id == bindparam("kb_id"))
 

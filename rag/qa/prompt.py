@@ -21,6 +21,11 @@ from rag.retrieval.retriever import Passage
 PROMPTS_DIR = Path(__file__).parent / "prompts"
 TEMPLATE_NAMES = ("system_zh", "system_en", "condense_zh", "condense_en")
 NO_CONTEXT = {"zh": "（知识库中没有检索到相关资料）", "en": "(no relevant passages were found)"}
+# The whole answer when the knowledge base does not cover the question (no LLM is called).
+NOT_COVERED = {
+    "zh": "知识库中没有与这个问题相关的内容，无法根据知识库回答。",
+    "en": "The knowledge base does not cover this question, so it cannot be answered from it.",
+}
 QUESTION_LABEL = {"zh": "问题：", "en": "Question: "}
 PAGE_LABEL = {"zh": "第 {page} 页", "en": "page {page}"}
 ROLE_LABEL = {

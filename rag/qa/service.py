@@ -1,12 +1,12 @@
 """The one way a question is answered: the answer cache, single flight, planning, generation,
 streaming, and keeping or releasing the answer. The HTTP routes and the CLI call only this.
+A streamed reply must be closed (`AnswerStream.aclose`) however the response ends.
 
     ask(spec) ─ no ready document? ─────────────────────────────> NoReadyDocuments (409, no LLM)
         ├─ cache hit ───────────────────────────────────────────> Reply(answer | replayed stream)
         └─ miss ─ (lead the flight) ─ plan ─ generate ─ keep ──> Reply(answer)
-                                          └─ open stream ───────> Reply(stream: kept on finish)
-
-A streamed reply must be closed (`AnswerStream.aclose`) however the response ends.
+                                          ├─ open stream ───────> Reply(stream: kept on finish)
+                                          └─ not covered ───────> Reply(fixed refusal, no LLM)
 """
 
 from __future__ import annotations
@@ -152,6 +152,12 @@ class AnswerService:
             # cache, retrieval checks it in its own (no session, no thread hop of its own).
             admitted = self._cached(spec, policy, stream=stream)
             plan = await self.answerer.plan(spec, None if admitted else require_ready)
+            if not plan.covered:  # the knowledge base does not cover it: no LLM call
+                refusal = await self.answerer.refuse(plan)
+                if stream:
+                    return Reply(stream=AnswerStream(Replay(refusal), found, cached=False))
+                await found.keep(refusal)
+                return Reply(answer=refusal)
             if not stream:
                 result = await self.answerer.generate(plan)
                 await found.keep(result)

@@ -2,18 +2,18 @@
 an optional cross-encoder rerank.
 
     query ─┬─ embed ── FAISS (allowed ids) ──┐
-           └─ tokenise ── BM25 (allowed ids) ─┴─ fuse (RRF | weighted) ── SQL rows ── rerank?
+           └─ tokenise ── BM25 (allowed ids) ─┴─ fuse ── SQL rows ── per document? ── rerank?
+                                                    ── page of the best sentence
 
 `rank` is the index-level core (what bench/ compares with raw FAISS + bm25s calls);
-`Retriever.search` adds validation, the query embedding, filters, passage rows from SQL and
-reranking.
+`Retriever.search` adds the query embedding, filters, SQL rows, per-document ranking, reranking.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, get_args
 
 import numpy as np
@@ -28,17 +28,24 @@ from rag.index.lexical import LexicalIndex
 from rag.index.store import IndexStore
 from rag.kb.knowledge import get_kb
 from rag.ml.embedding import Embedder
-from rag.ml.rerank import Reranker
-from rag.retrieval import fusion
+from rag.ml.rerank import Reranker, score_within_budget
+from rag.retrieval import adaptive, fusion
+from rag.retrieval.doc_aggregate import by_document
 from rag.retrieval.filters import Filters
+from rag.retrieval.page_locate import best_page
+from rag.retrieval.query_shape import is_title_like
 from rag.retrieval.side_thread import side_runner
 from rag.store.db import Database
 from rag.store.models import Chunk, Document, KnowledgeBase
 
 Mode = Literal["dense", "lexical", "hybrid"]
 MODES: tuple[str, ...] = get_args(Mode)
+Aggregate = Literal["chunk", "document"]
+AGGREGATES: tuple[str, ...] = get_args(Aggregate)
 # Extra hits asked of the indexes: a chunk deleted a moment ago may still be in them.
 _SLACK = 8
+# The share of its IDF a question word or filler counts for when choosing a hit's sentence.
+_FILLER_WEIGHT = 0.3
 
 
 @dataclass(frozen=True)
@@ -46,11 +53,16 @@ class Passage:
     chunk_id: int
     document_id: str
     filename: str
-    page: int
+    page: int  # the page of the chunk's best-matching sentence (its first page without marks)
     page_end: int
     text: str
     score: float
     heading_path: tuple[str, ...]
+    page_start: int | None = None  # the chunk's first page; None: the same as `page`
+
+    @property
+    def first_page(self) -> int:
+        return self.page if self.page_start is None else self.page_start
 
 
 def rank(
@@ -72,18 +84,22 @@ def rank(
     assert vector is not None
     pool = max(k, cfg.candidates)
 
-    def lexical_search() -> list[tuple[int, float]]:
-        return lexical.search(lexical.query_ids(query), pool, allowed)
+    def lexical_search() -> tuple[list[tuple[int, float]], float]:
+        hits = lexical.search(lexical.query_ids(query), pool, allowed)
+        # The query's shape reads BM25 statistics: computed here, beside the FAISS scan too.
+        if cfg.fusion == "adaptive":
+            return hits, adaptive.dense_weight(lexical, query)
+        return hits, cfg.dense_weight
 
     if _overlaps(dense, cfg):
         lexical_result = side_runner().start(lexical_search)
         dense_hits = dense.search(vector, pool, allowed)
-        lexical_hits = lexical_result()
+        lexical_hits, dense_weight = lexical_result()
     else:
         dense_hits = dense.search(vector, pool, allowed)
-        lexical_hits = lexical_search()
-    if cfg.fusion == "weighted":
-        fused = fusion.weighted(dense_hits, lexical_hits, cfg.dense_weight)
+        lexical_hits, dense_weight = lexical_search()
+    if cfg.fusion != "rrf":
+        fused = fusion.weighted(dense_hits, lexical_hits, dense_weight)
     else:
         weights = (cfg.dense_weight, 1.0 - cfg.dense_weight)
         fused = fusion.rrf([dense_hits, lexical_hits], cfg.rrf_k, weights)
@@ -114,9 +130,7 @@ def _with_context(p: Passage) -> str:
 
 
 def _with_score(p: Passage, score: float) -> Passage:
-    return Passage(
-        p.chunk_id, p.document_id, p.filename, p.page, p.page_end, p.text, score, p.heading_path
-    )
+    return replace(p, score=score)
 
 
 # A precondition on a knowledge base, checked in the caller's SQL session; raises to refuse.
@@ -157,10 +171,13 @@ class Retriever:
         filters: Filters | Mapping[str, Any] | None = None,
         rerank: bool | None = None,
         check: KbCheck | None = None,
+        aggregate: Aggregate | str | None = None,
     ) -> list[Passage]:
-        """The `top_k` best passages for `query`, best first. `mode`, `rerank`: None means the
-        configured default (RAG_RETRIEVAL__MODE, RAG_RETRIEVAL__RERANK). `check`: the caller's
-        precondition on the knowledge base, run in the search's own SQL session (`admit`)."""
+        """The `top_k` best passages for `query`, best first. `mode`, `rerank`, `aggregate`:
+        None means the configured default (RAG_RETRIEVAL__MODE, __RERANK, __DOC_AGGREGATE);
+        `aggregate="document"` ranks documents and returns each one's best passage. `check`:
+        the caller's precondition on the knowledge base, run in the search's own SQL session
+        (`admit`)."""
         cfg = self.settings
         query = query.strip()
         if not query:
@@ -172,11 +189,18 @@ class Retriever:
         if mode not in MODES:
             raise InvalidInput(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
         use_rerank = cfg.rerank if rerank is None else rerank
+        aggregate = aggregate or cfg.doc_aggregate
+        if aggregate not in AGGREGATES:
+            raise InvalidInput(
+                f"aggregate must be one of {', '.join(AGGREGATES)}, not {aggregate!r}"
+            )
         parsed = Filters.parse(filters)
         attributes: tracing.Attributes = {"kb_id": kb_id, "mode": mode, "top_k": top_k}
         with tracing.span("retrieve", attributes):
             started = time.perf_counter()
-            passages = self._search(kb_id, query, top_k, mode, parsed, use_rerank, check)
+            passages = self._search(
+                kb_id, query, top_k, mode, parsed, use_rerank, check, aggregate == "document"
+            )
             metrics.RETRIEVAL_SECONDS.observe(time.perf_counter() - started)
         return passages
 
@@ -189,6 +213,7 @@ class Retriever:
         parsed: Filters | None,
         use_rerank: bool,
         check: KbCheck | None,
+        per_document: bool = False,
     ) -> list[Passage]:
         cfg = self.settings
         with self.db.read() as session:
@@ -205,24 +230,50 @@ class Retriever:
         if mode != "lexical":
             vector = self.embedder_for(dense.embedding_model).embed_query(query)
         wanted = max(top_k, cfg.rerank_candidates) if use_rerank else top_k
-        hits = rank(dense, lexical, query, vector, wanted + _SLACK, mode, cfg, allowed)
-        passages = self._load(kb_id, hits)
+        depth = max(wanted + _SLACK, cfg.doc_pool) if per_document else wanted + _SLACK
+        hits = rank(dense, lexical, query, vector, depth, mode, cfg, allowed)
+        passages, marks = self._load(kb_id, hits)
+        if per_document:
+            passages = [
+                _with_score(p, score)
+                for p, score in by_document(
+                    passages,
+                    lambda p: p.document_id,
+                    lambda p: p.score,
+                    cfg.doc_chunks,
+                    cfg.doc_decay,
+                )
+            ]
         if use_rerank:
             passages = self._rerank(query, passages[:wanted])
-        return passages[:top_k]
+        passages = passages[:top_k]
+        if cfg.page_locate and any(p.chunk_id in marks for p in passages):
+            passages = _locate_pages(passages, marks, lexical, query)
+        return passages
 
     def _rerank(self, query: str, passages: list[Passage]) -> list[Passage]:
+        """The first passages the latency budget allows, in the cross-encoder's order; the rest
+        after them in fused order, scored as the lowest reranked one (not scored: at most as
+        relevant), so scores never rise down the list."""
+        cfg = self.settings
         texts = [_with_context(p) for p in passages]
         with tracing.span("rerank", {"candidates": len(texts)}):
             started = time.perf_counter()
-            scores = self.reranker().score(query, texts)
+            scores = score_within_budget(
+                self.reranker(), query, texts, cfg.rerank_budget_ms, cfg.rerank_min_candidates
+            )
             metrics.RERANK_SECONDS.observe(time.perf_counter() - started)
-        order = sorted(range(len(passages)), key=lambda i: -scores[i])
-        return [_with_score(passages[i], scores[i]) for i in order]
+        order = sorted(range(len(scores)), key=lambda i: -scores[i])
+        head = [_with_score(passages[i], scores[i]) for i in order]
+        floor = min(scores, default=0.0)
+        return head + [_with_score(p, floor) for p in passages[len(scores) :]]
 
-    def _load(self, kb_id: str, hits: list[tuple[int, float]]) -> list[Passage]:
+    def _load(
+        self, kb_id: str, hits: list[tuple[int, float]]
+    ) -> tuple[list[Passage], dict[int, list[list[int]]]]:
+        """The hits' passages in the hits' order, and the page marks of those that have any."""
         if not hits:
-            return []
+            return [], {}
         scores = dict(hits)
         with self.db.read() as session:
             # By primary key only: with `kb_id = ?` in the WHERE clause SQLite may walk the
@@ -232,6 +283,7 @@ class Retriever:
                 .join(Document, Document.id == Chunk.document_id)
                 .where(Chunk.id.in_(list(scores)))
             ).all()
+        mine = [(chunk, filename) for chunk, filename in rows if chunk.kb_id == kb_id]
         found = {
             chunk.id: Passage(
                 chunk_id=chunk.id,
@@ -242,8 +294,40 @@ class Retriever:
                 text=chunk.text,
                 score=scores[chunk.id],
                 heading_path=tuple(chunk.heading_path or ()),
+                page_start=chunk.page_start,
             )
-            for chunk, filename in rows
-            if chunk.kb_id == kb_id
+            for chunk, filename in mine
         }
-        return [found[cid] for cid, _ in hits if cid in found]
+        marks = {chunk.id: chunk.page_marks for chunk, _ in mine if chunk.page_marks}
+        return [found[cid] for cid, _ in hits if cid in found], marks
+
+
+def _locate_pages(
+    passages: list[Passage],
+    marks: Mapping[int, list[list[int]]],
+    lexical: LexicalIndex,
+    query: str,
+) -> list[Passage]:
+    """Each passage with the page of its best-matching sentence (chunks with page marks only)."""
+    analyzer = lexical.analyzer
+    terms = analyzer.query_terms(query, _FILLER_WEIGHT)
+    idf, _ = lexical.term_idf(list(terms))
+    weights = {t: v * w for (t, w), v in zip(terms.items(), idf.tolist(), strict=True)}
+    title_like = is_title_like(query)
+    return [
+        replace(
+            p,
+            page=best_page(
+                p.text,
+                p.first_page,
+                marks[p.chunk_id],
+                weights,
+                analyzer.tokenize,
+                title_like,
+                p.heading_path[-1] if p.heading_path else "",
+            ),
+        )
+        if p.chunk_id in marks
+        else p
+        for p in passages
+    ]

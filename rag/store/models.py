@@ -11,6 +11,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -110,6 +111,11 @@ class KnowledgeBase(Base):
     # The index version queries use (index_versions.number); embedding_model/dim above always
     # describe it, since they change in the same transaction as this.
     live_version: Mapped[int] = mapped_column(Integer, default=1)
+    # Domain terms the lexical analyser keeps whole for this knowledge base (user dictionary).
+    lexical_terms: Mapped[list[str]] = mapped_column(default=list)
+    # Below this relevance (rag/retrieval/relevance.py) /ask says the knowledge base does not
+    # cover the question, without calling the LLM; None: the configured default.
+    relevance_threshold: Mapped[float | None] = mapped_column(Float, nullable=True, default=None)
 
 
 class IndexVersion(Base):
@@ -184,6 +190,9 @@ class Chunk(Base):
     char_start: Mapped[int] = mapped_column(Integer)
     char_end: Mapped[int] = mapped_column(Integer)
     heading_path: Mapped[list[str]] = mapped_column(default=list)
+    # Where a chunk spanning pages changes page: [[char offset in `text`, page], ...] after the
+    # first page (empty for a one-page chunk), so a hit can name the page of its best sentence.
+    page_marks: Mapped[list[list[int]]] = mapped_column(JSON, default=list)
     token_count: Mapped[int] = mapped_column(Integer)
     embedding: Mapped[bytes] = mapped_column(LargeBinary)  # float32, little-endian
     embedding_model: Mapped[str] = mapped_column(String(500))

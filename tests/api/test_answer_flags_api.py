@@ -84,7 +84,12 @@ def test_rest_and_sse(client: TestClient, llm: LengthLimitedLLM) -> None:
 
 def test_openai_compatible(client: TestClient) -> None:
     whole = client.post("/v1/chat/completions", json=CHAT).json()
-    assert whole["answer_flags"] == {"grounded": True, "truncated": False, "degenerate": None}
+    assert whole["answer_flags"] == {
+        "grounded": True,
+        "truncated": False,
+        "degenerate": None,
+        "covered": True,
+    }
     assert whole["choices"][0]["message"]["content"]  # OpenAI's own shape is unchanged
     streamed = client.post("/v1/chat/completions", json={**CHAT, "stream": True})
     chunks = [data for _, data in events(streamed.text) if data != "[DONE]"]

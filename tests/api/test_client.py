@@ -123,6 +123,9 @@ def test_sync_client_covers_every_method(live: Live) -> None:
         assert 1 <= len(hits) <= 3 and all(h.page >= 1 for h in hits)
         only_faq = kbqa.search(kb.id, QUESTION, mode="lexical", filters={"filename": "faq.md"})
         assert {h.document_id for h in only_faq} <= {faq.id}
+        per_document = kbqa.search(kb.id, QUESTION, top_k=5, aggregate="document")
+        assert len({h.document_id for h in per_document}) == len(per_document) >= 1
+        assert all(h.page_start is not None and h.page_start <= h.page for h in per_document)
 
         _check_answer(kbqa.ask(kb.id, QUESTION, top_k=3), live.llm.reply)
         passages = kbqa.ask(kb.id, QUESTION, retrieval_only=True)

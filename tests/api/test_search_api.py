@@ -107,3 +107,29 @@ def test_eval_request_is_validated_before_queueing(client: TestClient) -> None:
         ).status_code
         == 404
     )
+
+
+def test_search_names_the_page_of_a_multi_page_chunks_best_sentence(client: TestClient) -> None:
+    kb = client.post("/v1/knowledge-bases", json={"name": "paged"}).json()["id"]
+    text = (
+        "设备手册\n\n第一章 配发\n\n本章说明公司设备的配发与归还。\f"
+        "笔记本电脑由信息部统一配发，领取时须签字。\f"
+        "显示器和键盘可在行政部申领。\n"
+    )
+    doc = upload(client, kb, "设备手册.txt", text.encode()).json()
+    assert wait_document(client, kb, doc["id"])["status"] == "ready"
+    resp = _search(client, kb, query="显示器 键盘 申领", top_k=1)
+    assert resp.status_code == 200, resp.text
+    (hit,) = resp.json()["results"]
+    assert (hit["page"], hit["page_start"], hit["page_end"]) == (3, 1, 3)
+    (hit,) = _search(client, kb, query="笔记本电脑", top_k=1, mode="lexical").json()["results"]
+    assert hit["page"] == 2
+
+
+def test_search_aggregates_per_document_on_request(client: TestClient) -> None:
+    kb, docs = _kb(client)
+    resp = _search(client, kb, query="年假", top_k=5, aggregate="document")
+    assert resp.status_code == 200, resp.text
+    ids = [r["document_id"] for r in resp.json()["results"]]
+    assert sorted(ids) == sorted(docs.values())
+    assert _search(client, kb, query="年假", aggregate="section").status_code == 422

@@ -64,7 +64,8 @@ def _drain(svc: Services) -> None:
 
 
 def _chunks(svc: Services, kb_id: str, version: int | None = None) -> list[tuple[Any, ...]]:
-    """(filename, ordinal, text, pages, offsets, headings, tokens, model, vector) in order."""
+    """(filename, ordinal, text, pages, offsets, headings, page marks, tokens, model, vector)
+    in order."""
     query = (
         select(
             Document.filename,
@@ -75,6 +76,7 @@ def _chunks(svc: Services, kb_id: str, version: int | None = None) -> list[tuple
             Chunk.char_start,
             Chunk.char_end,
             Chunk.heading_path,
+            Chunk.page_marks,
             Chunk.token_count,
             Chunk.embedding_model,
             Chunk.embedding,

@@ -20,8 +20,10 @@ from rag.store.models import Chunk, Document
 from tests.integration.service_process import ServiceProcess
 
 pytestmark = pytest.mark.integration
-DOCS = 20
-QUERIES = [f"第 {i} 号文档讲的是什么主题" for i in range(0, DOCS, 3)] + ["正文第五句", "主题"]
+# Enough documents that the re-index outlasts three restarts: with the pooled parsers it takes
+# a few seconds, and a restart (and the first searches after it) about as long.
+DOCS = 40
+QUERIES = [f"第 {i} 号文档讲的是什么主题" for i in range(0, 20, 3)] + ["正文第五句", "主题"]
 
 
 def _documents() -> dict[str, bytes]:

@@ -62,4 +62,6 @@ def test_travel_question_ranks_the_policy_first(demo: tuple[Services, str]) -> N
     svc, kb_id = demo
     hits = svc.retriever.search(kb_id, "去上海出差住酒店每晚最多报销多少钱？", 3)
     assert hits[0].filename == "差旅与报销制度.docx"
-    assert "650" in hits[0].text
+    # Second since the bigram analyzer (issue 18): the travel-request section shares more of
+    # the question's bigrams (出差, 酒店, 报销); both reach the answer's prompt.
+    assert any("650" in h.text for h in hits[:2]), hits

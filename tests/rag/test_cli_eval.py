@@ -42,6 +42,17 @@ def test_eval_prints_a_table_and_writes_json(
         only = runner.invoke(app, args)
         assert only.exit_code == 0 and "dense" not in only.output
 
+        args = ["eval", "--kb", "hb", "--golden", str(golden), "--baselines", "--json", str(out)]
+        beside = runner.invoke(app, args)
+        assert beside.exit_code == 0, beside.output
+        modes = json.loads(out.read_text())["modes"]
+        assert list(modes) == ["naive-bm25", "naive-dense", "lexical", "dense", "hybrid"]
+        assert modes["naive-bm25"]["hit_at"]["1"] == 1.0  # the one window holds the answer
+        assert "naive-bm25" in beside.output and "naive-dense" in beside.output
+        args = ["eval", "--kb", "hb", "--golden", str(golden), "--baselines", "--modes", "hybrid"]
+        one = runner.invoke(app, args)
+        assert one.exit_code == 0 and "naive-bm25" in one.output and "lexical" not in one.output
+
         golden.write_text('{"id": "a", "question": "年假"}\nnot json\n', encoding="utf-8")
         broken = runner.invoke(app, ["eval", "--kb", "hb", "--golden", str(golden)])
         assert broken.exit_code == 1 and "golden.jsonl:2: not JSON" in broken.output

@@ -110,7 +110,7 @@ def test_terms_newer_than_the_base_are_found_in_the_delta() -> None:
     index.add_texts([900, 901], ["zebra w1", "w1 w2"])  # "zebra": a column the base lacks
     index.refresh()
     assert index._delta is not None and index._base is not None
-    assert index.query_ids("zebra w1").max() >= index._base.columns
+    assert index.query("zebra w1").ids.max() >= index._base.columns
     hits = index.search(index.query_ids("zebra w1"), 5)
     assert hits[0][0] == 900
     assert [s for _, s in hits] == sorted((s for _, s in hits), reverse=True)

@@ -193,3 +193,50 @@ def test_a_corrupt_lexical_snapshot_is_rebuilt_from_sql(
         assert list(directory.parent.glob(f"{directory.name}.corrupt-lexical-*"))
     finally:
         again.close()
+
+
+PAGED = (
+    "设备手册\n\n第一章 配发\n\n本章说明公司设备的配发与归还。\f"
+    "笔记本电脑由信息部统一配发，领取时须签字。\f"
+    "显示器和键盘可在行政部申领。\n"
+)
+
+
+def test_a_multi_page_chunk_names_the_page_of_its_best_sentence(svc: Services) -> None:
+    kb_id = svc.knowledge.create_kb("paged").id
+    _add(svc, kb_id, "设备手册.txt", PAGED)
+    _drain(svc)
+    for mode in ("lexical", "hybrid", "dense"):
+        (laptop,) = svc.retriever.search(kb_id, "笔记本电脑配发", 1, mode=mode)
+        assert (laptop.page_start, laptop.page_end) == (1, 3)
+        assert laptop.page == 2, mode
+        (screen,) = svc.retriever.search(kb_id, "显示器 键盘 申领", 1, mode=mode)
+        assert screen.page == 3 and screen.first_page == 1
+    svc.settings.retrieval.page_locate = False
+    (plain,) = svc.retriever.search(kb_id, "显示器 键盘 申领", 1, mode="lexical")
+    assert plain.page == 1
+
+
+def test_document_aggregation_returns_each_document_once(svc: Services, kb: dict[str, str]) -> None:
+    many = "\n\n".join(f"第{i}节 细则\n\n补充说明第{i}条：年假、报销、电脑。" for i in range(12))
+    other = _add(svc, kb["kb"], "细则.txt", many)
+    _drain(svc)
+    query = "年假 报销 电脑"
+    chunks = svc.retriever.search(kb["kb"], query, 5, mode="lexical")
+    assert {p.document_id for p in chunks} == {other}
+    for mode in ("lexical", "hybrid", "dense"):
+        docs = svc.retriever.search(kb["kb"], query, 5, mode=mode, aggregate="document")
+        ids = [p.document_id for p in docs]
+        assert len(ids) == len(set(ids)) >= 3, mode
+        assert [p.score for p in docs] == sorted((p.score for p in docs), reverse=True)
+    lexical_docs = svc.retriever.search(kb["kb"], query, 5, mode="lexical", aggregate="document")
+    assert lexical_docs[0].document_id == other  # its best chunk matches every term
+    with pytest.raises(InvalidInput, match="aggregate"):
+        svc.retriever.search(kb["kb"], query, aggregate="section")
+
+
+def test_adaptive_fusion_searches_like_weighted_fusion(svc: Services, kb: dict[str, str]) -> None:
+    svc.settings.retrieval.fusion = "adaptive"
+    top = svc.retriever.search(kb["kb"], "ThinkPad-X1-G11 坏了", 1, mode="hybrid")[0]
+    assert "ThinkPad-X1-G11" in top.text
+    assert svc.retriever.search(kb["kb"], "年假有几天", 3, mode="hybrid")
