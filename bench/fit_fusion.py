@@ -101,9 +101,7 @@ def questions_of(svc: Any, kb_id: str, s: EvalSet) -> list[Question]:
         vector = embedder.embed_query(query)
         dense_hits = dense.search(vector, pool)
         lexical_hits = lexical.search(lexical.query(query), pool)
-        terms = lexical.analyzer.query_terms(query, 0.3)
-        idf, _ = lexical.term_idf(list(terms))
-        weights = {t: v * w for (t, w), v in zip(terms.items(), idf.tolist(), strict=True)}
+        weights = lexical.telling_terms(query)
         title_q = is_title_like(query)
 
         def answers(

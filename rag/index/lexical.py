@@ -61,6 +61,8 @@ def _field_idf(df: np.ndarray, n: int, body_of: np.ndarray) -> np.ndarray:
 
 
 _SCORE = itemgetter(1)
+# The share of its IDF a question word or filler keeps when hits are matched to a query.
+MATCH_FILLER_WEIGHT = 0.3
 
 
 class StaleAnalyzer(IndexUnusable):
@@ -465,6 +467,14 @@ class LexicalIndex:
                     df[n] = sum(int(s.df[tid]) for s in segments if tid < s.columns)
             count = max(sum(len(s.ids) for s in segments), 1)
         return _idf(df, count), float(_idf(np.zeros(1, dtype=np.int64), count)[0])
+
+    def telling_terms(self, query: str) -> dict[str, float]:
+        """Each distinct term of `query` with how telling it is here: its IDF, times
+        MATCH_FILLER_WEIGHT for question words and fillers. What a hit's sentences (page
+        locating) and its text (relevance) are matched against."""
+        weighted = self.analyzer.query_terms(query, MATCH_FILLER_WEIGHT)
+        idf, _ = self.term_idf(list(weighted))
+        return {t: v * w for (t, w), v in zip(weighted.items(), idf.tolist(), strict=True)}
 
     def search(
         self, query: LexicalQuery | np.ndarray, k: int, allowed: np.ndarray | None = None

@@ -64,19 +64,11 @@ def default_threshold(embedding_model: str, configured: float) -> float:
     return configured if PurePath(embedding_model).name in FITTED else 0.0
 
 
-# Question words and fillers count this much of their IDF (rag/index/analyzer.py FILLERS_ZH).
-FILLER_WEIGHT = 0.3
-
-
 def query_terms(lexical: LexicalIndex, query: str) -> tuple[list[str], np.ndarray]:
     """The query's distinct terms, as the knowledge base's BM25 index analyses them, and the
     weight of each: its IDF there, less for question words and fillers."""
-    weighted = lexical.analyzer.query_terms(query, FILLER_WEIGHT)
-    terms = list(weighted)
-    if not terms:
-        return terms, np.zeros(0, dtype=np.float32)
-    idf, _ = lexical.term_idf(terms)
-    return terms, idf * np.asarray([weighted[t] for t in terms], dtype=np.float32)
+    telling = lexical.telling_terms(query)
+    return list(telling), np.asarray(list(telling.values()), dtype=np.float32)
 
 
 def coverage(terms: Sequence[str], weights: np.ndarray, tokens: Iterable[str]) -> float:

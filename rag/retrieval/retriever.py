@@ -44,8 +44,6 @@ Aggregate = Literal["chunk", "document"]
 AGGREGATES: tuple[str, ...] = get_args(Aggregate)
 # Extra hits asked of the indexes: a chunk deleted a moment ago may still be in them.
 _SLACK = 8
-# The share of its IDF a question word or filler counts for when choosing a hit's sentence.
-_FILLER_WEIGHT = 0.3
 
 
 @dataclass(frozen=True)
@@ -310,9 +308,7 @@ def _locate_pages(
 ) -> list[Passage]:
     """Each passage with the page of its best-matching sentence (chunks with page marks only)."""
     analyzer = lexical.analyzer
-    terms = analyzer.query_terms(query, _FILLER_WEIGHT)
-    idf, _ = lexical.term_idf(list(terms))
-    weights = {t: v * w for (t, w), v in zip(terms.items(), idf.tolist(), strict=True)}
+    weights = lexical.telling_terms(query)
     title_like = is_title_like(query)
     return [
         replace(
