@@ -29,11 +29,15 @@ from api.routes import (
     knowledge_bases,
     openai_compat,
     search,
+    sources,
+    sync,
     ui,
     versions,
+    webhooks,
 )
 from rag.core import log_setup, tracing
 from rag.core.errors import ConfigError
+from rag.generation.upstream_metrics import UpstreamCollector, load_nvml
 from rag.kb.doc_metrics import DocumentStatusCollector
 from rag.kb.queue_metrics import JobQueueCollector
 
@@ -135,6 +139,9 @@ def create_app(
         app.state.registry = CollectorRegistry()
         app.state.registry.register(DocumentStatusCollector(svc.db))
         app.state.registry.register(JobQueueCollector(svc.db))
+        if svc.settings.llm.upstream_metrics:  # the LLM servers' own metrics and this host's GPUs
+            upstream = UpstreamCollector.for_settings(svc.settings.llm, nvml=load_nvml())
+            app.state.registry.register(upstream)
         stop = threading.Event()
         if warm_up:
             threading.Thread(target=_warm_up, args=(app, svc), daemon=True).start()
@@ -144,6 +151,9 @@ def create_app(
         app.state.repairing = False
         app.state.doctor = {"last_run": None, "findings": []}
         threading.Thread(target=_doctor_loop, args=(app, svc, stop), daemon=True).start()
+        dispatcher = svc.webhook_dispatcher() if svc.settings.webhooks.enabled else None
+        if dispatcher is not None:
+            dispatcher.start()
         if start_worker:
             app.state.worker = svc.ingest_worker()
             if app.state.worker is not None:
@@ -152,6 +162,8 @@ def create_app(
             yield
         finally:
             stop.set()
+            if dispatcher is not None:
+                dispatcher.stop()
             if app.state.worker is not None:
                 app.state.worker.stop()
             if close_services:
@@ -176,13 +188,16 @@ def create_app(
     for router in (
         knowledge_bases.router,
         documents.router,
+        sources.router,
         search.router,
         ask.router,
         conversations.router,
         openai_compat.router,
         jobs.router,
+        sync.router,
         versions.router,
         keys.router,
+        webhooks.router,
         health.router,
         ui.router,
         docs.router,

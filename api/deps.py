@@ -17,6 +17,7 @@ from rag.core.config import Settings
 from rag.evaluation.runner import Evaluator
 from rag.generation.llm import LLMClient
 from rag.index.store import IndexStore
+from rag.integrations.webhook_delivery import WebhookDispatcher
 from rag.kb import knowledge
 from rag.kb.doctor import Doctor
 from rag.kb.knowledge import KnowledgeBases, StagedFile
@@ -76,6 +77,9 @@ class Root(Protocol):
 
     def ingest_worker(self) -> Worker | None:
         """The worker `rag serve` runs in the API process (None: RAG_INGEST__WORKERS=0)."""
+
+    def webhook_dispatcher(self) -> WebhookDispatcher:
+        """A webhook dispatcher for this process (not started)."""
 
     def stage_upload(
         self, source: BinaryIO, filename: str | None, data_dir: Path, max_bytes: int

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.types import UtcDateTime
 from rag.kb import job_control
+from rag.kb.chunks import ChunkView
 from rag.kb.knowledge import KBStats
 from rag.kb.scheduling import QueueState, priority_name
 from rag.kb.versions import VersionInfo
@@ -84,6 +85,11 @@ class LexiconIn(RequestBody):
         description="domain words the lexical index keeps whole (each 1-32 characters, no "
         "whitespace); stored folded (NFKC, lower case, simplified), deduplicated and sorted",
     )
+
+
+class LexiconPatch(RequestBody):
+    add: list[str] = Field(default_factory=list, max_length=5000, description="terms to add")
+    remove: list[str] = Field(default_factory=list, max_length=5000, description="terms to drop")
 
 
 class LexiconOut(BaseModel):
@@ -160,6 +166,19 @@ class DocumentOut(BaseModel):
     created_at: UtcDateTime
     updated_at: UtcDateTime
     duplicate: bool = False
+    key: str | None = Field(
+        None, description="what versions of one document share: external_id, else the filename"
+    )
+    external_id: str | None = None
+    parent_id: str | None = Field(
+        None, description="the document this one was extracted from (a mail's attachment)"
+    )
+    version: int = Field(1, description="1, 2, ... within the key")
+    current: bool = Field(
+        True,
+        description="the key's current version: listed, and searched once ready; a newer "
+        "version is not current until it is ready",
+    )
     # Ingestion progress, for queued and processing documents only (null otherwise).
     queue_position: int | None = Field(
         None, description="queued: 1-based place in the fair ingestion order (1 runs next)"
@@ -191,6 +210,11 @@ class DocumentOut(BaseModel):
             created_at=doc.created_at,
             updated_at=doc.updated_at,
             duplicate=duplicate,
+            key=doc.doc_key,
+            external_id=doc.external_id,
+            parent_id=doc.parent_id,
+            version=doc.revision,
+            current=doc.is_current,
         )
         if queue is not None and doc.status in (DocumentStatus.queued, DocumentStatus.processing):
             out.queue_position, out.stage = queue.queue_position, queue.stage
@@ -201,6 +225,69 @@ class DocumentOut(BaseModel):
 
 class DocumentList(BaseModel):
     documents: list[DocumentOut]
+
+
+class DocumentVersions(BaseModel):
+    key: str | None
+    versions: list[DocumentOut] = Field(description="newest first")
+
+
+class RestoreRequest(RequestBody):
+    version: int | None = Field(
+        None, ge=1, description="the version to restore; null: the newest superseded one"
+    )
+
+
+class SyncRequest(RequestBody):
+    """Keep the knowledge base equal to a folder on the server, or to a list of URLs."""
+
+    folder: str | None = Field(
+        None, description="a folder the worker reads, inside one of RAG_SYNC__FOLDERS"
+    )
+    urls: list[str] | None = Field(
+        None, description="URLs under one of RAG_SYNC__URL_PREFIXES", max_length=100_000
+    )
+    interval_s: float | None = Field(
+        None,
+        gt=0,
+        description="run again this many seconds after each run ends, until the queued run "
+        "is cancelled (at least RAG_SYNC__MIN_INTERVAL_S); null: once",
+    )
+    delete_missing: bool = Field(
+        True, description="delete the documents the source no longer lists"
+    )
+
+
+class ChunkOut(BaseModel):
+    id: int
+    document_id: str
+    version: int = Field(description="the index version the chunk belongs to")
+    ordinal: int = Field(description="its place in the document, from 0")
+    text: str
+    page_start: int
+    page_end: int
+    page_marks: list[list[int]] = Field(
+        description="[[offset in text, page], ...]: where the text moves to a later page"
+    )
+    heading_path: list[str]
+    token_count: int
+    disabled: bool = Field(description="kept in SQL, left out of search and answers")
+
+    @classmethod
+    def of(cls, chunk: ChunkView) -> ChunkOut:
+        return cls(**asdict(chunk))
+
+
+class ChunkList(BaseModel):
+    version: int = Field(description="the live index version the chunks belong to")
+    total: int
+    offset: int
+    limit: int
+    chunks: list[ChunkOut]
+
+
+class ChunkUpdate(RequestBody):
+    disabled: bool = Field(description="true: leave search and answers; false: take part again")
 
 
 class SearchRequest(RequestBody):
@@ -233,7 +320,10 @@ class SearchResult(BaseModel):
     page_end: int
     text: str
     score: float
-    heading_path: list[str]
+    title: str = Field("", description="the document's title (metadata title, else file name)")
+    heading_path: list[str] = Field(
+        description="document title › chapter › section: where the passage sits"
+    )
     relevance: float | None = Field(
         None,
         description="absolute relevance in [0, 1], comparable across queries; null in a citation",
@@ -250,7 +340,8 @@ class SearchResult(BaseModel):
             page_end=p.page_end,
             text=p.text,
             score=p.score,
-            heading_path=list(p.heading_path),
+            title=p.title,
+            heading_path=list(p.full_path),
         )
 
 
@@ -269,7 +360,8 @@ class AskRequest(RequestBody):
     response_format: dict[str, Any] | None = Field(
         None,
         description='OpenAI-style {"type": "json_schema", "json_schema": {"name", "schema"}}: '
-        "guided decoding on vLLM; the answer is validated (one retry) and returned in `parsed`.",
+        "guided decoding on vLLM; the answer is validated, asked for again with the validation "
+        "error up to RAG_LLM__JSON_RETRIES times (422 after that), and returned in `parsed`.",
     )
     max_tokens: int | None = Field(None, ge=1, description="At most the configured answer length.")
     temperature: float | None = Field(None, ge=0, le=2)
@@ -296,6 +388,18 @@ class AskRequest(RequestBody):
 class CitationOut(SearchResult):
     index: int
     cited: bool
+
+
+class RoutingOut(BaseModel):
+    """How the answering route was chosen (rag/generation/model_routes.py)."""
+
+    route: str
+    source: Literal["rule", "classifier", "default"] = Field(
+        description="rule: a routing rule matched; classifier: the routing classifier's label "
+        "was confident enough; default: neither"
+    )
+    label: str | None = Field(None, description="The classifier's label (kb, code, math, ...).")
+    confidence: float | None = Field(None, description="The classifier's probability of label.")
 
 
 class AskResponse(BaseModel):
@@ -327,6 +431,17 @@ class AskResponse(BaseModel):
         description="false: no passage was relevant enough, the answer is the fixed 'not "
         "covered' message, without citations and without an LLM call",
     )
+    fallback_from: str | None = Field(
+        None,
+        description="The route that was down when its fallback (`route`, `model`) answered "
+        "instead; null when the chosen route answered.",
+    )
+    structured_retries: int = Field(
+        0, description="How often the structured answer was asked for again before it was valid."
+    )
+    routing: RoutingOut | None = Field(
+        None, description="How the route was chosen; null without a generated answer."
+    )
 
     @classmethod
     def of(cls, a: Answer, *, cached: bool = False) -> AskResponse:
@@ -355,6 +470,9 @@ def answer_flags(a: Answer) -> dict[str, Any]:
         "truncated": a.truncated,
         "degenerate": a.degenerate,
         "covered": a.covered,
+        "fallback_from": a.fallback_from,
+        "structured_retries": a.structured_retries,
+        "routing": a.routing,
     }
 
 

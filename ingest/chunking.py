@@ -1,8 +1,9 @@
 """Chinese-aware chunking that keeps every chunk's page span, offsets and heading path.
 
-Every chunk is an exact slice of the document's `full_text`, never crosses a section, and a
-section's first chunk starts with its heading (`chunk_document` has the rules); tables of
-contents are left out (`_without_toc`). Token counts come from the injected `count_tokens`, so
+Every chunk is a slice of the document's `full_text` (a chunk that starts inside a table cut
+between rows first repeats the table's header row), never crosses a section, and a section's
+first chunk starts with its heading (`chunk_document` has the rules); tables of contents are
+left out (`_without_toc`). Token counts come from the injected `count_tokens`, so
 chunk sizes match the embedding model's (or the LLM's) tokenizer without this module knowing
 which one it is.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import re
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from ingest.normalize import is_cjk
@@ -29,12 +30,16 @@ _SENTENCE_END = re.compile(
 _TOC_ENTRY = re.compile(r"[^…\n\t]{0,160}?(?:…+|(?: ?[.·]){4,}|\t)\s*\d{1,4}(?!\d)")
 _TOC_SHARE = 0.6  # of a block's characters that TOC entries or heading titles must cover
 _HUGE_CHARS_PER_TOKEN = 32  # a remainder longer than this many chars per budget token is huge
+# The line under a Markdown table's header row ("|---|:--:|"): the row above it is the header.
+_TABLE_RULE = re.compile(r"^\|?\s*:?-{3,}:?\s*(?:\|\s*:?-{3,}:?\s*)*\|?$")
 
 
 @dataclass(frozen=True)
 class Chunk:
     ordinal: int  # 0-based within the document
-    text: str  # == full_text[char_start:char_end], no surrounding whitespace
+    # == full_text[char_start:char_end], no surrounding whitespace, after `lead_chars`
+    # characters: the header row (and "\n") repeated before a chunk that starts inside a table
+    text: str
     page_start: int
     page_end: int
     char_start: int
@@ -44,6 +49,7 @@ class Chunk:
     # Where the page changes inside `text`: (char offset in text, page) after page_start, so a
     # search hit can name the page of its best sentence; () for a chunk on one page.
     page_marks: tuple[tuple[int, int], ...] = ()
+    lead_chars: int = 0
 
     @property
     def embed_text(self) -> str:
@@ -73,6 +79,7 @@ class _Piece:
     tokens: int
     page: int
     kind: PieceKind
+    head: _Piece | None = None  # a table row's header row, repeated when a chunk starts here
 
 
 @dataclass(frozen=True)
@@ -122,6 +129,8 @@ class _Splitter:
                 lo = mid
             else:
                 hi = mid - 1
+        if room <= 0 and not force:
+            return None
         cut = lo if lo > p.start else p.start + 1 if force else p.start
         if not p.start < cut < p.end:
             return None  # nothing fits, or p is a single unsplittable character
@@ -132,16 +141,23 @@ class _Splitter:
         huge = p.end - cut > self.budget * _HUGE_CHARS_PER_TOKEN  # estimate, don't re-count, a blob
         estimate = p.tokens - head.tokens if head and huge else 0
         tail = self.piece(cut, p.end, p.page, p.kind, tokens=estimate)
-        return [q for q in (head, tail) if q]
+        return [replace(q, head=p.head) for q in (head, tail) if q]
 
     def rows(self, p: _Piece) -> list[_Piece]:
+        """A table's rows; a Markdown header row and its rule make one piece, the `head` of
+        every other row, unless it would take more than half a chunk on its own."""
         out: list[_Piece] = []
         pos = p.start
         for line in self.text[p.start : p.end].split("\n"):
             row = self.piece(pos, pos + len(line), p.page, "row")
             out.extend([row] if row else [])
             pos += len(line) + 1
-        return out
+        if len(out) < 3 or not _TABLE_RULE.match(self.text[out[1].start : out[1].end]):
+            return out
+        head = self.piece(out[0].start, out[1].end, p.page, "row")
+        if head is None or head.tokens > self.budget // 2:
+            return out
+        return [head, *(replace(row, head=head) for row in out[2:])]
 
     def block(self, placed: _Placed) -> list[_Piece]:
         """Sentences, a heading, a whole table or its rows. Pieces may exceed the budget: they
@@ -167,12 +183,26 @@ def _breakable(text: str, i: int) -> bool:
     return a.isspace() or b.isspace() or is_cjk(a) or is_cjk(b)
 
 
+def _lead(group: list[_Piece]) -> _Piece | None:
+    """The header row to repeat before a chunk that starts inside a table cut between rows."""
+    head = group[0].head
+    return head if head is not None and head not in group else None
+
+
+def _lead_tokens(group: list[_Piece]) -> int:
+    lead = _lead(group)
+    return lead.tokens if lead else 0
+
+
 def _overlap(chunk: list[_Piece], limit: int, next_tokens: int, budget: int) -> list[_Piece]:
-    """The last sentences of a chunk, at most `limit` tokens, leaving room for the next piece."""
+    """The last sentences of a chunk, at most `limit` tokens, leaving room for the next piece
+    (and for the header row the next chunk repeats if it starts with table rows)."""
     tail: list[_Piece] = []
     used = 0
     for p in reversed(chunk[1:]):  # never the whole chunk: the next one must move forward
-        if p.kind == "heading" or used + p.tokens > limit or used + p.tokens + next_tokens > budget:
+        if p.kind == "heading" or used + p.tokens > limit:
+            break
+        if used + p.tokens + _lead_tokens([p, *tail]) + next_tokens > budget:
             break
         tail.insert(0, p)
         used += p.tokens
@@ -187,7 +217,8 @@ def _pack(pieces: list[_Piece], splitter: _Splitter, overlap: int) -> list[list[
     used, fresh = 0, False  # fresh: cur holds text beyond its heading and the overlap
     while queue:
         p = queue.popleft()
-        if used + p.tokens <= budget:
+        lead = _lead_tokens(cur or [p])
+        if used + lead + p.tokens <= budget:
             cur.append(p)
             used += p.tokens
             fresh = fresh or p.kind != "heading"
@@ -197,7 +228,7 @@ def _pack(pieces: list[_Piece], splitter: _Splitter, overlap: int) -> list[list[
         elif not fresh or p.tokens > budget:
             # Fill the chunk with the start of p: a heading keeps the start of its text, and a
             # sentence longer than a chunk flows on without leaving small scraps.
-            parts = splitter.fit(p, budget - used, force=not cur)
+            parts = splitter.fit(p, budget - used - lead, force=not cur)
         else:
             parts = None
         if parts:
@@ -217,8 +248,8 @@ def _pack(pieces: list[_Piece], splitter: _Splitter, overlap: int) -> list[list[
 
 
 def _page_marks(group: list[_Piece], start: int) -> tuple[tuple[int, int], ...]:
-    """(offset in the chunk's text, page) at each piece that starts a new page, counted from
-    the chunk's first page (page_start, its lowest)."""
+    """(offset in the chunk's text from `start`, page) at each piece that starts a new page,
+    counted from the chunk's first page (page_start, its lowest)."""
     marks: list[tuple[int, int]] = []
     page = min(p.page for p in group)
     for p in group:
@@ -309,7 +340,8 @@ def chunk_document(
     answer are retrieved together. Inside a section, text is cut at sentence ends (。！？； and
     !?;. before a space) and at line breaks, and sentences are packed up to `chunk_tokens`; the
     next chunk repeats the last sentences (at most `overlap_tokens`). A sentence longer than a
-    chunk is cut by tokens; a table stays whole when it fits, else it is cut between rows.
+    chunk is cut by tokens; a table stays whole when it fits, else it is cut between rows, and
+    a chunk that starts inside it opens with its header row again (`Chunk.lead_chars`).
     """
     full_text, placed = _layout(_without_toc(doc.blocks))
     splitter = _Splitter(full_text, count_tokens, config.chunk_tokens)
@@ -318,7 +350,9 @@ def chunk_document(
         pieces = [p for item in items for p in splitter.block(item)]
         for group in _pack(pieces, splitter, config.overlap_tokens):
             start, end = group[0].start, group[-1].end
-            text = full_text[start:end]
+            lead = _lead(group)
+            prefix = f"{full_text[lead.start : lead.end]}\n" if lead else ""
+            text = prefix + full_text[start:end]
             chunks.append(
                 Chunk(
                     ordinal=len(chunks),
@@ -329,7 +363,8 @@ def chunk_document(
                     char_end=end,
                     heading_path=path,
                     token_count=count_tokens(text),
-                    page_marks=_page_marks(group, start),
+                    page_marks=_page_marks(group, start - len(prefix)),
+                    lead_chars=len(prefix),
                 )
             )
     return full_text, chunks

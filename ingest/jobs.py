@@ -17,9 +17,9 @@ import time
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import case, update
+from sqlalchemy import CursorResult, case, update
 from sqlalchemy.orm import Session
 
 from ingest import progress, reindex, sandbox
@@ -30,7 +30,7 @@ from rag.core.config import IngestSettings
 from rag.core.errors import IngestionError, NotFound
 from rag.evaluation.runner import EVAL_JOB, Evaluator
 from rag.index.store import IndexStore
-from rag.kb import job_control, scheduling, versions
+from rag.kb import events, job_control, scheduling, sync, versions
 from rag.store.db import Database
 from rag.store.models import Document, DocumentStatus, IngestStage, Job, JobKind, JobStatus
 
@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 STAGE_FLUSH_S = 0.5
 # The columns of a job that is queued again: it has no stage until a worker takes it up.
 _UNSTARTED: dict[str, Any] = {"stage": None, "pages_done": 0, "pages_total": None}
+# Document states a job's end never changes: ready, or replaced by a newer version.
+_SETTLED = (DocumentStatus.ready, DocumentStatus.superseded)
 
 
 class _Interrupted(Exception):
@@ -47,7 +49,7 @@ class _Interrupted(Exception):
 
 class Worker:
     """Runs queued jobs: ingestion through `pipeline`, index versions through `reindexer`,
-    rebuilds on `indexes`, evaluations through `evaluator`."""
+    rebuilds on `indexes`, evaluations through `evaluator`, syncs through `syncer`."""
 
     def __init__(
         self,
@@ -61,8 +63,10 @@ class Worker:
         threads: int = 1,
         worker_id: str | None = None,
         reindex_build: reindex.Build | None = None,
+        syncer: sync.Syncer | None = None,
     ) -> None:
         self.db = db
+        self.syncer = syncer
         self.indexes = indexes
         self.pipeline = pipeline
         self.reindexer = reindexer
@@ -234,6 +238,7 @@ class Worker:
                 on_stage=lambda done: self._ingest_stage(job.id, done),
                 on_begin=lambda session: self._began(session, job.id),
                 on_pages=lambda pages: self._stages.record(job.id, 0, pages=pages),
+                on_ocr=lambda done, total: self._stages.record_ocr(job.id, done, total),
             )
             metrics.DOCUMENTS_INGESTED.labels(status=outcome.status).inc()
             log.info(
@@ -268,6 +273,18 @@ class Worker:
             )
             with self.db.write() as session:
                 self._mark(session, job.id, JobStatus.succeeded, result=result)
+        elif job.kind == JobKind.sync and job.kb_id:
+            if self.syncer is None:
+                raise IngestionError("this worker was built without sync support")
+            run = self.syncer.run(job, lambda d, t: self._progress(job.id, d, t))
+            status = JobStatus.failed if run.error else JobStatus.succeeded
+            with self.db.write() as session:
+                # The schedule's next run is queued with this one's end, or not at all.
+                following = sync.end_run(session, job.id, run.state, self.db.now())
+                if following is not None:
+                    run.result["next_job_id"] = following.id
+                self._mark(session, job.id, status, result=run.result, error=run.error)
+                events.sync_finished(session, job.kb_id, job.id, run.result, run.error)
         else:
             raise IngestionError(f"unknown job kind {job.kind!r}")
 
@@ -278,7 +295,7 @@ class Worker:
             if job.document_id:
                 session.execute(
                     update(Document)
-                    .where(Document.id == job.document_id)
+                    .where(Document.id == job.document_id, Document.status.not_in(_SETTLED))
                     .values(status=DocumentStatus.failed, error="ingestion cancelled")
                 )
 
@@ -341,6 +358,8 @@ class Worker:
             else {}
         )
         self._mark(session, job.id, status, result=result, error=outcome.error, **stored)
+        # In the same commit as the outcome: the event exists exactly when the outcome does.
+        events.document_settled(session, outcome.document_id, outcome.status, outcome.error)
 
     def _mark(
         self,
@@ -367,11 +386,13 @@ class Worker:
             session.flush()
             versions.settle_abandoned(session, job.kb_id)  # its version will not go live
         if job.document_id:
-            session.execute(
+            failed = session.execute(
                 update(Document)
-                .where(Document.id == job.document_id, Document.status != DocumentStatus.ready)
+                .where(Document.id == job.document_id, Document.status.not_in(_SETTLED))
                 .values(status=DocumentStatus.failed, error=reason)
             )
+            if cast(CursorResult[Any], failed).rowcount:
+                events.document_settled(session, job.document_id, DocumentStatus.failed, reason)
 
     def _retry_or_fail(self, job: Job, exc: Exception) -> None:
         reason = f"{exc.__class__.__name__}: {exc}"

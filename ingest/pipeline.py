@@ -4,11 +4,13 @@ The chunks, the document's status and its job's completion are committed in one 
 a document is searchable all at once or not at all; replaying a document after a crash starts
 again from its stored file. A document is prepared for the knowledge base's live index version;
 if a re-index switches it meanwhile, the commit refuses (`VersionChanged`) and the document is
-prepared again. Text already embedded with the same model is not embedded again.
+prepared again. Text already embedded with the same model is not embedded again. A new version
+of a document replaces the current one in the same commit (rag/kb/knowledge.py `take_over`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import time
@@ -21,15 +23,17 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ingest.attachments import ChildDocuments
 from ingest.chunking import Chunk as TextChunk
 from ingest.chunking import ChunkingConfig, chunk_document
 from ingest.parsers.base import ParsedDocument, ParseLimits
+from ingest.parsers.notices import finish
 from ingest.sandbox import parse_isolated
 from rag.core import metrics, tracing
 from rag.core.config import IngestSettings
 from rag.core.errors import IngestionError
 from rag.index.store import IndexStore
-from rag.kb import quarantine
+from rag.kb import knowledge, quarantine
 from rag.ml.embedding import Embedder
 from rag.ml.tokens import TokenCounter
 from rag.store import sequence
@@ -54,6 +58,8 @@ class Outcome:
     chunks: int = 0
     pages: int = 0
     error: str | None = None
+    # Older versions of its key were superseded in the same commit (their files may be pruned).
+    replaced: bool = False
 
 
 @contextmanager
@@ -156,11 +162,15 @@ def _finish(
             raise VersionChanged(
                 f"prepared for index version {payload[0].version}, but {live} is live"
             )
-    doc = session.get(Document, outcome.document_id, with_for_update=True)
+    doc = knowledge.lock_for_commit(session, outcome.document_id)
     if doc is None:  # deleted while we worked: keep nothing
         outcome = Outcome(outcome.document_id, "deleted")
     elif doc.status == DocumentStatus.ready:  # another worker finished it first
         outcome = Outcome(doc.id, doc.status, doc.chunk_count, doc.pages or 0)
+    elif not knowledge.in_service(session, doc):  # a newer version went live first
+        if doc.status != DocumentStatus.superseded:
+            knowledge.supersede(session, doc)
+        outcome = Outcome(doc.id, DocumentStatus.superseded)
     else:
         doc.status = outcome.status
         doc.error = outcome.error
@@ -170,6 +180,12 @@ def _finish(
             # A previous attempt cannot have committed chunks (they commit with status=ready),
             # but be strict: this document's chunk set is exactly what we insert now.
             add_chunks(session, kb.id, doc.id, item.version, item.model, chunks, vectors)
+            # The version it replaces leaves the indexes in this same commit. Its chunks go
+            # after ours are in: SQLite gives a new row the highest id + 1, which must not be
+            # the id of a chunk deleted a moment before.
+            session.flush()
+            if knowledge.take_over(session, doc):
+                outcome = dataclasses.replace(outcome, replaced=True)
             doc.pages = parsed.pages
             doc.chunk_count = len(chunks)
             doc.warnings = parsed.warnings[:50]
@@ -190,6 +206,7 @@ class Pipeline:
         ingest: IngestSettings,
         tokens: Callable[[], TokenCounter],
         embedder_for: Callable[[str], Embedder],
+        children: ChildDocuments | None = None,
     ) -> None:
         self.db = db
         self.indexes = indexes
@@ -197,19 +214,25 @@ class Pipeline:
         self.ingest = ingest
         self.tokens = tokens
         self.embedder_for = embedder_for
+        self.children = children  # queues a mail's attachments (None: they are dropped)
 
-    def parse_document(self, doc: Document) -> ParsedDocument:
+    def parse_document(
+        self, doc: Document, on_ocr: Callable[[int, int], None] | None = None
+    ) -> ParsedDocument:
         cfg = self.ingest
-        limits = ParseLimits(
-            max_pages=cfg.max_pages, max_decompressed_bytes=cfg.max_decompressed_bytes
-        )
+        limits = ParseLimits.from_settings(cfg)
         path = self.data_dir / doc.storage_path
         if not path.is_file() and not quarantine.restore(
             self.data_dir, doc.storage_path, f"document {doc.id} is being ingested"
         ):
             raise IngestionError("the uploaded file is missing from the data directory")
         return parse_isolated(
-            path, doc.filename, limits, timeout_s=cfg.parse_timeout_s, memory_mb=cfg.parse_memory_mb
+            path,
+            doc.filename,
+            limits,
+            timeout_s=cfg.parse_timeout_s,
+            memory_mb=cfg.parse_memory_mb,
+            on_progress=on_ocr,
         )
 
     def chunk_parsed(
@@ -258,6 +281,9 @@ class Pipeline:
             if doc is None or kb is None:
                 job_done(session, Outcome(doc_id, "deleted"))
                 return None
+            if doc.status == DocumentStatus.superseded:  # a newer version went live first
+                job_done(session, Outcome(doc_id, DocumentStatus.superseded))
+                return None
             doc.status = DocumentStatus.processing
             doc.error = None
             if on_begin is not None:
@@ -270,9 +296,11 @@ class Pipeline:
         kb: KnowledgeBase,
         on_stage: Callable[[int], None],
         on_pages: Callable[[int], None] = lambda pages: None,
+        on_ocr: Callable[[int, int], None] | None = None,
     ) -> Prepared:
         """Parse (in a limited child process) and chunk for the live index version; raises
-        IngestionError with a reason. `on_pages(n)` learns the page count before `on_stage(1)`."""
+        IngestionError with a reason. `on_pages(n)` learns the page count before `on_stage(1)`;
+        `on_ocr(done, total)` hears of each page OCR read while parsing."""
         with self.db.read() as session:
             version = session.execute(
                 select(IndexVersion).where(
@@ -281,7 +309,12 @@ class Pipeline:
             ).scalar_one()
         where: tracing.Attributes = {"document_id": doc.id, "kb_id": kb.id}
         with _stage("parse", where):
-            parsed = self.parse_document(doc)
+            parsed = self.parse_document(doc, on_ocr)
+        # Attachments (of a mail) become child documents, queued now (ingest/attachments.py).
+        if parsed.attachments and self.children is not None:
+            notes = self.children.queue(doc, parsed.attachments)
+            parsed.warnings = finish([*parsed.warnings, *notes])
+        parsed.attachments = []  # their bytes are not kept while the mail waits for vectors
         on_pages(parsed.pages)
         on_stage(1)
         with _stage("chunk", where):
@@ -312,6 +345,7 @@ class Pipeline:
             outcome = _finish(session, _ready(item), (item, vectors), job_done)
         with _stage("index", where):
             self.indexes.sync(item.kb.id)
+        self._prune_versions(item, outcome)
         return outcome
 
     def store_group(
@@ -350,7 +384,26 @@ class Pipeline:
         with _stage("index", where):
             for kb_id in dict.fromkeys(s.item.kb.id for s in group):
                 self.indexes.sync(kb_id)
+        for one, result in zip(group, results, strict=True):
+            if isinstance(result, Outcome):
+                self._prune_versions(one.item, result)
         return results
+
+    def _prune_versions(self, item: Prepared, outcome: Outcome) -> None:
+        """After a new version went live: drop the files of versions beyond the number kept.
+        The new version is committed whatever happens here, so a failure is only logged."""
+        if not outcome.replaced or item.doc.doc_key is None:
+            return
+        try:
+            knowledge.prune_versions(
+                self.db,
+                self.data_dir,
+                item.kb.id,
+                item.doc.doc_key,
+                self.ingest.keep_document_versions,
+            )
+        except Exception:
+            log.exception("document %s: pruning its old versions failed", item.doc.id)
 
     def _store_alone(self, one: Stored) -> Outcome | Exception:
         try:
@@ -371,20 +424,21 @@ class Pipeline:
         on_stage: Callable[[int], None] = lambda done: None,
         on_begin: Callable[[Session], None] | None = None,
         on_pages: Callable[[int], None] = lambda pages: None,
+        on_ocr: Callable[[int, int], None] | None = None,
     ) -> Outcome:
         """Ingest one document, start to end (the pipelined worker runs the same stages).
 
         `job_done(session, outcome)` completes the job in the same commit as the chunks.
         `on_stage(n)` runs after each of the first STAGES - 1 stages; it may raise JobCancelled,
         which leaves nothing of the document in the index (chunks commit only at the end).
-        `on_begin` and `on_pages` are passed to `begin` and `prepare`.
+        `on_begin`, `on_pages` and `on_ocr` are passed to `begin` and `prepare`.
         """
         for attempt in range(3):
             begun = self.begin(doc_id, job_done, on_begin)
             if begun is None:
                 return Outcome(doc_id, "deleted")
             try:
-                item = self.prepare(*begun, on_stage, on_pages)
+                item = self.prepare(*begun, on_stage, on_pages, on_ocr)
                 [vectors] = self.embed_prepared([item])
                 on_stage(3)
             except IngestionError as exc:

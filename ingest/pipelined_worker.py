@@ -191,6 +191,7 @@ class PipelinedWorker(Worker):
                 *begun,
                 lambda n: self._reached(job.id, n),
                 lambda pages: self._stages.record(job.id, 0, pages=pages),
+                lambda done, total: self._stages.record_ocr(job.id, done, total),
             )
         except IngestionError as exc:
             self._settle(job, self.pipeline.fail(job.document_id, str(exc), done))

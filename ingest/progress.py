@@ -55,6 +55,17 @@ class StageBoard:
                 self._pages.pop(job_id, None)
             self._pending[job_id] = stage_values(done, self._pages.get(job_id))
 
+    def record_ocr(self, job_id: str, done: int, total: int) -> None:
+        """Parsing is OCRing scanned pages: `done` of `total` read (stage "ocr")."""
+        with self._lock:
+            self._pending[job_id] = {
+                "stage": IngestStage.ocr,
+                "progress_done": 0,
+                "progress_total": STAGES,
+                "pages_done": done,
+                "pages_total": total,
+            }
+
     def forget(self, job_id: str) -> None:
         """The job left this worker (finished, failed, queued again): drop what waits."""
         with self._lock:

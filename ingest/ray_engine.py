@@ -87,9 +87,7 @@ def _parse_and_chunk(batch: dict[str, Any], settings_json: str) -> dict[str, lis
             parsed = parse_isolated(
                 Path(path),
                 str(filename),
-                ParseLimits(
-                    max_pages=cfg.max_pages, max_decompressed_bytes=cfg.max_decompressed_bytes
-                ),
+                ParseLimits.from_settings(cfg),
                 timeout_s=cfg.parse_timeout_s,
                 memory_mb=cfg.parse_memory_mb,
             )

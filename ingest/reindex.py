@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from ingest.chunking import Chunk as TextChunk
 from ingest.pipeline import Pipeline, add_chunks
 from rag.core.errors import IngestionError, NotFound
-from rag.index.dense import KBIndex
+from rag.index.backend import DenseIndex
 from rag.index.lexical import LexicalIndex
 from rag.index.store import IndexStore
 from rag.kb import job_control
@@ -288,7 +288,7 @@ class Reindexer:
                 session.execute(update(Job).where(Job.id == version.job_id).values(attempts=1))
 
     def check(
-        self, kb_id: str, version: IndexVersion, dense: KBIndex, lexical: LexicalIndex
+        self, kb_id: str, version: IndexVersion, dense: DenseIndex, lexical: LexicalIndex
     ) -> dict[str, Any]:
         """The checks a version must pass before it goes live; `ok` and a `reason` if not."""
         number = version.number

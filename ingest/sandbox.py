@@ -14,12 +14,14 @@ import os
 import resource
 import signal
 import threading
+import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 
 from ingest.parsers import ParseError, parse
 from ingest.parsers.base import ParsedDocument, ParseLimits
+from ingest.parsers.ocr import page_progress
 from rag.core.errors import IngestionError
 
 _CTX = multiprocessing.get_context("forkserver")
@@ -28,6 +30,8 @@ _MB = 1024 * 1024
 
 # bytes, file name, limits -> document; raises ParseError with a reason a user can read.
 ParseFn = Callable[[bytes, str, ParseLimits], ParsedDocument]
+# (pages done, pages to do) of the slow part of a parse (OCR), as the child reports it.
+ProgressFn = Callable[[int, int], None]
 
 
 def _cpu_seconds() -> float:
@@ -47,6 +51,8 @@ def _serve(conn: Connection, memory_mb: int, parse_fn: ParseFn) -> None:
     """The child: parse one document per request until the pipe closes."""
     memory = memory_mb * _MB
     resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    # OCR says when each page is done; the parent hears it before the document's answer.
+    page_progress.set(lambda done, total: conn.send(("progress", done, total)))
     while True:
         try:
             path, filename, limits, cpu_s = conn.recv()
@@ -136,9 +142,12 @@ class ParserPool:
         *,
         timeout_s: float,
         cpu_s: float | None = None,
+        on_progress: ProgressFn | None = None,
     ) -> ParsedDocument:
         """Parse in a child; IngestionError with a reason when the file or a limit fails it.
-        The document may use `cpu_s` seconds of CPU time (default: as many as `timeout_s`)."""
+        The document may use `cpu_s` seconds of CPU time (default: as many as `timeout_s`).
+        `on_progress(done, total)` hears of each OCRed page; what it raises stops the parse
+        (the child is replaced)."""
         task = (str(path), filename, limits, max(1, math.ceil(cpu_s or timeout_s)))
         child = self._checkout()
         keep = False
@@ -149,13 +158,22 @@ class ParserPool:
                 child.stop()
                 child = _Child(self.memory_mb, self._parse_fn)
                 child.conn.send(task)
-            if not child.conn.poll(timeout_s):
-                raise IngestionError(f"parsing took longer than {timeout_s:g} s and was stopped")
-            try:
-                status, payload, rss = child.conn.recv()
-            except (EOFError, OSError):  # it died mid-document
-                child.proc.join(5)
-                raise IngestionError(self._death(child.proc.exitcode, task[3])) from None
+            deadline = time.monotonic() + timeout_s
+            while True:
+                if not child.conn.poll(max(0.0, deadline - time.monotonic())):
+                    raise IngestionError(
+                        f"parsing took longer than {timeout_s:g} s and was stopped"
+                    )
+                try:
+                    message = child.conn.recv()
+                except (EOFError, OSError):  # it died mid-document
+                    child.proc.join(5)
+                    raise IngestionError(self._death(child.proc.exitcode, task[3])) from None
+                if message[0] != "progress":
+                    break
+                if on_progress is not None:
+                    on_progress(message[1], message[2])
+            status, payload, rss = message
             child.documents += 1
             keep = (
                 status != "memory"  # a heap that hit the limit may stay fragmented
@@ -251,6 +269,9 @@ def parse_isolated(
     timeout_s: float,
     memory_mb: int,
     pool: ParserPool | None = None,
+    on_progress: ProgressFn | None = None,
 ) -> ParsedDocument:
     """Parse in `pool`, by default this process's shared pool for `memory_mb`."""
-    return (pool or shared_pool(memory_mb)).parse(path, filename, limits, timeout_s=timeout_s)
+    return (pool or shared_pool(memory_mb)).parse(
+        path, filename, limits, timeout_s=timeout_s, on_progress=on_progress
+    )

@@ -10,22 +10,28 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from ingest import upload
+from ingest.attachments import ChildDocuments
 from ingest.jobs import Worker
 from ingest.pipeline import Pipeline
 from ingest.pipelined_worker import PipelinedWorker
 from ingest.reindex import Build, Reindexer
-from rag.core.config import Settings, load_settings
+from rag.core.config import IndexSettings, Settings, load_settings
 from rag.evaluation.runner import Evaluator
+from rag.index.backend import DenseBackend
+from rag.index.dense import faiss_gpu
 from rag.index.lexical import LexicalOptions
 from rag.index.store import IndexStore
+from rag.integrations.webhook_delivery import WebhookDispatcher
 from rag.kb.doctor import Doctor
 from rag.kb.knowledge import KnowledgeBases, StagedFile
+from rag.kb.sync import Syncer
 from rag.kb.versions import Versions
 from rag.qa.answer import Answerer
 from rag.qa.conversations import Conversations
@@ -40,6 +46,7 @@ if TYPE_CHECKING:
 
     from rag.generation.llm import LLMClient
     from rag.generation.model_routes import Router
+    from rag.generation.route_classifier import Prediction
     from rag.ml.embedding import Embedder
     from rag.ml.rerank import Reranker
     from rag.ml.tokens import TokenCounter
@@ -47,6 +54,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 W = TypeVar("W", bound=Worker)
+
+
+def dense_backend(settings: IndexSettings) -> DenseBackend | None:
+    """Milvus when RAG_INDEX__BACKEND=milvus (pymilvus imported only then); None: FAISS."""
+    if settings.backend != "milvus":
+        return None
+    from rag.index.milvus import MilvusBackend
+
+    return MilvusBackend.connect(
+        settings.milvus_uri, token=settings.milvus_token, prefix=settings.milvus_prefix
+    )
 
 
 @dataclass
@@ -88,6 +106,8 @@ class Services:
                 ann_threshold=settings.retrieval.ann_threshold,
                 ivf_nprobe=settings.retrieval.ivf_nprobe,
                 lexical=LexicalOptions.from_settings(settings.retrieval),
+                gpu=faiss_gpu(settings.retrieval.faiss_gpu, settings.retrieval.faiss_gpu_device),
+                dense_backend=dense_backend(settings.index),
             ),
             _embedder=embedder,
             _llm=llm,
@@ -136,8 +156,17 @@ class Services:
             if self._router is None:
                 from rag.generation.model_routes import Router
 
-                self._router = Router(self.settings.llm, default)
+                self._router = Router(
+                    self.settings.llm, default, classifier=self._route_classifier()
+                )
             return self._router
+
+    def _route_classifier(self) -> Callable[[str], Prediction] | None:
+        from rag.generation.route_classifier import classifier_path, question_classifier
+
+        path = classifier_path(self.settings.llm.route_classifier, self.settings.data_dir)
+        model = self.settings.embedding.model
+        return question_classifier(path, lambda text: self.embedder.embed_query(text), model)
 
     @property
     def reranker(self) -> Reranker:
@@ -268,6 +297,9 @@ class Services:
             ingest=s.ingest,
             tokens=self._tokens_now,
             embedder_for=self.embedder_for,
+            children=ChildDocuments(
+                self.knowledge, data_dir=s.data_dir, max_upload_bytes=s.ingest.max_upload_bytes
+            ),
         )
 
     @cached_property
@@ -300,6 +332,18 @@ class Services:
             PipelinedWorker, threads=threads, worker_id=worker_id, max_batch_chunks=max_batch_chunks
         )
 
+    @cached_property
+    def syncer(self) -> Syncer:
+        s = self.settings
+        return Syncer(
+            self.db,
+            self.knowledge,
+            settings=s.sync,
+            data_dir=s.data_dir,
+            max_upload_bytes=s.ingest.max_upload_bytes,
+            stage=upload.stage_upload,
+        )
+
     def _job_runner(self, kind: type[W], **options: Any) -> W:
         return kind(
             self.db,
@@ -308,8 +352,13 @@ class Services:
             self.reindexer,
             self.evaluator,
             ingest=self.settings.ingest,
+            syncer=self.syncer,
             **options,
         )
+
+    def webhook_dispatcher(self) -> WebhookDispatcher:
+        """Sends the webhook outbox (rag/kb/events.py) from this process; not started."""
+        return WebhookDispatcher(self.db, self.settings.webhooks)
 
     def ingest_worker(self) -> PipelinedWorker | None:
         """The worker `rag serve` runs beside the API (None: RAG_INGEST__WORKERS=0)."""

@@ -69,8 +69,10 @@ NOTES = {
     "RAG_LLM__MAX_MODEL_LEN": "131072 makes `rag llm serve` turn on YaRN rope scaling.",
     "RAG_LLM__ROUTES": "A JSON list of route objects; see [LLM routes](#llm-routes).",
     "RAG_INGEST__MAX_UPLOAD_BYTES": "Larger uploads are answered 413 while they stream.",
-    "RAG_INGEST__MAX_PAGES": "Longer PDFs fail with a reason.",
-    "RAG_INGEST__MAX_DECOMPRESSED_BYTES": "Limit on what a DOCX archive may unpack to.",
+    "RAG_INGEST__MAX_PAGES": "Pages, sheets or slides; longer documents fail with a reason.",
+    "RAG_INGEST__MAX_DECOMPRESSED_BYTES": (
+        "Limit on what a DOCX, XLSX or PPTX archive may unpack to (XLSX/PPTX media not counted)."
+    ),
     "RAG_INGEST__PARSE_TIMEOUT_S": "Wall-clock limit of one parse in the child process.",
     "RAG_INGEST__PARSE_MEMORY_MB": "Memory limit of the parser child process.",
     "RAG_INGEST__POLL_INTERVAL_S": "How often an idle worker looks for queued jobs.",

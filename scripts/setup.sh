@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Create .venv and install the project. The CPU build of torch goes in first, so that
 # sentence-transformers does not pull a multi-GB CUDA build. EXTRAS picks the optional groups:
-# `server` is the service itself (the base install is only the Python client, rag.client);
-# the other extras (offline, postgres, redis, ray, otel, gpu, dev) pull the server in as well.
+# `server` is the service itself with FAISS's CPU build (the base install is only the Python
+# client, rag.client); `gpu` replaces it on GPU hosts; the other extras (offline, postgres,
+# redis, ray, otel) add to either, and dev pulls in server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EXTRAS="${EXTRAS:-server,offline,postgres}"

@@ -5,6 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EXTRAS="server,offline,postgres,ray,redis,otel,dev" bash scripts/setup.sh
+# llama.cpp's server for the GGUF fallback tests: built from its source distribution once per
+# virtualenv (about 5 minutes on 2 cores; pip keeps the wheel). A failed build costs only those
+# tests, which then say why they skip.
+if ! .venv/bin/python -c "import llama_cpp.server" 2>/dev/null; then
+    CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF" .venv/bin/python -m pip install -q -e ".[llamacpp]" \
+        || echo "could not build llama-cpp-python: the llama.cpp tests will say so" >&2
+fi
 # The web console's browser tests drive Debian's Chromium (browser downloads fail here); a CJK
 # font makes the Chinese screenshots readable.
 if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
@@ -12,6 +19,18 @@ if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$(id 
         || { apt-get update -q >/dev/null \
             && apt-get install -y -q chromium fonts-wqy-microhei >/dev/null; }) \
         || echo "could not install chromium: the browser tests will say so" >&2
+fi
+# Legacy Office files (.doc, .xls, .ppt, .wps) are converted by LibreOffice; the OCR tests
+# compare against Tesseract with Chinese data.
+if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ] \
+    && { ! command -v soffice >/dev/null || ! command -v tesseract >/dev/null; }; then
+    debs="libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-nogui \
+        tesseract-ocr tesseract-ocr-chi-sim tesseract-ocr-eng fonts-wqy-microhei"
+    # shellcheck disable=SC2086
+    (apt-get install -y -q --no-install-recommends $debs >/dev/null 2>&1 \
+        || { apt-get update -q >/dev/null \
+            && apt-get install -y -q --no-install-recommends $debs >/dev/null; }) \
+        || echo "could not install LibreOffice or Tesseract: their tests will say so" >&2
 fi
 # `docker compose config` validates docker-compose.yml; Debian's docker-compose stands in for a
 # missing Compose plugin.

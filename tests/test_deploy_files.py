@@ -91,7 +91,9 @@ def test_compose_has_the_services_with_health_checks_and_volumes(
     compose: dict[str, Any],
 ) -> None:
     services = compose["services"]
-    assert set(services) == {"api", "worker", "postgres", "redis", "vllm"}
+    assert set(services) == {"api", "worker", "postgres", "redis", "vllm", "milvus"}
+    assert services["milvus"]["profiles"] == ["milvus"], "Milvus starts only with its profile"
+    assert "/healthz" in _health(services["milvus"])
     api, worker, pg, redis, vllm = (
         services[n] for n in ("api", "worker", "postgres", "redis", "vllm")
     )
@@ -129,7 +131,11 @@ def test_vllm_serves_qwen_on_a_gpu(compose: dict[str, Any]) -> None:
         return str(args[args.index(flag) + 1])
 
     assert arg("--model") == "Qwen/Qwen2.5-7B-Instruct"
-    assert arg("--max-model-len") == "32768" and "--enable-prefix-caching" in args
+    assert arg("--max-model-len") == "131072" and "--enable-prefix-caching" in args
+    # The launcher that fits the context to the GPU is this repository's file, mounted.
+    assert vllm["entrypoint"][:2] == ["python3", "/opt/kbqa/vram_plan.py"]
+    assert _mounts(vllm)["/opt/kbqa/vram_plan.py"] == "./rag/generation/vram_plan.py"
+    assert (REPO / "rag/generation/vram_plan.py").is_file()
     assert arg("--port") == "8000" and arg("--host") == "0.0.0.0"
     device = vllm["deploy"]["resources"]["reservations"]["devices"][0]
     assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]

@@ -211,11 +211,20 @@ def test_the_base_install_is_the_client_and_server_is_an_extra() -> None:
     assert not pulled & SERVER_DISTRIBUTIONS, pulled & SERVER_DISTRIBUTIONS
 
     extras = PYPROJECT["project"]["optional-dependencies"]
-    server = {canonicalize_name(Requirement(r).name) for r in extras["server"]}
-    assert {"fastapi", "sqlalchemy", "torch", "faiss-cpu", "typer", "pydantic"} <= server
-    for name, requirements in extras.items():  # every other extra brings the server with it
-        if name != "server":
-            assert "kbqa[server]" in requirements, f"the {name!r} extra does not pull in server"
+
+    def names(extra: str) -> set[str]:
+        return {canonicalize_name(Requirement(r).name) for r in extras[extra]}
+
+    assert {"fastapi", "sqlalchemy", "torch", "typer", "pydantic"} <= names("service")
+    # Both FAISS builds install the `faiss` module: server has the CPU one, gpu the GPU one,
+    # and nothing else brings either (docs/deployment.md, "FAISS on the GPU").
+    assert "kbqa[service]" in extras["server"] and "faiss-cpu" in names("server")
+    assert "kbqa[service]" in extras["gpu"] and "faiss-gpu-cu12" in names("gpu")
+    assert "faiss-cpu" not in names("gpu") and "kbqa[server]" not in extras["gpu"]
+    for name, requirements in extras.items():  # every other extra brings the service with it
+        if name not in ("service", "server", "gpu"):
+            assert {"kbqa[service]", "kbqa[server]"} & set(requirements), name
+            assert not {"faiss-cpu", "faiss-gpu-cu12"} & names(name), name
 
 
 def _extras(text: str, pattern: str) -> set[str]:
@@ -306,8 +315,9 @@ def test_wheel_ships_the_packages_and_their_data(wheel: dict[str, Any]) -> None:
     migrations = _files(source, "rag/store/migrations", "**/*.py")
     prompts = _files(source, "rag/qa/prompts", "*.txt")
     ui = _files(source, "api/ui", "**/*")
-    assert len(migrations) > 2 and prompts and "api/ui/index.html" in ui
-    missing = sorted((expected | migrations | prompts | ui) - names)
+    routing = _files(source, "rag/generation/routing_data", "*.jsonl")
+    assert len(migrations) > 2 and prompts and "api/ui/index.html" in ui and len(routing) == 2
+    missing = sorted((expected | migrations | prompts | ui | routing) - names)
     assert not missing, f"not in the wheel: {missing}"
 
 
@@ -328,5 +338,5 @@ def test_wheel_metadata_makes_the_client_the_base_install(wheel: dict[str, Any])
     base = {canonicalize_name(Requirement(r).name) for r in requires if "extra ==" not in r}
     assert {"httpx", "httpx-sse"} <= base and not base & SERVER_DISTRIBUTIONS, base
     assert re.search(r"^Provides-Extra: server$", wheel["metadata"], re.M)
-    server = [r for r in requires if re.search(r"""extra == ["']server["']""", r)]
-    assert any(r.startswith("fastapi") for r in server), server
+    service = [r for r in requires if re.search(r"""extra == ["']service["']""", r)]
+    assert any(r.startswith("fastapi") for r in service), service

@@ -25,6 +25,7 @@ from api.schemas import (
     LexiconChangeOut,
     LexiconIn,
     LexiconOut,
+    LexiconPatch,
     SuggestionList,
     SuggestionOut,
     SuggestionsRequest,
@@ -90,6 +91,17 @@ def put_lexicon(
     """Replace the user dictionary; the lexical index is re-analysed before this returns (about
     1 s per 10k chunks), other servers re-analyse on their next search."""
     change = lexicon.set_terms(db, indexes, kb_id, body.terms)
+    return LexiconChangeOut(
+        terms=change.terms, added=change.added, removed=change.removed, reindexed=change.reindexed
+    )
+
+
+@router.patch("/{kb_id}/lexicon", openapi_extra=access("admin"))
+def patch_lexicon(
+    kb_id: KbIdDep, body: LexiconPatch, db: DatabaseDep, indexes: IndexesDep
+) -> LexiconChangeOut:
+    """Add and remove terms atomically: concurrent changes never undo each other."""
+    change = lexicon.change_terms(db, indexes, kb_id, body.add, body.remove)
     return LexiconChangeOut(
         terms=change.terms, added=change.added, removed=change.removed, reindexed=change.reindexed
     )

@@ -94,11 +94,8 @@ def main() -> None:
         unique = [r for r in rows if sum(o["zh"] == r["zh"] for o in rows) == 1]
         for row in rng.sample(unique, min(count, len(unique))):
             usable = [t for t in templates if all(row.get(f) for f in _fields(t))]
-            values = [row.get(field, "") for _, field in columns]
-            if filename.endswith(".docx"):
-                # The Word parser reads equal neighbouring cells once (merged cells repeat).
-                values = [v for n, v in enumerate(values) if n == 0 or v != values[n - 1]]
-            excerpt = " | ".join(values)
+            # Every cell, as the parsers render a table row (Markdown, equal neighbours kept).
+            excerpt = " | ".join(row.get(field, "") for _, field in columns)
             items.append({
                 "id": f"{key}:{row.get('alpha_3') or row.get('alpha_4')}",
                 "question": rng.choice(usable).format(**row),

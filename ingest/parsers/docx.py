@@ -23,6 +23,7 @@ from ingest.normalize import normalize_text
 from ingest.parsers.base import Block, BlockKind, ParsedDocument, ParseError, ParseLimits
 from ingest.parsers.detect import DOCX
 from ingest.parsers.notices import warning
+from ingest.parsers.tables import render_markdown_table
 
 _MAX_MEMBERS = 10_000
 _MAX_RATIO = 200  # deflate rarely beats ~20:1 on real documents; 200:1 is a crafted bomb
@@ -181,16 +182,20 @@ def _on_shaded_cell(run: Any) -> bool:
 
 
 def _table_text(table: Table) -> str:
-    rows = []
+    """The table as Markdown, its first row the header (Word has no reliable header mark)."""
+    rows: list[list[str]] = []
     for row in table.rows:
         cells: list[str] = []
+        previous = None
         for cell in row.cells:
-            text = " ".join(normalize_text(cell.text).split())
-            if not cells or text != cells[-1]:  # merged cells repeat their text per grid column
-                cells.append(text)
-        if any(cells):
-            rows.append(" | ".join(cells))
-    return "\n".join(rows)
+            # A horizontally merged cell is the same object once per grid column: its text once,
+            # then empty cells, so that columns stay aligned; equal texts of distinct cells
+            # stay (two "0" columns are two values).
+            merged = previous is not None and cell._tc is previous
+            previous = cell._tc
+            cells.append("" if merged else " ".join(normalize_text(cell.text).split()))
+        rows.append(cells)
+    return render_markdown_table(rows)
 
 
 def parse_docx(data: bytes, limits: ParseLimits) -> ParsedDocument:

@@ -25,7 +25,24 @@ MESSAGES: dict[str, str] = {
     "pdf_outline": "The PDF's bookmarks could not be read; headings come from the text only.",
     "pdf_page_failed": "No text could be extracted from page(s) {pages}.",
     "pdf_page_empty": "Page(s) {pages} have no text layer (scanned images?) and were not indexed.",
+    "ocr_pages": (
+        "The text of page(s) {pages} was read from an image by OCR and may contain errors."
+    ),
+    "ocr_timeout": (
+        "OCR of page(s) {pages} took longer than {seconds} s and was stopped; "
+        "their text is missing."
+    ),
+    "ocr_failed": "OCR failed on page(s) {pages}; their text is missing.",
     "docx_hidden": "{count} hidden or white-on-white text runs were not indexed.",
+    "mail_attachments_limit": (
+        "{count} attachments beyond the limit of {limit} per message were not ingested."
+    ),
+    "mail_attachments_unreadable": "{count} attachments could not be read and were not ingested.",
+    "attachment_unsupported": (
+        "Attachments of a type that cannot be indexed were not ingested: {names}."
+    ),
+    "attachment_too_large": "Attachments larger than the upload limit were not ingested: {names}.",
+    "attachment_nested": "Attachments of an attached message are not ingested: {names}.",
     "more": "{count} more warnings are not shown.",
 }
 

@@ -1,12 +1,11 @@
 """PDF with pypdf: one or more blocks per page, `page` = 1-based physical page index.
 
-pypdf gives each page as lines without paragraph marks, so paragraphs are rebuilt from line
-widths (a line clearly shorter than the page's full lines ends a paragraph). Running headers and
-footers ("Debian 新维护者手册 4 / 57") repeat on many pages and are dropped. When the PDF has an
-outline (bookmarks), each entry becomes a heading block on the page it points to, at the line
-that carries its title if we can find it (else at the top of the page): chunking then keeps
-sections apart and carries the heading path, which plain extracted text cannot give.
-What pypdf logs while reading becomes one short warning per kind (ingest/parsers/notices.py).
+Paragraphs are rebuilt from line widths (pypdf gives lines without paragraph marks); running
+headers and footers ("Debian 新维护者手册 4 / 57") repeat on many pages and are dropped.
+Headings come from the outline (each entry on the page it points to, at the line carrying its
+title if found), else from typography (ingest/parsers/pdf_layout.py). Ruled tables become
+Markdown table blocks in place of their lines (ingest/parsers/pdf_tables.py). What pypdf logs
+becomes one short warning per kind (ingest/parsers/notices.py).
 """
 
 from __future__ import annotations
@@ -31,6 +30,10 @@ from ingest.normalize import (
 from ingest.parsers.base import Block, ParsedDocument, ParseError, ParseLimits
 from ingest.parsers.detect import PDF
 from ingest.parsers.notices import page_ranges, warning
+from ingest.parsers.ocr import ocr_empty_pages
+from ingest.parsers.pdf_layout import LineStyles, StyledLine, typography_outline
+from ingest.parsers.pdf_tables import PageTable, continue_table, find_tables, has_rulings
+from ingest.parsers.tables import render_markdown_table
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +42,11 @@ _SHORT_LINE = 0.75  # a line narrower than this share of a full line ends its pa
 _PAGE_NUMBER = re.compile(r"^\s*(?:\d+|[ivxlcdm]+)(?:\s*/\s*\d+)?\s*$", re.IGNORECASE)
 _NUMBERS = re.compile(r"\d+|\b[ivxlcdm]+\b", re.IGNORECASE)
 _DOT_LEADER = re.compile(r"(?: ?\.){4,}")  # table-of-contents leaders ". . . . ."
+# A line standing for table k of the document: a private-use character, removed from the text.
+_TABLE_MARK = "\ue000"
+_TABLE_SLACK = 2.0  # points: a baseline this close to a table's rulings is in the table
+_TITLE_LINES = 3  # a heading found in the text may be set on up to this many lines
+_EDGE_LINES = 2  # lines (a running header, a folio) that may sit between a table and page edge
 
 Outline = dict[int, list[tuple[int, str]]]  # page index -> [(level, title)] in outline order
 
@@ -93,16 +101,69 @@ def _strip_running_lines(pages: list[list[str]]) -> None:
     for pos in (0, -1):
         counts = Counter(_key(lines[pos]) for lines in pages if lines)
         for lines in pages:
-            if lines and (_PAGE_NUMBER.match(lines[pos]) or counts[_key(lines[pos])] >= 3):
+            if not lines or lines[pos].startswith(_TABLE_MARK):
+                continue
+            if _PAGE_NUMBER.match(lines[pos]) or counts[_key(lines[pos])] >= 3:
                 lines.pop(pos)
+
+
+def _place_tables(
+    lines: list[str], styles: list[StyledLine], found: list[PageTable], first: int
+) -> list[str]:
+    """The page's lines with the lines inside each table replaced by one mark line for it
+    (table `first`, `first + 1`, ... in top-to-bottom order)."""
+    marks = [f"{_TABLE_MARK}{first + k}" for k in range(len(found))]
+    if len(lines) != len(styles):  # cannot place them: keep the text, tables after it
+        return lines + marks
+    out: list[str] = []
+    placed: set[int] = set()
+    for line, style in zip(lines, styles, strict=True):
+        y = style.y
+        inside = y is not None and any(
+            t.bottom - _TABLE_SLACK <= y <= t.top + _TABLE_SLACK for t in found
+        )
+        for k, table in enumerate(found):  # a table goes where the text below it starts
+            if k not in placed and y is not None and y <= table.top + _TABLE_SLACK:
+                out.append(marks[k])
+                placed.add(k)
+        if not inside:
+            out.append(line)
+    out.extend(marks[k] for k in range(len(found)) if k not in placed)
+    return out
 
 
 def _width(line: str) -> int:
     return sum(2 if is_cjk(ch) else 1 for ch in line)
 
 
-def _paragraphs(lines: list[str], page: int) -> list[Block]:
-    widths = sorted(_width(line) for line in lines)
+def _page_tables(
+    found: list[PageTable], styles: list[StyledLine], previous: PageTable | None
+) -> tuple[list[PageTable], PageTable | None]:
+    """The page's tables, the first read as the continuation of `previous` (the table that
+    ended the page before) when it opens this page; a one-row table that continues nothing
+    stays text. Also returns the table that ends this page, if one does."""
+
+    def lines_beyond(y: float, above: bool) -> int:
+        return sum(
+            1
+            for s in styles
+            if s.text.strip()
+            and s.y is not None
+            and (s.y > y + _TABLE_SLACK if above else s.y < y - _TABLE_SLACK)
+        )
+
+    out = list(found)
+    joined = None
+    if previous is not None and lines_beyond(out[0].top, above=True) <= _EDGE_LINES:
+        joined = continue_table(previous, out[0])
+        out[0] = joined or out[0]
+    out = [t for t in out if len(t.rows) >= 2 or t is joined]
+    ending = out[-1] if out and lines_beyond(out[-1].bottom, above=False) <= _EDGE_LINES else None
+    return out, ending
+
+
+def _paragraphs(lines: list[str], page: int, tables: list[str]) -> list[Block]:
+    widths = sorted(_width(line) for line in lines if not line.startswith(_TABLE_MARK))
     full = widths[-1 - len(widths) // 10] if widths else 0  # ~90th percentile: ignore outliers
     blocks: list[Block] = []
     para: list[str] = []
@@ -114,6 +175,11 @@ def _paragraphs(lines: list[str], page: int) -> list[Block]:
         para.clear()
 
     for line in lines:
+        if line.startswith(_TABLE_MARK):
+            flush()
+            table = tables[int(line[1:])]
+            blocks.extend([Block(table, page, "table")] if table else [])
+            continue
         if is_bullet(line.strip()):
             flush()
         para.append(line)
@@ -123,29 +189,47 @@ def _paragraphs(lines: list[str], page: int) -> list[Block]:
     return blocks
 
 
-def _find_title(lines: list[str], title: str, start: int) -> int | None:
-    """Index of the line that carries a bookmark title, allowing a numbering prefix ("1.3 ")."""
+def _find_title(lines: list[str], title: str, start: int) -> tuple[int, int] | None:
+    """The lines [i, j) that carry a heading's title, allowing a numbering prefix ("1.3 ");
+    a title set on several lines must start on the first of them."""
     key = "".join(title.split())
     for i in range(start, len(lines)):
-        line = "".join(lines[i].split())
-        if line.endswith(key) and len(line) <= len(key) + 12:
-            return i
+        first = len("".join(lines[i].split()))
+        joined = ""
+        for j in range(i, min(i + _TITLE_LINES, len(lines))):
+            joined += "".join(lines[j].split())
+            if len(joined) > len(key) + 12:
+                break
+            if joined.endswith(key) and (j == i or len(key) > len(joined) - first):
+                return i, j + 1
     return None
 
 
-def _page_blocks(lines: list[str], page: int, headings: list[tuple[int, str]]) -> list[Block]:
+def _page_blocks(
+    lines: list[str],
+    page: int,
+    headings: list[tuple[int, str]],
+    tables: list[str],
+    keep_unfound: bool = True,
+) -> list[Block]:
+    """A page's blocks: its headings at the lines that carry them, paragraphs and tables.
+
+    A bookmark whose title is not on its page still becomes a heading at the top of the page
+    (`keep_unfound`); a typographic heading comes from the text, so it never is."""
     blocks: list[Block] = []
     pos = 0
     for level, title in headings:
         found = _find_title(lines, title, pos)
-        if found is None:  # keep the heading where the bookmark points: this page
-            blocks.append(Block(title, page, "heading", level))
+        if found is None:
+            if keep_unfound:
+                blocks.append(Block(title, page, "heading", level))
             continue
-        blocks.extend(_paragraphs(lines[pos:found], page))
-        text = collapse_cjk_spaces(" ".join(lines[found].split()))
+        start, end = found
+        blocks.extend(_paragraphs(lines[pos:start], page, tables))
+        text = collapse_cjk_spaces(" ".join(" ".join(lines[start:end]).split()))
         blocks.append(Block(text, page, "heading", level))
-        pos = found + 1
-    blocks.extend(_paragraphs(lines[pos:], page))
+        pos = end
+    blocks.extend(_paragraphs(lines[pos:], page, tables))
     return blocks
 
 
@@ -179,6 +263,21 @@ class _PypdfWarnings(logging.Handler):
             self.codes[_kind(record)] = None
 
 
+def _tables(data: bytes, reader: PdfReader, n_pages: int) -> dict[int, list[PageTable]]:
+    """Tables per 0-based page index, read with pdfplumber on the pages ruled for one."""
+    candidates = []
+    for index in range(n_pages):
+        try:
+            ruled = has_rulings(reader.pages[index])
+        except MemoryError:
+            raise
+        except Exception:  # an unreadable page: text extraction reports it
+            ruled = False
+        if ruled:
+            candidates.append(index)
+    return find_tables(data, candidates)
+
+
 def parse_pdf(data: bytes, limits: ParseLimits) -> ParsedDocument:
     """Parse a PDF into page-tagged blocks; raise ParseError with a readable reason."""
     collector = _PypdfWarnings()
@@ -205,33 +304,59 @@ def _parse_pdf(data: bytes, limits: ParseLimits) -> ParsedDocument:
 
     warnings: list[str] = []
     outline = _outline(reader, warnings)
+    tables = _tables(data, reader, n_pages)
+    table_rows: list[list[list[str]]] = []  # by mark number; rendered once all pages are read
+    ending: PageTable | None = None  # the table that ends the previous page, if one does
     pages: list[list[str]] = []
+    styled: list[list[StyledLine]] = []  # each page's line styles, when typography is needed
     unreadable: list[int] = []
     total = 0
     for index in range(n_pages):
+        styles = LineStyles() if not outline or index in tables else None
         try:
-            raw = reader.pages[index].extract_text() or ""
+            visitor = styles.visit if styles else None
+            raw = reader.pages[index].extract_text(visitor_text=visitor) or ""
         except MemoryError:
             raise  # the memory limit is for the whole document, not one page
         except Exception as exc:  # one bad page should not sink the document
             logger.warning("page %d: text extraction failed: %s", index + 1, exc)
             unreadable.append(index + 1)
-            raw = ""
+            raw, styles = "", None
+        line_styles = styles.lines() if styles else []
+        styled.append(line_styles if not outline else [])
         total += len(raw)
         if total > limits.max_chars:
             raise ParseError(f"the PDF has more than {limits.max_chars} characters of text")
-        text = _DOT_LEADER.sub(" … ", normalize_text(raw))
+        raw_lines = raw.replace(_TABLE_MARK, "").split("\n")  # so marks are ours alone
+        found, ending = (
+            _page_tables(tables[index], line_styles, ending) if index in tables else ([], None)
+        )
+        if found:
+            raw_lines = _place_tables(raw_lines, line_styles, found, len(table_rows))
+            table_rows.extend(t.rows for t in found)
+        text = _DOT_LEADER.sub(" … ", normalize_text("\n".join(raw_lines)))
         pages.append([line for line in text.split("\n") if line.strip()])
 
+    # OCR (ingest/parsers/ocr.py): pages without a text layer get the text read from their image.
+    ocr_empty_pages(data, pages, limits, warnings, skip=unreadable)
     _strip_running_lines(pages)
+    # A table continued on the next page may have taken back a row cut by the page break, so
+    # tables are rendered only now; one left with its header alone renders as nothing.
+    table_texts = [render_markdown_table(rows) if len(rows) > 1 else "" for rows in table_rows]
+    typographic = not outline
+    if typographic:
+        outline = typography_outline(styled)
     blocks: list[Block] = []
     for index, lines in enumerate(pages):
-        blocks.extend(_page_blocks(lines, index + 1, outline.get(index, [])))
+        headings = outline.get(index, [])
+        blocks.extend(
+            _page_blocks(lines, index + 1, headings, table_texts, keep_unfound=not typographic)
+        )
     if unreadable:
         warnings.append(warning("pdf_page_failed", pages=page_ranges(unreadable)))
     empty = [i + 1 for i, lines in enumerate(pages) if not lines and i + 1 not in unreadable]
     if empty:
         warnings.append(warning("pdf_page_empty", pages=page_ranges(empty)))
     if not any(block.kind != "heading" for block in blocks):
-        raise ParseError("no extractable text; scanned PDFs need OCR, which is not supported")
+        raise ParseError("no extractable text: no page has a text layer or text OCR could read")
     return ParsedDocument(blocks=blocks, pages=n_pages, media_type=PDF, warnings=warnings)

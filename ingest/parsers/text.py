@@ -3,7 +3,8 @@
 Plain text has no markup, so headings are recognised by shape: a numbered line at column 0
 ("1.2. 什么是 Debian GNU/Linux？", "2.3 安装"), a chapter line ("第 1 章 定义和概览"), or a line
 underlined with ===/---. Indented lines are never headings: tables of contents and quoted text
-indent their numbered lines. Markdown adds ATX headings (#..######) and fenced code.
+indent their numbered lines. Markdown adds ATX headings (#..######) and fenced code; lines that
+all start with "|" are a table, rendered again with the shared Markdown table rendering.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import re
 from ingest.normalize import join_wrapped_lines, normalize_text
 from ingest.parsers.base import Block, ParsedDocument, ParseError, ParseLimits
 from ingest.parsers.detect import MARKDOWN, TEXT
+from ingest.parsers.tables import render_markdown_table
 
 _NUMBERED = re.compile(r"^(\d{1,3}(?:\.\d{1,3})*)\.\s+\S|^(\d{1,3}(?:\.\d{1,3})+)\s+\S")
 _CHAPTER = re.compile(r"^第\s*[0-9一二三四五六七八九十百零〇两]+\s*([章篇部节])")
@@ -20,6 +22,7 @@ _UNDERLINE = re.compile(r"^(={3,}|-{3,})\s*$")
 _ATX = re.compile(r" {0,3}(#{1,6})(?:\s|$)")
 _FENCE = re.compile(r"^ {0,3}(```|~~~)")
 _TABLE_RULE = re.compile(r"^\|?[\s:|-]+\|?$")
+_CELL_SPLIT = re.compile(r"(?<!\\)\|")
 _DECORATION = re.compile(r"^[-=_*~#.\s]*$")  # rules like "-----" carry no text
 
 _CONTROLS = re.compile("[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f]")  # not \t \n \f \r ESC
@@ -76,6 +79,14 @@ def _atx_title(rest: str) -> str:
     return title
 
 
+def _cells(line: str) -> list[str]:
+    """A Markdown table line's cells ("| a | b \\| c |" -> ["a", "b | c"])."""
+    line = line.strip()
+    line = line[1:] if line.startswith("|") else line
+    line = line[:-1] if line.endswith("|") and not line.endswith("\\|") else line
+    return [c.strip().replace("\\|", "|") for c in _CELL_SPLIT.split(line)]
+
+
 def _is_continuation(line: str) -> bool:
     return bool(line.strip()) and not line[0].isspace() and _heading_level(line) is None
 
@@ -84,8 +95,9 @@ def _paragraph(lines: list[str], page: int) -> Block | None:
     if all(_DECORATION.match(line) for line in lines):
         return None
     if all(line.lstrip().startswith("|") for line in lines):  # a Markdown-style table
-        rows = [line.strip() for line in lines if not _TABLE_RULE.match(line.strip())]
-        return Block("\n".join(rows), page, "table")
+        rows = [_cells(line) for line in lines if not _TABLE_RULE.match(line.strip())]
+        table = render_markdown_table(rows)
+        return Block(table, page, "table") if table else None
     text = join_wrapped_lines(lines)
     return Block(text, page) if text else None
 

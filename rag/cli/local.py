@@ -57,7 +57,7 @@ def ingest(
 
     svc = local_services()
     kb_id = _find_or_create_kb(svc, kb, create)
-    summary = {"ready": 0, "failed": 0, "duplicate": 0, "rejected": 0}
+    summary = {"ready": 0, "failed": 0, "superseded": 0, "duplicate": 0, "rejected": 0}
     pending: dict[str, Path] = {}
     for path in files:
         try:
@@ -87,13 +87,15 @@ def ingest(
     w = svc.pipelined_worker(threads=max(1, svc.settings.ingest.workers))
     if pending:
         w.start()
+    # Superseded: a newer version of the same file name went live first.
+    settled = (DocumentStatus.ready, DocumentStatus.failed, DocumentStatus.superseded)
     with tqdm(total=len(pending), unit="doc", desc="ingesting", disable=None) as bar:
         while pending:
             time.sleep(0.2)
             with svc.db.read() as session:
                 for doc_id in list(pending):
                     row = session.get(Document, doc_id)
-                    if row is None or row.status in (DocumentStatus.ready, DocumentStatus.failed):
+                    if row is None or row.status in settled:
                         status = row.status if row else "failed"
                         summary[status] += 1
                         if row is not None and row.status == DocumentStatus.failed:

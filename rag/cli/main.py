@@ -19,6 +19,8 @@ from rag.cli import eval as cli_eval
 from rag.cli import keys as cli_keys
 from rag.cli import llm as cli_llm
 from rag.cli import remote
+from rag.cli import routes as cli_routes
+from rag.cli import sync as cli_sync
 from rag.cli.common import fail, local_services, local_settings
 from rag.core import log_setup
 from rag.core.config import load_settings
@@ -45,9 +47,11 @@ app.add_typer(models_app, name="models")
 app.add_typer(db_app, name="db")
 app.add_typer(cli_llm.app, name="llm")
 app.add_typer(cli_keys.app, name="keys")
+app.add_typer(cli_routes.app, name="routes")
 app.command()(remote.ingest)
 app.command()(remote.search)
 app.command()(remote.ask)
+app.command("sync")(cli_sync.sync)
 app.command("eval")(cli_eval.eval_command)
 app.command("backup")(cli_backup.backup_command)
 app.command("restore")(cli_backup.restore_command)

@@ -41,7 +41,7 @@ KbOpt = Annotated[str, typer.Option("--kb", help="knowledge base name or id")]
 # Answers from a CPU model can take minutes; connecting should not.
 TIMEOUT = httpx.Timeout(600.0, connect=10.0)
 FINAL_JOB = frozenset({"succeeded", "failed", "cancelled"})
-DOCUMENT_STATUSES = ("queued", "processing", "ready", "failed")
+DOCUMENT_STATUSES = ("queued", "processing", "ready", "failed", "superseded")
 # Rejections of one file; any other error (auth, server down, unknown KB) ends the command.
 _PER_FILE = frozenset({400, 409, 413, 415, 422})
 _HINTS = {
@@ -550,6 +550,45 @@ def documents_delete(
         for doc in chosen:
             client.delete_document(row.id, doc.id)
     typer.echo(f"deleted {len(chosen)} document(s)")
+
+
+@documents_app.command("versions")
+def documents_versions(
+    document: Annotated[str, typer.Argument(help="document id or file name")],
+    kb: KbOpt,
+    url: UrlOpt = DEFAULT_URL,
+    api_key: ApiKeyOpt = None,
+) -> None:
+    """A document's versions, newest first; * marks the current one."""
+    with connect(url, api_key) as client:
+        row = resolve_kb(client, kb)
+        versions = client.document_versions(row.id, _find_document(client, row, document).id)
+    for doc in versions:
+        mark = "*" if doc.current else " "
+        when = doc.created_at.isoformat(timespec="seconds") if doc.created_at else ""
+        line = f"{mark} v{doc.version:<4} {doc.status:10}  {when:25}  {doc.id}  {doc.filename}"
+        typer.echo(line + (f"  ({doc.error})" if doc.error else ""))
+
+
+@documents_app.command("restore")
+def documents_restore(
+    document: Annotated[str, typer.Argument(help="document id or file name")],
+    kb: KbOpt,
+    version: Annotated[
+        int | None, typer.Option(help="the version to restore (default: the previous one)")
+    ] = None,
+    url: UrlOpt = DEFAULT_URL,
+    api_key: ApiKeyOpt = None,
+) -> None:
+    """Make an older version current again: it is ingested as the newest version and
+    replaces the current one once ready."""
+    with connect(url, api_key) as client:
+        row = resolve_kb(client, kb)
+        doc = client.restore_document(row.id, _find_document(client, row, document).id, version)
+    if doc.duplicate:
+        typer.echo(f"version {doc.version} ({doc.id}) is current already")
+    else:
+        typer.echo(f"queued as version {doc.version} ({doc.id}); it replaces the current one")
 
 
 # --------------------------------------------------------------------------- questions

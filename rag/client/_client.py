@@ -20,6 +20,8 @@ from rag.client._models import (
     Answer,
     ApiError,
     Calibration,
+    Chunk,
+    ChunkPage,
     Conversation,
     Document,
     DocumentFailed,
@@ -27,6 +29,7 @@ from rag.client._models import (
     Job,
     KnowledgeBase,
     LexiconChange,
+    PageImage,
     Passage,
     StreamEvent,
     TermSuggestion,
@@ -99,6 +102,10 @@ def _doc(r: httpx.Response) -> Document:
     return Document.from_json(r.json())
 
 
+def _doc_versions(r: httpx.Response) -> list[Document]:
+    return [Document.from_json(d) for d in _json(r)["versions"]]
+
+
 def _docs(r: httpx.Response) -> list[Document]:
     return [Document.from_json(d) for d in r.json()["documents"]]
 
@@ -151,6 +158,22 @@ def _calibration(r: httpx.Response) -> Calibration:
     return Calibration.from_json(r.json())
 
 
+def _chunk(r: httpx.Response) -> Chunk:
+    return Chunk.from_json(r.json())
+
+
+def _chunk_page(r: httpx.Response) -> ChunkPage:
+    return ChunkPage.from_json(r.json())
+
+
+def _bytes(r: httpx.Response) -> bytes:
+    return r.content
+
+
+def _page_image(r: httpx.Response) -> PageImage:
+    return PageImage(r.content, int(r.headers.get("x-highlight-count", "0")))
+
+
 def _segment(value: str) -> str:
     """One path segment: a knowledge base's name may hold any character, "/" and "?" too."""
     return quote(value, safe="")
@@ -184,6 +207,7 @@ class _Requests:
         metadata: Mapping[str, Any] | None,
         idempotency_key: str | None,
         priority: Priority | None = None,
+        external_id: str | None = None,
     ) -> _Call[Document]:
         if filename is None:
             if isinstance(source, str | os.PathLike):
@@ -195,6 +219,8 @@ class _Requests:
         data = {"metadata": json.dumps(dict(metadata), ensure_ascii=False)} if metadata else {}
         if priority is not None:
             data["priority"] = priority
+        if external_id is not None:
+            data["external_id"] = external_id
         return _Call(
             "POST",
             self._kb_path(kb_id, "/documents"),
@@ -205,16 +231,74 @@ class _Requests:
         )
 
     def _list_documents(
-        self, kb_id: str, status: str | None, limit: int, offset: int
+        self,
+        kb_id: str,
+        status: str | None,
+        limit: int,
+        offset: int,
+        external_id: str | None = None,
+        all_versions: bool = False,
     ) -> _Call[list[Document]]:
-        params = {"status": status, "limit": limit, "offset": offset}
+        params = _drop_none(
+            status=status,
+            limit=limit,
+            offset=offset,
+            external_id=external_id,
+            all_versions="true" if all_versions else None,
+        )
         return _Call("GET", self._kb_path(kb_id, "/documents"), _docs, params=params)
+
+    def _document_versions(self, kb_id: str, doc_id: str) -> _Call[list[Document]]:
+        return _Call("GET", self._doc_path(kb_id, doc_id, "/versions"), _doc_versions)
+
+    def _restore_document(self, kb_id: str, doc_id: str, version: int | None) -> _Call[Document]:
+        path = self._doc_path(kb_id, doc_id, "/restore")
+        return _Call("POST", path, _doc, json=_drop_none(version=version))
+
+    def _sync(
+        self,
+        kb_id: str,
+        folder: str | None,
+        urls: Sequence[str] | None,
+        interval_s: float | None,
+        delete_missing: bool,
+    ) -> _Call[Job]:
+        body = _drop_none(
+            folder=folder,
+            urls=list(urls) if urls is not None else None,
+            interval_s=interval_s,
+            delete_missing=delete_missing,
+        )
+        return _Call("POST", self._kb_path(kb_id, "/sync"), _job, json=body)
 
     def _get_document(self, kb_id: str, doc_id: str) -> _Call[Document]:
         return _Call("GET", self._kb_path(kb_id, f"/documents/{_segment(doc_id)}"), _doc)
 
     def _delete_document(self, kb_id: str, doc_id: str) -> _Call[None]:
         return _Call("DELETE", self._kb_path(kb_id, f"/documents/{_segment(doc_id)}"), _nothing)
+
+    def _doc_path(self, kb_id: str, doc_id: str, rest: str) -> str:
+        return self._kb_path(kb_id, f"/documents/{_segment(doc_id)}{rest}")
+
+    def _list_chunks(self, kb_id: str, doc_id: str, offset: int, limit: int) -> _Call[ChunkPage]:
+        params = {"offset": offset, "limit": limit}
+        return _Call("GET", self._doc_path(kb_id, doc_id, "/chunks"), _chunk_page, params=params)
+
+    def _set_chunk_disabled(
+        self, kb_id: str, doc_id: str, chunk_id: int, disabled: bool
+    ) -> _Call[Chunk]:
+        path = self._doc_path(kb_id, doc_id, f"/chunks/{int(chunk_id)}")
+        return _Call("PATCH", path, _chunk, json={"disabled": disabled})
+
+    def _download(self, kb_id: str, doc_id: str) -> _Call[bytes]:
+        return _Call("GET", self._doc_path(kb_id, doc_id, "/file"), _bytes)
+
+    def _render_page(
+        self, kb_id: str, doc_id: str, page: int, chunk_id: int | None, scale: float | None
+    ) -> _Call[PageImage]:
+        path = self._doc_path(kb_id, doc_id, f"/pages/{int(page)}.png")
+        params = {"chunk_id": chunk_id, "scale": scale}
+        return _Call("GET", path, _page_image, params=params)
 
     def _search(
         self,
@@ -324,6 +408,12 @@ class _Requests:
     def _set_lexicon(self, kb_id: str, terms: Sequence[str]) -> _Call[LexiconChange]:
         body = {"terms": list(terms)}
         return _Call("PUT", self._kb_path(kb_id, "/lexicon"), _lexicon_change, json=body)
+
+    def _change_lexicon(
+        self, kb_id: str, add: Sequence[str], remove: Sequence[str]
+    ) -> _Call[LexiconChange]:
+        body = {"add": list(add), "remove": list(remove)}
+        return _Call("PATCH", self._kb_path(kb_id, "/lexicon"), _lexicon_change, json=body)
 
     def _suggest_terms(
         self, kb_id: str, limit: int, min_count: int | None
@@ -450,23 +540,83 @@ class Client(_Requests):
         metadata: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
         priority: Priority | None = None,
+        external_id: str | None = None,
     ) -> Document:
         """Upload a file (path, bytes or binary stream); the document comes back queued, or
         the existing one with `duplicate=True` when the same bytes are already there.
-        `priority="batch"` for bulk loads: they are ingested after interactive uploads."""
-        call = self._upload(kb_id, path_or_bytes, filename, metadata, idempotency_key, priority)
+        `priority="batch"` for bulk loads: they are ingested after interactive uploads.
+        Under the key of an existing document (`external_id`, else the filename) it is a new
+        version, which replaces the current one once ready."""
+        call = self._upload(
+            kb_id, path_or_bytes, filename, metadata, idempotency_key, priority, external_id
+        )
         return self._send(call)
 
     def list_documents(
-        self, kb_id: str, status: str | None = None, limit: int = 1000, offset: int = 0
+        self,
+        kb_id: str,
+        status: str | None = None,
+        limit: int = 1000,
+        offset: int = 0,
+        *,
+        external_id: str | None = None,
+        all_versions: bool = False,
     ) -> list[Document]:
-        return self._send(self._list_documents(kb_id, status, limit, offset))
+        """The current version of each document (`all_versions`: every version)."""
+        call = self._list_documents(kb_id, status, limit, offset, external_id, all_versions)
+        return self._send(call)
+
+    def document_versions(self, kb_id: str, doc_id: str) -> list[Document]:
+        """Every version of the document's key, newest first."""
+        return self._send(self._document_versions(kb_id, doc_id))
+
+    def restore_document(self, kb_id: str, doc_id: str, version: int | None = None) -> Document:
+        """Queue an older version (default: the newest superseded one) as the newest version;
+        it replaces the current one once ready."""
+        return self._send(self._restore_document(kb_id, doc_id, version))
+
+    def sync(
+        self,
+        kb_id: str,
+        *,
+        folder: str | None = None,
+        urls: Sequence[str] | None = None,
+        interval_s: float | None = None,
+        delete_missing: bool = True,
+    ) -> Job:
+        """Queue a sync job keeping the knowledge base equal to a server folder or a list of
+        URLs (admin); with `interval_s` it runs again after each run until cancelled."""
+        return self._send(self._sync(kb_id, folder, urls, interval_s, delete_missing))
 
     def get_document(self, kb_id: str, doc_id: str) -> Document:
         return self._send(self._get_document(kb_id, doc_id))
 
     def delete_document(self, kb_id: str, doc_id: str) -> None:
         self._send(self._delete_document(kb_id, doc_id))
+
+    # the sources behind citations
+    def list_chunks(self, kb_id: str, doc_id: str, offset: int = 0, limit: int = 50) -> ChunkPage:
+        """A page of the document's chunks in the live index version, in document order."""
+        return self._send(self._list_chunks(kb_id, doc_id, offset, limit))
+
+    def set_chunk_disabled(self, kb_id: str, doc_id: str, chunk_id: int, disabled: bool) -> Chunk:
+        """Disable a chunk (kept, but left out of search and answers) or enable it again."""
+        return self._send(self._set_chunk_disabled(kb_id, doc_id, chunk_id, disabled))
+
+    def download(self, kb_id: str, doc_id: str) -> bytes:
+        """The original file's bytes."""
+        return self._send(self._download(kb_id, doc_id))
+
+    def render_page(
+        self,
+        kb_id: str,
+        doc_id: str,
+        page: int,
+        chunk_id: int | None = None,
+        scale: float | None = None,
+    ) -> PageImage:
+        """A PDF page (from 1) as PNG, with `chunk_id`'s text highlighted when given."""
+        return self._send(self._render_page(kb_id, doc_id, page, chunk_id, scale))
 
     def wait_until_ready(
         self, kb_id: str, doc_id: str, timeout: float = 300.0, poll_interval: float = 0.5
@@ -659,8 +809,12 @@ class Client(_Requests):
         return self._send(self._set_lexicon(kb_id, terms))
 
     def add_lexicon_terms(self, kb_id: str, terms: Sequence[str]) -> LexiconChange:
-        """Add terms to the dictionary (read, then replace: not atomic with other writers)."""
-        return self.set_lexicon(kb_id, [*self.get_lexicon(kb_id), *terms])
+        """Add terms to the dictionary, atomically on the server."""
+        return self._send(self._change_lexicon(kb_id, terms, ()))
+
+    def remove_lexicon_terms(self, kb_id: str, terms: Sequence[str]) -> LexiconChange:
+        """Remove terms from the dictionary, atomically on the server."""
+        return self._send(self._change_lexicon(kb_id, (), terms))
 
     def suggest_terms(
         self, kb_id: str, limit: int = 50, min_count: int | None = None
@@ -759,20 +913,74 @@ class AsyncClient(_Requests):
         metadata: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
         priority: Priority | None = None,
+        external_id: str | None = None,
     ) -> Document:
-        call = self._upload(kb_id, path_or_bytes, filename, metadata, idempotency_key, priority)
+        call = self._upload(
+            kb_id, path_or_bytes, filename, metadata, idempotency_key, priority, external_id
+        )
         return await self._send(call)
 
     async def list_documents(
-        self, kb_id: str, status: str | None = None, limit: int = 1000, offset: int = 0
+        self,
+        kb_id: str,
+        status: str | None = None,
+        limit: int = 1000,
+        offset: int = 0,
+        *,
+        external_id: str | None = None,
+        all_versions: bool = False,
     ) -> list[Document]:
-        return await self._send(self._list_documents(kb_id, status, limit, offset))
+        call = self._list_documents(kb_id, status, limit, offset, external_id, all_versions)
+        return await self._send(call)
+
+    async def document_versions(self, kb_id: str, doc_id: str) -> list[Document]:
+        return await self._send(self._document_versions(kb_id, doc_id))
+
+    async def restore_document(
+        self, kb_id: str, doc_id: str, version: int | None = None
+    ) -> Document:
+        return await self._send(self._restore_document(kb_id, doc_id, version))
+
+    async def sync(
+        self,
+        kb_id: str,
+        *,
+        folder: str | None = None,
+        urls: Sequence[str] | None = None,
+        interval_s: float | None = None,
+        delete_missing: bool = True,
+    ) -> Job:
+        return await self._send(self._sync(kb_id, folder, urls, interval_s, delete_missing))
 
     async def get_document(self, kb_id: str, doc_id: str) -> Document:
         return await self._send(self._get_document(kb_id, doc_id))
 
     async def delete_document(self, kb_id: str, doc_id: str) -> None:
         await self._send(self._delete_document(kb_id, doc_id))
+
+    # the sources behind citations
+    async def list_chunks(
+        self, kb_id: str, doc_id: str, offset: int = 0, limit: int = 50
+    ) -> ChunkPage:
+        return await self._send(self._list_chunks(kb_id, doc_id, offset, limit))
+
+    async def set_chunk_disabled(
+        self, kb_id: str, doc_id: str, chunk_id: int, disabled: bool
+    ) -> Chunk:
+        return await self._send(self._set_chunk_disabled(kb_id, doc_id, chunk_id, disabled))
+
+    async def download(self, kb_id: str, doc_id: str) -> bytes:
+        return await self._send(self._download(kb_id, doc_id))
+
+    async def render_page(
+        self,
+        kb_id: str,
+        doc_id: str,
+        page: int,
+        chunk_id: int | None = None,
+        scale: float | None = None,
+    ) -> PageImage:
+        return await self._send(self._render_page(kb_id, doc_id, page, chunk_id, scale))
 
     async def wait_until_ready(
         self, kb_id: str, doc_id: str, timeout: float = 300.0, poll_interval: float = 0.5
@@ -931,7 +1139,10 @@ class AsyncClient(_Requests):
         return await self._send(self._set_lexicon(kb_id, terms))
 
     async def add_lexicon_terms(self, kb_id: str, terms: Sequence[str]) -> LexiconChange:
-        return await self.set_lexicon(kb_id, [*(await self.get_lexicon(kb_id)), *terms])
+        return await self._send(self._change_lexicon(kb_id, terms, ()))
+
+    async def remove_lexicon_terms(self, kb_id: str, terms: Sequence[str]) -> LexiconChange:
+        return await self._send(self._change_lexicon(kb_id, (), terms))
 
     async def suggest_terms(
         self, kb_id: str, limit: int = 50, min_count: int | None = None

@@ -223,7 +223,7 @@ class Document:
     id: str
     kb_id: str
     filename: str
-    status: str  # queued | processing | ready | failed
+    status: str  # queued | processing | ready | failed | superseded
     error: str | None = None
     pages: int | None = None
     chunks: int = 0
@@ -235,6 +235,12 @@ class Document:
     created_at: datetime | None = None
     updated_at: datetime | None = None
     duplicate: bool = False  # the same bytes were already in the knowledge base
+    # Versions: the key they share (external_id, else the filename), this one's number, and
+    # whether it is the current one (a newer version is not current until it is ready).
+    key: str | None = None
+    external_id: str | None = None
+    version: int = 1
+    current: bool = True
     # Ingestion progress while queued or processing (None otherwise): the place in the queue
     # (1 runs next), the stage and its pages, and the seconds until ready (None until known).
     queue_position: int | None = None
@@ -255,6 +261,50 @@ class Document:
 
 
 @dataclass(frozen=True)
+class Chunk:
+    """One chunk of a document as stored: `disabled` ones are left out of search and answers."""
+
+    id: int
+    document_id: str
+    ordinal: int
+    text: str
+    page_start: int
+    page_end: int
+    version: int = 1
+    page_marks: list[list[int]] = field(default_factory=list)
+    heading_path: list[str] = field(default_factory=list)
+    token_count: int = 0
+    disabled: bool = False
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Chunk:
+        return _build(cls, data)
+
+
+@dataclass(frozen=True)
+class ChunkPage:
+    """One page of a document's chunks (live index version, document order) and the total."""
+
+    chunks: list[Chunk]
+    total: int
+    offset: int = 0
+    limit: int = 0
+    version: int = 1
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ChunkPage:
+        return _build(cls, data, chunks=[Chunk.from_json(c) for c in data.get("chunks", [])])
+
+
+@dataclass(frozen=True)
+class PageImage:
+    """A PDF page rendered as PNG; `highlights`: rectangles drawn over the chunk's text."""
+
+    png: bytes
+    highlights: int = 0
+
+
+@dataclass(frozen=True)
 class Passage:
     """A search result: `page` is 1-based, as a PDF viewer counts: the page of the passage's
     best-matching sentence; `page_start`..`page_end` is the passage's whole span."""
@@ -269,6 +319,7 @@ class Passage:
     heading_path: list[str] = field(default_factory=list)
     relevance: float | None = None  # absolute, in [0, 1], comparable across queries (search)
     page_start: int | None = None
+    title: str = ""  # the document's title; heading_path starts with it
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Passage:

@@ -12,7 +12,14 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rag.core.errors import ConfigError
@@ -60,7 +67,8 @@ def _http_url(value: str) -> str:
 
 class LLMRoute(BaseModel):
     """A row of the routing table (RAG_LLM__ROUTES, a JSON list): questions that match its
-    rules go to its OpenAI-compatible server and model; the first matching row wins."""
+    rules go to its OpenAI-compatible server and model; the first matching row wins. A row
+    without rules is reached through its classifier `labels` or as another route's `fallback`."""
 
     name: str = Field(min_length=1, max_length=64)
     model: str
@@ -69,8 +77,18 @@ class LLMRoute(BaseModel):
     keywords: list[str] = []  # any of these words or phrases, case-insensitive
     pattern: str | None = None  # a regular expression, case-insensitive
     preset: Literal["code", "math"] | None = None  # built-in rules (rag/generation/model_routes.py)
+    # Routing-classifier labels (kb, code, math, chitchat) that send a question here when no
+    # rule matched and the classifier is confident (RAG_LLM__ROUTE_THRESHOLD).
+    labels: list[str] = []
     max_model_len: int | None = Field(None, ge=512)  # default: RAG_LLM__MAX_MODEL_LEN
     max_tokens: int | None = Field(None, ge=1)
+    # Another row's name: its server answers while this one's circuit is open or its health
+    # check fails (rag/generation/failover.py); one hop, the fallback's own fallback is unused.
+    fallback: str | None = None
+
+    @property
+    def has_rule(self) -> bool:
+        return bool(self.keywords or self.pattern or self.preset)
 
     @field_validator("base_url")
     @classmethod
@@ -86,12 +104,6 @@ class LLMRoute(BaseModel):
             except re.error as exc:
                 raise ValueError(f"not a regular expression: {exc}") from exc
         return value
-
-    @model_validator(mode="after")
-    def _has_a_rule(self) -> LLMRoute:
-        if not (self.keywords or self.pattern or self.preset):
-            raise ValueError(f"route {self.name!r} needs keywords, a pattern or a preset")
-        return self
 
 
 class LLMSettings(BaseModel):
@@ -135,6 +147,27 @@ class LLMSettings(BaseModel):
     gpu_memory_utilization: float = Field(0.90, gt=0, le=1)
     tensor_parallel_size: int = Field(1, ge=1)
     local_model: Path = Path(".models/Qwen2.5-Coder-0.5B-Instruct")
+    # The GGUF file `rag llm serve --backend llamacpp` serves with llama.cpp (llama-cpp-python).
+    gguf_model: Path = Path(".models/SmolLM2-135M-Instruct.Q4_1.gguf")
+    # A structured answer (JSON-schema response_format) that fails validation is asked for
+    # again, with the error, up to this many times; then the request fails with 422.
+    json_retries: int = Field(3, ge=0, le=10)
+    # The route (a row of `routes`) that answers while the default route is down.
+    fallback: str | None = None
+    # Seconds between health checks (GET /models) of a route that has a fallback.
+    health_interval_s: float = Field(5.0, gt=0)
+    # The routing classifier's weights (`rag routes train`); unset:
+    # <data_dir>/routing/classifier.json. Questions no rule matched get its label's route.
+    route_classifier: Path | None = None
+    # Below this confidence of the classifier a question goes to route_default.
+    route_threshold: float = Field(0.6, ge=0, le=1)
+    # The route (a row's name) for questions neither a rule nor a confident label placed;
+    # unset: the default route (base_url + model).
+    route_default: str | None = None
+    # /metrics also reports each route's LLM server (its vLLM /metrics) and this host's GPUs.
+    upstream_metrics: bool = True
+    # Seconds a scrape waits for the LLM servers' /metrics, all read at once.
+    upstream_metrics_timeout_s: float = Field(1.0, gt=0, le=30)
     # Optional routing table; empty means one route: base_url + model.
     routes: list[LLMRoute] = []
 
@@ -152,11 +185,34 @@ class LLMSettings(BaseModel):
 
     @field_validator("routes")
     @classmethod
-    def _unique_route_names(cls, value: list[LLMRoute]) -> list[LLMRoute]:
+    def _consistent_table(cls, value: list[LLMRoute], info: ValidationInfo) -> list[LLMRoute]:
         names = [route.name for route in value]
         if len(set(names)) != len(names):
             raise ValueError("route names must be unique")
+        # (who names it, its own name or None for the default route, the fallback it names)
+        links: list[tuple[str, str | None, str | None]] = [
+            ("RAG_LLM__FALLBACK", None, info.data.get("fallback"))
+        ]
+        links += [(f"route {r.name!r}", r.name, r.fallback) for r in value]
+        for who, own, target in links:
+            if target is not None and (target not in names or target == own):
+                raise ValueError(f"{who} has fallback {target!r}, which names no other route")
+        targets = {target for _, _, target in links}
+        for route in value:
+            if not route.has_rule and not route.labels and route.name not in targets:
+                raise ValueError(
+                    f"route {route.name!r} needs keywords, a pattern, a preset or classifier "
+                    "labels (or to be another route's fallback)"
+                )
         return value
+
+    @model_validator(mode="after")
+    def _route_default_exists(self) -> LLMSettings:
+        if self.route_default is not None and self.route_default not in {
+            route.name for route in self.routes
+        }:
+            raise ValueError(f"route_default {self.route_default!r} names no route")
+        return self
 
 
 class ChunkSettings(BaseModel):
@@ -178,8 +234,26 @@ class IngestSettings(BaseModel):
     max_upload_bytes: int = Field(100 * 1024 * 1024, ge=1)
     max_pages: int = Field(5000, ge=1)
     max_decompressed_bytes: int = Field(512 * 1024 * 1024, ge=1)
+    # Non-empty cells a spreadsheet (XLSX, CSV) may have, all sheets together.
+    max_cells: int = Field(2_000_000, ge=1)
+    # Size of an HTML page, or of a mail's HTML body, that is read for its main content.
+    max_markup_bytes: int = Field(20 * 1024 * 1024, ge=1)
+    # Attachments of one mail that become child documents; the rest are named in a warning.
+    max_attachments: int = Field(100, ge=0)
+    # OCR of scanned PDF pages and images (ingest/parsers/ocr.py): "rapidocr" (PP-OCR models
+    # shipped in its wheel), "tesseract" (Debian's tesseract-ocr with chi_sim and eng data) or
+    # "off" (images are refused, scanned pages stay unindexed with a warning).
+    ocr_engine: Literal["rapidocr", "tesseract", "off"] = "rapidocr"
+    # Seconds OCR may spend on one page or image; a page that takes longer is left out, named
+    # in the document's warnings.
+    ocr_page_timeout_s: float = Field(60.0, gt=0)
+    # Largest image (width x height) read, and the most pixels a PDF page is rendered to for
+    # OCR; a larger image fails with a reason. A 600 dpi A4 scan is about 35 million.
+    ocr_max_image_pixels: int = Field(50_000_000, ge=10_000)
     parse_timeout_s: float = Field(300.0, gt=0)
-    parse_memory_mb: int = Field(2048, ge=64)
+    # Address space of a parser child (RLIMIT_AS): OCR's models and a page's activations need
+    # more than 2 GB of it, beside the parser libraries the child has loaded.
+    parse_memory_mb: int = Field(3072, ge=64)
     # A parser child is reused (starting one costs more than parsing a small file) until it
     # has parsed this many documents or its resident memory grew past parse_child_rss_mb.
     parse_child_documents: int = Field(200, ge=1)
@@ -194,6 +268,9 @@ class IngestSettings(BaseModel):
     lease_s: float = Field(30.0, gt=0)
     poll_interval_s: float = Field(0.5, gt=0)
     max_attempts: int = Field(3, ge=1)
+    # Older versions of a document (same key) whose stored files are kept, newest first, so
+    # they can be restored; older ones are deleted when a new version goes live. 0: none.
+    keep_document_versions: int = Field(3, ge=0)
 
 
 class RetrievalSettings(BaseModel):
@@ -230,6 +307,10 @@ class RetrievalSettings(BaseModel):
     overlap_min_chunks: int = Field(5_000, ge=1)
     # Dense indexes above this many vectors switch from exact flat to IVF (0: never).
     ann_threshold: int = Field(200_000, ge=0)
+    # Dense searches on a GPU copy of each FAISS index (rag/index/dense.py) where a GPU build of
+    # FAISS (the `gpu` extra) finds a GPU; off by default: vLLM usually holds that GPU's memory.
+    faiss_gpu: bool = False
+    faiss_gpu_device: int = Field(0, ge=0)  # the CUDA device those copies live on
     ivf_nprobe: int = Field(64, ge=1, le=65536)  # recall@10 0.975 at 200k (bench/dense_ann.py)
     # BM25 terms of Chinese text: jieba words, character bigrams (measured best on average over
     # eight sets; docs/retrieval.md) or both. A change re-tokenises each KB on its next load.
@@ -276,12 +357,63 @@ class RetrievalSettings(BaseModel):
 
 
 class IndexSettings(BaseModel):
-    """Index versions (rag/kb/versions.py)."""
+    """Index versions (rag/kb/versions.py) and where dense vectors are kept."""
 
     # Versions whose chunks, vectors and index files are kept: the live one plus the
     # keep_versions - 1 most recent retired ones, to roll back to. Older retired versions are
     # pruned after each switch (and by `rag reindex prune`); 1 keeps no rollback target.
     keep_versions: int = Field(2, ge=1)
+    # faiss: in each process, snapshots under data_dir/index; milvus: one Milvus shared by
+    # every replica (the `milvus` extra; rag/index/milvus.py). BM25 stays in each process.
+    backend: Literal["faiss", "milvus"] = "faiss"
+    # http://milvus:19530 (standalone or cluster), or a Milvus Lite file (development only).
+    milvus_uri: str = ""
+    milvus_token: str | None = None  # user:password, or an API key
+    # Collections are <prefix>_<kb id>_v<version>, so several deployments can share a Milvus.
+    milvus_prefix: str = Field("kbqa", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,31}$")
+
+    @model_validator(mode="after")
+    def _milvus_needs_uri(self) -> IndexSettings:
+        if self.backend == "milvus" and not self.milvus_uri:
+            raise ValueError("backend milvus needs RAG_INDEX__MILVUS_URI")
+        return self
+
+
+class SyncSettings(BaseModel):
+    """`rag sync` jobs (rag/kb/sync.py): what a knowledge base may be kept equal to. The
+    worker reads these folders and fetches these URLs itself, so both are opt-in."""
+
+    # Folders on the worker's machine that a sync may read (each, and anything below it).
+    folders: list[Path] = []
+    # URL prefixes a sync may fetch, e.g. https://intranet.example.com/policies/
+    url_prefixes: list[str] = []
+    # Seconds one URL may take to answer (each read of its body too).
+    fetch_timeout_s: float = Field(30.0, gt=0)
+    # Entries one sync may list; more fails the run before anything changes.
+    max_entries: int = Field(10_000, ge=1)
+    # The shortest interval between scheduled runs.
+    min_interval_s: float = Field(60.0, gt=0)
+
+
+class WebhookSettings(BaseModel):
+    """Signed webhook deliveries (rag/integrations/webhook_delivery.py)."""
+
+    # Run the dispatcher in this process (every replica may; deliveries are claimed one by one).
+    enabled: bool = True
+    # Seconds one POST may take before it counts as a failed attempt.
+    timeout_s: float = Field(10.0, gt=0)
+    # Attempts before a delivery is dead (kept, replayable over the API).
+    max_attempts: int = Field(8, ge=1)
+    # Seconds before the first retry; doubled after each failure, up to max_backoff_s.
+    backoff_s: float = Field(5.0, gt=0)
+    # The longest wait between two attempts, in seconds.
+    max_backoff_s: float = Field(3600.0, gt=0)
+    # Seconds between looks for due deliveries.
+    poll_interval_s: float = Field(1.0, gt=0)
+    # Deliveries claimed per look.
+    batch_size: int = Field(50, ge=1)
+    # Deliveries sent at once: a receiver that hangs holds one of these for timeout_s.
+    senders: int = Field(4, ge=1)
 
 
 class TokenizerSettings(BaseModel):
@@ -361,6 +493,8 @@ class Settings(BaseSettings):
     retrieval: RetrievalSettings = RetrievalSettings()
     tokenizer: TokenizerSettings = TokenizerSettings()
     index: IndexSettings = IndexSettings()
+    sync: SyncSettings = SyncSettings()
+    webhooks: WebhookSettings = WebhookSettings()
     security: SecuritySettings = SecuritySettings()
     cache: CacheSettings = CacheSettings()
     log: LogSettings = LogSettings()

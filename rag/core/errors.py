@@ -19,7 +19,8 @@ RagError
     ├── LLMTimeout              504  no answer in time
     └── LLMBadResponse          502  answered, but not with something we can use
         ├── LLMContextLengthExceeded  502  prompt over the served context (repacked once first)
-        └── InvalidStructuredOutput   502  JSON that fails the requested schema (retried once)
+        └── InvalidStructuredOutput   422  JSON that still fails the requested schema after
+                                           RAG_LLM__JSON_RETRIES retries
 """
 
 from __future__ import annotations
@@ -99,6 +100,14 @@ class IndexUnusable(RagError):
     code = "index_error"
 
 
+class IndexUnavailable(RagError):
+    """The vector database (RAG_INDEX__BACKEND=milvus) did not answer: retry later. Not an
+    IndexUnusable, which makes the store rebuild the index from SQL."""
+
+    status_code = 503
+    code = "index_unavailable"
+
+
 class LLMError(RagError):
     status_code = 502
     code = "llm_error"
@@ -145,4 +154,12 @@ class LLMContextLengthExceeded(LLMBadResponse):
 
 
 class InvalidStructuredOutput(LLMBadResponse):
+    """The model's JSON fails the request's schema; `retries`: how often it was asked again.
+    422, not 502: the server answered, but not in a shape this request's schema accepts."""
+
+    status_code = 422
     code = "invalid_structured_output"
+
+    def __init__(self, message: str, *, retries: int = 0) -> None:
+        super().__init__(message)
+        self.retries = retries

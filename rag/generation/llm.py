@@ -36,13 +36,17 @@ from rag.generation.stream_transport import STREAM_EXTENSION, StreamTransport
 
 log = logging.getLogger(__name__)
 _RETRYABLE_STATUS = {429, 502, 503, 504}
+# vLLM and llama-cpp-python word it as OpenAI does; llama.cpp's own llama-server says "exceeds
+# the available context size" and adds n_ctx and n_prompt_tokens to the error object.
 _CONTEXT_ERROR = re.compile(
     r"maximum context length|context length|context window|max_model_len|too many tokens"
-    r"|reduce the length",
+    r"|reduce the length|context size",
     re.IGNORECASE,
 )
-_MAX_CONTEXT = re.compile(r"maximum context length is (\d+)", re.IGNORECASE)
-_PROMPT_TOKENS = re.compile(r"(\d+) in the messages|(\d+) input tokens", re.IGNORECASE)
+_MAX_CONTEXT = re.compile(r"maximum context length is (\d+)|\"n_ctx\":\s*(\d+)", re.IGNORECASE)
+_PROMPT_TOKENS = re.compile(
+    r"(\d+) in the messages|(\d+) input tokens|\"n_prompt_tokens\":\s*(\d+)", re.IGNORECASE
+)
 Messages = list[dict[str, str]]
 _PENALTIES = ("repetition_penalty", "frequency_penalty", "presence_penalty")
 _LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
@@ -77,6 +81,14 @@ def how_to_start(settings: LLMSettings) -> str:
         "8000`, set RAG_LLM__BASE_URL to its /v1 URL, or ask with retrieval_only=true to get "
         "the passages without an answer."
     )
+
+
+def _as_json_object(fmt: Any) -> Any:
+    """A `json_schema` response_format in the `json_object` + `schema` form older OpenAI-like
+    servers take (llama-cpp-python); anything else unchanged."""
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        return {"type": "json_object", "schema": fmt["json_schema"]["schema"]}
+    return fmt
 
 
 def _usage(raw: Any) -> dict[str, int]:
@@ -338,6 +350,7 @@ class LLMClient:
         self._ahttp: httpx.AsyncClient | None = None
         self._aloop: asyncio.AbstractEventLoop | None = None
         self._refused_repetition_penalty = False
+        self._refused_json_schema = False
 
     def _aclient(self) -> httpx.AsyncClient:
         # Pooled connections belong to one event loop; the CLI and tests may run several.
@@ -401,6 +414,8 @@ class LLMClient:
             body["stream_options"] = {"include_usage": True}
         body.update(self._penalties())
         body.update({k: v for k, v in extra.items() if v is not None})
+        if self._refused_json_schema and "response_format" in body:
+            body["response_format"] = _as_json_object(body["response_format"])
         return body
 
     def _penalties(self) -> dict[str, float]:
@@ -436,6 +451,26 @@ class LLMClient:
                 self.url,
             )
         self._refused_repetition_penalty = True
+        return True
+
+    def _refuses_json_schema(self, response: httpx.Response, body: dict[str, Any]) -> bool:
+        """The server refused a `json_schema` response_format (llama-cpp-python's server takes
+        only `json_object`, with the schema beside it, and answers 500 naming the field): from
+        now on this client sends that form, which it turns into a grammar all the same."""
+        fmt = body.get("response_format")
+        if (
+            response.status_code not in (400, 422, 500)
+            or not isinstance(fmt, dict)
+            or fmt.get("type") != "json_schema"
+            or "response_format" not in response.text
+            or "json_schema" not in response.text
+        ):
+            return False
+        if not self._refused_json_schema:
+            log.warning(
+                "the LLM at %s refuses json_schema; sending json_object with the schema", self.url
+            )
+        self._refused_json_schema = True
         return True
 
     async def complete(self, messages: Messages, **extra: Any) -> Completion:
@@ -530,6 +565,9 @@ class LLMClient:
                     body = {k: v for k, v in body.items() if k not in _PENALTIES}
                     body.update(self._penalties())
                     continue
+                if self._refuses_json_schema(response, body):
+                    body = {**body, "response_format": _as_json_object(body["response_format"])}
+                    continue
                 failure = self._status_failure(response)
             delay = self._delay(attempt, failure) if attempt + 1 < attempts else None
             if delay is None:
@@ -598,7 +636,7 @@ class LLMClient:
             counted = _PROMPT_TOKENS.search(detail)
             context_error = LLMContextLengthExceeded(
                 f"the prompt is longer than the LLM's context: {detail}",
-                max_context=int(limit.group(1)) if limit else None,
+                max_context=int(next(g for g in limit.groups() if g)) if limit else None,
                 prompt_tokens=int(next(g for g in counted.groups() if g)) if counted else None,
             )
             return _Failure(context_error, retryable=False, unhealthy=False)

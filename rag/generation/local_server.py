@@ -1,5 +1,7 @@
 """`transformers serve` as the CPU stand-in for vLLM: start, wait until ready, stop.
 
+wait_until_ready and stop serve llama.cpp's server (rag/generation/llamacpp_server.py) too.
+
 `transformers serve` (transformers 5.x, needs `transformers[serving]`) preloads the one model
 it is pinned to before it binds its port, so once the port answers the model is loaded. A model
 folder is served through a throwaway hub cache, named `local/<folder name>`
@@ -38,7 +40,7 @@ class LLMServerError(LLMUnavailable):
 class ServerProcess(subprocess.Popen[bytes]):
     """The server's Popen, remembering its log and the temporary files stop() removes."""
 
-    hub_dir: Path
+    hub_dir: Path | None  # transformers serve's throwaway hub cache
     log_file: Path
     own_log: bool
 
@@ -83,7 +85,7 @@ def start_transformers_serve(
     model_dir = model_dir.expanduser().resolve()
     if not (model_dir / "config.json").is_file():
         raise LLMServerError(f"{model_dir} is not a transformers model folder (no config.json)")
-    _ensure_port_free(host, port)
+    ensure_port_free(host, port)
     name = served_model_name(model_dir)
     hub_dir = _hub_view(model_dir, name)
     own_log = log_file is None
@@ -173,7 +175,8 @@ def stop(proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
         proc.wait()
         _group_gone(proc.pid, time.monotonic() + _KILLED_GRACE_S)
     if isinstance(proc, ServerProcess):
-        shutil.rmtree(proc.hub_dir, ignore_errors=True)
+        if proc.hub_dir is not None:
+            shutil.rmtree(proc.hub_dir, ignore_errors=True)
         if proc.own_log:
             proc.log_file.unlink(missing_ok=True)
 
@@ -205,7 +208,7 @@ def _hub_view(model_dir: Path, name: str) -> Path:
     return hub_dir
 
 
-def _ensure_port_free(host: str, port: int) -> None:
+def ensure_port_free(host: str, port: int) -> None:
     # Otherwise wait_until_ready could be answered by whatever already listens there.
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
@@ -239,15 +242,23 @@ def main(argv: list[str] | None = None) -> int:
     proc = start_transformers_serve(
         args.model_dir, args.host, args.port, args.log_file, threads=args.threads
     )
+    model = served_model_name(args.model_dir.expanduser().resolve())
+    return serve_until_exit(proc, args.host, args.port, args.timeout, {"RAG_LLM__MODEL": model})
+
+
+def serve_until_exit(
+    proc: ServerProcess, host: str, port: int, timeout: float, settings: dict[str, str]
+) -> int:
+    """Wait until `proc` answers, print the settings that point the service at it
+    (RAG_LLM__BASE_URL first, then `settings`), and serve until it exits or is killed."""
     # SIGTERM from a shell script's `kill` must take the server's process group down too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
-        base_url = f"http://{args.host}:{args.port}/v1"
-        wait_until_ready(base_url, args.timeout, proc)
+        base_url = f"http://{host}:{port}/v1"
+        wait_until_ready(base_url, timeout, proc)
         print(f"RAG_LLM__BASE_URL={base_url}", flush=True)
-        print(
-            f"RAG_LLM__MODEL={served_model_name(args.model_dir.expanduser().resolve())}", flush=True
-        )
+        for name, value in settings.items():
+            print(f"{name}={value}", flush=True)
         return proc.wait()
     except LLMServerError as exc:
         print(exc, file=sys.stderr)

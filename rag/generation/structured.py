@@ -1,16 +1,23 @@
 """Structured output: a JSON-schema response_format goes to the server (vLLM turns it into
 guided decoding); what comes back is validated here, because not every server enforces it
-(`transformers serve` ignores response_format) and a length cut can truncate even guided JSON."""
+(`transformers serve` ignores response_format) and a length cut can truncate even guided JSON.
+An invalid answer is asked for again with its validation error, up to a limit (`until_valid`)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import jsonschema
 
+from rag.core import metrics
 from rag.core.errors import InvalidInput, InvalidStructuredOutput
+from rag.generation.llm import Completion, Messages
+
+log = logging.getLogger(__name__)
 
 
 def check_format(response_format: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -55,6 +62,55 @@ def parse(
             f"{invalid} (after links outside the allow-list or text of the system prompt were"
             " removed from it)"
         ) from invalid
+
+
+@dataclass(frozen=True)
+class Valid:
+    """A structured answer that passed: its value and every completion it took, in order."""
+
+    value: Any
+    completions: list[Completion]
+
+    @property
+    def completion(self) -> Completion:
+        return self.completions[-1]
+
+    @property
+    def retries(self) -> int:
+        return len(self.completions) - 1
+
+
+async def until_valid(
+    first: Completion,
+    ask: Callable[[Messages], Awaitable[Completion]],
+    feedback: Callable[[str, str], Messages],
+    response_format: dict[str, Any],
+    *,
+    retries: int,
+    clean: Callable[[str], str] | None = None,
+    route: str = "default",
+) -> Valid:
+    """Parse `first`; while the answer is invalid, ask again with `feedback(answer, error)` (the
+    messages that tell the model what was wrong), at most `retries` times. Still invalid then:
+    InvalidStructuredOutput (422) naming the last validation error and the retries spent."""
+    completions = [first]
+    while True:
+        try:
+            return Valid(parse(completions[-1].text, response_format, clean), completions)
+        except InvalidStructuredOutput as invalid:
+            spent = len(completions) - 1
+            if spent >= retries:
+                metrics.STRUCTURED_FAILURES.labels(route).inc()
+                raise InvalidStructuredOutput(
+                    f"no valid JSON after {spent} {'retry' if spent == 1 else 'retries'}; the "
+                    f"last answer failed: {invalid}",
+                    retries=spent,
+                ) from invalid
+            metrics.STRUCTURED_RETRIES.labels(route).inc()
+            log.warning(
+                "structured output invalid (%s); retry %d of %d", invalid, spent + 1, retries
+            )
+            completions.append(await ask(feedback(completions[-1].text, str(invalid))))
 
 
 def _map_strings(value: Any, clean: Callable[[str], str]) -> Any:

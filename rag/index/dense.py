@@ -4,26 +4,28 @@ Every layout is keyed by the SQL chunk id (never by position, so removing a docu
 shifts anyone else's vectors): exact flat search, or IVF for large knowledge bases (`KBIndex`).
 Vectors are L2-normalised, so inner product is cosine similarity. A search restricted to
 allowed chunk ids (filters) applies the IDSelector inside the scan, so top-k is the top-k of
-the allowed set.
+the allowed set. With a GPU placement (`FaissGpu`), unfiltered searches run on a GPU copy.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Literal, cast
+from typing import Any, BinaryIO, Literal, Protocol, cast
 
 import faiss
 import numpy as np
 
 from rag.core.errors import IndexUnusable
 
+log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 Layout = Literal["flat", "ivf"]
@@ -41,6 +43,49 @@ class Manifest:
     count: int
     index_file: str
     sha256: str
+
+
+class GpuPlacement(Protocol):
+    """Where dense searches run on a GPU: `FaissGpu`, or a fake in tests."""
+
+    def to_gpu(self, index: faiss.Index) -> faiss.Index: ...
+
+    def search(self, index: faiss.Index, query: np.ndarray, k: int) -> tuple[Any, Any]: ...
+
+
+class FaissGpu:
+    """faiss.index_cpu_to_gpu onto one device. The clone keeps the ids (IndexIDMap2 stays on
+    the host around a GpuIndexFlat; IVF lists keep theirs). One StandardGpuResources serves
+    every index of the process; it is not thread-safe, hence the lock around searches."""
+
+    def __init__(self, device: int = 0) -> None:
+        self.device = device
+        self._resources = cast(Any, faiss).StandardGpuResources()
+        self._lock = threading.Lock()
+
+    def to_gpu(self, index: faiss.Index) -> faiss.Index:
+        with self._lock:
+            return cast(Any, faiss).index_cpu_to_gpu(self._resources, self.device, index)
+
+    def search(self, index: faiss.Index, query: np.ndarray, k: int) -> tuple[Any, Any]:
+        with self._lock:
+            return index.search(query, k)
+
+
+def faiss_gpu(enabled: bool, device: int = 0) -> FaissGpu | None:
+    """A FaissGpu where RAG_RETRIEVAL__FAISS_GPU asks for one and this FAISS build sees the
+    device; None (CPU search, with a warning when asked for) otherwise."""
+    if not enabled:
+        return None
+    gpus = int(cast(Any, faiss).get_num_gpus()) if hasattr(faiss, "StandardGpuResources") else 0
+    if gpus <= device:
+        log.warning(
+            "RAG_RETRIEVAL__FAISS_GPU is on but FAISS sees %d GPU(s) (a CPU build? see "
+            "docs/deployment.md): dense search stays on the CPU",
+            gpus,
+        )
+        return None
+    return FaissGpu(device)
 
 
 def ivf_lists(n: int) -> int:
@@ -69,6 +114,9 @@ class KBIndex:
         self.last_seq = 0
         self.nprobe = 64  # IVF lists probed per query (set by the IndexStore from settings)
         self._index: faiss.Index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        # Unfiltered searches run on a GPU copy of _index, made again after each change.
+        self.gpu: GpuPlacement | None = None  # set by the IndexStore from settings
+        self._gpu_index: faiss.Index | None = None
         # FAISS allows concurrent searches but not a search during add/remove.
         self._lock = threading.RLock()
 
@@ -92,12 +140,14 @@ class KBIndex:
         with self._lock:
             self._index.remove_ids(faiss.IDSelectorArray(ids))
             self._index.add_with_ids(vectors, ids)
+            self._gpu_index = None
 
     def remove(self, ids: np.ndarray | list[int]) -> int:
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         if len(ids) == 0:
             return 0
         with self._lock:
+            self._gpu_index = None
             return int(self._index.remove_ids(faiss.IDSelectorArray(ids)))
 
     def ids(self) -> np.ndarray:
@@ -122,6 +172,10 @@ class KBIndex:
             total = int(self._index.ntotal)
             if total == 0 or k <= 0 or (allowed is not None and len(allowed) == 0):
                 return []
+            on_gpu = self._on_gpu() if allowed is None else None
+            if on_gpu is not None and self.gpu is not None:
+                scores, ids = self.gpu.search(on_gpu, query, min(k, total))
+                return _hits(ids, scores)
             params = self._params(total, allowed)
             threads = faiss.omp_get_max_threads()
             faiss.omp_set_num_threads(self.search_threads(total))
@@ -129,12 +183,24 @@ class KBIndex:
                 scores, ids = self._index.search(query, min(k, total), params=params)
             finally:
                 faiss.omp_set_num_threads(threads)
-        # tolist() and zip() build the pairs in C: element-wise numpy scalars cost ~35 µs per
-        # query at k=50, a comprehension ~10 µs more than zip right after a scan.
-        hits = list(zip(ids[0].tolist(), scores[0].tolist(), strict=True))
-        while hits and hits[-1][0] == -1:  # FAISS pads with -1 when fewer than k qualify
-            hits.pop()
-        return hits
+        return _hits(ids, scores)
+
+    def _on_gpu(self) -> faiss.Index | None:
+        """The GPU copy of the index (made now if a change dropped it); None without a GPU or
+        when the copy fails, which leaves this index on the CPU for good (logged)."""
+        if self.gpu is None:
+            return None
+        if self._gpu_index is None:
+            try:
+                copy = self.gpu.to_gpu(self._index)
+            except Exception:  # out of GPU memory, a layout the GPU build lacks: CPU it is
+                log.exception("dense index of %s stays on the CPU", self.kb_id)
+                self.gpu = None
+                return None
+            if isinstance(self._index, faiss.IndexIVF):
+                cast(Any, copy).nprobe = min(self.nprobe, self._index.nlist)
+            self._gpu_index = copy
+        return self._gpu_index
 
     def search_threads(self, total: int) -> int:
         """OpenMP threads for one query. A single query is a small job: threads cost more in
@@ -183,7 +249,7 @@ class KBIndex:
     def with_layout(self, layout: Layout, ids: np.ndarray, vectors: np.ndarray) -> KBIndex:
         """A new index of `layout` holding (ids, vectors), at this index's sequence number."""
         other = KBIndex(self.kb_id, self.embedding_model, self.dim)
-        other.nprobe, other.last_seq = self.nprobe, self.last_seq
+        other.nprobe, other.last_seq, other.gpu = self.nprobe, self.last_seq, self.gpu
         if layout == "ivf":
             nlist = ivf_lists(len(ids))
             ivf = faiss.index_factory(self.dim, f"IVF{nlist},Flat", faiss.METRIC_INNER_PRODUCT)
@@ -257,6 +323,15 @@ class KBIndex:
         if len(index) != manifest.count:
             raise IndexUnusable(f"index holds {len(index)} vectors, manifest says {manifest.count}")
         return index
+
+
+def _hits(ids: np.ndarray, scores: np.ndarray) -> list[tuple[int, float]]:
+    # tolist() and zip() build the pairs in C: element-wise numpy scalars cost ~35 µs per
+    # query at k=50, a comprehension ~10 µs more than zip right after a scan.
+    hits = list(zip(ids[0].tolist(), scores[0].tolist(), strict=True))
+    while hits and hits[-1][0] == -1:  # FAISS pads with -1 when fewer than k qualify
+        hits.pop()
+    return hits
 
 
 def _fsync_dir(directory: Path) -> None:

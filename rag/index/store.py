@@ -3,6 +3,8 @@
 Each knowledge base has a dense index (FAISS, rag/index/dense.py) and a lexical one (BM25,
 rag/index/lexical.py) per index version (rag/kb/versions.py), both caught up from SQL by
 sequence number and tombstone, so several processes sharing one database stay consistent.
+A disabled chunk (rag/kb/chunks.py) is kept out of both: its row is replayed with a new sequence
+number and removed rather than added.
 `IndexStore.pair(kb_id)` answers from the version SQL names live; `IndexStore.sync` catches
 up and does the slow upkeep off the query path.
 """
@@ -18,12 +20,14 @@ from pathlib import Path, PurePath
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import false, func, select, true
+from sqlalchemy.orm import Session
 
 from rag.core.errors import IndexUnusable, InvalidInput, NotFound
 from rag.index.analyzer import Analyzer, AnalyzerOptions, normalize_terms
+from rag.index.backend import DenseBackend, DenseIndex, IdSnapshot
 from rag.index.dense import MANIFEST as DENSE_MANIFEST
-from rag.index.dense import KBIndex, Layout
+from rag.index.dense import GpuPlacement, KBIndex, Layout
 from rag.index.lexical import MANIFEST as LEXICAL_MANIFEST
 from rag.index.lexical import LexicalIndex, LexicalOptions, StaleAnalyzer
 from rag.store import sequence
@@ -72,15 +76,20 @@ class IndexStore:
         ann_threshold: int = 0,
         ivf_nprobe: int = 64,
         lexical: LexicalOptions | None = None,
+        gpu: GpuPlacement | None = None,
+        dense_backend: DenseBackend | None = None,
     ) -> None:
         self.root = root
+        self.gpu = gpu  # dense searches on a GPU copy (rag/index/dense.py); None: CPU
+        # Where dense indexes live when not in FAISS snapshots under `root` (Milvus).
+        self.dense_backend = dense_backend
         self.db = db
         # Dense indexes above this many vectors use IVF (0: always flat).
         self.ann_threshold = ann_threshold
         self.ivf_nprobe = ivf_nprobe
         self.lexical_options = lexical or LexicalOptions()
         self._terms_seen: dict[str, tuple[list[str], tuple[str, ...]]] = {}
-        self._indexes: dict[Key, KBIndex] = {}
+        self._indexes: dict[Key, DenseIndex] = {}
         self._lexical: dict[Key, LexicalIndex] = {}
         self._dirty: set[tuple[Key, str]] = set()  # (key, "dense" | "lexical")
         self._lock = threading.RLock()
@@ -99,7 +108,7 @@ class IndexStore:
             raise NotFound(f"knowledge base {kb_id} does not exist")
         return int(number)
 
-    def get(self, kb_id: str) -> KBIndex:
+    def get(self, kb_id: str) -> DenseIndex:
         """The caught-up dense index of a knowledge base (loaded or rebuilt on first use)."""
         return self.pair(kb_id)[0]
 
@@ -107,7 +116,7 @@ class IndexStore:
         """The caught-up BM25 index of a knowledge base."""
         return self.pair(kb_id)[1]
 
-    def pair(self, kb_id: str) -> tuple[KBIndex, LexicalIndex]:
+    def pair(self, kb_id: str) -> tuple[DenseIndex, LexicalIndex]:
         """Both indexes of the live version, caught up to the same sequence number."""
         with self._lock:
             # One read for the live version and the newest sequence number: when nothing was
@@ -131,11 +140,14 @@ class IndexStore:
                 and lexical.analyzer.options.terms == terms
             ):
                 return dense, lexical
-            return self.version_pair(*key, terms=terms)
+            dense, lexical = self.version_pair(*key, terms=terms)
+            if self.dense_backend is not None:
+                self.dense_backend.promote(*key)  # its alias follows a switch or rollback
+            return dense, lexical
 
     def version_pair(
         self, kb_id: str, version: int, *, terms: tuple[str, ...] | None = None
-    ) -> tuple[KBIndex, LexicalIndex]:
+    ) -> tuple[DenseIndex, LexicalIndex]:
         """Both indexes of one version (live or not), loaded or built on first use; `terms`:
         the knowledge base's user terms when the caller has just read them."""
         key = (kb_id, version)
@@ -222,10 +234,13 @@ class IndexStore:
         unreadable: list[str] = []
         try:
             dense = self._load_dense(directory, record)
+            if self.dense_backend is not None:
+                dense = IdSnapshot(dense)  # caught up below without writing to the backend
         except IndexUnusable as exc:
-            if (directory / DENSE_MANIFEST).exists():
+            if self.dense_backend is not None or (directory / DENSE_MANIFEST).exists():
                 unreadable.append(str(exc))
-            dense = self._new_dense(kb_id, record)  # no snapshot yet: _open starts empty too
+            # No snapshot yet: _open starts empty too (in memory: a backend's is not created).
+            dense = KBIndex(kb_id, record.embedding_model, record.embedding_dim)
         terms = self._kb_terms(kb_id)
         try:
             lexical = self._load_lexical(directory, kb_id, terms)
@@ -243,7 +258,7 @@ class IndexStore:
         return found
 
     def compare(
-        self, kb_id: str, version: int, dense: KBIndex, lexical: LexicalIndex
+        self, kb_id: str, version: int, dense: DenseIndex, lexical: LexicalIndex
     ) -> dict[str, object]:
         """How far (dense, lexical) of `version` are from SQL.
 
@@ -256,14 +271,17 @@ class IndexStore:
             have, lexical_ids = dense.ids(), lexical.ids()
             vectors, layout = len(have), dense.layout
         with self.db.snapshot() as session:
-            sql_ids = np.fromiter(
-                session.execute(
-                    select(Chunk.id).where(
-                        Chunk.kb_id == kb_id, Chunk.version == version, Chunk.seq <= seq
-                    )
-                ).scalars(),
-                dtype=np.int64,
-            )
+            sql_ids, changed_since = _expected_ids(session, kb_id, version, seq)
+            disabled = session.execute(
+                select(func.count())
+                .select_from(Chunk)
+                .where(
+                    Chunk.kb_id == kb_id,
+                    Chunk.version == version,
+                    Chunk.seq <= seq,
+                    Chunk.disabled == true(),
+                )
+            ).scalar_one()
             deleted_since = np.fromiter(
                 session.execute(
                     select(ChunkTombstone.chunk_id).where(
@@ -272,8 +290,10 @@ class IndexStore:
                 ).scalars(),
                 dtype=np.int64,
             )
-        # Ids deleted after `seq` were still live at `seq`: count them as present on both sides.
-        sql_ids = np.union1d(sql_ids, np.intersect1d(deleted_since, have))
+        # Ids deleted, disabled or enabled after `seq` are in the index exactly when they were
+        # searchable at `seq`: count the ones it has as present on both sides.
+        later = np.union1d(deleted_since, changed_since)
+        sql_ids = np.union1d(sql_ids, np.intersect1d(later, have))
         missing = np.setdiff1d(sql_ids, have)
         extra = np.setdiff1d(have, sql_ids)
         lexical_ok = not len(np.setxor1d(lexical_ids, sql_ids))
@@ -281,6 +301,7 @@ class IndexStore:
             "version": version,
             "vectors": vectors,
             "sql_chunks": len(sql_ids),
+            "disabled_chunks": int(disabled),  # in SQL, absent from the indexes by design
             "last_seq": seq,
             "embedding_model": dense.embedding_model,
             "dim": dense.dim,
@@ -292,7 +313,7 @@ class IndexStore:
             "consistent": not len(missing) and not len(extra) and lexical_ok,
         }
 
-    def rebuild(self, kb_id: str, version: int | None = None) -> KBIndex:
+    def rebuild(self, kb_id: str, version: int | None = None) -> DenseIndex:
         """Throw a version's caches (the live one's by default) away and build them again
         from SQL; persisted at once."""
         with self._lock:
@@ -308,23 +329,24 @@ class IndexStore:
             self._dirty -= {(key, "dense"), (key, "lexical")}
             return dense
 
-    def build_version(self, kb_id: str, version: int) -> tuple[KBIndex, LexicalIndex]:
+    def build_version(self, kb_id: str, version: int) -> tuple[DenseIndex, LexicalIndex]:
         """Build a version's indexes from SQL and snapshot them, without serving them: the
         re-index job checks them and `adopt`s them once the version is live."""
         dense, lexical = self._build((kb_id, version))
         if lexical.needs_merge():
             lexical.merge()
-        want = self._layout_for(len(dense), dense.layout)
-        if want != dense.layout:
-            ids, vectors = dense.vectors()
-            fresh = dense.with_layout(want, ids, vectors)
-            del ids, vectors
-            dense = fresh
+        if isinstance(dense, KBIndex):  # a backend's index (Milvus) chooses its own layout
+            want = self._layout_for(len(dense), dense.layout)
+            if want != dense.layout:
+                ids, vectors = dense.vectors()
+                fresh = dense.with_layout(want, ids, vectors)
+                del ids, vectors
+                dense = fresh
         dense.save(self.directory(kb_id, version))
         lexical.save(self.directory(kb_id, version))
         return dense, lexical
 
-    def adopt(self, kb_id: str, version: int, dense: KBIndex, lexical: LexicalIndex) -> None:
+    def adopt(self, kb_id: str, version: int, dense: DenseIndex, lexical: LexicalIndex) -> None:
         """Serve indexes built by `build_version` (now caught up) for `version`."""
         key = (kb_id, version)
         with self._lock:
@@ -332,6 +354,8 @@ class IndexStore:
             self._indexes[key], self._lexical[key] = dense, lexical
             for other in [k for k in self._indexes if k[0] == kb_id and k != key]:
                 self._forget(other)
+            if self.dense_backend is not None:
+                self.dense_backend.promote(kb_id, version)
 
     def drop(self, kb_id: str) -> None:
         """Forget every version of a knowledge base and delete their snapshots."""
@@ -339,12 +363,16 @@ class IndexStore:
             for key in [k for k in self._indexes if k[0] == kb_id]:
                 self._forget(key)
             shutil.rmtree(self.root / kb_id, ignore_errors=True)
+            if self.dense_backend is not None:
+                self.dense_backend.drop(kb_id)
 
     def drop_version(self, kb_id: str, version: int) -> None:
         """Forget one version and delete its snapshots (a cancelled or failed build)."""
         with self._lock:
             self._forget((kb_id, version))
             shutil.rmtree(self.directory(kb_id, version), ignore_errors=True)
+            if self.dense_backend is not None:
+                self.dense_backend.drop(kb_id, version)
 
     def save_dirty(self) -> int:
         """Snapshot every index changed since its last snapshot; returns how many KBs."""
@@ -443,23 +471,32 @@ class IndexStore:
         self._lexical.pop(key, None)
         self._dirty = {d for d in self._dirty if d[0] != key}
 
-    def _load_dense(self, directory: Path, version: IndexVersion) -> KBIndex:
-        """A version's dense snapshot from `directory`; IndexUnusable when missing or unusable."""
+    def _load_dense(self, directory: Path, version: IndexVersion) -> DenseIndex:
+        """A version's dense snapshot from `directory` (or the backend's index); IndexUnusable
+        when missing or unusable."""
+        if self.dense_backend is not None:
+            return self.dense_backend.load(
+                version.kb_id, version.number, version.embedding_model, version.embedding_dim
+            )
         dense = KBIndex.load(
             directory,
             kb_id=version.kb_id,
             embedding_model=version.embedding_model,
             dim=version.embedding_dim,
         )
-        dense.nprobe = self.ivf_nprobe
+        dense.nprobe, dense.gpu = self.ivf_nprobe, self.gpu
         return dense
 
-    def _new_dense(self, kb_id: str, version: IndexVersion) -> KBIndex:
+    def _new_dense(self, kb_id: str, version: IndexVersion) -> DenseIndex:
+        if self.dense_backend is not None:
+            return self.dense_backend.create(
+                kb_id, version.number, version.embedding_model, version.embedding_dim
+            )
         index = KBIndex(kb_id, version.embedding_model, version.embedding_dim)
-        index.nprobe = self.ivf_nprobe
+        index.nprobe, index.gpu = self.ivf_nprobe, self.gpu
         return index
 
-    def _build(self, key: Key) -> tuple[KBIndex, LexicalIndex]:
+    def _build(self, key: Key) -> tuple[DenseIndex, LexicalIndex]:
         dense = self._new_dense(key[0], self._version(*key))
         lexical = self._new_lexical(key[0], self._kb_terms(key[0]))
         self._catch_up_pair(dense, lexical, key)
@@ -521,7 +558,7 @@ class IndexStore:
         self._catch_up_pair(self._indexes[key], self._lexical[key], key)
 
     def _catch_up_pair(
-        self, dense: KBIndex, lexical: LexicalIndex, key: Key, *, track: bool = True
+        self, dense: DenseIndex, lexical: LexicalIndex, key: Key, *, track: bool = True
     ) -> None:
         """Replay the version's rows, and tombstones, above each index's last sequence number
         (chunk ids are global, so a tombstone needs no version). `track=False`: a private copy
@@ -533,10 +570,15 @@ class IndexStore:
             if high <= low:
                 return
             added_dense = added_lexical = False
+            off_dense: list[int] = []
+            off_lexical: list[int] = []
+            # Ids read now: SQLite may give a new chunk the id of one deleted before it (the
+            # highest id + 1), so a tombstoned id that is read again was inserted anew.
+            read: set[int] = set()
             after = low
             while True:
                 rows = session.execute(
-                    select(*_ROW, Chunk.seq)
+                    select(*_ROW, Chunk.seq, Chunk.disabled)
                     .join(Document, Document.id == Chunk.document_id)
                     .where(
                         Chunk.kb_id == kb_id,
@@ -549,24 +591,30 @@ class IndexStore:
                 ).all()
                 if not rows:
                     break
-                added_dense |= _feed_dense(dense, [r for r in rows if r.seq > dense.last_seq])
+                # Each row is read in its current state: a disabled one leaves the indexes.
+                live = [r for r in rows if not r.disabled]
+                added_dense |= _feed_dense(dense, [r for r in live if r.seq > dense.last_seq])
                 added_lexical |= _feed_lexical(
-                    lexical, [r for r in rows if r.seq > lexical.last_seq]
+                    lexical, [r for r in live if r.seq > lexical.last_seq]
                 )
+                off_dense += [r.id for r in rows if r.disabled and r.seq > dense.last_seq]
+                off_lexical += [r.id for r in rows if r.disabled and r.seq > lexical.last_seq]
+                read.update(r.id for r in rows)
                 after = rows[-1].seq
-            gone = (
-                session.execute(
-                    select(ChunkTombstone.chunk_id).where(
-                        ChunkTombstone.kb_id == kb_id,
-                        ChunkTombstone.seq > low,
-                        ChunkTombstone.seq <= high,
-                    )
+            # Removed after the new rows are in, so a search meanwhile sees a replaced
+            # document's old and new chunks (SQL then keeps the new) rather than neither.
+            tombstones = session.execute(
+                select(ChunkTombstone.chunk_id, ChunkTombstone.seq).where(
+                    ChunkTombstone.kb_id == kb_id,
+                    ChunkTombstone.seq > low,
+                    ChunkTombstone.seq <= high,
                 )
-                .scalars()
-                .all()
-            )
-        removed_dense = dense.remove(list(gone)) if gone else 0
-        removed_lexical = lexical.remove(list(gone)) if gone else 0
+            ).all()
+        gone = [(t.chunk_id, t.seq) for t in tombstones if t.chunk_id not in read]
+        off_dense += [i for i, seq in gone if seq > dense.last_seq]
+        off_lexical += [i for i, seq in gone if seq > lexical.last_seq]
+        removed_dense = dense.remove(off_dense) if off_dense else 0
+        removed_lexical = lexical.remove(off_lexical) if off_lexical else 0
         dense.last_seq = lexical.last_seq = high
         lexical.refresh()
         if track and (added_dense or removed_dense):
@@ -574,7 +622,7 @@ class IndexStore:
         if track and (added_lexical or removed_lexical):
             self._dirty.add((key, "lexical"))
 
-    def _reconcile(self, dense: KBIndex, lexical: LexicalIndex, key: Key) -> None:
+    def _reconcile(self, dense: DenseIndex, lexical: LexicalIndex, key: Key) -> None:
         """Make each id set equal SQL's as of the sequence number the indexes were caught up
         to: drop ids SQL lacks, add rows the snapshot lacks. Rows committed after that number
         are left to the next catch-up; adding them here would put ids above `last_seq` into
@@ -582,17 +630,11 @@ class IndexStore:
         kb_id, version = key
         seq = min(dense.last_seq, lexical.last_seq)
         with self.db.snapshot() as session:
-            sql_ids = np.fromiter(
-                session.execute(
-                    select(Chunk.id).where(
-                        Chunk.kb_id == kb_id, Chunk.version == version, Chunk.seq <= seq
-                    )
-                ).scalars(),
-                dtype=np.int64,
-            )
+            sql_ids, changed_since = _expected_ids(session, kb_id, version, seq)
             for kind, index in (("dense", dense), ("lexical", lexical)):
                 have = index.ids()
-                extra = np.setdiff1d(have, sql_ids)
+                # A row changed after `seq` is the next catch-up's to apply, not drift.
+                extra = np.setdiff1d(np.setdiff1d(have, sql_ids), changed_since)
                 missing = np.setdiff1d(sql_ids, have)
                 if len(extra):
                     log.warning("%s index %s: dropping %d ids SQL lacks", kind, kb_id, len(extra))
@@ -633,7 +675,7 @@ class IndexStore:
                 len(lexical),
                 time.perf_counter() - started,
             )
-        if dense is not None:
+        if isinstance(dense, KBIndex):  # a backend's index (Milvus) chooses its own layout
             want = self._layout_for(len(dense), dense.layout)
             if want != dense.layout:
                 self._relayout(key, dense, want)
@@ -667,7 +709,20 @@ class IndexStore:
         )
 
 
-def _feed_dense(index: KBIndex, rows: Sequence[Any]) -> bool:
+def _expected_ids(
+    session: Session, kb_id: str, version: int, seq: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The version's chunk ids an index caught up to `seq` must hold (enabled rows at or below
+    it), and the ids of rows written after it (new, disabled or enabled since)."""
+    of_version = (Chunk.kb_id == kb_id, Chunk.version == version)
+    expected = session.execute(
+        select(Chunk.id).where(*of_version, Chunk.seq <= seq, Chunk.disabled == false())
+    ).scalars()
+    later = session.execute(select(Chunk.id).where(*of_version, Chunk.seq > seq)).scalars()
+    return np.fromiter(expected, dtype=np.int64), np.fromiter(later, dtype=np.int64)
+
+
+def _feed_dense(index: DenseIndex, rows: Sequence[Any]) -> bool:
     if not rows:
         return False
     ids = np.fromiter((r.id for r in rows), dtype=np.int64, count=len(rows))

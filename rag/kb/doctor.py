@@ -26,6 +26,8 @@ from rag.store.models import Document, DocumentStatus, Job, JobKind, JobStatus
 log = logging.getLogger(__name__)
 _ACTIVE = (JobStatus.queued, JobStatus.running)
 _UNFINISHED = (DocumentStatus.queued, DocumentStatus.processing)
+# Documents a missing file never fails: ready ones serve from SQL, superseded ones are history.
+_KEEP_STATUS = (DocumentStatus.ready, DocumentStatus.superseded)
 
 
 @dataclass(frozen=True)
@@ -97,8 +99,10 @@ class Doctor:
             if check.get("unreadable"):
                 detail = f"unreadable snapshot: {check['unreadable']}"
             else:
+                # Disabled chunks stay in SQL but are expected absent from the indexes.
                 detail = (
                     f"index has {check['vectors']} vectors, SQL {check['sql_chunks']} chunks "
+                    f"(besides {check.get('disabled_chunks', 0)} disabled) "
                     f"as of sequence {check['last_seq']}; "
                     f"first ids missing {check['missing_ids']}, "
                     f"extra {check['extra_ids']}"
@@ -138,9 +142,11 @@ class Doctor:
                     out.append(Finding("quarantined_file", where, doc.kb_id, doc.id, done))
                 elif self._still(doc.id, doc.status):  # not a delete that removed row, then file
                     # A ready document keeps serving from SQL; only re-chunking needs the file.
+                    # A superseded version stays what it is (failing it would count its bytes
+                    # as a document again): only its restore is lost, which is reported.
                     done = (
                         repair
-                        and doc.status != DocumentStatus.ready
+                        and doc.status not in _KEEP_STATUS
                         and self._fail_missing(doc.id, doc.status, doc.storage_path)
                     )
                     out.append(Finding("missing_file", where, doc.kb_id, doc.id, done))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -66,13 +66,41 @@ def set_terms(
     """Replace the knowledge base's terms, then re-analyse its BM25 index. Other processes
     notice the change on their next search (IndexStore compares the terms with SQL)."""
     new = check_terms(terms)
+    return _change(db, indexes, kb_id, lambda old: new)
+
+
+def change_terms(
+    db: Database,
+    indexes: IndexStore,
+    kb_id: str,
+    add: Sequence[object] = (),
+    remove: Sequence[object] = (),
+) -> TermsChange:
+    """Add and remove terms in one transaction on the locked row, so concurrent changes never
+    undo each other (a read, then a replace, would lose one writer's terms)."""
+    adding = check_terms(add)
+    dropping = set(normalize_terms([t for t in remove if isinstance(t, str) and t.strip()]))
+    return _change(
+        db,
+        indexes,
+        kb_id,
+        lambda old: check_terms(sorted((set(old) | set(adding)) - dropping)),
+    )
+
+
+def _change(
+    db: Database, indexes: IndexStore, kb_id: str, compute: Callable[[list[str]], list[str]]
+) -> TermsChange:
     with db.write() as session:
         kb = get_kb(session, kb_id)
+        session.refresh(kb, with_for_update=True)  # PostgreSQL: writers queue on the row
         old = list(kb.lexical_terms or [])
+        new = compute(old)
         kb.lexical_terms = new
         added = sorted(set(new) - set(old))
         removed = sorted(set(old) - set(new))
         if added or removed:
+            kb.settings_version += 1  # retrieval changes: new answer cache keys
             audit.record(
                 session,
                 "kb.lexicon",

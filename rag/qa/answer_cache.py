@@ -57,8 +57,8 @@ def kb_state(session: Session, kb_id: str) -> str:
     commit-ordered sequence number) and the newest tombstone (every deletion, of a document or
     of a failed build, records one). The document id and chunk id beside each sequence number
     keep a state unique even where sequence numbers repeat (a database restored from a backup
-    hands them out again). So any change makes new keys, and old entries age out (TTL, and LRU
-    in process).
+    hands them out again), and the knowledge base's settings version (its user dictionary and
+    threshold). So any change makes new keys, and old entries age out (TTL, and LRU in process).
     """
     return kb_state_and_ready(session, kb_id)[0]
 
@@ -117,8 +117,9 @@ def _kb_state_statement() -> Select[Any]:
         newest_chunk.with_only_columns(Chunk.document_id).scalar_subquery(),
         newest_tombstone.with_only_columns(ChunkTombstone.seq).scalar_subquery(),
         newest_tombstone.with_only_columns(ChunkTombstone.chunk_id).scalar_subquery(),
-        # A changed threshold changes which questions are refused (rag/retrieval/relevance.py).
-        kb.relevance_threshold,
+        # Bumped by each change of the user dictionary or the relevance threshold, which change
+        # what is retrieved and which questions are refused.
+        kb.settings_version,
         ready_document.scalar_subquery(),
     ).where(kb.id == bindparam("kb_id"))
 
@@ -181,12 +182,14 @@ def cacheable(spec: AskSpec, *, stream: bool = False) -> bool:
 def complete(result: Answer) -> bool:
     """Only whole, sound answers are kept: not retrieval-only results, not empty text, not text
     cut off at max_tokens ("length") or by a content filter, not a degenerate generation (an
-    echo of the prompt, a loop: asking again may go better)."""
+    echo of the prompt, a loop: asking again may go better), not a fallback's stand-in answer
+    (the route it stood in for answers better once it is back)."""
     return (
         not result.retrieval_only
         and bool((result.answer or "").strip())
         and result.finish_reason in (None, "stop")
         and result.degenerate is None
+        and result.fallback_from is None
     )
 
 

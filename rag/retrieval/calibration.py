@@ -152,6 +152,7 @@ def set_threshold(db: Database, kb_id: str, threshold: float | None) -> float | 
         kb = get_kb(session, kb_id)
         previous = kb.relevance_threshold
         kb.relevance_threshold = threshold
+        kb.settings_version += 1  # refusals change: new answer cache keys
         audit.record(
             session, "kb.relevance_threshold", kb_id, tenant_id=kb.tenant_id, value=threshold
         )

@@ -23,9 +23,9 @@ from sqlalchemy.orm import Session
 from rag.core import metrics, tracing
 from rag.core.config import RetrievalSettings
 from rag.core.errors import InvalidInput
-from rag.index.dense import KBIndex
+from rag.index.backend import DenseIndex
 from rag.index.lexical import LexicalIndex
-from rag.index.store import IndexStore
+from rag.index.store import IndexStore, document_title
 from rag.kb.knowledge import get_kb
 from rag.ml.embedding import Embedder
 from rag.ml.rerank import Reranker, score_within_budget
@@ -44,6 +44,8 @@ Aggregate = Literal["chunk", "document"]
 AGGREGATES: tuple[str, ...] = get_args(Aggregate)
 # Extra hits asked of the indexes: a chunk deleted a moment ago may still be in them.
 _SLACK = 8
+# Rankings of one search at most, when its hits were deleted while it ran (see `_search`).
+_RANKINGS = 3
 
 
 @dataclass(frozen=True)
@@ -57,14 +59,25 @@ class Passage:
     score: float
     heading_path: tuple[str, ...]
     page_start: int | None = None  # the chunk's first page; None: the same as `page`
+    # The document's title (rag/index/store.py document_title). Chunks do not store it: the
+    # lexical index has a title field of its own, and embeddings stay unchanged.
+    title: str = ""
 
     @property
     def first_page(self) -> int:
         return self.page if self.page_start is None else self.page_start
 
+    @property
+    def full_path(self) -> tuple[str, ...]:
+        """Document title › chapter › section, the title once even where the outline starts
+        with it."""
+        if not self.title or (self.heading_path and self.heading_path[0] == self.title):
+            return self.heading_path
+        return (self.title, *self.heading_path)
+
 
 def rank(
-    dense: KBIndex,
+    dense: DenseIndex,
     lexical: LexicalIndex,
     query: str,
     vector: np.ndarray | None,
@@ -104,18 +117,16 @@ def rank(
     return fused[:k]
 
 
-def _overlaps(dense: KBIndex, cfg: RetrievalSettings) -> bool:
+def _overlaps(dense: DenseIndex, cfg: RetrievalSettings) -> bool:
     """Whether BM25 (tokenising and scoring) should run on another core during the FAISS scan:
     only for an exact flat scan on one core, long enough to hide BM25 behind (4-6x its time).
     A scan on every core already (FAISS's OpenMP threads) leaves no core free; an IVF probe is
     short (2.5 ms against BM25's 12-15 at 1M), so it hides little, and in full benchmark runs the
     overlap measured 0.94, 1.09 and 1.18 x raw there against 1.01-1.06 serial (bench/README.md)."""
+    if dense.layout != "flat":
+        return False  # IVF, or a backend's index (Milvus), whose size is a round trip away
     total = len(dense)
-    return (
-        total >= cfg.overlap_min_chunks
-        and dense.layout == "flat"
-        and dense.search_threads(total) == 1
-    )
+    return total >= cfg.overlap_min_chunks and dense.search_threads(total) == 1
 
 
 def _with_context(p: Passage) -> str:
@@ -229,8 +240,21 @@ class Retriever:
             vector = self.embedder_for(dense.embedding_model).embed_query(query)
         wanted = max(top_k, cfg.rerank_candidates) if use_rerank else top_k
         depth = max(wanted + _SLACK, cfg.doc_pool) if per_document else wanted + _SLACK
-        hits = rank(dense, lexical, query, vector, depth, mode, cfg, allowed)
-        passages, marks = self._load(kb_id, hits)
+        for _ in range(_RANKINGS):
+            seen = min(dense.last_seq, lexical.last_seq)
+            hits = rank(dense, lexical, query, vector, depth, mode, cfg, allowed)
+            passages, marks = self._load(kb_id, hits)
+            if len(passages) == len(hits):
+                break
+            # Hits deleted since the indexes caught up: a delete, or a document's new version
+            # replacing the old one in one commit. Ranked again on indexes caught up past that
+            # commit, the query finds the new version rather than neither.
+            again = self.indexes.pair(kb_id)
+            if again[0].embedding_model != dense.embedding_model or (
+                min(again[0].last_seq, again[1].last_seq) <= seen
+            ):
+                break
+            dense, lexical = again
         if per_document:
             passages = [
                 _with_score(p, score)
@@ -277,11 +301,11 @@ class Retriever:
             # By primary key only: with `kb_id = ?` in the WHERE clause SQLite may walk the
             # (kb_id, seq) index over the whole knowledge base instead (8 ms at 50k chunks).
             rows = session.execute(
-                select(Chunk, Document.filename)
+                select(Chunk, Document.filename, Document.user_metadata)
                 .join(Document, Document.id == Chunk.document_id)
                 .where(Chunk.id.in_(list(scores)))
             ).all()
-        mine = [(chunk, filename) for chunk, filename in rows if chunk.kb_id == kb_id]
+        mine = [(chunk, name, meta) for chunk, name, meta in rows if chunk.kb_id == kb_id]
         found = {
             chunk.id: Passage(
                 chunk_id=chunk.id,
@@ -293,10 +317,11 @@ class Retriever:
                 score=scores[chunk.id],
                 heading_path=tuple(chunk.heading_path or ()),
                 page_start=chunk.page_start,
+                title=document_title(filename, meta),
             )
-            for chunk, filename in mine
+            for chunk, filename, meta in mine
         }
-        marks = {chunk.id: chunk.page_marks for chunk, _ in mine if chunk.page_marks}
+        marks = {chunk.id: chunk.page_marks for chunk, _, _ in mine if chunk.page_marks}
         return [found[cid] for cid, _ in hits if cid in found], marks
 
 

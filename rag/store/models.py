@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -19,6 +20,9 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
+    text,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -42,6 +46,9 @@ class DocumentStatus(StrEnum):
     processing = "processing"
     ready = "ready"
     failed = "failed"
+    # An older version of its key (`Document.doc_key`): its chunks are gone, its file kept for
+    # a restore until pruned (RAG_INGEST__KEEP_DOCUMENT_VERSIONS).
+    superseded = "superseded"
 
 
 class JobStatus(StrEnum):
@@ -80,6 +87,8 @@ class JobKind(StrEnum):
     reindex = "reindex"
     # Rebuild the live version's FAISS/BM25 cache from the vectors in SQL.
     rebuild_index = "rebuild-index"
+    # Make a knowledge base equal to a folder or a list of URLs (rag/kb/sync.py).
+    sync = "sync"
 
 
 class VersionStatus(StrEnum):
@@ -116,6 +125,9 @@ class KnowledgeBase(Base):
     # Below this relevance (rag/retrieval/relevance.py) /ask says the knowledge base does not
     # cover the question, without calling the LLM; None: the configured default.
     relevance_threshold: Mapped[float | None] = mapped_column(Float, nullable=True, default=None)
+    # Bumped by every change of a setting that changes answers (the lexical terms, the
+    # threshold): part of the answer cache's key (rag/qa/answer_cache.py kb_state).
+    settings_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class IndexVersion(Base):
@@ -142,7 +154,28 @@ class IndexVersion(Base):
 
 class Document(Base):
     __tablename__ = "documents"
-    __table_args__ = (UniqueConstraint("kb_id", "sha256", name="uq_documents_kb_sha256"),)
+    __table_args__ = (
+        # The same bytes are one document: among the versions that are not superseded (an
+        # older version's bytes may come back as a new version, or by a restore).
+        Index(
+            "uq_documents_kb_sha256_unsuperseded",
+            "kb_id",
+            "sha256",
+            unique=True,
+            sqlite_where=text("status != 'superseded'"),
+            postgresql_where=text("status != 'superseded'"),
+        ),
+        # One current version per key.
+        Index(
+            "uq_documents_kb_key_current",
+            "kb_id",
+            "doc_key",
+            unique=True,
+            sqlite_where=text("is_current"),
+            postgresql_where=text("is_current"),
+        ),
+        Index("uq_documents_kb_key_revision", "kb_id", "doc_key", "revision", unique=True),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     kb_id: Mapped[str] = mapped_column(ForeignKey("knowledge_bases.id"), index=True)
@@ -158,6 +191,23 @@ class Document(Base):
     user_metadata: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
     # Server-generated path relative to the data dir; the user's filename is only metadata.
     storage_path: Mapped[str] = mapped_column(String(500))
+    # The stable key of a document across its versions (rag/kb/knowledge.py): the caller's
+    # external_id, else the filename. None: a document without versions (an attachment).
+    doc_key: Mapped[str | None] = mapped_column(String(500), nullable=True, default=None)
+    external_id: Mapped[str | None] = mapped_column(String(500), nullable=True, default=None)
+    # 1, 2, ... within a key. The current version is the one listed and, once ready, searched;
+    # a newer one waits (not current) until it is ready and replaces it in one commit.
+    revision: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    is_current: Mapped[bool] = mapped_column(
+        Boolean, default=True, server_default=true(), nullable=False
+    )
+    # The document this one was extracted from (a mail's attachment); None for an upload.
+    parent_id: Mapped[str | None] = mapped_column(
+        ForeignKey("documents.id", name="fk_documents_parent_id"),
+        nullable=True,
+        default=None,
+        index=True,
+    )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
@@ -198,6 +248,10 @@ class Chunk(Base):
     embedding_model: Mapped[str] = mapped_column(String(500))
     # Commit-ordered sequence (rag/store/sequence.py): the index replays rows above its last seq.
     seq: Mapped[int] = mapped_column(BigInteger, index=True)
+    # Disabled by an operator: kept in SQL, left out of every index and every search.
+    disabled: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false(), nullable=False
+    )
 
 
 class ChunkTombstone(Base):
@@ -357,3 +411,53 @@ class AuditEvent(Base):
     action: Mapped[str] = mapped_column(String(64))  # key.create, kb.delete, ...
     target: Mapped[str] = mapped_column(String(200), default="")
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+# Webhooks: subscriptions and their deliveries (a transactional outbox, rag/kb/events.py).
+
+
+class DeliveryStatus(StrEnum):
+    pending = "pending"  # due at next_attempt_at (a first try, or a retry after a failure)
+    delivered = "delivered"
+    dead = "dead"  # given up after the subscription's attempts; replayable
+
+
+class Webhook(Base):
+    """A tenant's subscription: events POSTed to `url`, signed with `secret`. The secret signs
+    every body (HMAC), so unlike an API key it is kept as given, not hashed."""
+
+    __tablename__ = "webhooks"
+    __table_args__ = (Index("ix_webhooks_tenant", "tenant_id"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    url: Mapped[str] = mapped_column(String(2000))
+    secret: Mapped[str] = mapped_column(String(200))
+    events: Mapped[list[str]] = mapped_column(JSON)  # event names; ["*"] for every event
+    # None: every knowledge base of the tenant; else only events of these.
+    kb_ids: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One event for one subscription, written in the same commit as the change it reports."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+        Index("ix_webhook_deliveries_webhook", "webhook_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    webhook_id: Mapped[str] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"))
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    event: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.pending)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

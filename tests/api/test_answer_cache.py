@@ -238,6 +238,24 @@ def test_reindex_switch_and_rollback_invalidate(
     assert _ask(client, kb)["cached"] is True and llm.calls == 3
 
 
+def test_a_new_user_dictionary_or_threshold_invalidates(
+    env: tuple[TestClient, Services, str], llm: LLM
+) -> None:
+    """Both change what is retrieved or refused, so an answer kept before either is not reused."""
+    client, _, kb = env
+    assert _ask(client, kb)["cached"] is False
+    assert _ask(client, kb)["cached"] is True and llm.calls == 1
+    assert client.put(f"/v1/knowledge-bases/{kb}/lexicon", json={"terms": ["年假"]}).is_success
+    assert _ask(client, kb)["cached"] is False and llm.calls == 2
+    assert _ask(client, kb)["cached"] is True and llm.calls == 2
+    # The same terms again change nothing, so the answer stays cached.
+    assert client.put(f"/v1/knowledge-bases/{kb}/lexicon", json={"terms": ["年假"]}).is_success
+    assert _ask(client, kb)["cached"] is True and llm.calls == 2
+    patched = client.patch(f"/v1/knowledge-bases/{kb}", json={"relevance_threshold": 0.05})
+    assert patched.is_success, patched.text
+    assert _ask(client, kb)["cached"] is False and llm.calls == 3
+
+
 def test_a_cached_answer_streams_like_a_fresh_one(
     env: tuple[TestClient, Services, str], llm: LLM
 ) -> None:

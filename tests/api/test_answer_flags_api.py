@@ -84,12 +84,16 @@ def test_rest_and_sse(client: TestClient, llm: LengthLimitedLLM) -> None:
 
 def test_openai_compatible(client: TestClient) -> None:
     whole = client.post("/v1/chat/completions", json=CHAT).json()
-    assert whole["answer_flags"] == {
+    flags = whole["answer_flags"]
+    assert {k: flags[k] for k in ("grounded", "truncated", "degenerate", "covered")} == {
         "grounded": True,
         "truncated": False,
         "degenerate": None,
         "covered": True,
     }
+    # Which route answered and how it was chosen, and that no fallback or JSON retry was needed.
+    assert flags["fallback_from"] is None and flags["structured_retries"] == 0
+    assert flags["routing"]["route"] == "default"
     assert whole["choices"][0]["message"]["content"]  # OpenAI's own shape is unchanged
     streamed = client.post("/v1/chat/completions", json={**CHAT, "stream": True})
     chunks = [data for _, data in events(streamed.text) if data != "[DONE]"]

@@ -38,7 +38,8 @@ def _encrypted_pdf() -> bytes:
         ("tool.exe", b"MZ\x90\x00" + b"\x00" * 100, 415),
         ("report.pdf", b"\x7fELF\x02\x01\x01" + b"\x00" * 200, 415),
         ("memo.docx", b"this is not a zip file at all" * 10, 415),
-        ("picture.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 64, 415),
+        ("picture.gif", b"GIF89a" + b"\x00" * 64, 415),
+        ("picture.png", b"\xff\xd8\xff\xe0" + b"\x00" * 64, 415),  # a JPEG named .png
     ],
 )
 def test_rejected_at_upload(

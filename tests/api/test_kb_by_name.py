@@ -50,7 +50,11 @@ def world(tmp_path: Path) -> Iterator[dict[str, Any]]:
             doc = upload(client, kb["id"], "hr.txt", "年假有十天。".encode(), headers=auth)
             client.headers.update(auth)  # wait_document sends no headers of its own
             assert wait_document(client, kb["id"], doc.json()["id"])["status"] == "ready"
+            chunks = client.get(
+                f"/v1/knowledge-bases/{kb['id']}/documents/{doc.json()['id']}/chunks"
+            )
             world[tenant] = {
+                "chunk_id": str(chunks.json()["chunks"][0]["id"]),
                 "auth": auth,
                 "name": name,
                 "kb_id": kb["id"],
@@ -79,6 +83,7 @@ def _call(
     client: TestClient, method: str, path: str, kb: str, ids: dict[str, Any], auth: dict[str, str]
 ) -> httpx.Response:
     url = path.replace("{kb_id}", quote(kb, safe="")).replace("{doc_id}", ids["doc_id"])
+    url = url.replace("{chunk_id}", ids["chunk_id"]).replace("{page}", "1")
     assert "{" not in url, f"a path parameter this test does not know: {path}"
     if (method, path) == ("post", "/v1/knowledge-bases/{kb_id}/documents"):
         return client.post(url, files={"file": ("more.txt", "病假另计。".encode())}, headers=auth)

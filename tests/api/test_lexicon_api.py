@@ -93,3 +93,38 @@ def test_suggestions(client: TestClient) -> None:
 def test_unknown_knowledge_base(client: TestClient) -> None:
     assert client.get("/v1/knowledge-bases/nope/lexicon").status_code == 404
     assert client.put("/v1/knowledge-bases/nope/lexicon", json={"terms": []}).status_code == 404
+
+
+def test_patch_adds_and_removes(client: TestClient) -> None:
+    client.put("/v1/knowledge-bases/docs/lexicon", json={"terms": ["星河云盘", "配额"]})
+    out = client.patch(
+        "/v1/knowledge-bases/docs/lexicon", json={"add": ["断点续传", "ＡＢＣ"], "remove": ["配额"]}
+    )
+    assert out.status_code == 200, out.text
+    body = out.json()
+    assert body["terms"] == ["abc", "断点续传", "星河云盘"]
+    assert body["added"] == ["abc", "断点续传"] and body["removed"] == ["配额"]
+    too_long = client.patch("/v1/knowledge-bases/docs/lexicon", json={"add": ["x" * 40]})
+    assert too_long.status_code in (400, 422)
+    assert client.get("/v1/knowledge-bases/docs/lexicon").json()["terms"] == body["terms"]
+
+
+def test_concurrent_adds_all_land(tmp_path: Path) -> None:
+    """Eight writers adding different terms at once: every term is kept (a read-then-replace
+    client would lose some to the others)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rag.kb import lexicon
+
+    svc = Services.create(make_settings(tmp_path / "data"))
+    try:
+        kb = svc.knowledge.create_kb("race").id
+
+        def add(n: int) -> None:
+            lexicon.change_terms(svc.db, svc.indexes, kb, add=[f"术语{n}号"])
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(add, range(16)))
+        assert len(lexicon.get_terms(svc.db, kb)) == 16
+    finally:
+        svc.close()

@@ -190,7 +190,7 @@ def test_structured_output_is_validated_and_retried_once(
     again = {"question": "Rotate?", "response_format": RESPONSE_FORMAT, "cache": False}
     failed = client.post(url, json=again)
     assert (
-        failed.status_code == 502 and failed.json()["error"]["code"] == "invalid_structured_output"
+        failed.status_code == 422 and failed.json()["error"]["code"] == "invalid_structured_output"
     )
 
     # A planted instruction may make a JSON answer carry an exfiltrating image: it is removed

@@ -11,6 +11,7 @@ import pytest
 from ingest.chunking import Chunk, ChunkingConfig, chunk_document
 from ingest.normalize import is_cjk
 from ingest.parsers import Block, ParsedDocument, parse
+from ingest.parsers.tables import render_markdown_table
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 _WORD = re.compile(r"[A-Za-z0-9_]+")
@@ -36,8 +37,11 @@ def _h(text: str, level: int, page: int = 1) -> Block:
 def _check_offsets(full_text: str, chunks: list[Chunk]) -> None:
     for i, c in enumerate(chunks):
         assert c.ordinal == i
-        assert c.text == full_text[c.char_start : c.char_end]
+        assert c.text[c.lead_chars :] == full_text[c.char_start : c.char_end]
         assert c.text == c.text.strip() and c.text
+        if c.lead_chars:  # a repeated Markdown header row and its rule, then a line break
+            header, rule, _ = c.text[: c.lead_chars].split("\n")
+            assert header.startswith("|") and set(rule) <= set("|-: ")
 
 
 def test_faq_eval_items_have_heading_and_answer_start_together() -> None:
@@ -153,6 +157,42 @@ def test_tables_whole_when_they_fit_else_by_rows() -> None:
         assert all(re.fullmatch(r"行\d+ \| 值\d+", r) for r in rows)  # only whole rows
 
 
+def test_split_markdown_table_repeats_its_header_row_in_every_part() -> None:
+    rows = [["名称", "代码"], *([f"货币{i}", f"C{i:03d}"] for i in range(60))]
+    table = render_markdown_table(rows)
+    doc = _doc(_h("代码表", 1), Block("说明。", 1), Block(table, 2, "table"), Block("后文。", 3))
+    full_text, chunks = chunk_document(doc, ChunkingConfig(50, 10), count_tokens)
+    _check_offsets(full_text, chunks)
+    parts = [c for c in chunks if "| 货币" in c.text]
+    assert len(parts) > 2
+    header = "| 名称 | 代码 |\n|---|---|\n"
+    seen: set[str] = set()
+    for c in parts:
+        assert c.token_count <= 50
+        assert header in c.text
+        body = c.text[c.text.index(header) + len(header) :].split("\n\n")[0]
+        lines = body.split("\n")
+        assert all(re.fullmatch(r"\| 货币\d+ \| C\d{3} \|", line) for line in lines)
+        seen.update(lines)
+        assert c.heading_path == ("代码表",)
+        # the repeated header does not move a part's page
+        assert c.page_start == (1 if c is parts[0] else 2)
+    assert len(seen) == 60  # every row is in some part
+    assert parts[0].lead_chars == 0 and all(c.lead_chars == len(header) for c in parts[1:])
+
+
+def test_repeated_header_keeps_page_marks_on_their_text() -> None:
+    rows = [["列一", "列二"], *([f"甲{i}", f"乙{i}"] for i in range(30))]
+    blocks = [Block(render_markdown_table(rows[:1] + rows[1:16]), 4, "table")]
+    blocks.append(Block(render_markdown_table(rows[:1] + rows[16:]), 5, "table"))
+    full_text, chunks = chunk_document(_doc(*blocks), ChunkingConfig(40, 0), count_tokens)
+    _check_offsets(full_text, chunks)
+    for c in chunks:
+        for offset, page in c.page_marks:
+            assert offset >= c.lead_chars
+            assert c.text[offset:].startswith("| 列一") and page == 5
+
+
 def test_heading_only_section_before_same_level_heading_is_kept() -> None:
     doc = _doc(_h("第一章", 1), _h("第二章", 1), Block("正文。", 1))
     _, chunks = chunk_document(doc, ChunkingConfig(), count_tokens)
@@ -179,8 +219,14 @@ def test_random_documents_terminate_cover_and_fit(seed: int) -> None:
         if kind == "heading":
             blocks.append(_h(f"{i}. 标题{i}", rng.randint(1, 3), page=1 + i // 5))
         elif kind == "table":
-            rows = [f"格{r} | {'x' * rng.randint(1, 30)}" for r in range(rng.randint(1, 20))]
-            blocks.append(Block("\n".join(rows), 1 + i // 5, "table"))
+            cells = [[f"格{r}", "x" * rng.randint(1, 30)] for r in range(rng.randint(1, 20))]
+            markdown = rng.random() < 0.5  # with a header row to repeat, or plain lines
+            text = (
+                render_markdown_table(cells)
+                if markdown
+                else "\n".join(" | ".join(row) for row in cells)
+            )
+            blocks.append(Block(text, 1 + i // 5, "table"))
         else:
             text = "".join(rng.choice(words) for _ in range(rng.randint(1, 300))).strip()
             blocks.append(Block(text or "空", 1 + i // 5))

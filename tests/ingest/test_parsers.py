@@ -98,8 +98,8 @@ def test_detect_accepts(filename: str, head: bytes, expected: str) -> None:
         ("a.docx", b"\x00\x01random bytes", "not a Word document"),
         ("a.docx", b"%PDF-1.4", "it is a PDF"),
         ("a.exe", b"MZ\x90\x00", "not supported"),
-        ("a.png", b"\x89PNG\r\n", "not supported"),
-        ("a.doc", b"\xd0\xcf\x11\xe0", ".docx"),
+        ("a.gif", b"GIF89a", "not supported"),
+        ("a.rtf", b"{\\rtf1", ".docx"),
         ("a.txt", b"\x7fELF\x02\x01", "ELF"),
         ("a.txt", b"\x00\x01\x02\x03" * 100, "binary"),
         ("noext", b"\x89PNG\r\n\x1a\n", "PNG"),
@@ -201,7 +201,7 @@ def test_markdown() -> None:
         ("heading", 2, "步骤"),
         ("paragraph", None, "- 第一步\n- 第二步"),
         ("paragraph", None, "code  line 1\ncode line 2"),
-        ("table", None, "| a | b |\n| 1 | 2 |"),
+        ("table", None, "| a | b |\n|---|---|\n| 1 | 2 |"),  # the header rule kept
     ]
 
 
@@ -217,7 +217,7 @@ def test_faq_docx() -> None:
     )
     assert len(headings) > 100
     assert len(tables) == 1
-    assert tables[0].text.startswith("章节 | 问题\n1.1 | 本 FAQ 文档是什么？")
+    assert tables[0].text.startswith("| 章节 | 问题 |\n|---|---|\n| 1.1 | 本 FAQ 文档是什么？ |")
     assert doc.media_type == DOCX
 
 
@@ -239,7 +239,7 @@ def test_docx_order_levels_and_page_breaks() -> None:
     assert got == [
         ("heading", 1, "总则", 1),
         ("paragraph", None, "第一段。", 1),
-        ("table", None, "r0c0 | r0c1\nr1c0 | r1c1", 1),
+        ("table", None, "| r0c0 | r0c1 |\n|---|---|\n| r1c0 | r1c1 |", 1),
         ("heading", 2, "细则", 2),
         ("paragraph", None, "第二页的段落。", 2),
     ]

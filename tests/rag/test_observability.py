@@ -372,5 +372,12 @@ def test_dashboard_queries_only_exported_metrics_and_covers_them(
         "rag_http_requests_total",
         "rag_http_request_duration_seconds_bucket",
         "rag_documents_ingested_total",
+        "rag_upstream_kv_cache_usage_ratio",
+        "rag_upstream_requests_waiting",
+        "rag_upstream_generation_tokens_total",
+        "rag_upstream_preemptions_total",
+        "rag_gpu_utilization_ratio",
+        "rag_gpu_memory_used_bytes",
+        "rag_route_decisions_total",
     }
     assert wanted - queried == set(), "metrics the dashboard does not chart"

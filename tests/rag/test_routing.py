@@ -96,7 +96,10 @@ def test_the_answer_records_the_route_and_the_model_that_answered(tmp_path: Path
         plain = client.post(url, json={"question": "How do I reset my access key?"}).json()
     assert code["route"] == "code" and code["model"] == "Qwen/Qwen2.5-Coder-7B-Instruct"
     assert plain["route"] == "default" and plain["model"] == "Qwen/Qwen2.5-7B-Instruct"
-    assert script.paths[-2:] == ["coder/v1/chat/completions", "127.0.0.1/v1/chat/completions"]
+    chats = [path for path in script.paths if path.endswith("/chat/completions")]
+    assert chats[-2:] == ["coder/v1/chat/completions", "127.0.0.1/v1/chat/completions"]
+    assert code["routing"] == {"route": "code", "source": "rule", "label": None, "confidence": None}
+    assert plain["routing"]["source"] == "default"
 
 
 def test_a_failing_route_opens_only_its_own_circuit(tmp_path: Path) -> None:

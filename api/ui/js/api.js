@@ -99,6 +99,13 @@ export const api = {
   listDocs: (kb, status) =>
     request("GET", `v1/knowledge-bases/${kb}/documents${status ? `?status=${status}` : ""}`),
   deleteDoc: (kb, id) => request("DELETE", `v1/knowledge-bases/${kb}/documents/${id}`),
+  listChunks: (kb, doc, offset, limit) =>
+    request(
+      "GET",
+      `v1/knowledge-bases/${kb}/documents/${doc}/chunks?offset=${offset}&limit=${limit}`,
+    ),
+  setChunkDisabled: (kb, doc, chunk, disabled) =>
+    request("PATCH", `v1/knowledge-bases/${kb}/documents/${doc}/chunks/${chunk}`, { disabled }),
   listConversations: (kb) => request("GET", `v1/conversations?kb_id=${encodeURIComponent(kb)}`),
   getConversation: (id) => request("GET", `v1/conversations/${id}`),
   createConversation: (kb) => request("POST", "v1/conversations", { kb_id: kb }),
@@ -111,6 +118,50 @@ export const api = {
   listVersions: (kb) => request("GET", `v1/knowledge-bases/${kb}/versions`),
   rollback: (kb) => request("POST", `v1/knowledge-bases/${kb}/versions/rollback`),
 };
+
+// A binary answer (a file, a page image) fetched with the key.
+async function fetchBlob(path) {
+  let resp;
+  try {
+    resp = await fetch(url(path), { headers: headers() });
+  } catch (exc) {
+    throw new ApiError(0, "network", exc.message || String(exc));
+  }
+  if (!resp.ok) await parse(resp);
+  return { blob: await resp.blob(), headers: resp.headers };
+}
+
+// The page policy allows images from data: URLs (not blob:), so the PNG becomes one.
+function dataUrl(blob) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(new ApiError(0, "network", String(reader.error)));
+    reader.readAsDataURL(blob);
+  });
+}
+
+// A PDF page rendered by the server, with the chunk's text highlighted when chunkId is given.
+export async function pageImage(kb, doc, page, chunkId) {
+  const query = chunkId != null ? `?chunk_id=${encodeURIComponent(chunkId)}` : "";
+  const { blob, headers: got } = await fetchBlob(
+    `v1/knowledge-bases/${kb}/documents/${doc}/pages/${page}.png${query}`,
+  );
+  return { src: await dataUrl(blob), highlights: Number(got.get("X-Highlight-Count") || 0) };
+}
+
+// The original file, saved under its own name.
+export async function downloadFile(kb, doc, filename) {
+  const { blob } = await fetchBlob(`v1/knowledge-bases/${kb}/documents/${doc}/file`);
+  const href = URL.createObjectURL(blob);
+  const link = document.createElement("a");
+  link.href = href;
+  link.download = filename;
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(href), 10_000);
+}
 
 // One multipart upload with progress (fetch cannot report upload progress; XHR can).
 export function uploadFile(kb, file, onProgress) {

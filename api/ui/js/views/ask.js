@@ -8,6 +8,7 @@ import { ApiError, api, askStream } from "../api.js";
 import { badge, clear, formatDate, h } from "../dom.js";
 import { errorText, serverText } from "../errors.js";
 import { label, t } from "../i18n.js";
+import { downloadButton, headingText, pageView } from "./sources.js";
 
 let ctx = null;
 let parts = null; // {list, messages, panel, input, send, title}
@@ -508,9 +509,24 @@ function showPassage(c) {
       h("dd", { "data-test": "cite-file" }, c.filename),
       h("dt", {}, t("cite.page_label")),
       h("dd", { "data-test": "cite-page" }, pageText(c)),
+      c.heading_path?.length
+        ? [
+            h("dt", {}, t("cite.heading")),
+            h("dd", { "data-test": "cite-heading" }, headingText(c)),
+          ]
+        : null,
       h("dt", {}, t("cite.score")),
       h("dd", {}, typeof c.score === "number" ? c.score.toFixed(3) : "–"),
     ),
     h("blockquote.passage", { "data-test": "cite-text" }, c.text),
+    // The page the passage is on, as the PDF shows it, with the passage highlighted.
+    pageView(chat.kbId, c.document_id, c.page, c.chunk_id),
+    h(
+      "div.cite-actions",
+      {},
+      downloadButton(chat.kbId, { id: c.document_id, filename: c.filename }, (exc) =>
+        ctx.failed(exc),
+      ),
+    ),
   );
 }

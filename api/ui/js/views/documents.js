@@ -17,6 +17,7 @@ import {
 } from "../dom.js";
 import { errorText, serverText } from "../errors.js";
 import { label, t, warningText } from "../i18n.js";
+import { chunkPanel } from "./sources.js";
 
 const PARALLEL_UPLOADS = 2;
 const BUSY = new Set(["queued", "processing"]);
@@ -41,6 +42,7 @@ export function mount(el, context) {
     summary: h("p.muted", { "data-test": "doc-summary" }),
     uploads: h("ul.uploads", { "data-test": "uploads" }),
     table: h("div", { "data-test": "doc-table-wrap" }),
+    chunks: h("div", { "data-test": "chunks-wrap" }),
     live: h("span.live.muted.small", {}, t("docs.live")),
   };
   const filter = h("input", {
@@ -64,6 +66,7 @@ export function mount(el, context) {
       parts.live,
     ),
     parts.table,
+    parts.chunks,
   );
   renderUploads();
   renderTable();
@@ -291,6 +294,11 @@ function row(doc) {
       "td.actions",
       {},
       h(
+        "button",
+        { type: "button", "data-test": "open-chunks", onclick: () => showChunks(doc) },
+        t("docs.open_chunks"),
+      ),
+      h(
         "button.danger",
         {
           type: "button",
@@ -298,6 +306,7 @@ function row(doc) {
             if (!(await confirmDialog(t("docs.confirm_delete", { name: doc.filename })))) return;
             try {
               await api.deleteDoc(doc.kb_id, doc.id);
+              if (parts?.chunks.firstChild?.dataset.doc === doc.id) clear(parts.chunks);
               toast(t("docs.deleted_ok", { name: doc.filename }), "ok");
               await refresh();
             } catch (exc) {
@@ -309,6 +318,14 @@ function row(doc) {
       ),
     ),
   );
+}
+
+// The chunk list of one document, below the table (the table re-renders as it polls).
+function showChunks(doc) {
+  if (!parts) return;
+  const panel = chunkPanel(ctx, doc, () => clear(parts.chunks));
+  clear(parts.chunks, panel);
+  panel.scrollIntoView({ block: "start" });
 }
 
 // --- in flight ---------------------------------------------------------------------------------
