@@ -25,7 +25,7 @@ from ingest.parsers.ocr import page_progress
 from rag.core.errors import IngestionError
 
 _CTX = multiprocessing.get_context("forkserver")
-_CTX.set_forkserver_preload(["ingest.parsers"])
+_CTX.set_forkserver_preload(["ingest.parsers", "openpyxl"])
 _MB = 1024 * 1024
 
 # bytes, file name, limits -> document; raises ParseError with a reason a user can read.

@@ -17,8 +17,6 @@ import zipfile
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-import openpyxl
-
 from ingest.normalize import normalize_text
 from ingest.parsers.base import Block, ParsedDocument, ParseError, ParseLimits
 from ingest.parsers.detect import CSV, TSV, XLSX
@@ -113,6 +111,10 @@ def parse_xlsx(data: bytes, limits: ParseLimits) -> ParsedDocument:
     """Parse an .xlsx: every worksheet a page (hidden ones too: their owner kept them)."""
     data = open_package(data, limits, required="xl/workbook.xml", what="an Excel workbook")
     _check_sheet_count(data, limits)
+    # Imported here: openpyxl loads numpy, and `rag ingest` (the client) imports the parser
+    # package for its list of extensions. The parser children preload it (ingest/sandbox.py).
+    import openpyxl
+
     try:
         book = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
     except Exception as exc:  # openpyxl raises many types on broken parts

@@ -284,12 +284,14 @@ def test_document_warnings_are_short_and_translated(
         _shot(page, "warnings-zh")
         # Every sentence of the server's catalogue has its translation in the console.
         translated = page.evaluate(
-            """async (messages) => {
+            r"""async (messages) => {
                 const { warningText } = await import("./js/i18n.js");
                 return Object.fromEntries(
                     Object.entries(messages).map(([code, text]) => [
                         code,
-                        warningText(text.replaceAll("{pages}", "2–4").replaceAll("{count}", "3")),
+                        warningText(
+                                text.replaceAll("{pages}", "2–4").replace(/\{\w+\}/g, "3"),
+                            ),
                     ]),
                 );
             }""",
