@@ -27,9 +27,18 @@ def _is_media(name: str) -> bool:
     return bool(_MEDIA.match(name))
 
 
-def open_package(data: bytes, limits: ParseLimits, *, required: str, what: str) -> bytes:
-    """The package's bytes, checked and with its media members emptied; ParseError saying why
-    when it is not a zip, not `what` (no `required` member), a bomb, or declares a DTD."""
+def check_package(
+    data: bytes, limits: ParseLimits, *, required: str, what: str, media_read: bool
+) -> list[zipfile.ZipInfo]:
+    """The members of an Office Open XML zip, checked before any library inflates a part:
+    ParseError saying why when it is not a zip, a bomb (too many members, too large inflated,
+    a member compressed far beyond what real documents reach), not `what` (no `required`
+    member), or a part declares a DTD. `media_read=False`: media members are emptied before
+    reading (`open_package`), so their sizes do not count.
+
+    Declared sizes are trustworthy enough here: zipfile stops inflating a member at its
+    declared size, so a lying header yields a CRC error, not unbounded memory.
+    """
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             members = archive.infolist()
@@ -37,14 +46,12 @@ def open_package(data: bytes, limits: ParseLimits, *, required: str, what: str) 
         raise ParseError(f"the file is not {what}: not a valid zip ({exc})") from exc
     if len(members) > _MAX_MEMBERS:
         raise ParseError(f"the archive has {len(members)} members; it looks like a zip bomb")
-    if required not in {m.filename for m in members}:
-        raise ParseError(f"the archive is not {what} (no {required})")
-    read = [m for m in members if not _is_media(m.filename)]
+    read = members if media_read else [m for m in members if not _is_media(m.filename)]
     total = sum(m.file_size for m in read)
     if total > limits.max_decompressed_bytes:
         raise ParseError(
-            f"the archive inflates to {total} bytes without its media (limit"
-            f" {limits.max_decompressed_bytes}, RAG_INGEST__MAX_DECOMPRESSED_BYTES);"
+            f"the archive inflates to {total} bytes{'' if media_read else ' without its media'}"
+            f" (limit {limits.max_decompressed_bytes}, RAG_INGEST__MAX_DECOMPRESSED_BYTES);"
             " it looks like a zip bomb"
         )
     for m in read:
@@ -53,37 +60,55 @@ def open_package(data: bytes, limits: ParseLimits, *, required: str, what: str) 
                 f"member {m.filename!r} has compression ratio above {_MAX_RATIO}:1;"
                 " it looks like a zip bomb"
             )
+    if required not in {m.filename for m in members}:
+        raise ParseError(f"the archive is not {what} (no {required})")
+    try:
+        _refuse_dtds(data, read)
+    except (zipfile.BadZipFile, zlib.error, OSError, ValueError, EOFError) as exc:
+        raise ParseError(f"the file is damaged: {exc}") from exc
+    return members
+
+
+def open_package(data: bytes, limits: ParseLimits, *, required: str, what: str) -> bytes:
+    """The package's bytes, checked (`check_package`) and with its media members emptied."""
+    members = check_package(data, limits, required=required, what=what, media_read=False)
     try:
         return _without_media(data, members)
     except (zipfile.BadZipFile, zlib.error, OSError, ValueError, EOFError) as exc:
         raise ParseError(f"the file is damaged: {exc}") from exc
 
 
-def _without_media(data: bytes, members: list[zipfile.ZipInfo]) -> bytes:
-    """Refuse DTDs (Office Open XML never has one: it is an entity attack), and rebuild the zip
-    with empty media members when it has any (rebuilding stores, not deflates: cheaper)."""
-    media = any(_is_media(m.filename) and m.file_size for m in members)
-    out = io.BytesIO()
+def _refuse_dtds(data: bytes, members: list[zipfile.ZipInfo]) -> None:
+    """Office Open XML never has a DTD: one in a part is an XXE or entity-expansion attempt.
+    lxml is told not to resolve entities anyway, but refusing says clearly why the file failed
+    instead of indexing text with silently dropped references."""
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
-        copy = zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) if media else None
-        try:
-            for m in members:
-                if _is_media(m.filename):
-                    if copy is not None:
-                        copy.writestr(m.filename, b"")
-                    continue
-                if copy is None and not m.filename.endswith((".xml", ".rels")):
-                    continue
+        for m in members:
+            if not m.filename.endswith((".xml", ".rels")):
+                continue
+            with archive.open(m) as member:
+                head = member.read(_PROLOG_BYTES)
+            if _DTD.search(head):
+                raise ParseError(
+                    f"part {m.filename!r} declares a DTD, which Office files never contain;"
+                    " refused as a possible XML entity attack"
+                )
+
+
+def _without_media(data: bytes, members: list[zipfile.ZipInfo]) -> bytes:
+    """The zip rebuilt with empty media members when it has any (rebuilding stores, not
+    deflates: cheaper); else the bytes as they are."""
+    if not any(_is_media(m.filename) and m.file_size for m in members):
+        return data
+    out = io.BytesIO()
+    with (
+        zipfile.ZipFile(io.BytesIO(data)) as archive,
+        zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as copy,
+    ):
+        for m in members:
+            if _is_media(m.filename):
+                copy.writestr(m.filename, b"")
+            else:
                 with archive.open(m) as member:
-                    body = member.read() if copy is not None else member.read(_PROLOG_BYTES)
-                if m.filename.endswith((".xml", ".rels")) and _DTD.search(body[:_PROLOG_BYTES]):
-                    raise ParseError(
-                        f"part {m.filename!r} declares a DTD, which Office files never contain;"
-                        " refused as a possible XML entity attack"
-                    )
-                if copy is not None:
-                    copy.writestr(m.filename, body)
-        finally:
-            if copy is not None:
-                copy.close()
-    return out.getvalue() if media else data
+                    copy.writestr(m.filename, member.read())
+    return out.getvalue()
