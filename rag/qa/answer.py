@@ -95,6 +95,11 @@ class Answer:
     structured_retries: int = 0
     # How the route was chosen: {route, source (rule, classifier, default), label, confidence}.
     routing: dict[str, Any] | None = None
+    # The question log's id for this answer (rag/qa/question_log.py): feedback and hand-offs
+    # name it. None: not logged (retrieval-only results, the CLI).
+    answer_id: str | None = None
+    # Returned verbatim from a curated answer an admin wrote (no retrieval, no LLM call).
+    curated: bool = False
 
     @property
     def grounded(self) -> bool:
@@ -119,6 +124,15 @@ class AskSpec:
     max_tokens: int | None = None
     temperature: float | None = None
     search_options: dict[str, Any] = field(default_factory=dict)
+    # Set from an assistant (rag/qa/assistants.py `AssistantSettings.apply`); None: the defaults.
+    assistant_id: str | None = None
+    assistant_version: int | None = None
+    system_prompt: str | None = None  # replaces the language template's system message
+    refusal_text: str | None = None  # replaces the fixed "not covered" text
+    top_p: float | None = None
+    relevance_threshold: float | None = None  # replaces the knowledge base's threshold
+    # Where the question came from (rag/qa/question_log.py CHANNELS): api, openai, console, ...
+    channel: str = "api"
 
 
 @dataclass

@@ -461,3 +461,172 @@ class WebhookDelivery(Base):
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+# Helpdesk: assistants, the question log with feedback and hand-offs, curated answers, golden
+# rows, widget keys and chat-platform bots (issue 19).
+
+
+class Assistant(Base):
+    """A knowledge base's face to its users: prompt, greeting, refusal text, retrieval and
+    sampling settings (`config`, validated by rag/qa/assistants.py). Every change bumps
+    `version` and keeps the old config in `assistant_versions`; the answer cache keys on it."""
+
+    __tablename__ = "assistants"
+    __table_args__ = (UniqueConstraint("tenant_id", "name", name="uq_assistants_tenant_name"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(String(64), default=DEFAULT_TENANT)
+    name: Mapped[str] = mapped_column(String(200))
+    kb_id: Mapped[str] = mapped_column(ForeignKey("knowledge_bases.id", ondelete="CASCADE"))
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+
+class AssistantVersion(Base):
+    """One saved configuration of an assistant, kept for the history and for restoring."""
+
+    __tablename__ = "assistant_versions"
+
+    assistant_id: Mapped[str] = mapped_column(
+        ForeignKey("assistants.id", ondelete="CASCADE"), primary_key=True
+    )
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    actor: Mapped[str] = mapped_column(String(80), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class QuestionRecord(Base):
+    """One question asked through any channel and what it got; its id is the answer id that
+    feedback and hand-offs name. The question is kept redacted (RAG_ANALYTICS__REDACT_PATTERNS)."""
+
+    __tablename__ = "question_log"
+    __table_args__ = (
+        Index("ix_question_log_tenant_at", "tenant_id", "created_at"),
+        Index("ix_question_log_kb_at", "kb_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    kb_id: Mapped[str] = mapped_column(ForeignKey("knowledge_bases.id", ondelete="CASCADE"))
+    # Not a foreign key: the log outlives a deleted assistant.
+    assistant_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    channel: Mapped[str] = mapped_column(String(32), default="api")
+    question: Mapped[str] = mapped_column(Text)
+    answer: Mapped[str | None] = mapped_column(Text, nullable=True)
+    citations: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    model: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    latency_ms: Mapped[int] = mapped_column(Integer, default=0)
+    grounded: Mapped[bool] = mapped_column(Boolean, default=False)
+    # False: the knowledge base did not cover the question (the refusal, no LLM call).
+    covered: Mapped[bool] = mapped_column(Boolean, default=True)
+    cached: Mapped[bool] = mapped_column(Boolean, default=False)
+    curated: Mapped[bool] = mapped_column(Boolean, default=False)
+    conversation_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    rating: Mapped[int | None] = mapped_column(Integer, nullable=True)  # +1 up, -1 down
+    comment: Mapped[str | None] = mapped_column(Text, nullable=True)
+    rated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    handoff_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    handoff_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class CuratedAnswer(Base):
+    """An answer an admin wrote for one question, returned verbatim (no retrieval, no LLM)
+    when that question is asked again; `question_key` is the normalised question's digest."""
+
+    __tablename__ = "curated_answers"
+    __table_args__ = (UniqueConstraint("kb_id", "question_key", name="uq_curated_kb_question"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    kb_id: Mapped[str] = mapped_column(ForeignKey("knowledge_bases.id", ondelete="CASCADE"))
+    question: Mapped[str] = mapped_column(Text)
+    question_key: Mapped[str] = mapped_column(String(64))
+    answer: Mapped[str] = mapped_column(Text)
+    citations: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    source_question_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class GoldenRow(Base):
+    """A golden-set row for `rag eval` (rag/evaluation/golden.py's format), made from a logged
+    question and the passage an admin chose."""
+
+    __tablename__ = "golden_rows"
+    __table_args__ = (Index("ix_golden_rows_kb", "kb_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    kb_id: Mapped[str] = mapped_column(ForeignKey("knowledge_bases.id", ondelete="CASCADE"))
+    question: Mapped[str] = mapped_column(Text)
+    answer_excerpt: Mapped[str | None] = mapped_column(Text, nullable=True)
+    filename: Mapped[str | None] = mapped_column(String(1000), nullable=True)
+    pages: Mapped[list[int]] = mapped_column(JSON, default=list)
+    source_question_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class WidgetKey(Base):
+    """A publishable key for the embeddable widget: not a secret (it sits in a page's HTML), so
+    it is bound to one assistant and to the origins allowed to use it, with its own limit."""
+
+    __tablename__ = "widget_keys"
+    __table_args__ = (Index("ix_widget_keys_tenant", "tenant_id"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # "pk_" + random
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    assistant_id: Mapped[str] = mapped_column(ForeignKey("assistants.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    allowed_origins: Mapped[list[str]] = mapped_column(JSON)
+    requests_per_minute: Mapped[int] = mapped_column(Integer, default=30)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class Bot(Base):
+    """A chat-platform bot (wecom, dingtalk, feishu, slack) answering as one assistant.
+    `credentials` hold the platform's secrets and are never returned by the API; `api_base`
+    is the platform's message API (None: the platform's public address)."""
+
+    __tablename__ = "bots"
+    __table_args__ = (Index("ix_bots_tenant", "tenant_id"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    assistant_id: Mapped[str] = mapped_column(ForeignKey("assistants.id", ondelete="CASCADE"))
+    platform: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    credentials: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    api_base: Mapped[str | None] = mapped_column(String(2000), nullable=True)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class BotThread(Base):
+    """The conversation a bot keeps for one chat thread (a chat, a channel thread)."""
+
+    __tablename__ = "bot_threads"
+
+    bot_id: Mapped[str] = mapped_column(ForeignKey("bots.id", ondelete="CASCADE"), primary_key=True)
+    thread_key: Mapped[str] = mapped_column(String(300), primary_key=True)
+    conversation_id: Mapped[str] = mapped_column(String(32))
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+
+class BotNonce(Base):
+    """A callback's nonce or event id, seen once: a replayed callback finds it and is refused.
+    The primary key makes that hold across replicas; old rows are purged by age."""
+
+    __tablename__ = "bot_nonces"
+    __table_args__ = (Index("ix_bot_nonces_seen", "seen_at"),)
+
+    bot_id: Mapped[str] = mapped_column(ForeignKey("bots.id", ondelete="CASCADE"), primary_key=True)
+    nonce: Mapped[str] = mapped_column(String(200), primary_key=True)
+    seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
