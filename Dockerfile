@@ -20,6 +20,19 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # "torch>=..." requirement is satisfied and pip does not fetch the CUDA build afterwards.
 RUN pip install --index-url https://download.pytorch.org/whl/cpu "torch==${TORCH_VERSION}"
 
+# What ingestion calls outside Python: LibreOffice headless converts legacy .doc/.wps/.ppt/.xls
+# (without it those uploads are a 415 naming the package), Tesseract is the second OCR engine
+# (RAG_INGEST__OCR_ENGINE=tesseract), and a CJK font renders cited pages with Chinese text.
+# INSTALL_OFFICE=0 leaves them out for a smaller image.
+ARG INSTALL_OFFICE=1
+RUN if [ "$INSTALL_OFFICE" = "1" ]; then \
+        apt-get update \
+        && apt-get install -y --no-install-recommends libreoffice-writer-nogui \
+            libreoffice-calc-nogui libreoffice-impress-nogui tesseract-ocr tesseract-ocr-chi-sim \
+            tesseract-ocr-eng fonts-wqy-microhei \
+        && rm -rf /var/lib/apt/lists/*; \
+    fi
+
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY rag ./rag
@@ -27,8 +40,10 @@ COPY ingest ./ingest
 COPY api ./api
 # server: the service (the base install is only the Python client); postgres: psycopg for
 # RAG_DATABASE_URL=postgresql+psycopg://...; redis: limits shared between API replicas
-# (RAG_SECURITY__REDIS_URL).
-RUN pip install ".[server,postgres,redis]" && rm -rf /app/build
+# (RAG_SECURITY__REDIS_URL); milvus: pymilvus for RAG_INDEX__BACKEND=milvus (the compose
+# profile and the Helm chart's Milvus use this image unchanged).
+ARG EXTRAS=server,postgres,redis,milvus
+RUN pip install ".[${EXTRAS}]" && rm -rf /app/build
 
 # A non-root user owns the data dir (uploaded files, FAISS/BM25 caches, SQLite if no
 # PostgreSQL). /data/index exists in the image so a volume mounted there starts owned by it.

@@ -16,10 +16,15 @@ from prometheus_client import CollectorRegistry
 from api import errors, route_policy
 from api.auth import AuthMiddleware, Guard
 from api.body_limit import BodyLimitMiddleware
+from api.cors import WidgetCorsMiddleware
 from api.deps import Root
 from api.observe import ObserveMiddleware
 from api.routes import (
+    analytics,
+    answers,
     ask,
+    assistants,
+    bots,
     conversations,
     docs,
     documents,
@@ -34,6 +39,7 @@ from api.routes import (
     ui,
     versions,
     webhooks,
+    widget,
 )
 from rag.core import log_setup, tracing
 from rag.core.errors import ConfigError
@@ -154,6 +160,10 @@ def create_app(
         dispatcher = svc.webhook_dispatcher() if svc.settings.webhooks.enabled else None
         if dispatcher is not None:
             dispatcher.start()
+        retained = svc.settings.analytics  # the question log's purge of expired rows
+        purger = svc.question_log_purger() if retained.enabled and retained.retention_days else None
+        if purger is not None:
+            purger.start()
         if start_worker:
             app.state.worker = svc.ingest_worker()
             if app.state.worker is not None:
@@ -164,6 +174,9 @@ def create_app(
             stop.set()
             if dispatcher is not None:
                 dispatcher.stop()
+            if purger is not None:
+                purger.stop()
+            await svc.bots.aclose()  # the answers still running are cancelled
             if app.state.worker is not None:
                 app.state.worker.stop()
             if close_services:
@@ -191,6 +204,9 @@ def create_app(
         sources.router,
         search.router,
         ask.router,
+        answers.router,
+        analytics.router,
+        assistants.router,
         conversations.router,
         openai_compat.router,
         jobs.router,
@@ -198,6 +214,8 @@ def create_app(
         versions.router,
         keys.router,
         webhooks.router,
+        widget.router,
+        bots.router,
         health.router,
         ui.router,
         docs.router,
@@ -206,6 +224,9 @@ def create_app(
         app.include_router(router, responses=errors.RESPONSES)
     app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(AuthMiddleware)  # outside the body limit, inside ObserveMiddleware
+    # Widget CORS (api/cors.py): outside the auth middleware, which would refuse a preflight
+    # for want of a key; inside ObserveMiddleware, so preflights are counted and carry the id.
+    app.add_middleware(WidgetCorsMiddleware)
     # Added last, so outermost: refusals by the auth and body-limit middlewares are counted,
     # carry the request id, and their log records too.
     app.add_middleware(ObserveMiddleware)

@@ -17,16 +17,21 @@ from rag.core.config import Settings
 from rag.evaluation.runner import Evaluator
 from rag.generation.llm import LLMClient
 from rag.index.store import IndexStore
+from rag.integrations.bots.runner import BotRunner
 from rag.integrations.webhook_delivery import WebhookDispatcher
 from rag.kb import knowledge
 from rag.kb.doctor import Doctor
 from rag.kb.knowledge import KnowledgeBases, StagedFile
 from rag.kb.versions import Versions
 from rag.ml.embedding import Embedder
+from rag.qa.analytics import Analytics
 from rag.qa.conversations import Conversations
+from rag.qa.curated import Curation
+from rag.qa.question_log import Purger, QuestionLog
 from rag.qa.service import AnswerService
 from rag.retrieval.relevance import RelevanceJudge
 from rag.retrieval.retriever import Retriever
+from rag.security.widget_keys import WidgetKeys
 from rag.store.db import Database
 
 
@@ -74,12 +79,25 @@ class Root(Protocol):
     def embedder_loaded(self) -> bool: ...
     @property
     def llm(self) -> LLMClient: ...
+    @property
+    def question_log(self) -> QuestionLog: ...
+    @property
+    def bots(self) -> BotRunner: ...
+    @property
+    def curation(self) -> Curation: ...
+    @property
+    def analytics(self) -> Analytics: ...
+    @property
+    def widget_keys(self) -> WidgetKeys: ...
 
     def ingest_worker(self) -> Worker | None:
         """The worker `rag serve` runs in the API process (None: RAG_INGEST__WORKERS=0)."""
 
     def webhook_dispatcher(self) -> WebhookDispatcher:
         """A webhook dispatcher for this process (not started)."""
+
+    def question_log_purger(self) -> Purger:
+        """The question log's retention purger for this process (not started)."""
 
     def stage_upload(
         self, source: BinaryIO, filename: str | None, data_dir: Path, max_bytes: int
@@ -128,6 +146,11 @@ RetrieverDep = Annotated[Retriever, Depends(_part("retriever"))]
 RelevanceDep = Annotated[RelevanceJudge, Depends(_part("relevance"))]
 EvaluatorDep = Annotated[Evaluator, Depends(_part("evaluator"))]
 AnswerServiceDep = Annotated[AnswerService, Depends(_part("qa"))]
+QuestionLogDep = Annotated[QuestionLog, Depends(_part("question_log"))]
+BotsDep = Annotated[BotRunner, Depends(_part("bots"))]
+CurationDep = Annotated[Curation, Depends(_part("curation"))]
+AnalyticsDep = Annotated[Analytics, Depends(_part("analytics"))]
+WidgetKeysDep = Annotated[WidgetKeys, Depends(_part("widget_keys"))]
 
 
 def resolve_kb(db: Database, name_or_id: str) -> str:

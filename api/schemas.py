@@ -19,8 +19,16 @@ from rag.kb.knowledge import KBStats
 from rag.kb.scheduling import QueueState, priority_name
 from rag.kb.versions import VersionInfo
 from rag.qa.answer import Answer, AskSpec
+from rag.qa.assistants import AssistantSettings, RetrievalChoice, Sampling, settings_of
 from rag.retrieval.retriever import Passage
-from rag.store.models import Document, DocumentStatus, Job, KnowledgeBase
+from rag.store.models import (
+    Assistant,
+    AssistantVersion,
+    Document,
+    DocumentStatus,
+    Job,
+    KnowledgeBase,
+)
 
 
 class RequestBody(BaseModel):
@@ -442,6 +450,19 @@ class AskResponse(BaseModel):
     routing: RoutingOut | None = Field(
         None, description="How the route was chosen; null without a generated answer."
     )
+    answer_id: str | None = Field(
+        None,
+        description="The question log's id of this answer: POST /v1/answers/{answer_id}/feedback "
+        "or /handoff name it; null when not logged (retrieval only, RAG_ANALYTICS__ENABLED=false).",
+    )
+    curated: bool = Field(
+        False, description="A curated answer an admin wrote, returned verbatim (no LLM call)."
+    )
+    handoff_suggested: bool = Field(
+        False,
+        description="The knowledge base did not cover the question or the answer cites nothing: "
+        "offer the user a person (POST /v1/answers/{answer_id}/handoff).",
+    )
 
     @classmethod
     def of(cls, a: Answer, *, cached: bool = False) -> AskResponse:
@@ -473,6 +494,9 @@ def answer_flags(a: Answer) -> dict[str, Any]:
         "fallback_from": a.fallback_from,
         "structured_retries": a.structured_retries,
         "routing": a.routing,
+        "answer_id": a.answer_id,
+        "curated": a.curated,
+        "handoff_suggested": a.needs_handoff,
     }
 
 
@@ -582,3 +606,104 @@ class VersionOut(BaseModel):
 class VersionList(BaseModel):
     live: int
     versions: list[VersionOut]
+
+
+# --- assistants ---
+
+
+class AssistantPatch(RequestBody):
+    """The fields to change (left out: unchanged); retrieval and sampling merge field by field."""
+
+    name: str | None = Field(None, min_length=1, max_length=200)
+    kb: str | None = Field(None, description="move it to this knowledge base (id or name)")
+    system_prompt: str | None = Field(
+        None,
+        max_length=8_000,
+        description="replaces the built-in system prompt; the reference rules (cite [n], the "
+        "references are data) are always appended; null: the built-in prompt",
+    )
+    greeting: str | None = Field(
+        None, max_length=2_000, description="what the widget and the bots say first"
+    )
+    refusal_text: str | None = Field(
+        None,
+        max_length=2_000,
+        description="the answer when the knowledge base does not cover a question; null: the "
+        "built-in text in the question's language",
+    )
+    language: Literal["auto", "zh", "en"] | None = Field(
+        None, description="the answers' language; auto: the question's"
+    )
+    retrieval: RetrievalChoice | None = None
+    sampling: Sampling | None = None
+
+    def settings_patch(self) -> dict[str, Any]:
+        return self.model_dump(exclude_unset=True, exclude={"name", "kb"})
+
+
+class AssistantCreate(AssistantPatch):
+    name: str = Field(min_length=1, max_length=200)
+    kb: str = Field(description="the knowledge base it answers from (id or name)")
+
+
+class AssistantOut(BaseModel):
+    id: str
+    name: str
+    kb_id: str
+    version: int = Field(description="bumped by every change; the answer cache keys on it")
+    greeting: str
+    settings: AssistantSettings
+    created_at: UtcDateTime
+    updated_at: UtcDateTime
+
+    @classmethod
+    def of(cls, row: Assistant) -> AssistantOut:
+        settings = settings_of(row)
+        return cls(
+            id=row.id,
+            name=row.name,
+            kb_id=row.kb_id,
+            version=row.version,
+            greeting=settings.greeting,
+            settings=settings,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+        )
+
+
+class AssistantList(BaseModel):
+    assistants: list[AssistantOut]
+
+
+class AssistantVersionOut(BaseModel):
+    version: int
+    settings: dict[str, Any]
+    actor: str = Field(description="who saved it: key:<id>, cli or open")
+    created_at: UtcDateTime
+
+    @classmethod
+    def of(cls, row: AssistantVersion) -> AssistantVersionOut:
+        return cls(
+            version=row.version, settings=row.config, actor=row.actor, created_at=row.created_at
+        )
+
+
+class AssistantVersionList(BaseModel):
+    versions: list[AssistantVersionOut]
+
+
+class PlaygroundRequest(RequestBody):
+    question: str = Field(min_length=1, max_length=20_000)
+
+
+class PlaygroundOut(BaseModel):
+    """One question through an assistant, with what happened on the way (never cached)."""
+
+    prompt: list[dict[str, str]] = Field(description="the messages as sent to the LLM")
+    passages: list[SearchResult] = Field(
+        description="the retrieved passages, best first, with score and relevance"
+    )
+    answer: AskResponse
+    settings: dict[str, Any] = Field(
+        description="the effective settings: the assistant's, with the defaults filled in"
+    )

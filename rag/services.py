@@ -28,16 +28,23 @@ from rag.index.backend import DenseBackend
 from rag.index.dense import faiss_gpu
 from rag.index.lexical import LexicalOptions
 from rag.index.store import IndexStore
+from rag.integrations.bots.runner import BotRunner
+from rag.integrations.bots.store import BotStore
 from rag.integrations.webhook_delivery import WebhookDispatcher
 from rag.kb.doctor import Doctor
 from rag.kb.knowledge import KnowledgeBases, StagedFile
 from rag.kb.sync import Syncer
 from rag.kb.versions import Versions
+from rag.qa.analytics import Analytics
 from rag.qa.answer import Answerer
 from rag.qa.conversations import Conversations
+from rag.qa.curated import Curation
+from rag.qa.question_log import Purger, QuestionLog
 from rag.qa.service import AnswerService
 from rag.retrieval.relevance import RelevanceJudge
 from rag.retrieval.retriever import Retriever
+from rag.security.ratelimit import build_limiter
+from rag.security.widget_keys import WidgetKeys
 from rag.store import schema
 from rag.store.db import Database
 
@@ -63,7 +70,10 @@ def dense_backend(settings: IndexSettings) -> DenseBackend | None:
     from rag.index.milvus import MilvusBackend
 
     return MilvusBackend.connect(
-        settings.milvus_uri, token=settings.milvus_token, prefix=settings.milvus_prefix
+        settings.milvus_uri,
+        token=settings.milvus_token,
+        prefix=settings.milvus_prefix,
+        index_type=settings.milvus_index,
     )
 
 
@@ -282,8 +292,44 @@ class Services:
     @cached_property
     def qa(self) -> AnswerService:
         return AnswerService(
-            self.answerer, self.db, cache=self.answer_cache, settings=self.settings
+            self.answerer,
+            self.db,
+            cache=self.answer_cache,
+            settings=self.settings,
+            journal=self.question_log,
+            curated=self.curation.find,
         )
+
+    @cached_property
+    def question_log(self) -> QuestionLog:
+        return QuestionLog(self.db, self.settings.analytics)
+
+    @cached_property
+    def curation(self) -> Curation:
+        return Curation(self.db, self.question_log)
+
+    @cached_property
+    def analytics(self) -> Analytics:
+        return Analytics(self.db, self.settings.analytics, embedder_for=self.embedder_for)
+
+    def question_log_purger(self) -> Purger:
+        """Purges the question log past its retention from this process; not started."""
+        return Purger(self.question_log)
+
+    @cached_property
+    def bots(self) -> BotRunner:
+        cfg = self.settings.bots
+        store = BotStore(self.db, nonce_retention_s=cfg.nonce_retention_s)
+        return BotRunner(store, self._qa_now, self.conversations, self.question_log, cfg)
+
+    def _qa_now(self) -> AnswerService:
+        return self.qa
+
+    @cached_property
+    def widget_keys(self) -> WidgetKeys:
+        # Its own limiter: widget keys count apart from API keys, in Redis when configured.
+        limiter = build_limiter(self.settings.security.redis_url)
+        return WidgetKeys(self.db, self.settings.widget, limiter)
 
     # --- ingestion ---------------------------------------------------------------------------
 
@@ -380,6 +426,8 @@ class Services:
                 self._router.close()
             if self._llm is not None:
                 self._llm.close()
+            if self.indexes.dense_backend is not None:
+                self.indexes.dense_backend.close()  # Milvus' connection
             self.db.dispose()
 
 

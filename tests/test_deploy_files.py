@@ -217,7 +217,13 @@ def test_dockerfile_builds_a_cpu_image_for_a_non_root_user() -> None:
     text = DOCKERFILE.read_text(encoding="utf-8")
     assert re.search(r"^FROM python:3\.11-slim", text, re.M)
     torch = text.index("download.pytorch.org/whl/cpu")
-    assert torch < text.index('".[server,postgres,redis]"'), "CPU torch goes in before the server"
+    extras = re.search(r"^ARG EXTRAS=(\S+)$", text, re.M)
+    assert extras and {"server", "postgres", "redis", "milvus"} <= set(extras[1].split(","))
+    assert torch < text.index('pip install ".[${EXTRAS}]"'), "CPU torch goes in before the server"
+    # Legacy Office formats and the second OCR engine are in the image unless left out.
+    assert re.search(r"^ARG INSTALL_OFFICE=1$", text, re.M)
+    for package in ("libreoffice-writer-nogui", "tesseract-ocr-chi-sim", "fonts-wqy-microhei"):
+        assert package in text, package
     assert re.search(r"torch==\$\{TORCH_VERSION\}", text)
     assert re.search(r"^ARG TORCH_VERSION=2\.13\.0$", text, re.M)
     users = re.findall(r"^USER (\S+)", text, re.M)

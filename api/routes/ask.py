@@ -23,9 +23,9 @@ from api.route_policy import GENERATION, access
 from api.schemas import AskRequest, AskResponse, answer_flags, citations_out
 from api.streaming import EventStream, sse
 from rag.core.errors import RagError
-from rag.qa.answer import Answer
+from rag.qa.answer import Answer, AskSpec
 from rag.qa.answer_cache import Policy
-from rag.qa.service import AnswerStream
+from rag.qa.service import AnswerService, AnswerStream
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/knowledge-bases/{kb_id}", tags=["question answering"])
@@ -45,7 +45,14 @@ async def ask(
         str | None, Header(description="no-cache: a fresh answer; no-store: the cache is not used")
     ] = None,
 ) -> AskResponse | EventStream:
-    spec = body.spec(kb_id)
+    return await respond(body.spec(kb_id), body, qa, cache_control)
+
+
+async def respond(
+    spec: AskSpec, body: AskRequest, qa: AnswerService, cache_control: str | None
+) -> AskResponse | EventStream:
+    """The answer to `spec` as the ask routes send it: whole, or streamed as SSE events. Every
+    REST ask route (a knowledge base's, an assistant's: api/routes/assistants.py) ends here."""
     if body.retrieval_only:
         return AskResponse.of(await qa.retrieve_only(spec))
     reply = await qa.ask(spec, Policy.of(body.cache, cache_control), stream=body.stream)

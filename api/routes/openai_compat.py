@@ -1,7 +1,7 @@
-"""OpenAI-compatible endpoint for helpdesk tools: the model names a knowledge base.
+"""OpenAI-compatible endpoint for helpdesk tools: the model names a knowledge base or an assistant.
 
-POST /v1/chat/completions   {"model": "kb:<name or id>", "messages": [...], "stream"?: bool}
-GET  /v1/models             one model per knowledge base
+POST /v1/chat/completions   {"model": "kb:<name or id>" | "assistant:<name or id>", "messages"}
+GET  /v1/models             one model per knowledge base and per assistant
 
 The last message is the question, earlier user/assistant messages the conversation (`_spec`);
 the response adds `citations`, `answered_by`, `route`, `cached` and `answer_flags` ({grounded,
@@ -16,6 +16,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncGenerator
+from dataclasses import replace
 from typing import Annotated, Any
 
 import anyio
@@ -31,13 +32,15 @@ from rag.core.errors import InvalidInput, NotFound, RagError
 from rag.kb import knowledge
 from rag.qa import answer
 from rag.qa.answer_cache import Policy
+from rag.qa.assistants import Assistants, spec_for
 from rag.qa.service import AnswerStream
 from rag.store.db import Database
-from rag.store.models import KnowledgeBase
+from rag.store.models import Assistant, KnowledgeBase
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
 MODEL_PREFIX = "kb:"
+ASSISTANT_PREFIX = "assistant:"  # the answer then has the assistant's settings (spec_for)
 
 
 class ChatMessage(BaseModel):
@@ -57,7 +60,9 @@ class ChatRequest(BaseModel):
     # which are accepted and ignored.
     model_config = ConfigDict(extra="ignore")
 
-    model: str = Field(description='"kb:<knowledge base name or id>"')
+    model: str = Field(
+        description='"kb:<knowledge base name or id>" or "assistant:<assistant name or id>"'
+    )
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
     stream_options: dict[str, Any] | None = None
@@ -70,11 +75,12 @@ class ChatRequest(BaseModel):
     cache: bool = Field(True, description="use the answer cache (extension)")
 
 
-def model_card(kb: KnowledgeBase) -> dict[str, Any]:
+def model_card(item: KnowledgeBase | Assistant) -> dict[str, Any]:
+    prefix = ASSISTANT_PREFIX if isinstance(item, Assistant) else MODEL_PREFIX
     return {
-        "id": f"{MODEL_PREFIX}{kb.name}",
+        "id": f"{prefix}{item.name}",
         "object": "model",
-        "created": int(kb.created_at.timestamp()),
+        "created": int(item.created_at.timestamp()),
         "owned_by": "kbqa",
     }
 
@@ -82,19 +88,42 @@ def model_card(kb: KnowledgeBase) -> dict[str, Any]:
 @router.get("/models", openapi_extra=access("read"))
 def list_models(db: DatabaseDep) -> dict[str, Any]:
     with db.read() as session:
-        return {"object": "list", "data": [model_card(kb) for kb in knowledge.list_kbs(session)]}
+        kbs = knowledge.list_kbs(session)
+    cards = [model_card(kb) for kb in kbs] + [model_card(a) for a in Assistants(db).list_all()]
+    return {"object": "list", "data": cards}
 
 
 @router.get("/models/{model}", openapi_extra=access("read"))
 def get_model(model: str, db: DatabaseDep) -> dict[str, Any]:
+    if model.startswith(ASSISTANT_PREFIX):
+        return model_card(_find_assistant(db, model))
     return model_card(_find_kb(db, model))
+
+
+def _find_assistant(db: Database, model: str) -> Assistant:
+    try:
+        return Assistants(db).get(model.removeprefix(ASSISTANT_PREFIX))
+    except NotFound as exc:
+        raise NotFound(f"model {model!r}: no such assistant (GET /v1/models)") from exc
+
+
+def _resolve(db: Database, model: str, spec: answer.AskSpec) -> answer.AskSpec:
+    """`spec` on the knowledge base the model names, or as the assistant it names answers."""
+    if model.startswith(ASSISTANT_PREFIX):
+        ref = model.removeprefix(ASSISTANT_PREFIX)
+        with db.read() as session:
+            try:
+                return spec_for(session, ref, spec)
+            except NotFound as exc:
+                raise NotFound(f"model {model!r}: no such assistant (GET /v1/models)") from exc
+    return replace(spec, kb_id=_find_kb(db, model).id)
 
 
 def _find_kb(db: Database, model: str) -> KnowledgeBase:
     if not model.startswith(MODEL_PREFIX):
         raise NotFound(
-            f'model {model!r} is not a knowledge base; use "kb:<name or id>" (GET /v1/models '
-            "lists them)"
+            f'model {model!r} is neither a knowledge base nor an assistant; use "kb:<name or '
+            'id>" or "assistant:<name or id>" (GET /v1/models lists them)'
         )
     with db.read() as session:
         try:
@@ -118,6 +147,7 @@ def _spec(kb_id: str, body: ChatRequest) -> answer.AskSpec:
         response_format=body.response_format,
         max_tokens=body.max_completion_tokens or body.max_tokens,
         temperature=body.temperature,
+        channel="openai",
     )
 
 
@@ -130,8 +160,7 @@ async def chat_completions(
         str | None, Header(description="no-cache: a fresh answer; no-store: the cache is not used")
     ] = None,
 ) -> dict[str, Any] | EventStream:
-    kb = await anyio.to_thread.run_sync(_find_kb, db, body.model)
-    spec = _spec(kb.id, body)
+    spec = await anyio.to_thread.run_sync(_resolve, db, body.model, _spec("", body))
     # An extra body field "cache": false (the SDK's extra_body) or Cache-Control: no-cache /
     # no-store bypasses the answer cache.
     reply = await qa.ask(spec, Policy.of(body.cache, cache_control), stream=body.stream)

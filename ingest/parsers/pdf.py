@@ -3,7 +3,7 @@
 Paragraphs are rebuilt from line widths (pypdf gives lines without paragraph marks); running
 headers and footers ("Debian 新维护者手册 4 / 57") repeat on many pages and are dropped.
 Headings come from the outline (each entry on the page it points to, at the line carrying its
-title if found), else from typography (ingest/parsers/pdf_layout.py). Ruled tables become
+title if found), else from typography (ingest/parsers/pdf_layout.py). Tables, ruled or not, become
 Markdown table blocks in place of their lines (ingest/parsers/pdf_tables.py). What pypdf logs
 becomes one short warning per kind (ingest/parsers/notices.py).
 """
@@ -33,6 +33,7 @@ from ingest.parsers.notices import page_ranges, warning
 from ingest.parsers.ocr import ocr_empty_pages
 from ingest.parsers.pdf_layout import LineStyles, StyledLine, typography_outline
 from ingest.parsers.pdf_tables import PageTable, continue_table, find_tables, has_rulings
+from ingest.parsers.pdf_text_tables import has_text_columns
 from ingest.parsers.tables import render_markdown_table
 
 logger = logging.getLogger(__name__)
@@ -264,18 +265,21 @@ class _PypdfWarnings(logging.Handler):
 
 
 def _tables(data: bytes, reader: PdfReader, n_pages: int) -> dict[int, list[PageTable]]:
-    """Tables per 0-based page index, read with pdfplumber on the pages ruled for one."""
-    candidates = []
+    """Tables per 0-based page index, read with pdfplumber on the pages ruled for one or whose
+    text runs line up in columns."""
+    ruled, aligned = [], []
     for index in range(n_pages):
         try:
-            ruled = has_rulings(reader.pages[index])
+            page = reader.pages[index]
+            if has_rulings(page):
+                ruled.append(index)
+            if has_text_columns(page):
+                aligned.append(index)
         except MemoryError:
             raise
         except Exception:  # an unreadable page: text extraction reports it
-            ruled = False
-        if ruled:
-            candidates.append(index)
-    return find_tables(data, candidates)
+            continue
+    return find_tables(data, ruled, unruled=aligned)
 
 
 def parse_pdf(data: bytes, limits: ParseLimits) -> ParsedDocument:

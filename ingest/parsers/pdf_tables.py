@@ -1,12 +1,12 @@
-"""Ruled tables in a PDF, found and read with pdfplumber on the pages that can hold one.
+"""PDF tables found and read with pdfplumber on the pages that can hold one.
 
 pdfplumber reads a page several times slower than pypdf, so it runs only on candidate pages:
 those whose content stream draws rulings in both directions at three or more positions each
-(`has_rulings`, a byte scan). Its "lines" strategy finds tables by their rulings, so a page
-without them would yield nothing anyway. A table needs two columns with text (a framed code
-block or a boxed note is a one-column "table" and stays text) and two rows, unless it continues
-a table from the previous page: then it takes that table's header row, and a row the page break
-cut in two is joined again (`continue_table`).
+(`has_rulings`, a byte scan; pdfplumber's "lines" strategy reads them), and those whose text
+runs line up in columns (`pdf_text_tables.has_text_columns`; tables without rulings). A table
+needs two columns with text (a framed code block is a one-column "table" and stays text) and
+two rows, unless it continues a table from the previous page: then it takes that table's header
+row, and a row the page break cut in two is joined again (`continue_table`).
 """
 
 from __future__ import annotations
@@ -15,10 +15,12 @@ import io
 import logging
 import re
 import time
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ingest.normalize import collapse_cjk_spaces, join_wrapped_lines, normalize_text
+from ingest.parsers.pdf_text_tables import find_text_tables
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +88,7 @@ def _cell(text: str | None) -> str:
     return collapse_cjk_spaces(join_wrapped_lines(lines)) if lines else ""
 
 
-def _clean(rows: list[list[str | None]]) -> list[list[str]] | None:
+def _clean(rows: Sequence[Sequence[str | None]]) -> list[list[str]] | None:
     cells = [[_cell(c) for c in row] for row in rows]
     cells = [row for row in cells if any(row)]
     width = max((len(row) for row in cells), default=0)
@@ -122,12 +124,18 @@ def _cut_row(last: list[str], first: list[str]) -> bool:
 
 
 def find_tables(
-    data: bytes, page_indexes: list[int], budget_s: float = _BUDGET_S
+    data: bytes,
+    page_indexes: Collection[int],
+    budget_s: float = _BUDGET_S,
+    unruled: Collection[int] = (),
 ) -> dict[int, list[PageTable]]:
-    """Tables on the given 0-based pages, top to bottom; a page that fails yields none, and so
-    do the pages left when `budget_s` seconds are spent (a huge ruled PDF must still parse
-    within the parser's time limit)."""
-    if not page_indexes:
+    """Tables on the given 0-based pages, top to bottom: from their rulings on `page_indexes`,
+    from aligned words (ingest/parsers/pdf_text_tables.py) on `unruled`. A page that fails
+    yields none, and so do the pages left when `budget_s` seconds are spent (a huge PDF must
+    still parse within the parser's time limit)."""
+    ruled, aligned = set(page_indexes), set(unruled)
+    indexes = sorted(ruled | aligned)
+    if not indexes:
         return {}
     import pdfplumber  # loaded only for documents with candidate pages
 
@@ -139,26 +147,17 @@ def find_tables(
         return {}
     deadline = time.monotonic() + budget_s
     with pdf:
-        for n, index in enumerate(page_indexes):
+        for n, index in enumerate(indexes):
             if time.monotonic() > deadline:
                 logger.warning(
                     "table extraction stopped after %.0f s; %d pages keep tables as text",
                     budget_s,
-                    len(page_indexes) - n,
+                    len(indexes) - n,
                 )
                 break
             try:
                 page = pdf.pages[index]
-                tables = []
-                for table in page.find_tables():
-                    rows = _clean(table.extract(x_tolerance=1.5))
-                    if rows is None:
-                        continue
-                    x0, top, _, bottom = table.bbox
-                    # pdfplumber's top/bottom count down from the top of the page
-                    y_top = float(page.point2coord((x0, top))[1])
-                    y_bottom = float(page.point2coord((x0, bottom))[1])
-                    tables.append(PageTable(rows, y_top, y_bottom))
+                tables = _page_tables(page, index in ruled, index in aligned)
                 if tables:
                     found[index] = sorted(tables, key=lambda t: -t.top)
                 page.close()
@@ -167,3 +166,27 @@ def find_tables(
             except Exception as exc:  # one odd page loses its tables, not the document
                 logger.warning("page %d: table extraction failed: %s", index + 1, exc)
     return found
+
+
+def _page_tables(page: Any, ruled: bool, aligned: bool) -> list[PageTable]:
+    """A pdfplumber page's tables: those its rulings draw, then those its words align."""
+    tables: list[PageTable] = []
+    boxes: list[tuple[float, float, float, float]] = []
+
+    def add(rows: list[list[str]], box: tuple[float, float, float, float]) -> None:
+        x0, top, _, bottom = box
+        # pdfplumber's top/bottom count down from the top of the page
+        y_top = float(page.point2coord((x0, top))[1])
+        y_bottom = float(page.point2coord((x0, bottom))[1])
+        tables.append(PageTable(rows, y_top, y_bottom))
+
+    for table in page.find_tables() if ruled else []:
+        boxes.append(table.bbox)
+        rows = _clean(table.extract(x_tolerance=1.5))
+        if rows is not None:
+            add(rows, table.bbox)
+    for text_table in find_text_tables(page, boxes) if aligned else []:
+        rows = _clean(text_table.rows)
+        if rows is not None:
+            add(rows, text_table.box)
+    return tables

@@ -16,6 +16,7 @@ import typer
 
 from rag.cli import backup as cli_backup
 from rag.cli import eval as cli_eval
+from rag.cli import index_copy as cli_index
 from rag.cli import keys as cli_keys
 from rag.cli import llm as cli_llm
 from rag.cli import remote
@@ -48,6 +49,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(cli_llm.app, name="llm")
 app.add_typer(cli_keys.app, name="keys")
 app.add_typer(cli_routes.app, name="routes")
+app.add_typer(cli_index.app, name="index")
 app.command()(remote.ingest)
 app.command()(remote.search)
 app.command()(remote.ask)

@@ -371,6 +371,9 @@ class IndexSettings(BaseModel):
     milvus_token: str | None = None  # user:password, or an API key
     # Collections are <prefix>_<kb id>_v<version>, so several deployments can share a Milvus.
     milvus_prefix: str = Field("kbqa", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,31}$")
+    # Index type of new collections: AUTOINDEX (Milvus chooses; HNSW, approximate, also on
+    # Milvus Lite where faiss is installed) or FLAT (exact, ranks as the FAISS flat layout).
+    milvus_index: Literal["AUTOINDEX", "HNSW", "FLAT"] = "AUTOINDEX"
 
     @model_validator(mode="after")
     def _milvus_needs_uri(self) -> IndexSettings:
@@ -433,6 +436,12 @@ class AnalyticsSettings(BaseModel):
     ]
     # Seconds between two purges of expired rows.
     purge_interval_s: float = Field(3600.0, gt=0)
+    # Top questions: two questions join one cluster when their embeddings' cosine similarity
+    # is at least this.
+    cluster_threshold: float = Field(0.85, gt=0, le=1)
+    # Top questions: at most this many of the newest logged questions are embedded and
+    # clustered per request.
+    cluster_max_questions: int = Field(2000, ge=1, le=50_000)
 
 
 class WidgetSettings(BaseModel):
@@ -440,6 +449,9 @@ class WidgetSettings(BaseModel):
 
     # Requests per minute a new widget key gets when its creator names none.
     default_requests_per_minute: int = Field(30, ge=1)
+    # Seconds the set of allowed origins (CORS) and a verified widget key are cached: a
+    # revoked key or a removed origin stops working within this time in every process.
+    cache_s: float = Field(5.0, ge=0, le=60)
 
 
 class BotSettings(BaseModel):
@@ -449,6 +461,14 @@ class BotSettings(BaseModel):
     timestamp_tolerance_s: float = Field(300.0, gt=0)
     # Seconds one call to a platform's message API may take.
     send_timeout_s: float = Field(10.0, gt=0)
+    # Tries to send one reply through the platform's message API before it is dropped.
+    send_attempts: int = Field(4, ge=1, le=10)
+    # Seconds before the first retry of a failed send; each next retry waits twice as long.
+    send_backoff_s: float = Field(1.0, ge=0)
+    # Seconds a callback's nonce or event id is remembered (replays within it are refused).
+    nonce_retention_s: float = Field(86_400.0, ge=3_600)
+    # Answers one bot generates at once; further questions wait their turn (like a key's limit).
+    concurrent_answers: int = Field(4, ge=1)
 
 
 class TokenizerSettings(BaseModel):

@@ -77,6 +77,10 @@ class DenseBackend(Protocol):
         """Name `version` as the knowledge base's live one (an alias), for outside readers."""
         ...
 
+    def close(self) -> None:
+        """Let the connection go (when the services or a command close)."""
+        ...
+
 
 class IdSnapshot:
     """A private copy of an index's ids that catch-up can update without writing to the index

@@ -177,10 +177,16 @@ class MilvusBackend:
     name = "milvus"
 
     def __init__(
-        self, client: MilvusClient, *, prefix: str = "kbqa", flush_on_save: bool = False
+        self,
+        client: MilvusClient,
+        *,
+        prefix: str = "kbqa",
+        flush_on_save: bool = False,
+        index_type: str = "AUTOINDEX",
     ) -> None:
         self.client = client
         self.prefix = prefix
+        self.index_type = index_type  # of collections created from now on
         # Milvus Lite searches rows not yet flushed by brute force in Python (seconds at 10k
         # chunks), so its indexes flush when saved; a server seals segments itself.
         self.flush_on_save = flush_on_save
@@ -188,10 +194,17 @@ class MilvusBackend:
         self._lock = threading.Lock()
 
     @classmethod
-    def connect(cls, uri: str, *, token: str | None = None, prefix: str = "kbqa") -> MilvusBackend:
+    def connect(
+        cls,
+        uri: str,
+        *,
+        token: str | None = None,
+        prefix: str = "kbqa",
+        index_type: str = "AUTOINDEX",
+    ) -> MilvusBackend:
         """A backend on the Milvus at `uri` (http://host:19530, or a Milvus Lite `.db` file)."""
         client = _call("connect", lambda: MilvusClient(uri=uri, token=token or ""))
-        return cls(client, prefix=prefix, flush_on_save=uri.endswith(".db"))
+        return cls(client, prefix=prefix, flush_on_save=uri.endswith(".db"), index_type=index_type)
 
     def collection(self, kb_id: str, version: int) -> str:
         return f"{self.alias(kb_id)}_v{version}"
@@ -206,9 +219,10 @@ class MilvusBackend:
         schema.add_field("id", DataType.INT64, is_primary=True)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
         # Vectors are normalised: inner product is the cosine, as in FAISS. AUTOINDEX lets
-        # Milvus choose (HNSW on standalone), FLAT where it has nothing else (Lite).
+        # Milvus choose: HNSW on standalone, and on Lite where faiss is importable (else a
+        # brute-force scan); FLAT is exact.
         index = self.client.prepare_index_params()
-        index.add_index(field_name="vector", index_type="AUTOINDEX", metric_type="IP")
+        index.add_index(field_name="vector", index_type=self.index_type, metric_type="IP")
         _call(
             "create collection",
             lambda: self.client.create_collection(
@@ -273,11 +287,16 @@ class MilvusBackend:
             alias, name = self.alias(kb_id), self.collection(kb_id, version)
             existing = _call("aliases", lambda: self.client.list_aliases(name)).get("aliases", [])
             if alias not in existing:
-                try:
-                    self.client.alter_alias(name, alias)
-                except MilvusException:  # no such alias yet
+                # Asked first rather than tried: pymilvus logs every failed call as an error.
+                every = _call("aliases", self.client.list_aliases).get("aliases", [])
+                if alias in every:
+                    _call("alias", lambda: self.client.alter_alias(name, alias))
+                else:
                     _call("alias", lambda: self.client.create_alias(name, alias))
             self._promoted[kb_id] = version
+
+    def close(self) -> None:
+        self.client.close()
 
     def _drop_collection(self, name: str) -> None:
         if not _call("list", lambda: self.client.has_collection(name)):

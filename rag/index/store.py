@@ -522,7 +522,11 @@ class IndexStore:
         try:
             dense = self._load_dense(directory, version)
         except IndexUnusable as exc:
-            if directory.exists() and any(directory.iterdir()):
+            # A missing or unusable Milvus collection is no fault of the local files (they hold
+            # only the BM25 snapshot then): that snapshot stays, and only the vectors are rebuilt.
+            if self.dense_backend is not None:
+                log.warning("dense index of %s rebuilt from SQL: %s", key, exc)
+            elif directory.exists() and any(directory.iterdir()):
                 self._quarantine(directory, str(exc))
             dense = self._new_dense(kb_id, version)
         try:

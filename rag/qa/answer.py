@@ -111,6 +111,15 @@ class Answer:
         """Generation hit the token limit (finish_reason "length"): the answer is cut off."""
         return self.finish_reason == "length"
 
+    @property
+    def needs_handoff(self) -> bool:
+        """A person should take over: the knowledge base did not cover the question, or the
+        answer cites nothing. A curated answer (written by a person) and a retrieval-only
+        result (no answer at all) never suggest it."""
+        if self.curated or self.retrieval_only:
+            return False
+        return not self.covered or not self.grounded
+
 
 @dataclass(frozen=True)
 class AskSpec:
@@ -131,6 +140,7 @@ class AskSpec:
     refusal_text: str | None = None  # replaces the fixed "not covered" text
     top_p: float | None = None
     relevance_threshold: float | None = None  # replaces the knowledge base's threshold
+    language: str | None = None  # "zh" or "en" fixed by the assistant; None: RAG_LLM__LANGUAGE
     # Where the question came from (rag/qa/question_log.py CHANNELS): api, openai, console, ...
     channel: str = "api"
 
@@ -155,6 +165,7 @@ class Plan:
         return {
             "max_tokens": self.answer_tokens,
             "temperature": self.spec.temperature,
+            "top_p": self.spec.top_p,  # None: the server's default (left out of the request)
             "response_format": self.spec.response_format,
         }
 
@@ -322,7 +333,11 @@ class Answerer:
         verdict = None
         if self.relevance is not None:
             judge = self.relevance
-            verdict = await _thread(judge.verdict, spec.kb_id, standalone, passages)
+            verdict = await _thread(
+                lambda: judge.verdict(
+                    spec.kb_id, standalone, passages, threshold=spec.relevance_threshold
+                )
+            )
         answer_tokens = _answer_tokens(spec, route)
         with tracing.span("prompt", {"passages": len(passages), "route": route.name}):
             prompt = self._build(spec, history, route, passages, answer_tokens)
@@ -331,17 +346,16 @@ class Answerer:
         return plan
 
     async def refuse(self, plan: Plan) -> Answer:
-        """The fixed "not covered" answer in the question's language: no LLM call, no citation."""
-        cfg = self.llm_settings
-        question = plan.spec.question
-        language = detect_language(question) if cfg.language == "auto" else cfg.language
+        """The fixed "not covered" answer in the question's language (or the assistant's own
+        refusal text): no LLM call, no citation."""
+        language = self._language(plan.spec)
         log.info(
             "not covered: relevance %.3f below %.3f",
             plan.verdict.relevance if plan.verdict else 0.0,
             plan.verdict.threshold if plan.verdict else 0.0,
         )
         result = Answer(
-            NOT_COVERED[language],
+            plan.spec.refusal_text or NOT_COVERED[language],
             [],
             None,
             {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
@@ -373,9 +387,15 @@ class Answerer:
             history=history,
             history_max_tokens=cfg.history_max_tokens,
             context_max_tokens=context_max_tokens,
-            language=cfg.language,
+            language=spec.language or cfg.language,
             templates=load_templates(cfg.prompt_dir),
+            system_prompt=spec.system_prompt,
         )
+
+    def _language(self, spec: AskSpec) -> str:
+        """The answer's language: the assistant's, else the configured one, else the question's."""
+        language = spec.language or self.llm_settings.language
+        return detect_language(spec.question) if language == "auto" else language
 
     async def _repacked(self, plan: Plan, error: LLMContextLengthExceeded) -> Prompt:
         """A smaller prompt after the server refused ours as too long.

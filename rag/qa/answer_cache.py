@@ -164,6 +164,17 @@ def request_options(settings: Settings, spec: AskSpec) -> dict[str, Any]:
         "format": spec.response_format,  # structured output: keyed on the schema
         "max_tokens": spec.max_tokens,
         "temperature": spec.temperature,
+        # An assistant's version changes with every edit of its settings: an answer made under
+        # older settings is never served; its settings are keyed too, for answers made without
+        # a version (a caller filling the fields itself).
+        "assistant": [spec.assistant_id, spec.assistant_version],
+        "assistant_settings": [
+            spec.system_prompt,
+            spec.refusal_text,
+            spec.top_p,
+            spec.relevance_threshold,
+            spec.language,
+        ],
         "settings": settings_fingerprint(settings),
     }
 

@@ -116,9 +116,19 @@ class RelevanceJudge:
         self.embedder_for = embedder_for
         self.settings = settings
 
-    def verdict(self, kb_id: str, query: str, passages: Sequence[Passage]) -> Verdict:
-        """Relevance of every passage, and the best among the first `relevance_passages`."""
-        model_name, threshold, signals = self.signals(kb_id, query, passages)
+    def verdict(
+        self,
+        kb_id: str,
+        query: str,
+        passages: Sequence[Passage],
+        *,
+        threshold: float | None = None,
+    ) -> Verdict:
+        """Relevance of every passage, and the best among the first `relevance_passages`.
+        `threshold` (an assistant's) replaces the knowledge base's."""
+        model_name, kb_threshold, signals = self.signals(kb_id, query, passages)
+        if threshold is None:
+            threshold = kb_threshold
         if threshold is None:
             threshold = default_threshold(model_name, self.settings.relevance_default_threshold)
         model = model_for(model_name)

@@ -4,12 +4,21 @@ import { api, session } from "./api.js";
 import { clear, h, toast } from "./dom.js";
 import { errorText } from "./errors.js";
 import { getLang, setLang, t } from "./i18n.js";
+import * as analyticsView from "./views/analytics.js";
 import * as askView from "./views/ask.js";
+import * as assistantsView from "./views/assistants.js";
 import * as documentsView from "./views/documents.js";
 import * as jobsView from "./views/jobs.js";
 import * as kbsView from "./views/kbs.js";
 
-const VIEWS = { kbs: kbsView, documents: documentsView, ask: askView, jobs: jobsView };
+const VIEWS = {
+  kbs: kbsView,
+  documents: documentsView,
+  ask: askView,
+  assistants: assistantsView,
+  analytics: analyticsView,
+  jobs: jobsView,
+};
 const KB_STORE = "kbqa.kb";
 
 const root = document.getElementById("app");

@@ -101,6 +101,10 @@ def test_the_vectors_are_in_milvus_and_equal_sql(svc: Services, tmp_path: Path) 
 def test_a_wiped_milvus_is_rebuilt_from_sql(svc: Services, tmp_path: Path) -> None:
     kb_id = _loaded_kb(svc, tmp_path)
     before = [h.chunk_id for h in svc.retriever.search(kb_id, "第 1 份测试文档", top_k=5)]
+    svc.indexes.save_dirty()
+    directory = svc.indexes.directory(kb_id)
+    lexical = sorted(p.name for p in directory.glob("lexical-*.npz"))
+    assert lexical, "a BM25 snapshot was written"
     client = _backend(svc).client
     for name in client.list_collections():
         for alias in client.list_aliases(name).get("aliases", []):
@@ -111,6 +115,10 @@ def test_a_wiped_milvus_is_rebuilt_from_sql(svc: Services, tmp_path: Path) -> No
         assert set(again.indexes.get(kb_id).ids().tolist()) == _sql_ids(svc, kb_id)
         hits = [h.chunk_id for h in again.retriever.search(kb_id, "第 1 份测试文档", top_k=5)]
         assert hits == before
+        # The lost collection is rebuilt; the healthy BM25 snapshot beside it is kept, not
+        # quarantined with it.
+        assert not list(directory.parent.glob(f"{directory.name}.corrupt-*"))
+        assert sorted(p.name for p in directory.glob("lexical-*.npz")) == lexical
     finally:
         again.close()
 

@@ -3,9 +3,11 @@
 // are kept by the server (/v1/conversations); retrieval-only asks skip the LLM. What the server
 // says about an answer (`done`: grounded, truncated, degenerate) is shown as a notice above it,
 // and a knowledge base with nothing ready to answer from (409 no_ready_documents) says what to do.
+// Under each logged answer (`done`.answer_id): thumbs up or down with a comment, and a button
+// that asks a person to take over (offered first when the server suggests it).
 
-import { ApiError, api, askStream } from "../api.js";
-import { badge, clear, formatDate, h } from "../dom.js";
+import { ApiError, api, askStream, request } from "../api.js";
+import { badge, clear, formatDate, h, toast } from "../dom.js";
 import { errorText, serverText } from "../errors.js";
 import { label, t } from "../i18n.js";
 import { downloadButton, headingText, pageView } from "./sources.js";
@@ -265,6 +267,9 @@ function onEvent(reply, name, data) {
     reply.model = data.model;
     reply.usage = data.usage;
     reply.cached = Boolean(data.cached);
+    reply.answerId = data.answer_id || null;
+    reply.curated = Boolean(data.curated);
+    reply.handoffSuggested = Boolean(data.handoff_suggested);
     Object.assign(reply, flags(data));
   } else if (name === "error") {
     reply.error = new ApiError(0, data.code || "internal_error", data.message || "");
@@ -333,6 +338,7 @@ function assistantEl(msg) {
   if (msg.model)
     head.append(h("span.model", { "data-test": "model" }, t("ask.model", { model: msg.model })));
   if (msg.cached) head.append(h("span.cached", { "data-test": "cached" }, t("ask.cached")));
+  if (msg.curated) head.append(h("span.cached", { "data-test": "curated" }, t("fb.curated")));
   const body = h("div.msg-text", {}, withMarkers(msg.text, cites));
   if (msg.pending && !msg.retrievalOnly) {
     if (!msg.text) body.append(h("span.muted", {}, t("ask.thinking")));
@@ -384,6 +390,7 @@ function assistantEl(msg) {
       ),
     );
   }
+  if (msg.answerId && !msg.pending && !msg.error) el.append(feedbackBar(msg));
   if (msg.usage && msg.usage.completion_tokens != null) {
     el.append(
       h(
@@ -397,6 +404,113 @@ function assistantEl(msg) {
     );
   }
   return el;
+}
+
+// --- feedback and hand-off --------------------------------------------------------------------
+
+const sendFeedback = (id, body) => request("POST", `v1/answers/${id}/feedback`, body);
+const sendHandoff = (id, body) => request("POST", `v1/answers/${id}/handoff`, body);
+
+function feedbackBar(msg) {
+  const fb = (msg.feedback ||= { rating: null, commenting: false, busy: false, handoff: false });
+  const rate = (rating) => {
+    if (fb.busy) return;
+    if (rating === "down" && !fb.commenting && fb.rating !== "down") {
+      fb.commenting = true; // a down-rating asks what was wrong first
+      updateMessage(msg);
+      return;
+    }
+    submit({ rating });
+  };
+  const submit = async (body) => {
+    fb.busy = true;
+    try {
+      await sendFeedback(msg.answerId, body);
+      fb.rating = body.rating;
+      fb.commenting = false;
+      if (body.handoff) fb.handoff = true;
+      toast(t("fb.thanks"), "ok");
+    } catch (exc) {
+      ctx.failed(exc);
+    } finally {
+      fb.busy = false;
+      updateMessage(msg);
+    }
+  };
+  const handoff = async () => {
+    fb.busy = true;
+    try {
+      await sendHandoff(msg.answerId, {});
+      fb.handoff = true;
+    } catch (exc) {
+      ctx.failed(exc);
+    } finally {
+      fb.busy = false;
+      updateMessage(msg);
+    }
+  };
+  const thumb = (rating, symbol) =>
+    h(
+      `button.thumb${fb.rating === rating ? ".active" : ""}`,
+      {
+        type: "button",
+        "data-test": `rate-${rating}`,
+        "aria-pressed": fb.rating === rating ? "true" : "false",
+        disabled: fb.busy,
+        onclick: () => rate(rating),
+      },
+      // The word too: a system without an emoji font still shows what the button does.
+      h("span", { "aria-hidden": "true" }, symbol),
+      " ",
+      t(`fb.${rating}`),
+    );
+  const bar = h(
+    "div.feedback",
+    { "data-test": "feedback", dataset: { answerId: msg.answerId } },
+    thumb("up", "👍"),
+    thumb("down", "👎"),
+    fb.handoff
+      ? h("span.muted.small", { "data-test": "handoff-done" }, t("fb.handoff_done"))
+      : h(
+          `button${msg.handoffSuggested ? ".primary" : ""}`,
+          { type: "button", "data-test": "handoff", disabled: fb.busy, onclick: handoff },
+          t("fb.handoff"),
+        ),
+    fb.rating ? h("span.muted.small", { "data-test": "feedback-done" }, t("fb.thanks")) : null,
+  );
+  const out = [];
+  if (msg.handoffSuggested && !fb.handoff)
+    out.push(notice("handoff", "warn", t("fb.suggest")));
+  out.push(bar);
+  if (fb.commenting) {
+    const comment = h("textarea", {
+      rows: 2,
+      maxlength: 2000,
+      "data-test": "feedback-comment",
+      placeholder: t("fb.comment"),
+    });
+    const alsoHandoff = h("input", { type: "checkbox", "data-test": "feedback-handoff" });
+    out.push(
+      h(
+        "form.inline-form.feedback-form",
+        {
+          onsubmit: (e) => {
+            e.preventDefault();
+            const text = comment.value.trim();
+            submit({
+              rating: "down",
+              ...(text ? { comment: text } : {}),
+              ...(alsoHandoff.checked ? { handoff: true } : {}),
+            });
+          },
+        },
+        comment,
+        h("label.check", {}, alsoHandoff, t("fb.also_handoff")),
+        h("button.primary", { type: "submit", "data-test": "feedback-send" }, t("fb.send")),
+      ),
+    );
+  }
+  return h("div.feedback-wrap", {}, out);
 }
 
 // What the server said about a finished answer, most serious first.
