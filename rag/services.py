@@ -319,7 +319,11 @@ class Services:
     @cached_property
     def bots(self) -> BotRunner:
         cfg = self.settings.bots
-        store = BotStore(self.db, nonce_retention_s=cfg.nonce_retention_s)
+        store = BotStore(
+            self.db,
+            nonce_retention_s=cfg.nonce_retention_s,
+            thread_retention_days=cfg.thread_retention_days,
+        )
         return BotRunner(store, self._qa_now, self.conversations, self.question_log, cfg)
 
     def _qa_now(self) -> AnswerService:

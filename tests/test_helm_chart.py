@@ -245,6 +245,7 @@ def test_bundled_dependencies_are_wired_to_the_api() -> None:
     assert env["RAG_CACHE__REDIS_URL"] == "redis://kb-kbqa-redis:6379/1"
     assert env["RAG_INDEX__BACKEND"] == "milvus"
     assert env["RAG_INDEX__MILVUS_URI"] == "http://kb-kbqa-milvus:19530"
+    assert env["RAG_INDEX__MILVUS_INDEX"] == "AUTOINDEX"  # values.yaml index.milvusIndex
     assert env["RAG_LLM__BASE_URL"] == "http://kb-kbqa-vllm:8000/v1"
 
     def ports(name: str) -> set[int]:

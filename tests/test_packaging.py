@@ -317,8 +317,10 @@ def test_wheel_ships_the_packages_and_their_data(wheel: dict[str, Any]) -> None:
     prompts = _files(source, "rag/qa/prompts", "*.txt")
     ui = _files(source, "api/ui", "**/*")
     routing = _files(source, "rag/generation/routing_data", "*.jsonl")
+    widget = _files(source, "api/widget", "*")  # served as /widget.js by the installed service
     assert len(migrations) > 2 and prompts and "api/ui/index.html" in ui and len(routing) == 2
-    missing = sorted((expected | migrations | prompts | ui | routing) - names)
+    assert "api/widget/widget.js" in widget
+    missing = sorted((expected | migrations | prompts | ui | routing | widget) - names)
     assert not missing, f"not in the wheel: {missing}"
 
 

@@ -1,9 +1,11 @@
 """Chat-platform bots: create (admin; the credentials are checked and never shown again), list,
-read, delete; and the callback each platform calls, public here because the platform's own
-signature is verified instead (rag/integrations/bots/, docs/bots.md)."""
+read, update (switch off, rename, rotate credentials), delete; and the callback each platform
+calls, public here because the platform's own signature is verified instead
+(rag/integrations/bots/, docs/bots.md)."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response, status
@@ -31,6 +33,17 @@ class BotCreate(RequestBody):
     )
     api_base: str | None = Field(
         None, max_length=2000, description="the platform's API base; default: its public one"
+    )
+
+
+class BotUpdate(RequestBody):
+    active: bool | None = Field(None, description="false: callbacks refused, nothing answered")
+    name: str | None = Field(None, max_length=200)
+    credentials: dict[str, Any] | None = Field(
+        None, description="a complete new set, checked like at creation (replaces the old one)"
+    )
+    api_base: str | None = Field(
+        None, max_length=2000, description="the platform's API base; null: its public one"
     )
 
 
@@ -88,6 +101,24 @@ async def list_bots(bots: BotsDep, request: Request) -> list[BotOut]:
 @router.get("/v1/bots/{bot_id}", openapi_extra=access("admin"))
 async def get_bot(bot_id: str, bots: BotsDep, request: Request) -> BotOut:
     return BotOut.of(await run_in_threadpool(bots.store.get, bot_id), request)
+
+
+@router.patch("/v1/bots/{bot_id}", openapi_extra=access("admin"))
+async def update_bot(bot_id: str, body: BotUpdate, bots: BotsDep, request: Request) -> BotOut:
+    current = await run_in_threadpool(bots.store.get, bot_id)  # 404 before checking anything
+    info = await run_in_threadpool(
+        partial(
+            bots.store.update,
+            bot_id,
+            bots.adapter(current.platform).check_credentials,
+            active=body.active,
+            name=body.name,
+            credentials=body.credentials,
+            api_base=body.api_base,
+            clear_api_base="api_base" in body.model_fields_set and body.api_base is None,
+        )
+    )
+    return BotOut.of(info, request)
 
 
 @router.delete(

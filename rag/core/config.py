@@ -469,6 +469,8 @@ class BotSettings(BaseModel):
     nonce_retention_s: float = Field(86_400.0, ge=3_600)
     # Answers one bot generates at once; further questions wait their turn (like a key's limit).
     concurrent_answers: int = Field(4, ge=1)
+    # Days a chat thread's conversation link is kept after its last use (purged with nonces).
+    thread_retention_days: float = Field(30.0, gt=0)
 
 
 class TokenizerSettings(BaseModel):

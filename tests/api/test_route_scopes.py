@@ -82,6 +82,7 @@ EXPECTED: dict[str, tuple[str, frozenset[str]]] = {
     "bots.create_bot": ("admin", frozenset()),
     "bots.list_bots": ("admin", frozenset()),
     "bots.get_bot": ("admin", frozenset()),
+    "bots.update_bot": ("admin", frozenset()),
     "bots.delete_bot": ("admin", frozenset()),
     "bots.verify_callback": ("public", frozenset()),
     "bots.receive_callback": ("public", frozenset()),

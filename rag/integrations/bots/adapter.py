@@ -78,6 +78,8 @@ class BotConfig:
     kb_id: str
     credentials: Mapping[str, Any]
     api_base: str | None = None
+    # False: switched off by an admin; its callbacks get the platform's refusal.
+    active: bool = True
 
     def base(self, default: str) -> str:
         return (self.api_base or default).rstrip("/")

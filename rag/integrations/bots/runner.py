@@ -131,9 +131,14 @@ class BotRunner:
         try:
             bot = await anyio.to_thread.run_sync(self.store.config, bot_id)
         except NotFound:
-            log.warning("bot %s: callback for an unknown or inactive bot refused", bot_id)
+            log.warning("bot %s: callback for an unknown bot refused", bot_id)
             raise  # the API's 404
         adapter = self.adapter(bot.platform)
+        if not bot.active:
+            # Switched off: the platform's refusal to everything, URL verification included,
+            # never a 5xx (which platforms retry) and nothing answered.
+            log.warning("bot %s (%s): callback refused: the bot is inactive", bot.id, bot.platform)
+            return adapter.refusal("inactive")
         try:
             inbound = adapter.receive(bot, call, time.time(), self.settings.timestamp_tolerance_s)
         except Refused as refused:

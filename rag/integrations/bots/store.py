@@ -1,5 +1,6 @@
-"""Bots in SQL: create, list, read and delete them (tenant-scoped, audited), the conversation
-each chat thread continues, and the nonces seen (a second sighting is a replay).
+"""Bots in SQL: create, list, read, update and delete them (tenant-scoped, audited), the
+conversation each chat thread continues, and the nonces seen (a second sighting is a replay).
+Nonces and threads idle past their retention are purged by the same pass.
 
 Credentials are stored as given (checked by the platform's adapter) and never leave this
 module except inside a `BotConfig` for the adapter; what callers list shows their names only.
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from rag.core import tenancy
@@ -25,6 +26,8 @@ from rag.store.models import Assistant, Bot, BotNonce, BotThread, Conversation, 
 
 # The callback path a platform is given (the API serves it; docs/bots.md).
 CALLBACK_PATH = "/v1/bots/{bot_id}/callback"
+# A thread in use is marked used at most this often (its retention counts from the mark).
+TOUCH_INTERVAL = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -77,9 +80,12 @@ def _check_base(api_base: str | None) -> str | None:
 class BotStore:
     """Bots, threads and nonces in one database."""
 
-    def __init__(self, db: Database, *, nonce_retention_s: float) -> None:
+    def __init__(
+        self, db: Database, *, nonce_retention_s: float, thread_retention_days: float = 30.0
+    ) -> None:
         self.db = db
         self.nonce_retention_s = nonce_retention_s
+        self.thread_retention = timedelta(days=thread_retention_days)
         self._purged_at: datetime | None = None
 
     # --- administration (the current principal's tenant) ----------------------------------
@@ -150,6 +156,48 @@ class BotStore:
             bot, assistant = self._visible(session, bot_id)
             return _info(bot, assistant.kb_id)
 
+    def update(
+        self,
+        bot_id: str,
+        check: Callable[[Mapping[str, Any]], dict[str, Any]],
+        *,
+        active: bool | None = None,
+        name: str | None = None,
+        credentials: dict[str, Any] | None = None,
+        api_base: str | None = None,
+        clear_api_base: bool = False,
+    ) -> BotInfo:
+        """Change what is given (None: kept); new credentials replace the old ones whole, after
+        `check` (the platform adapter's); `clear_api_base` returns to the public API."""
+        kept = None if credentials is None else check(credentials)
+        base = _check_base(api_base)
+        with self.db.write() as session:
+            bot, assistant = self._visible(session, bot_id)
+            changed: list[str] = []
+            if active is not None and active != bot.active:
+                bot.active = active
+                changed.append("active")
+            if name is not None:
+                bot.name = name.strip()[:200]
+                changed.append("name")
+            if kept is not None:
+                bot.credentials = kept
+                changed.append("credentials")
+            if base is not None or clear_api_base:
+                bot.api_base = base
+                changed.append("api_base")
+            audit.record(
+                session,
+                "bot.update",
+                bot_id,
+                tenant_id=bot.tenant_id,
+                changed=changed,
+                active=bot.active,
+                credential_names=sorted(kept) if kept is not None else None,
+            )
+            session.flush()
+            return _info(bot, assistant.kb_id)
+
     def delete(self, bot_id: str) -> None:
         with self.db.write() as session:
             bot, _ = self._visible(session, bot_id)
@@ -162,14 +210,15 @@ class BotStore:
     # --- callbacks (no principal: the bot id in the path, verified by the adapter) --------
 
     def config(self, bot_id: str) -> BotConfig:
-        """The active bot with this id, for its callback (NotFound: unknown or inactive)."""
+        """The bot with this id, for its callback (NotFound: unknown); the runner refuses an
+        inactive one."""
         with self.db.read() as session:
             row = session.execute(
                 select(Bot, Assistant.kb_id)
                 .join(Assistant, Assistant.id == Bot.assistant_id)
                 .where(Bot.id == bot_id)
             ).first()
-        if row is None or not row[0].active:
+        if row is None:
             raise NotFound(f"bot {bot_id} does not exist")
         bot, kb_id = row
         return BotConfig(
@@ -180,6 +229,7 @@ class BotStore:
             kb_id=kb_id,
             credentials=dict(bot.credentials or {}),
             api_base=bot.api_base,
+            active=bot.active,
         )
 
     def claim(self, bot_id: str, keys: tuple[str, ...]) -> bool:
@@ -198,14 +248,24 @@ class BotStore:
         return True
 
     def _purge(self) -> None:
-        """Delete nonces older than the retention, at most once a minute per process."""
+        """Delete nonces and threads older than their retentions, at most once a minute per
+        process (each callback with a nonce calls it)."""
         now = self.db.now()
         if self._purged_at is not None and now - self._purged_at < timedelta(seconds=60):
             return
         self._purged_at = now
-        cutoff = now - timedelta(seconds=self.nonce_retention_s)
+        self.purge(now)
+
+    def purge(self, now: datetime) -> tuple[int, int]:
+        """Delete nonces past their retention and threads not used within theirs; how many of
+        each. A thread used meanwhile was marked used first, or is written again by its user
+        (`thread_conversation`), so a purge never loses a live thread's conversation."""
+        nonce_cutoff = now - timedelta(seconds=self.nonce_retention_s)
+        thread_cutoff = now - self.thread_retention
         with self.db.write() as session:
-            session.execute(delete(BotNonce).where(BotNonce.seen_at < cutoff))
+            nonces = session.execute(delete(BotNonce).where(BotNonce.seen_at < nonce_cutoff))
+            threads = session.execute(delete(BotThread).where(BotThread.updated_at < thread_cutoff))
+            return _count(nonces), _count(threads)
 
     def thread_conversation(
         self, bot: BotConfig, thread_key: str, create: Callable[[str, str], str]
@@ -214,10 +274,18 @@ class BotStore:
         from the knowledge base id and a title) for a new thread or one whose conversation
         was deleted."""
         key = thread_key[:300]
+        now = self.db.now()
         with self.db.read() as session:
-            thread = session.get(BotThread, (bot.id, key))
-            if thread is not None and session.get(Conversation, thread.conversation_id) is not None:
-                return thread.conversation_id
+            found = session.execute(
+                select(BotThread.conversation_id, BotThread.updated_at < now - TOUCH_INTERVAL)
+                .join(Conversation, Conversation.id == BotThread.conversation_id)
+                .where(BotThread.bot_id == bot.id, BotThread.thread_key == key)
+            ).first()
+        if found is not None:
+            conversation_id, stale = found
+            if stale:
+                self._touch(bot.id, key, conversation_id, now)
+            return str(conversation_id)
         conversation_id = create(bot.kb_id, f"{bot.platform} {key}"[:200])
         try:
             with self.db.write() as session:
@@ -237,6 +305,27 @@ class BotStore:
             raise
         return conversation_id
 
+    def _touch(self, bot_id: str, key: str, conversation_id: str, now: datetime) -> None:
+        """Mark a thread used now; one purged since it was read is written back."""
+        try:
+            with self.db.write() as session:
+                touched = session.execute(
+                    update(BotThread)
+                    .where(BotThread.bot_id == bot_id, BotThread.thread_key == key)
+                    .values(updated_at=now)
+                )
+                if _count(touched) == 0:
+                    session.add(
+                        BotThread(
+                            bot_id=bot_id,
+                            thread_key=key,
+                            conversation_id=conversation_id,
+                            updated_at=now,
+                        )
+                    )
+        except IntegrityError:  # written back by another message of the thread: theirs stands
+            pass
+
     def known_thread(self, bot_id: str, thread_key: str) -> str | None:
         """The conversation of a thread the bot has answered in (None: none yet)."""
         with self.db.read() as session:
@@ -252,3 +341,8 @@ class BotStore:
                 .order_by(QuestionRecord.created_at.desc())
                 .limit(1)
             ).scalar()
+
+
+def _count(result: Any) -> int:
+    """The rows an UPDATE or DELETE matched."""
+    return int(getattr(result, "rowcount", 0) or 0)
