@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import json
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -158,6 +159,26 @@ def fresh(timestamp: str | None, now: float, limit_s: float) -> bool:
     except ValueError:
         return False
     return abs(now - value) <= limit_s
+
+
+class TokenCache:
+    """A platform's access tokens per bot (WeCom, Feishu), renewed a few minutes before they
+    expire: a token must not expire between the lookup and the send."""
+
+    def __init__(self) -> None:
+        self._tokens: dict[str, tuple[str, float]] = {}  # bot id -> (token, monotonic expiry)
+
+    def get(self, bot_id: str) -> str | None:
+        cached = self._tokens.get(bot_id)
+        return cached[0] if cached is not None and cached[1] > time.monotonic() else None
+
+    def put(self, bot_id: str, token: str, expires_in_s: int) -> str:
+        self._tokens[bot_id] = (token, time.monotonic() + max(60, expires_in_s - 300))
+        return token
+
+    def forget(self, bot_id: str) -> None:
+        """The platform refused the token: the next send fetches a new one."""
+        self._tokens.pop(bot_id, None)
 
 
 def status_ok(response: httpx.Response, platform: str) -> None:

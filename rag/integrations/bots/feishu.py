@@ -14,7 +14,6 @@ import binascii
 import hashlib
 import json
 import re
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,6 +30,7 @@ from rag.integrations.bots.adapter import (
     Reply,
     Response,
     SendFailed,
+    TokenCache,
     fresh,
     require,
     same,
@@ -67,7 +67,7 @@ class FeishuAdapter:
     ack_limit_s = 3.0
 
     def __init__(self) -> None:
-        self._tokens: dict[str, tuple[str, float]] = {}
+        self._tokens = TokenCache()
 
     def check_credentials(self, credentials: Mapping[str, Any]) -> dict[str, Any]:
         kept = require(credentials, self.platform, "app_id", "app_secret", "verification_token")
@@ -149,8 +149,8 @@ class FeishuAdapter:
 
     async def _token(self, http: httpx.AsyncClient, bot: BotConfig) -> str:
         cached = self._tokens.get(bot.id)
-        if cached is not None and cached[1] > time.monotonic():
-            return cached[0]
+        if cached is not None:
+            return cached
         creds = bot.credentials
         resp = await http.post(
             f"{bot.base(DEFAULT_API)}/auth/v3/tenant_access_token/internal",
@@ -160,9 +160,8 @@ class FeishuAdapter:
         body = resp.json()
         if body.get("code", 0) != 0 or not body.get("tenant_access_token"):
             raise SendFailed(f"feishu tenant_access_token: {body.get('code')} {body.get('msg')}")
-        expires = time.monotonic() + max(60, int(body.get("expire", 7200)) - 300)
-        self._tokens[bot.id] = (body["tenant_access_token"], expires)
-        return str(body["tenant_access_token"])
+        token = str(body["tenant_access_token"])
+        return self._tokens.put(bot.id, token, int(body.get("expire", 7200)))
 
     async def send(
         self, http: httpx.AsyncClient, bot: BotConfig, target: Mapping[str, Any], reply: Reply
@@ -178,7 +177,7 @@ class FeishuAdapter:
         ):
             code = resp.json().get("code", 0)
             if code in TOKEN_ERRORS:
-                self._tokens.pop(bot.id, None)
+                self._tokens.forget(bot.id)
                 raise SendFailed(f"feishu reply: token refused ({code})")
             if code != 0:
                 raise SendFailed(f"feishu reply: {code} {resp.json().get('msg')}", retry=False)

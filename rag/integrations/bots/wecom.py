@@ -13,7 +13,6 @@ import base64
 import binascii
 import hashlib
 import struct
-import time
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from typing import Any
@@ -31,6 +30,7 @@ from rag.integrations.bots.adapter import (
     Reply,
     Response,
     SendFailed,
+    TokenCache,
     fresh,
     require,
     same,
@@ -88,8 +88,7 @@ class WeComAdapter:
     ack_limit_s = 5.0
 
     def __init__(self) -> None:
-        # bot id -> (access token, expiry on time.monotonic())
-        self._tokens: dict[str, tuple[str, float]] = {}
+        self._tokens = TokenCache()
 
     def check_credentials(self, credentials: Mapping[str, Any]) -> dict[str, Any]:
         names = ("corp_id", "corp_secret", "token", "encoding_aes_key")
@@ -161,8 +160,8 @@ class WeComAdapter:
 
     async def _token(self, http: httpx.AsyncClient, bot: BotConfig) -> str:
         cached = self._tokens.get(bot.id)
-        if cached is not None and cached[1] > time.monotonic():
-            return cached[0]
+        if cached is not None:
+            return cached
         creds = bot.credentials
         resp = await http.get(
             f"{bot.base(DEFAULT_API)}/gettoken",
@@ -172,10 +171,8 @@ class WeComAdapter:
         body = resp.json()
         if body.get("errcode", 0) != 0 or not body.get("access_token"):
             raise SendFailed(f"wecom gettoken: {body.get('errcode')} {body.get('errmsg')}")
-        # Renewed a few minutes early: a token must not expire between here and the send.
-        expires = time.monotonic() + max(60, int(body.get("expires_in", 7200)) - 300)
-        self._tokens[bot.id] = (body["access_token"], expires)
-        return str(body["access_token"])
+        token = str(body["access_token"])
+        return self._tokens.put(bot.id, token, int(body.get("expires_in", 7200)))
 
     async def send(
         self, http: httpx.AsyncClient, bot: BotConfig, target: Mapping[str, Any], reply: Reply
@@ -190,7 +187,7 @@ class WeComAdapter:
         body = resp.json()
         code = body.get("errcode", 0)
         if code in TOKEN_ERRORS:
-            self._tokens.pop(bot.id, None)
+            self._tokens.forget(bot.id)
         if code != 0:  # retried only when WeCom is busy (-1) or the token was stale
             retry = code == -1 or code in TOKEN_ERRORS
             raise SendFailed(f"wecom message/send: {code} {body.get('errmsg')}", retry=retry)
