@@ -1,5 +1,5 @@
 """Absolute relevance in [0, 1] of a knowledge base's hits to a query, comparable across queries
-and knowledge bases (fused hybrid scores are min-max normalised per query: never thresholdable).
+and knowledge bases (fused hybrid scores are normalised per query: never thresholdable).
 
 Per hit, two signals: the cosine between the query vector and the hit's stored embedding, and
 the IDF-weighted share of the query's terms found in the hit (IDF from the KB's BM25 index).

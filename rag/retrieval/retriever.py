@@ -3,7 +3,7 @@ an optional cross-encoder rerank.
 
     query ─┬─ embed ── FAISS (allowed ids) ──┐
            └─ tokenise ── BM25 (allowed ids) ─┴─ fuse ── SQL rows ── per document? ── rerank?
-                                                    ── page of the best sentence
+               ── a heading named? its section's first chunk ── page of the best sentence
 
 `rank` is the index-level core (what bench/ compares with raw FAISS + bm25s calls);
 `Retriever.search` adds the query embedding, filters, SQL rows, per-document ranking, reranking.
@@ -34,6 +34,7 @@ from rag.retrieval.doc_aggregate import by_document
 from rag.retrieval.filters import Filters
 from rag.retrieval.page_locate import best_page
 from rag.retrieval.query_shape import is_title_like
+from rag.retrieval.section_start import Section, first_of_section, named_sections
 from rag.retrieval.side_thread import side_runner
 from rag.store.db import Database
 from rag.store.models import Chunk, Document, KnowledgeBase
@@ -46,6 +47,9 @@ AGGREGATES: tuple[str, ...] = get_args(Aggregate)
 _SLACK = 8
 # Rankings of one search at most, when its hits were deleted while it ran (see `_search`).
 _RANKINGS = 3
+# Chunks walked back to find where a named section starts; a longer section starts at the
+# earliest of them.
+_SECTION_WALK = 400
 
 
 @dataclass(frozen=True)
@@ -268,6 +272,11 @@ class Retriever:
             ]
         if use_rerank:
             passages = self._rerank(query, passages[:wanted])
+        if passages and is_title_like(query):
+            passages, start_marks = self._section_starts(
+                kb_id, query, passages, top_k, allowed, per_document
+            )
+            marks = {**marks, **start_marks}
         passages = passages[:top_k]
         if cfg.page_locate and any(p.chunk_id in marks for p in passages):
             passages = _locate_pages(passages, marks, lexical, query)
@@ -289,6 +298,37 @@ class Retriever:
         head = [_with_score(passages[i], scores[i]) for i in order]
         floor = min(scores, default=0.0)
         return head + [_with_score(p, floor) for p in passages[len(scores) :]]
+
+    def _section_starts(
+        self,
+        kb_id: str,
+        query: str,
+        passages: list[Passage],
+        top_k: int,
+        allowed: np.ndarray | None,
+        per_document: bool,
+    ) -> tuple[list[Passage], dict[int, list[list[int]]]]:
+        """A query that is a section's heading (rag/retrieval/section_start.py): the first chunk
+        of each section it names goes first, scored as the best passage, in the order of the
+        sections' best hits; the rest follow in their order."""
+        sections = named_sections(
+            query, [(p.chunk_id, p.document_id, p.heading_path) for p in passages], top_k
+        )
+        if not sections:
+            return passages, {}
+        with self.db.read() as session:
+            starts = [_section_start(session, s, allowed) for s in sections]
+        loaded, marks = self._load(
+            kb_id, [(cid, passages[0].score) for cid in dict.fromkeys(starts)]
+        )
+        ids = {p.chunk_id for p in loaded}
+        docs = {p.document_id for p in loaded}
+        rest = [
+            p
+            for p in passages
+            if p.chunk_id not in ids and not (per_document and p.document_id in docs)
+        ]
+        return loaded + rest, marks
 
     def _load(
         self, kb_id: str, hits: list[tuple[int, float]]
@@ -323,6 +363,36 @@ class Retriever:
         }
         marks = {chunk.id: chunk.page_marks for chunk, _, _ in mine if chunk.page_marks}
         return [found[cid] for cid, _ in hits if cid in found], marks
+
+
+def _section_start(session: Session, section: Section, allowed: np.ndarray | None) -> int:
+    """The first chunk of `section` in its document version (the chunk found, if the walk
+    finds none before it or the filters exclude the first one)."""
+    row = session.execute(
+        select(Chunk.version, Chunk.ordinal).where(Chunk.id == section.chunk_id)
+    ).one_or_none()
+    if row is None:
+        return section.chunk_id
+    earlier = session.execute(
+        select(Chunk.id, Chunk.heading_path)
+        .where(
+            Chunk.document_id == section.document_id,
+            Chunk.version == row.version,
+            Chunk.ordinal < row.ordinal,
+            Chunk.disabled.is_(False),
+        )
+        .order_by(Chunk.ordinal.desc())
+        .limit(_SECTION_WALK)
+    ).all()
+    first = first_of_section(section.path, [(cid, path or ()) for cid, path in earlier])
+    if first < 0 or (allowed is not None and not _in_sorted(allowed, first)):
+        return section.chunk_id
+    return first
+
+
+def _in_sorted(ids: np.ndarray, chunk_id: int) -> bool:
+    at = int(np.searchsorted(ids, chunk_id))
+    return at < len(ids) and int(ids[at]) == chunk_id
 
 
 def _locate_pages(

@@ -36,15 +36,16 @@ SETS = {
 }
 Quality = tuple[Services, dict[str, str], dict[str, dict[str, EvalReport]]]
 # Hybrid floors (hit@1, hit@5, MRR) per issue-18 set, on all its questions: the measurement of
-# 2026-12-06 with issue 18's retrieval (bench/eval_table.py --sets all, the same settings),
-# minus 0.03 rounded down, so a regression fails. The held-out set is gated too: a gate is no
-# tuning, and a regression there is the one most worth catching.
+# 2026-12-07 (bench/eval_table.py --sets all, the same settings: fusion dividing BM25 by its
+# best score, the refitted adaptive share, heading queries to their section's start), minus
+# 0.03 rounded down, so a regression fails. The held-out set is gated too: a gate is no tuning,
+# and a regression there is the one most worth catching.
 NEW_SET_GATES: dict[str, tuple[float, float, float]] = {
-    "edu-manual-pages": (0.85, 0.94, 0.89),  # measured 0.889 / 0.971 / 0.927
-    "iso-code-tables": (0.39, 0.86, 0.60),  # measured 0.420 / 0.896 / 0.632
-    "kicad-mixed": (0.74, 0.91, 0.81),  # measured 0.773 / 0.941 / 0.848
-    "manpages-zh": (0.85, 0.94, 0.89),  # measured 0.888 / 0.976 / 0.925
-    "manpages-zh-heldout": (0.90, 0.95, 0.93),  # measured 0.938 / 0.988 / 0.960
+    "edu-manual-pages": (0.97, 0.97, 0.97),  # measured 1.000 / 1.000 / 1.000
+    "iso-code-tables": (0.64, 0.96, 0.79),  # measured 0.676 / 0.996 / 0.821
+    "kicad-mixed": (0.75, 0.92, 0.83),  # measured 0.789 / 0.951 / 0.861
+    "manpages-zh": (0.87, 0.94, 0.90),  # measured 0.905 / 0.976 / 0.936
+    "manpages-zh-heldout": (0.89, 0.96, 0.92),  # measured 0.926 / 0.994 / 0.955
 }
 # How far hybrid may trail the better single mode on the FAQ (test_faq_gate).
 SINGLE_MODE_SLACK = 0.02
@@ -131,7 +132,8 @@ def test_faq_gate(quality: Quality, label: str) -> None:
     # Since the heading field (issue 18) lexical alone answers these heading-shaped questions
     # almost perfectly (MRR 0.996 against 0.927 before); hybrid measured 0.988 / 0.996 (TXT /
     # DOCX, 0.950 / 0.963 before). Issue 18's "hybrid >= best single mode" is open here by
-    # 0.008 on the TXT: this keeps hybrid within SINGLE_MODE_SLACK of it so the gap cannot grow.
+    # 0.008 on the TXT (two questions whose first two BM25 scores lie 6 % apart, which the dense
+    # side swaps): this keeps hybrid within SINGLE_MODE_SLACK of it so the gap cannot grow.
     for k in (1, 5):
         best = max(dense.hit_at[k], lexical.hit_at[k])
         assert hybrid.hit_at[k] >= best - SINGLE_MODE_SLACK, (k, modes)
@@ -141,7 +143,7 @@ def test_faq_gate(quality: Quality, label: str) -> None:
 def test_pdf_page_gate(quality: Quality) -> None:
     hybrid = quality[2]["maint-pages"]["hybrid"]
     assert hybrid.questions >= 60
-    assert hybrid.hit_at[1] >= 0.95, (hybrid.summary(), hybrid.misses)  # measured 0.975
+    assert hybrid.hit_at[1] >= 0.95, (hybrid.summary(), hybrid.misses)  # measured 0.988
 
 
 def test_english_page_set_floor(quality: Quality) -> None:

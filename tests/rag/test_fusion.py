@@ -27,9 +27,18 @@ def test_weighted_normalises_each_method() -> None:
     fused = dict(weighted(dense, lexical, dense_weight=0.5))
     # 2: nearly the best dense and the best lexical score.
     assert max(fused, key=fused.__getitem__) == 2
-    assert fused[3] == pytest.approx(0.0)  # the worst of both
+    # 3: the worst dense score (min-max: 0) and 2/30 of the best BM25 score (divided by the best).
+    assert fused[3] == pytest.approx(0.5 * 2.0 / 30.0)
     lexical_only = dict(weighted(dense, lexical, dense_weight=0.0))
     assert lexical_only[1] == 0.0 and lexical_only[2] == pytest.approx(1.0)
+
+
+def test_weighted_keeps_a_near_best_lexical_score_near_the_top() -> None:
+    # Min-max would give the second of two close BM25 scores 0, as if it had not matched.
+    fused = dict(weighted([(1, 0.9), (2, 0.1)], [(2, 10.0), (1, 9.5)], dense_weight=0.2))
+    assert fused[1] == pytest.approx(0.2 + 0.8 * 0.95)
+    assert fused[2] == pytest.approx(0.8)
+    assert fused[1] > fused[2]
 
 
 def test_one_empty_ranking_leaves_the_other_in_order() -> None:
@@ -41,8 +50,9 @@ def test_one_empty_ranking_leaves_the_other_in_order() -> None:
 def test_ties_keep_first_appearance_dense_then_lexical() -> None:
     dense = [(1, 0.9), (2, 0.5)]
     lexical = [(3, 8.0), (4, 2.0)]
-    # 1 and 3 both fuse to 0.5 (each the best of its side, found by one side only).
-    assert [c for c, _ in weighted(dense, lexical)] == [1, 3, 2, 4]
+    # 1 and 3 both fuse to 0.5 (each the best of its side, found by one side only); 4 keeps a
+    # quarter of the best BM25 score, 2 is the worst dense score.
+    assert [c for c, _ in weighted(dense, lexical)] == [1, 3, 4, 2]
     assert [c for c, _ in rrf([dense, lexical])] == [1, 3, 2, 4]
 
 
