@@ -272,7 +272,7 @@ class Retriever:
             ]
         if use_rerank:
             passages = self._rerank(query, passages[:wanted])
-        if passages and is_title_like(query):
+        if passages:
             passages, start_marks = self._section_starts(
                 kb_id, query, passages, top_k, allowed, per_document
             )
@@ -308,9 +308,9 @@ class Retriever:
         allowed: np.ndarray | None,
         per_document: bool,
     ) -> tuple[list[Passage], dict[int, list[list[int]]]]:
-        """A query that is a section's heading (rag/retrieval/section_start.py): the first chunk
-        of each section it names goes first, scored as the best passage, in the order of the
-        sections' best hits; the rest follow in their order."""
+        """A query that is a section's heading, whatever its shape (a title, an FAQ's question;
+        rag/retrieval/section_start.py): the first chunk of each section it names goes first,
+        scored as the best passage, in the order of the sections' best hits; the rest follow."""
         sections = named_sections(
             query, [(p.chunk_id, p.document_id, p.heading_path) for p in passages], top_k
         )

@@ -1,4 +1,4 @@
-"""A title-like query that names a section ("6.3 安装 Debian Edu", "维护", "Configure pGina"):
+"""A query that is a section's heading ("6.3 安装 Debian Edu", "维护", an FAQ's own question):
 the chunk where that section starts, ahead of later chunks of it.
 
 Every chunk of a section carries its heading in its heading path, so the lexical heading field
@@ -9,6 +9,7 @@ begins. Headings compare without numbering, whitespace, punctuation, case or scr
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ _NUMBERING = re.compile(
 _NOISE = re.compile(r"[\W_]+")
 
 
+@functools.lru_cache(maxsize=8192)  # a knowledge base's headings come back query after query
 def heading_key(text: str) -> str:
     """A heading or a query as headings are compared: folded (rag/index/analyzer.py), without
     its leading section number, whitespace and punctuation."""

@@ -1,5 +1,6 @@
-"""A query that is a section's heading finds the chunk where the section starts (and its page),
-not a later chunk of the section whose body repeats the heading's words."""
+"""A query that is a section's heading (a title, or an FAQ's question as written) finds the chunk
+where the section starts (and its page), not a later chunk of the section whose body repeats the
+heading's words."""
 
 from __future__ import annotations
 
@@ -89,8 +90,11 @@ def test_a_heading_query_finds_the_section_start_and_its_page(svc: Services) -> 
         assert len({p.chunk_id for p in chunks}) == len(chunks)  # the start is not listed twice
         numbered = svc.retriever.search(kb_id, "3 数据备份", 1, mode=mode)[0]
         assert numbered.chunk_id == first.chunk_id
-    # Without the rule the repetitive last chunk of the section would win: a question (not
-    # title-like) keeps the plain ranking, where it does.
+    # A question that is the heading as written, punctuation and all, names it too.
+    for mode in ("lexical", "hybrid", "dense"):
+        assert svc.retriever.search(kb_id, "数据备份？", 1, mode=mode)[0].page == 2, mode
+    # Without the rule the repetitive last chunk of the section would win: a question that is
+    # not a heading keeps the plain ranking, where it does.
     asked = svc.retriever.search(kb_id, "数据备份在哪里？", 1, mode="lexical")[0]
     assert "清单" in asked.text and asked.page == 4
 
