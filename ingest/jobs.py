@@ -17,9 +17,9 @@ import time
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import CursorResult, case, update
+from sqlalchemy import case, update
 from sqlalchemy.orm import Session
 
 from ingest import progress, reindex, sandbox
@@ -31,7 +31,7 @@ from rag.core.errors import IngestionError, NotFound
 from rag.evaluation.runner import EVAL_JOB, Evaluator
 from rag.index.store import IndexStore
 from rag.kb import events, job_control, scheduling, sync, versions
-from rag.store.db import Database
+from rag.store.db import Database, rowcount
 from rag.store.models import Document, DocumentStatus, IngestStage, Job, JobKind, JobStatus
 
 log = logging.getLogger(__name__)
@@ -391,7 +391,7 @@ class Worker:
                 .where(Document.id == job.document_id, Document.status.not_in(_SETTLED))
                 .values(status=DocumentStatus.failed, error=reason)
             )
-            if cast(CursorResult[Any], failed).rowcount:
+            if rowcount(failed):
                 events.document_settled(session, job.document_id, DocumentStatus.failed, reason)
 
     def _retry_or_fail(self, job: Job, exc: Exception) -> None:

@@ -19,13 +19,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, cast
 
 import httpx
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import select, update
 
 from rag.core.config import WebhookSettings
-from rag.store.db import Database
+from rag.store.db import Database, rowcount
 from rag.store.models import DeliveryStatus, Webhook, WebhookDelivery
 
 log = logging.getLogger(__name__)
@@ -161,7 +160,7 @@ class WebhookDispatcher:
                     .values(next_attempt_at=lease, attempts=WebhookDelivery.attempts + 1)
                     .execution_options(synchronize_session=False)
                 )
-                taken = cast(CursorResult[Any], result).rowcount
+                taken = rowcount(result)
                 if taken == 1:
                     claimed.append(
                         _Claimed(

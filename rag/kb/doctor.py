@@ -13,14 +13,13 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, cast
 
-from sqlalchemy import CursorResult, Result, select, update
+from sqlalchemy import select, update
 
 from rag.index.store import IndexStore
 from rag.kb import quarantine
 from rag.kb.knowledge import list_kbs
-from rag.store.db import Database
+from rag.store.db import Database, rowcount
 from rag.store.models import Document, DocumentStatus, Job, JobKind, JobStatus
 
 log = logging.getLogger(__name__)
@@ -40,11 +39,6 @@ class Finding:
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
-
-
-def _count(result: Result[Any]) -> int:
-    """Rows an UPDATE changed: zero when a writer settled the matter first."""
-    return int(cast(CursorResult[Any], result).rowcount)
 
 
 class Doctor:
@@ -178,7 +172,7 @@ class Doctor:
                     error="the stored file is missing from the data directory and from quarantine",
                 )
             )
-            return bool(_count(changed))
+            return bool(rowcount(changed))
 
     def _requeue(self, doc_id: str) -> bool:
         """Queue a stuck document again, unless a writer gave it a job or an end meanwhile."""
@@ -212,7 +206,7 @@ class Doctor:
             if repair:
                 with self.db.write() as session:
                     done = bool(
-                        _count(
+                        rowcount(
                             session.execute(
                                 update(Job)
                                 .where(

@@ -23,7 +23,7 @@ from rag.core.config import AnalyticsSettings
 from rag.core.errors import InvalidInput, NotFound
 from rag.kb import events
 from rag.qa.answer import Answer, AskSpec
-from rag.store.db import Database, as_utc
+from rag.store.db import Database, as_utc, rowcount
 from rag.store.models import KnowledgeBase, QuestionRecord, new_id, utcnow
 
 log = logging.getLogger(__name__)
@@ -260,7 +260,7 @@ class QuestionLog:
                 .execution_options(synchronize_session=False)
             )
             session.refresh(row)
-            if getattr(claimed, "rowcount", 0) == 1:
+            if rowcount(claimed) == 1:
                 data = {
                     "answer_id": row.id,
                     "assistant_id": row.assistant_id,

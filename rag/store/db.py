@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import CursorResult, Engine, Result, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 
@@ -86,6 +86,11 @@ class Database:
         self.engine.dispose()
         if self._write_engine is not self.engine:
             self._write_engine.dispose()
+
+
+def rowcount(result: Result[Any]) -> int:
+    """The rows an UPDATE or DELETE matched: zero when another writer settled the matter first."""
+    return int(cast(CursorResult[Any], result).rowcount)
 
 
 def as_utc(value: datetime) -> datetime:

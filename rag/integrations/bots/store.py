@@ -21,7 +21,7 @@ from rag.core.errors import InvalidInput, NotFound
 from rag.integrations.bots.adapter import PLATFORMS, BotConfig
 from rag.qa.assistants import find_assistant
 from rag.security import audit
-from rag.store.db import Database
+from rag.store.db import Database, rowcount
 from rag.store.models import Assistant, Bot, BotNonce, BotThread, Conversation, QuestionRecord
 
 # The callback path a platform is given (the API serves it; docs/bots.md).
@@ -265,7 +265,7 @@ class BotStore:
         with self.db.write() as session:
             nonces = session.execute(delete(BotNonce).where(BotNonce.seen_at < nonce_cutoff))
             threads = session.execute(delete(BotThread).where(BotThread.updated_at < thread_cutoff))
-            return _count(nonces), _count(threads)
+            return rowcount(nonces), rowcount(threads)
 
     def thread_conversation(
         self, bot: BotConfig, thread_key: str, create: Callable[[str, str], str]
@@ -314,7 +314,7 @@ class BotStore:
                     .where(BotThread.bot_id == bot_id, BotThread.thread_key == key)
                     .values(updated_at=now)
                 )
-                if _count(touched) == 0:
+                if rowcount(touched) == 0:
                     session.add(
                         BotThread(
                             bot_id=bot_id,
@@ -341,8 +341,3 @@ class BotStore:
                 .order_by(QuestionRecord.created_at.desc())
                 .limit(1)
             ).scalar()
-
-
-def _count(result: Any) -> int:
-    """The rows an UPDATE or DELETE matched."""
-    return int(getattr(result, "rowcount", 0) or 0)
