@@ -7,9 +7,12 @@ Each evaluation set (bench/eval_sets) is ingested once through the project's own
 (m3e-small, Qwen's tokenizer, default chunking) with RAG_INDEX__BACKEND=faiss; lexical, dense
 and hybrid run on it; then a second service on the same database and data directory with
 RAG_INDEX__BACKEND=milvus (Milvus Lite) fills its collection from SQL and runs the same modes.
-A last column, milvus-bm25, ranks the same chunks with Milvus' own BM25 full-text search (jieba
-analyzer, one field: title, heading path and text) to compare with our BM25 (lexical).
-Prints hit@1 / hit@5 / MRR per set and mode, and which questions rank differently.
+A third service adds RAG_INDEX__MILVUS_LEXICAL=milvus: it finds that collection without chunk
+texts, rebuilds it from SQL with them, and runs lexical and hybrid with Milvus' own BM25 (jieba
+analyzer, one field: title, heading path and text) as the lexical side (columns milvus-bm25).
+Its lexical candidates alone (`rank`, no SQL) are also timed against the in-process BM25.
+Prints hit@1 / hit@5 / MRR per set and mode, and which questions rank differently; the sets
+run replace their rows under "quality" in the JSON file, other keys are kept.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,16 +34,8 @@ from bench.eval_sets.catalog import pick  # noqa: E402
 from bench.eval_sets.kb import ingest_files  # noqa: E402
 
 MODES = ("lexical", "dense", "hybrid")
+BM25_MODES = ("lexical", "hybrid")  # the modes Milvus' BM25 changes
 DEPTH = 10
-
-
-@dataclass(frozen=True)
-class ChunkPassage:
-    """A chunk as the golden sets judge it (its first page: no best-sentence page here)."""
-
-    text: str
-    filename: str
-    page: int
 
 
 def scores(report: Any) -> dict[str, float]:
@@ -70,76 +64,32 @@ def divergence(a: list[tuple[int, float]], b: list[tuple[int, float]]) -> dict[s
     return {"rank": at + 1, "faiss": a[at : at + 3], "milvus": b[at : at + 3]}
 
 
-def milvus_bm25(svc: Any, kb_id: str, items: list[Any], uri: str) -> Any:
-    """Our chunks in a Milvus collection with a BM25 function on a jieba-analysed field."""
-    from pymilvus import DataType, Function, FunctionType, MilvusClient
-    from sqlalchemy import select
+def lexical_latency(svc: Any, kb_id: str, items: list[Any]) -> dict[str, dict[str, float]]:
+    """The lexical candidates alone (no query embedding, no SQL), per question: Milvus' BM25
+    through `rank` (what retrieval calls) against the in-process BM25 of the same service."""
+    import numpy as np
 
-    from rag.evaluation.golden import evaluate
-    from rag.index.store import document_title
-    from rag.store.models import Chunk, Document
+    from rag.retrieval.retriever import rank
 
-    with svc.db.read() as session:
-        rows = session.execute(
-            select(
-                Chunk.id,
-                Chunk.text,
-                Chunk.heading_path,
-                Chunk.page_start,
-                Document.filename,
-                Document.user_metadata,
-            )
-            .join(Document, Document.id == Chunk.document_id)
-            .where(Chunk.kb_id == kb_id, Chunk.disabled.is_(False))
-        ).all()
-    passages = {r.id: ChunkPassage(r.text, r.filename, r.page_start) for r in rows}
-    client = MilvusClient(uri=uri)
-    name = "bm25_" + kb_id.replace("-", "_")
-    schema = client.create_schema(auto_id=False)
-    schema.add_field("id", DataType.INT64, is_primary=True)
-    schema.add_field(
-        "text", DataType.VARCHAR, max_length=65535, enable_analyzer=True,
-        analyzer_params={"tokenizer": "jieba"},
-    )  # fmt: skip
-    schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
-    schema.add_function(
-        Function(
-            name="bm25",
-            function_type=FunctionType.BM25,
-            input_field_names=["text"],
-            output_field_names=["sparse"],
-        )
-    )
-    index = client.prepare_index_params()
-    index.add_index(field_name="sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
-    client.create_collection(name, schema=schema, index_params=index)
-    data = [
-        {
-            "id": r.id,
-            "text": " ".join(
-                [document_title(r.filename, r.user_metadata), *(r.heading_path or ()), r.text]
-            ),
+    dense, lexical = svc.indexes.pair(kb_id)
+    cfg = svc.settings.retrieval
+    ways = {
+        "milvus-bm25": lambda q: rank(dense, lexical, q, None, DEPTH, "lexical", cfg),
+        "in-process": lambda q: lexical.search(lexical.query_ids(q), DEPTH),
+    }
+    out: dict[str, dict[str, float]] = {}
+    for name, search in ways.items():
+        search(items[0].question)  # warm-up
+        spent = []
+        for item in items:
+            started = time.perf_counter()
+            search(item.question)
+            spent.append((time.perf_counter() - started) * 1000)
+        out[name] = {
+            "p50_ms": round(float(np.percentile(spent, 50)), 2),
+            "p95_ms": round(float(np.percentile(spent, 95)), 2),
         }
-        for r in rows
-    ]
-    for start in range(0, len(data), 500):
-        client.insert(name, data[start : start + 500])
-    client.flush(name)
-
-    def search(question: str) -> list[ChunkPassage]:
-        found = client.search(
-            name,
-            data=[question],
-            anns_field="sparse",
-            limit=DEPTH,
-            search_params={"metric_type": "BM25"},
-        )
-        return [passages[int(hit["id"])] for hit in found[0]]
-
-    search(items[0].question)  # warm-up: jieba's dictionary
-    report = evaluate(items, search)
-    client.close()
-    return report
+    return out
 
 
 def run_set(s: Any, items: list[Any], tmp: Path, milvus_index: str) -> dict[str, Any]:
@@ -180,9 +130,22 @@ def run_set(s: Any, items: list[Any], tmp: Path, milvus_index: str) -> dict[str,
         assert vectors == copied.vectors
         milvus_reports = milvus.evaluator.run_modes(kb_id, items, list(MODES))
         milvus_ranks = {m: ranked(milvus, kb_id, items, m) for m in MODES}
-        bm25 = milvus_bm25(milvus, kb_id, items, uri)
     finally:
         milvus.close()
+    # RAG_INDEX__MILVUS_LEXICAL=milvus on the same Milvus: the vector-only collection is
+    # unusable to it and rebuilt from SQL with the chunk texts (what an upgrade does).
+    wired_index = index.model_copy(update={"milvus_lexical": "milvus"})
+    started = time.perf_counter()
+    wired = Services.create(settings.model_copy(update={"index": wired_index}))
+    try:
+        assert len(wired.indexes.get(kb_id)) == vectors
+        wired.indexes.save_dirty()  # Lite flushes: searches run on the sealed segments
+        print(f"  {s.id}: collection rebuilt with BM25 texts in "
+              f"{time.perf_counter() - started:.0f} s", flush=True)  # fmt: skip
+        bm25_reports = wired.evaluator.run_modes(kb_id, items, list(BM25_MODES))
+        latency = lexical_latency(wired, kb_id, items)
+    finally:
+        wired.close()
     differ = {
         m: [
             item.id
@@ -205,7 +168,8 @@ def run_set(s: Any, items: list[Any], tmp: Path, milvus_index: str) -> dict[str,
         "chunks": vectors,
         "faiss": {m: scores(r) for m, r in faiss_reports.items()},
         "milvus": {m: scores(r) for m, r in milvus_reports.items()},
-        "milvus-bm25": scores(bm25),
+        "milvus-bm25": {m: scores(r) for m, r in bm25_reports.items()},
+        "lexical_latency_ms": latency,
         "top10_differs": {m: len(ids) for m, ids in differ.items()},
         "differs_on": {m: ids[:10] for m, ids in differ.items()},
         "divergence": where,
@@ -214,7 +178,8 @@ def run_set(s: Any, items: list[Any], tmp: Path, milvus_index: str) -> dict[str,
 
 def markdown(results: dict[str, Any]) -> str:
     head = ["set", "n", "chunks"]
-    head += [f"{b} {m}" for b in ("faiss", "milvus") for m in MODES] + ["milvus-bm25"]
+    head += [f"{b} {m}" for b in ("faiss", "milvus") for m in MODES]
+    head += [f"milvus-bm25 {m}" for m in BM25_MODES]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
     def cell(m: dict[str, float]) -> str:
@@ -223,7 +188,7 @@ def markdown(results: dict[str, Any]) -> str:
     for set_id, r in results.items():
         row = [set_id, str(r["questions"]), str(r["chunks"])]
         row += [cell(r[b][m]) for b in ("faiss", "milvus") for m in MODES]
-        row.append(cell(r["milvus-bm25"]))
+        row += [cell(r["milvus-bm25"][m]) for m in BM25_MODES]
         lines.append("| " + " | ".join(row) + " |")
     return "cells: hit@1 / hit@5 / MRR\n\n" + "\n".join(lines)
 
@@ -250,8 +215,11 @@ def main() -> None:
             print(f"  {mode}: top 10 differs on {count} questions {shown}", flush=True)
             for item_id, d in results[s.id]["divergence"][mode].items():
                 print(f"    {item_id}: {d}", flush=True)
+        print(f"  lexical candidates alone: {results[s.id]['lexical_latency_ms']}", flush=True)
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
+    kept = json.loads(args.json.read_text()) if args.json.exists() else {}
+    kept.setdefault("quality", {}).update(results)
+    args.json.write_text(json.dumps(kept, indent=1, ensure_ascii=False) + "\n")
     print()
     print(markdown(results))
 

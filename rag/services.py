@@ -74,6 +74,7 @@ def dense_backend(settings: IndexSettings) -> DenseBackend | None:
         token=settings.milvus_token,
         prefix=settings.milvus_prefix,
         index_type=settings.milvus_index,
+        full_text=settings.milvus_lexical == "milvus",
     )
 
 

@@ -1,15 +1,18 @@
 """What the index store and retrieval need of a dense index, and of a backend that keeps them.
 
 `DenseIndex` is met by `KBIndex` (FAISS in the process, the default) and by `MilvusIndex`
-(rag/index/milvus.py, RAG_INDEX__BACKEND=milvus); `DenseBackend` creates, loads and drops a
-knowledge base's dense index per index version where the store does not keep it on local disk.
+(rag/index/milvus.py, RAG_INDEX__BACKEND=milvus); a Milvus collection that also ranks chunk
+texts by BM25 (RAG_INDEX__MILVUS_LEXICAL=milvus) is a `FullTextIndex` too. `DenseBackend`
+creates, loads and drops a knowledge base's dense index per index version where the store does
+not keep it on local disk.
 Either way the index is derived from SQL by the store's sequence and tombstone catch-up.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeGuard, runtime_checkable
 
 import numpy as np
 
@@ -53,6 +56,40 @@ class DenseIndex(Protocol):
         """Record what was applied (up to `last_seq`) durably; `directory` is the version's
         local snapshot folder, which a remote backend need not use."""
         ...
+
+
+@runtime_checkable
+class FullTextIndex(Protocol):
+    """A dense index that also keeps each chunk's lexical text and ranks it by BM25 itself (a
+    Milvus collection created with RAG_INDEX__MILVUS_LEXICAL=milvus). Its rows need the text,
+    so the store feeds it with `add_with_texts` rather than `DenseIndex.add`."""
+
+    # Whether retrieval takes its lexical candidates from `search_text` (the setting now);
+    # the texts are kept either way, so the setting can be turned on again without a rebuild.
+    text_search: bool
+
+    def add_with_texts(self, ids: np.ndarray, vectors: np.ndarray, texts: Sequence[str]) -> None:
+        """`DenseIndex.add`, with each chunk's lexical text (title, heading path and body)."""
+        ...
+
+    def search_text(
+        self, query: str, k: int, allowed: np.ndarray | None = None
+    ) -> list[tuple[int, float]]:
+        """Top k (chunk id, BM25 score) for the raw query text, within `allowed` ids."""
+        ...
+
+
+_KEEPS_TEXTS: dict[type, bool] = {}
+
+
+def keeps_texts(index: object) -> TypeGuard[FullTextIndex]:
+    """Whether `index` is a `FullTextIndex`, answered once per class: a runtime protocol check
+    costs tens of microseconds, too much to pay on every query."""
+    kind = type(index)
+    known = _KEEPS_TEXTS.get(kind)
+    if known is None:
+        known = _KEEPS_TEXTS[kind] = isinstance(index, FullTextIndex)
+    return known
 
 
 class DenseBackend(Protocol):

@@ -15,13 +15,15 @@ from pathlib import Path
 
 import numpy as np
 from sqlalchemy import false, select
+from sqlalchemy.orm import Session
 
 from rag.core.errors import IndexUnusable, NotFound
-from rag.index.backend import DenseBackend, DenseIndex
+from rag.index.backend import DenseBackend, DenseIndex, keeps_texts
 from rag.index.dense import KBIndex
+from rag.index.store import document_title, lexical_text
 from rag.store import sequence
 from rag.store.db import Database
-from rag.store.models import Chunk, IndexVersion
+from rag.store.models import Chunk, Document, IndexVersion
 
 _BATCH = 2000  # chunk rows read (and vectors written) at a time
 
@@ -76,16 +78,44 @@ def copy_dense(
         missing = np.setdiff1d(expected, have)
         for start in range(0, len(missing), _BATCH):
             part = [int(i) for i in missing[start : start + _BATCH]]
-            rows = session.execute(
-                select(Chunk.id, Chunk.embedding).where(Chunk.id.in_(part))
-            ).all()
-            ids = np.array([r.id for r in rows], dtype=np.int64)
-            vectors = np.frombuffer(b"".join(r.embedding for r in rows), dtype=np.float32)
-            target.add(ids, vectors.reshape(len(rows), dim))
+            ids, vectors, texts = _read(session, part, dim, keeps_texts(target))
+            if keeps_texts(target):
+                target.add_with_texts(ids, vectors, texts)
+            else:
+                target.add(ids, vectors)
     removed = target.remove(extra) if len(extra) else 0
     target.last_seq = max(target.last_seq, high)
     target.save(directory)
     return CopyResult(version, len(missing), removed, len(target), target.last_seq)
+
+
+def _read(
+    session: Session, ids: list[int], dim: int, with_texts: bool
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """These chunks' ids and vectors, and their lexical texts for a target that keeps them."""
+    if not with_texts:
+        rows = session.execute(select(Chunk.id, Chunk.embedding).where(Chunk.id.in_(ids))).all()
+        texts: list[str] = []
+    else:
+        rows = session.execute(
+            select(
+                Chunk.id,
+                Chunk.embedding,
+                Chunk.text,
+                Chunk.heading_path,
+                Document.filename,
+                Document.user_metadata,
+            )
+            .join(Document, Document.id == Chunk.document_id)
+            .where(Chunk.id.in_(ids))
+        ).all()
+        texts = [
+            lexical_text(document_title(r.filename, r.user_metadata), r.heading_path, r.text)
+            for r in rows
+        ]
+    found = np.array([r.id for r in rows], dtype=np.int64)
+    vectors = np.frombuffer(b"".join(r.embedding for r in rows), dtype=np.float32)
+    return found, vectors.reshape(len(rows), dim), texts
 
 
 def _open(

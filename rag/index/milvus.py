@@ -6,6 +6,7 @@ upserts chunks above the collection's applied sequence number and deletes tombst
 a lost or wiped Milvus is rebuilt from SQL. The number is kept in the collection's properties,
 so replicas sharing one Milvus resume where any of them got to. Works with Milvus standalone or
 cluster (an http:// URI) and with Milvus Lite (a local `.db` file; development only).
+RAG_INDEX__MILVUS_LEXICAL=milvus adds the chunks' texts for Milvus' BM25 (`MilvusTextIndex`).
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-from pymilvus import DataType, MilvusClient, MilvusException
+from pymilvus import DataType, Function, FunctionType, MilvusClient, MilvusException
 
 from rag.core.errors import IndexUnavailable, IndexUnusable
 
@@ -32,6 +33,13 @@ _MAX_K = 16384  # Milvus' limit on a search's top k
 # A replica reads its own writes at once (the store searches right after catching up) without
 # waiting for every other writer, as "Strong" would.
 _CONSISTENCY = "Session"
+# The full-text fields: the analysed text, and the sparse vector Milvus' BM25 function derives.
+_TEXT, _SPARSE = "text", "sparse"
+# Milvus' default (and Lite's) limit on a VARCHAR's max_length. It counts UTF-8 bytes, not
+# characters: a chunk of CJK text takes 3 per character.
+_TEXT_BYTES = 65_535
+# jieba, not {"type": "chinese"}: Milvus Lite knows only the "standard" and "jieba" tokenizers.
+_ANALYZER = {"tokenizer": "jieba"}
 
 
 def _call(what: str, fn: Callable[[], _T]) -> _T:
@@ -77,6 +85,11 @@ class MilvusIndex:
         return "milvus"
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        self._upsert(ids, vectors)
+
+    def _upsert(
+        self, ids: np.ndarray, vectors: np.ndarray, texts: Sequence[str] | None = None
+    ) -> None:
         if len(ids) == 0:
             return
         vectors = np.asarray(vectors, dtype=np.float32)
@@ -85,7 +98,7 @@ class MilvusIndex:
                 f"vectors of shape {vectors.shape} do not fit index dimension {self.dim}"
             )
         for start in range(0, len(ids), _BATCH):
-            rows = [
+            rows: list[dict[str, Any]] = [
                 {"id": int(i), "vector": v}
                 for i, v in zip(
                     ids[start : start + _BATCH].tolist(),
@@ -93,6 +106,9 @@ class MilvusIndex:
                     strict=True,
                 )
             ]
+            if texts is not None:
+                for row, text in zip(rows, texts[start : start + _BATCH], strict=True):
+                    row[_TEXT] = text
             _call("upsert", partial(self.client.upsert, self.collection, rows))
 
     def remove(self, ids: np.ndarray | list[int]) -> int:
@@ -146,6 +162,7 @@ class MilvusIndex:
                 limit=min(k, _MAX_K),
                 filter=where,
                 output_fields=["id"],
+                anns_field="vector",  # a full-text collection has a second (sparse) one
                 search_params={"metric_type": "IP"},
             ),
         )
@@ -170,6 +187,64 @@ class MilvusIndex:
         return max(stored, self.last_seq)
 
 
+class MilvusTextIndex(MilvusIndex):
+    """A collection that also keeps each chunk's lexical text, ranked by Milvus' BM25 function
+    (the store's `FullTextIndex`); `text_search`: whether retrieval asks it for lexical hits."""
+
+    def __init__(
+        self,
+        client: MilvusClient,
+        collection: str,
+        *,
+        kb_id: str,
+        embedding_model: str,
+        dim: int,
+        last_seq: int = 0,
+        flush_on_save: bool = False,
+        text_search: bool = True,
+    ) -> None:
+        super().__init__(
+            client,
+            collection,
+            kb_id=kb_id,
+            embedding_model=embedding_model,
+            dim=dim,
+            last_seq=last_seq,
+            flush_on_save=flush_on_save,
+        )
+        self.text_search = text_search
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        raise TypeError(f"{self.collection} keeps chunk texts: add rows with add_with_texts")
+
+    def add_with_texts(self, ids: np.ndarray, vectors: np.ndarray, texts: Sequence[str]) -> None:
+        if len(texts) != len(ids):
+            raise ValueError(f"{len(ids)} ids but {len(texts)} texts")
+        self._upsert(ids, vectors, [_fit(t) for t in texts])
+
+    def search_text(
+        self, query: str, k: int, allowed: np.ndarray | None = None
+    ) -> list[tuple[int, float]]:
+        if k <= 0 or not query.strip() or (allowed is not None and len(allowed) == 0):
+            return []
+        where = "" if allowed is None else _id_filter(np.asarray(allowed).tolist())
+        found = _call(
+            "full-text search",
+            lambda: self.client.search(
+                self.collection,
+                data=[query],  # Milvus analyses it with the field's analyzer
+                limit=min(k, _MAX_K),
+                filter=where,
+                output_fields=["id"],
+                anns_field=_SPARSE,
+                search_params={"metric_type": "BM25"},
+            ),
+        )
+        # Milvus Lite 3.2 reports BM25 scores negated (best first all the same); BM25 is never
+        # negative, and weighted fusion divides by the best score, so the magnitude is taken.
+        return [(int(hit["id"]), abs(float(hit["distance"]))) for hit in found[0]]
+
+
 class MilvusBackend:
     """The store's `DenseBackend` on one Milvus: collections `<prefix>_<kb>_v<n>`, and an
     alias `<prefix>_<kb>` on the live version's."""
@@ -183,10 +258,14 @@ class MilvusBackend:
         prefix: str = "kbqa",
         flush_on_save: bool = False,
         index_type: str = "AUTOINDEX",
+        full_text: bool = False,
     ) -> None:
         self.client = client
         self.prefix = prefix
         self.index_type = index_type  # of collections created from now on
+        # RAG_INDEX__MILVUS_LEXICAL=milvus: collections keep chunk texts for BM25 and retrieval
+        # ranks them there; one created without them is unusable (rebuilt by the store).
+        self.full_text = full_text
         # Milvus Lite searches rows not yet flushed by brute force in Python (seconds at 10k
         # chunks), so its indexes flush when saved; a server seals segments itself.
         self.flush_on_save = flush_on_save
@@ -201,10 +280,17 @@ class MilvusBackend:
         token: str | None = None,
         prefix: str = "kbqa",
         index_type: str = "AUTOINDEX",
+        full_text: bool = False,
     ) -> MilvusBackend:
         """A backend on the Milvus at `uri` (http://host:19530, or a Milvus Lite `.db` file)."""
         client = _call("connect", lambda: MilvusClient(uri=uri, token=token or ""))
-        return cls(client, prefix=prefix, flush_on_save=uri.endswith(".db"), index_type=index_type)
+        return cls(
+            client,
+            prefix=prefix,
+            flush_on_save=uri.endswith(".db"),
+            index_type=index_type,
+            full_text=full_text,
+        )
 
     def collection(self, kb_id: str, version: int) -> str:
         return f"{self.alias(kb_id)}_v{version}"
@@ -223,6 +309,26 @@ class MilvusBackend:
         # brute-force scan); FLAT is exact.
         index = self.client.prepare_index_params()
         index.add_index(field_name="vector", index_type=self.index_type, metric_type="IP")
+        if self.full_text:
+            schema.add_field(
+                _TEXT,
+                DataType.VARCHAR,
+                max_length=_TEXT_BYTES,
+                enable_analyzer=True,
+                analyzer_params=_ANALYZER,
+            )
+            schema.add_field(_SPARSE, DataType.SPARSE_FLOAT_VECTOR)
+            schema.add_function(
+                Function(
+                    name="bm25",
+                    function_type=FunctionType.BM25,
+                    input_field_names=[_TEXT],
+                    output_field_names=[_SPARSE],
+                )
+            )
+            index.add_index(
+                field_name=_SPARSE, index_type="SPARSE_INVERTED_INDEX", metric_type="BM25"
+            )
         _call(
             "create collection",
             lambda: self.client.create_collection(
@@ -233,15 +339,14 @@ class MilvusBackend:
                 properties={_SEQ: "0", _MODEL: embedding_model},
             ),
         )
-        log.info("Milvus collection %s created (%s, %d-d)", name, embedding_model, dim)
-        return MilvusIndex(
-            self.client,
+        log.info(
+            "Milvus collection %s created (%s, %d-d%s)",
             name,
-            kb_id=kb_id,
-            embedding_model=embedding_model,
-            dim=dim,
-            flush_on_save=self.flush_on_save,
+            embedding_model,
+            dim,
+            ", BM25 full text" if self.full_text else "",
         )
+        return self._index(name, kb_id, embedding_model, dim, 0, self.full_text)
 
     def load(self, kb_id: str, version: int, embedding_model: str, dim: int) -> MilvusIndex:
         name = self.collection(kb_id, version)
@@ -258,14 +363,38 @@ class MilvusBackend:
                 f"Milvus collection {name} holds {model} ({have}-d), "
                 f"not {embedding_model} ({dim}-d)"
             )
+        # A collection with the text field works either way (its texts are kept up to date);
+        # one without it cannot serve BM25, so the store rebuilds it from SQL.
+        has_text = any(f["name"] == _TEXT for f in described["fields"])
+        if self.full_text and not has_text:
+            raise IndexUnusable(
+                f"Milvus collection {name} keeps no chunk texts for BM25 "
+                "(created before RAG_INDEX__MILVUS_LEXICAL=milvus)"
+            )
         _call("load", lambda: self.client.load_collection(name))
+        return self._index(name, kb_id, embedding_model, dim, _applied(self.client, name), has_text)
+
+    def _index(
+        self, name: str, kb_id: str, embedding_model: str, dim: int, last_seq: int, text: bool
+    ) -> MilvusIndex:
+        if text:
+            return MilvusTextIndex(
+                self.client,
+                name,
+                kb_id=kb_id,
+                embedding_model=embedding_model,
+                dim=dim,
+                last_seq=last_seq,
+                flush_on_save=self.flush_on_save,
+                text_search=self.full_text,
+            )
         return MilvusIndex(
             self.client,
             name,
             kb_id=kb_id,
             embedding_model=embedding_model,
             dim=dim,
-            last_seq=_applied(self.client, name),
+            last_seq=last_seq,
             flush_on_save=self.flush_on_save,
         )
 
@@ -315,6 +444,15 @@ class MilvusBackend:
 def _applied(client: MilvusClient, name: str) -> int:
     described = _call("describe", lambda: client.describe_collection(name))
     return int((described.get("properties") or {}).get(_SEQ, 0))
+
+
+def _fit(text: str) -> str:
+    """The text cut to the field's byte limit at a character boundary: a longer value would
+    fail the whole upsert batch, and a cut inside a multi-byte character is invalid UTF-8."""
+    data = text.encode()
+    if len(data) <= _TEXT_BYTES:
+        return text
+    return data[:_TEXT_BYTES].decode(errors="ignore")
 
 
 def _id_filter(ids: list[int]) -> str:

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from rag.core.errors import IndexUnusable, InvalidInput, NotFound
 from rag.index.analyzer import Analyzer, AnalyzerOptions, normalize_terms
-from rag.index.backend import DenseBackend, DenseIndex, IdSnapshot
+from rag.index.backend import DenseBackend, DenseIndex, IdSnapshot, keeps_texts
 from rag.index.dense import MANIFEST as DENSE_MANIFEST
 from rag.index.dense import GpuPlacement, KBIndex, Layout
 from rag.index.lexical import MANIFEST as LEXICAL_MANIFEST
@@ -36,7 +36,8 @@ from rag.store.models import Chunk, ChunkTombstone, Document, IndexVersion, Know
 
 log = logging.getLogger(__name__)
 _BATCH = 2000
-# What a catch-up reads of a chunk: the vector for FAISS, the text fields for BM25.
+# What a catch-up reads of a chunk: the vector for FAISS, the text fields for BM25 (and for a
+# dense index that ranks text itself, Milvus with RAG_INDEX__MILVUS_LEXICAL=milvus).
 _ROW = (
     Chunk.id,
     Chunk.embedding,
@@ -731,7 +732,15 @@ def _feed_dense(index: DenseIndex, rows: Sequence[Any]) -> bool:
         return False
     ids = np.fromiter((r.id for r in rows), dtype=np.int64, count=len(rows))
     vectors = np.frombuffer(b"".join(r.embedding for r in rows), dtype=np.float32)
-    index.add(ids, vectors.reshape(len(rows), index.dim))
+    vectors = vectors.reshape(len(rows), index.dim)
+    if keeps_texts(index):
+        texts = [
+            lexical_text(document_title(r.filename, r.user_metadata), r.heading_path, r.text)
+            for r in rows
+        ]
+        index.add_with_texts(ids, vectors, texts)
+    else:
+        index.add(ids, vectors)
     return True
 
 
@@ -746,6 +755,12 @@ def _feed_lexical(index: LexicalIndex, rows: Sequence[Any]) -> bool:
         titles=[document_title(r.filename, r.user_metadata) for r in rows],
     )
     return True
+
+
+def lexical_text(title: str, heading_path: Sequence[str] | None, text: str) -> str:
+    """A chunk as one text for an index with a single analysed field (Milvus' BM25): the
+    fields our BM25 keeps apart (LexicalIndex.add_texts), title first."""
+    return " ".join([title, *(heading_path or ()), text])
 
 
 def document_title(filename: str, metadata: dict[str, Any] | None) -> str:

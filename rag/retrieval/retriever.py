@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from rag.core import metrics, tracing
 from rag.core.config import RetrievalSettings
 from rag.core.errors import InvalidInput
-from rag.index.backend import DenseIndex
+from rag.index.backend import DenseIndex, keeps_texts
 from rag.index.lexical import LexicalIndex
 from rag.index.store import IndexStore, document_title
 from rag.kb.knowledge import get_kb
@@ -95,12 +95,12 @@ def rank(
         assert vector is not None
         return dense.search(vector, k, allowed)
     if mode == "lexical":
-        return lexical.search(lexical.query_ids(query), k, allowed)
+        return _bm25(dense, lexical, query, k, allowed)
     assert vector is not None
     pool = max(k, cfg.candidates)
 
     def lexical_search() -> tuple[list[tuple[int, float]], float]:
-        hits = lexical.search(lexical.query_ids(query), pool, allowed)
+        hits = _bm25(dense, lexical, query, pool, allowed)
         # The query's shape reads BM25 statistics: computed here, beside the FAISS scan too.
         if cfg.fusion == "adaptive":
             return hits, adaptive.dense_weight(lexical, query)
@@ -119,6 +119,17 @@ def rank(
         weights = (cfg.dense_weight, 1.0 - cfg.dense_weight)
         fused = fusion.rrf([dense_hits, lexical_hits], cfg.rrf_k, weights)
     return fused[:k]
+
+
+def _bm25(
+    dense: DenseIndex, lexical: LexicalIndex, query: str, k: int, allowed: np.ndarray | None
+) -> list[tuple[int, float]]:
+    """The lexical candidates: from the dense index's own BM25 where it ranks text (Milvus with
+    RAG_INDEX__MILVUS_LEXICAL=milvus), else from the in-process index, which is kept either way
+    for the query analysis (adaptive fusion, page locating)."""
+    if keeps_texts(dense) and dense.text_search:
+        return dense.search_text(query, k, allowed)
+    return lexical.search(lexical.query_ids(query), k, allowed)
 
 
 def _overlaps(dense: DenseIndex, cfg: RetrievalSettings) -> bool:
