@@ -312,10 +312,12 @@ class SearchRequest(RequestBody):
     rerank: bool | None = Field(
         None, description="cross-encoder rerank; default RAG_RETRIEVAL__RERANK (off)"
     )
-    aggregate: Literal["chunk", "document"] | None = Field(
+    aggregate: Literal["chunk", "document", "auto"] | None = Field(
         None,
         description='"document": rank documents by their best chunks, one hit (the best chunk) '
-        "per document; default RAG_RETRIEVAL__DOC_AGGREGATE (chunk)",
+        'per document; "chunk": rank chunks; "auto": "document" in a knowledge base of many '
+        "short documents (at least 20, of at most 10 chunks each on average), else chunk; "
+        "default RAG_RETRIEVAL__DOC_AGGREGATE (auto)",
     )
 
 

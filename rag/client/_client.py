@@ -40,7 +40,7 @@ from rag.client._models import (
 T = TypeVar("T")
 Upload = str | os.PathLike[str] | bytes | IO[bytes]
 SearchMode = Literal["dense", "lexical", "hybrid"]
-Aggregate = Literal["chunk", "document"]
+Aggregate = Literal["chunk", "document", "auto"]
 # interactive: a person waits for it (the default); batch: bulk loads, ingested after them.
 Priority = Literal["interactive", "batch"]
 
@@ -643,7 +643,8 @@ class Client(_Requests):
         rerank: bool | None = None,
         aggregate: Aggregate | None = None,
     ) -> list[Passage]:
-        """`aggregate="document"`: one passage per document, documents ranked by their best."""
+        """`aggregate="document"`: one passage per document, documents ranked by their best;
+        "auto" (the server's default) does so in a knowledge base of many short documents."""
         return self._send(self._search(kb_id, query, top_k, mode, filters, rerank, aggregate))
 
     def ask(
@@ -1005,7 +1006,8 @@ class AsyncClient(_Requests):
         rerank: bool | None = None,
         aggregate: Aggregate | None = None,
     ) -> list[Passage]:
-        """`aggregate="document"`: one passage per document, documents ranked by their best."""
+        """`aggregate="document"`: one passage per document, documents ranked by their best;
+        "auto" (the server's default) does so in a knowledge base of many short documents."""
         return await self._send(self._search(kb_id, query, top_k, mode, filters, rerank, aggregate))
 
     async def ask(

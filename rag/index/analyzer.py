@@ -56,11 +56,12 @@ _STOP_ZH = _words(
     """
 )
 # Question words, modal verbs and politeness fillers: indexed, but a query weights them down
-# (they say what kind of answer is wanted, not what it is about).
+# (they say what kind of answer is wanted, not what it is about). 才能 and 能够 are 能 ("can")
+# with an adverb, 想/想要 want, 该 should; 办法 is the "way" of 有办法/什么办法 questions.
 FILLERS_ZH = _words(
     """
 什么 怎么 怎样 怎么样 如何 为什么 为何 哪些 哪个 哪里 哪儿 哪 是否 能否 可否 是不是 有没有
-能不能 可不可以 可以 能 会 要 应该 需要 请 请问 一下 多少 几
+能不能 可不可以 可以 能 会 要 应该 需要 请 请问 一下 多少 几 才能 能够 想 想要 该 办法
     """
 )
 _STOP_EN = _words(
@@ -186,15 +187,13 @@ class Analyzer:
                     put(token, 1.0)
                 continue
             spans = self._spans(cjk)
-            weak = [False] * len(cjk)  # characters inside a filler or function word
-            for span in spans:
-                if span.top and (span.token in FILLERS_ZH or span.token in _STOP_ZH):
-                    weak[span.start : span.end] = [True] * (span.end - span.start)
+            weak = _weak_characters(cjk, spans)
             if self._words:
                 for span in spans:
                     if span.token in _STOP_ZH:
                         continue
-                    put(span.token, filler_weight if span.token in FILLERS_ZH else 1.0)
+                    filler = all(weak[span.start : span.end])
+                    put(span.token, filler_weight if filler else 1.0)
             elif self._terms:
                 for span in spans:
                     if span.token in self._terms:
@@ -215,6 +214,34 @@ class Analyzer:
             span.top = span.end > reach
             reach = max(reach, span.end)
         return spans
+
+
+def _weak_characters(run: str, spans: list[_Span]) -> list[bool]:
+    """Which characters of a CJK run lie inside a question word, filler or function word.
+
+    A word counts when it is one, or when its dictionary sub-words all are: jieba keeps
+    怎样才能 whole, and its parts 怎样 + 才能 say it asks "how can", not what about."""
+    weak = [False] * len(run)
+    parts: dict[tuple[int, int], list[_Span]] = {}
+    tops = [span for span in spans if span.top]
+    for span in spans:
+        if not span.top:
+            for top in tops:
+                if top.start <= span.start and span.end <= top.end:
+                    parts.setdefault((top.start, top.end), []).append(span)
+    for top in tops:
+        inside = parts.get((top.start, top.end), [])
+        covered = [False] * (top.end - top.start)
+        for sub in inside:
+            if _is_weak(sub.token):
+                covered[sub.start - top.start : sub.end - top.start] = [True] * len(sub.token)
+        if _is_weak(top.token) or (inside and all(covered)):
+            weak[top.start : top.end] = [True] * (top.end - top.start)
+    return weak
+
+
+def _is_weak(token: str) -> bool:
+    return token in FILLERS_ZH or token in _STOP_ZH
 
 
 def _bigrams(run: str) -> list[str]:

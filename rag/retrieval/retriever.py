@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal, get_args
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from rag.core import metrics, tracing
@@ -30,6 +30,7 @@ from rag.kb.knowledge import get_kb
 from rag.ml.embedding import Embedder
 from rag.ml.rerank import Reranker, score_within_budget
 from rag.retrieval import adaptive, fusion
+from rag.retrieval.collection_shape import many_short_documents
 from rag.retrieval.doc_aggregate import by_document
 from rag.retrieval.filters import Filters
 from rag.retrieval.page_locate import best_page
@@ -37,11 +38,11 @@ from rag.retrieval.query_shape import is_title_like
 from rag.retrieval.section_start import Section, first_of_section, named_sections
 from rag.retrieval.side_thread import side_runner
 from rag.store.db import Database
-from rag.store.models import Chunk, Document, KnowledgeBase
+from rag.store.models import Chunk, Document, DocumentStatus, KnowledgeBase
 
 Mode = Literal["dense", "lexical", "hybrid"]
 MODES: tuple[str, ...] = get_args(Mode)
-Aggregate = Literal["chunk", "document"]
+Aggregate = Literal["chunk", "document", "auto"]
 AGGREGATES: tuple[str, ...] = get_args(Aggregate)
 # Extra hits asked of the indexes: a chunk deleted a moment ago may still be in them.
 _SLACK = 8
@@ -179,6 +180,8 @@ class Retriever:
         self.settings = settings
         self.embedder_for = embedder_for
         self.reranker = reranker
+        # kb id -> (the lexical index's last_seq, whether it is many short documents)
+        self._shapes: dict[str, tuple[int, bool]] = {}
 
     def admit(self, kb_id: str, check: KbCheck) -> None:
         """The tenancy check every search makes, and the caller's `check`, without searching."""
@@ -199,7 +202,8 @@ class Retriever:
     ) -> list[Passage]:
         """The `top_k` best passages for `query`, best first. `mode`, `rerank`, `aggregate`:
         None means the configured default (RAG_RETRIEVAL__MODE, __RERANK, __DOC_AGGREGATE);
-        `aggregate="document"` ranks documents and returns each one's best passage. `check`:
+        `aggregate="document"` ranks documents and returns each one's best passage, "auto" does
+        so in a knowledge base of many short documents (collection_shape.py). `check`:
         the caller's precondition on the knowledge base, run in the search's own SQL session
         (`admit`)."""
         cfg = self.settings
@@ -222,9 +226,7 @@ class Retriever:
         attributes: tracing.Attributes = {"kb_id": kb_id, "mode": mode, "top_k": top_k}
         with tracing.span("retrieve", attributes):
             started = time.perf_counter()
-            passages = self._search(
-                kb_id, query, top_k, mode, parsed, use_rerank, check, aggregate == "document"
-            )
+            passages = self._search(kb_id, query, top_k, mode, parsed, use_rerank, check, aggregate)
             metrics.RETRIEVAL_SECONDS.observe(time.perf_counter() - started)
         return passages
 
@@ -237,7 +239,7 @@ class Retriever:
         parsed: Filters | None,
         use_rerank: bool,
         check: KbCheck | None,
-        per_document: bool = False,
+        aggregate: str = "chunk",
     ) -> list[Passage]:
         cfg = self.settings
         with self.db.read() as session:
@@ -250,6 +252,9 @@ class Retriever:
         # The indexes first, then their model: a switch to another model's version between a
         # read of the KB row and the indexes would otherwise embed the query with the wrong model.
         dense, lexical = self.indexes.pair(kb_id)
+        per_document = aggregate == "document" or (
+            aggregate == "auto" and self._many_short_documents(kb_id, lexical)
+        )
         vector = None
         if mode != "lexical":
             vector = self.embedder_for(dense.embedding_model).embed_query(query)
@@ -292,6 +297,22 @@ class Retriever:
         if cfg.page_locate and any(p.chunk_id in marks for p in passages):
             passages = _locate_pages(passages, marks, lexical, query)
         return passages
+
+    def _many_short_documents(self, kb_id: str, lexical: LexicalIndex) -> bool:
+        """Whether the knowledge base is many short documents: its ready documents counted in
+        SQL, its chunks in the lexical index; read again only when that index has moved on."""
+        known = self._shapes.get(kb_id)
+        if known is not None and known[0] == lexical.last_seq:
+            return known[1]
+        with self.db.read() as session:
+            documents = session.scalar(
+                select(func.count())
+                .select_from(Document)
+                .where(Document.kb_id == kb_id, Document.status == DocumentStatus.ready)
+            )
+        verdict = many_short_documents(int(documents or 0), len(lexical))
+        self._shapes[kb_id] = (lexical.last_seq, verdict)
+        return verdict
 
     def _rerank(self, query: str, passages: list[Passage]) -> list[Passage]:
         """The first passages the latency budget allows, in the cross-encoder's order; the rest

@@ -37,15 +37,16 @@ SETS = {
 Quality = tuple[Services, dict[str, str], dict[str, dict[str, EvalReport]]]
 # Hybrid floors (hit@1, hit@5, MRR) per issue-18 set, on all its questions: the measurement of
 # 2026-12-07 (bench/eval_table.py --sets all, the same settings: fusion dividing BM25 by its
-# best score, the refitted adaptive share, heading queries to their section's start), minus
+# best score, the refitted adaptive share, heading queries to their section's start; the man
+# pages re-measured after question-frame words and per-document ranking in `auto`), minus
 # 0.03 rounded down, so a regression fails. The held-out set is gated too: a gate is no tuning,
 # and a regression there is the one most worth catching.
 NEW_SET_GATES: dict[str, tuple[float, float, float]] = {
     "edu-manual-pages": (0.97, 0.97, 0.97),  # measured 1.000 / 1.000 / 1.000
     "iso-code-tables": (0.64, 0.96, 0.79),  # measured 0.676 / 0.996 / 0.821
     "kicad-mixed": (0.75, 0.92, 0.83),  # measured 0.789 / 0.951 / 0.861
-    "manpages-zh": (0.87, 0.94, 0.90),  # measured 0.905 / 0.976 / 0.936
-    "manpages-zh-heldout": (0.89, 0.96, 0.92),  # measured 0.926 / 0.994 / 0.955
+    "manpages-zh": (0.88, 0.95, 0.91),  # measured 0.911 / 0.982 / 0.942
+    "manpages-zh-heldout": (0.90, 0.96, 0.93),  # measured 0.938 / 0.994 / 0.964
 }
 
 

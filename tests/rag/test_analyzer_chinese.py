@@ -58,6 +58,18 @@ def test_question_words_are_weighted_down_not_dropped() -> None:
     assert only and BIGRAM + "什么" in only
 
 
+def test_a_word_made_of_question_words_is_weighted_down_as_they_are() -> None:
+    # jieba keeps 怎样才能 ("how can") whole; its parts 怎样 and 才能 are both fillers.
+    for segmentation in ("bigrams", "both"):
+        terms = Analyzer(AnalyzerOptions(segmentation)).query_terms("怎样才能修改档案", 0.3)
+        assert terms["2:怎样"] == terms["2:才能"] == terms["2:能修"] == 0.3
+        assert terms["2:修改"] == terms["2:档案"] == 1.0
+    words = Analyzer(AnalyzerOptions("words")).query_terms("怎样才能修改档案", 0.3)
+    assert words["怎样才能"] == 0.3 and words["修改"] == 1.0
+    # A word that only contains a filler among other characters keeps its full weight.
+    assert Analyzer().query_terms("年假有几天", 0.3)["2:几天"] == 1.0
+
+
 @pytest.mark.parametrize("segmentation", ["words", "bigrams", "both"])
 def test_query_terms_match_document_tokens(segmentation: str) -> None:
     analyzer = Analyzer(AnalyzerOptions(segmentation))  # type: ignore[arg-type]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from rag.retrieval.collection_shape import many_short_documents
 from rag.retrieval.doc_aggregate import by_document
 
 # (chunk, document, score), best first.
@@ -41,3 +42,10 @@ def test_ties_keep_first_appearance_and_bad_parameters_are_refused() -> None:
         by_document(hits, lambda h: h[1], lambda h: h[2], chunks=0)
     with pytest.raises(ValueError):
         by_document(hits, lambda h: h[1], lambda h: h[2], decay=1.5)
+
+
+def test_many_short_documents_needs_many_documents_of_few_chunks_each() -> None:
+    assert many_short_documents(146, 757)  # the man pages: about 5 chunks a document
+    assert not many_short_documents(7, 462)  # a few long manuals
+    assert not many_short_documents(19, 19)  # too few documents to tell
+    assert many_short_documents(20, 200) and not many_short_documents(20, 201)

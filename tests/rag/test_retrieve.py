@@ -235,6 +235,31 @@ def test_document_aggregation_returns_each_document_once(svc: Services, kb: dict
         svc.retriever.search(kb["kb"], query, aggregate="section")
 
 
+def test_auto_aggregation_ranks_documents_once_the_kb_is_many_short_ones(
+    svc: Services, kb: dict[str, str]
+) -> None:
+    assert svc.settings.retrieval.doc_aggregate == "auto"
+    many = "\n\n".join(f"第{i}节 细则\n\n补充说明第{i}条：年假、报销、电脑。" for i in range(12))
+    other = _add(svc, kb["kb"], "细则.txt", many)
+    _drain(svc)
+    query = "年假 报销 电脑"
+    # Four documents: a handful of long ones, ranked by chunk (one document fills the list).
+    chunks = svc.retriever.search(kb["kb"], query, 5, mode="lexical")
+    assert [p.document_id for p in chunks] == [other] * 5
+    # Twenty more one-chunk notes: now many short documents, ranked by document.
+    for n in range(20):
+        _add(svc, kb["kb"], f"通知{n}.txt", f"第{n}号通知：年假安排另行公布。")
+    _drain(svc)
+    for mode in ("lexical", "hybrid", "dense"):
+        docs = svc.retriever.search(kb["kb"], query, 5, mode=mode)
+        ids = [p.document_id for p in docs]
+        assert len(ids) == len(set(ids)) == 5, mode
+    assert svc.retriever.search(kb["kb"], query, 5, mode="lexical")[0].document_id == other
+    # Asked for by chunk, the same knowledge base still gives several chunks of one document.
+    plain = svc.retriever.search(kb["kb"], query, 5, mode="lexical", aggregate="chunk")
+    assert [p.document_id for p in plain].count(other) >= 2
+
+
 def test_adaptive_fusion_searches_like_weighted_fusion(svc: Services, kb: dict[str, str]) -> None:
     svc.settings.retrieval.fusion = "adaptive"
     top = svc.retriever.search(kb["kb"], "ThinkPad-X1-G11 坏了", 1, mode="hybrid")[0]
