@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from rag.core.errors import IndexUnusable, NotFound
 from rag.index.backend import DenseBackend, DenseIndex, keeps_texts
 from rag.index.dense import KBIndex
-from rag.index.store import document_title, lexical_text
+from rag.index.store import CHUNK_ROW, row_lexical_text
 from rag.store import sequence
 from rag.store.db import Database
 from rag.store.models import Chunk, Document, IndexVersion
@@ -98,21 +98,11 @@ def _read(
         texts: list[str] = []
     else:
         rows = session.execute(
-            select(
-                Chunk.id,
-                Chunk.embedding,
-                Chunk.text,
-                Chunk.heading_path,
-                Document.filename,
-                Document.user_metadata,
-            )
+            select(*CHUNK_ROW)
             .join(Document, Document.id == Chunk.document_id)
             .where(Chunk.id.in_(ids))
         ).all()
-        texts = [
-            lexical_text(document_title(r.filename, r.user_metadata), r.heading_path, r.text)
-            for r in rows
-        ]
+        texts = [row_lexical_text(r) for r in rows]
     found = np.array([r.id for r in rows], dtype=np.int64)
     vectors = np.frombuffer(b"".join(r.embedding for r in rows), dtype=np.float32)
     return found, vectors.reshape(len(rows), dim), texts

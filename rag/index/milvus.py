@@ -191,28 +191,7 @@ class MilvusTextIndex(MilvusIndex):
     """A collection that also keeps each chunk's lexical text, ranked by Milvus' BM25 function
     (the store's `FullTextIndex`); `text_search`: whether retrieval asks it for lexical hits."""
 
-    def __init__(
-        self,
-        client: MilvusClient,
-        collection: str,
-        *,
-        kb_id: str,
-        embedding_model: str,
-        dim: int,
-        last_seq: int = 0,
-        flush_on_save: bool = False,
-        text_search: bool = True,
-    ) -> None:
-        super().__init__(
-            client,
-            collection,
-            kb_id=kb_id,
-            embedding_model=embedding_model,
-            dim=dim,
-            last_seq=last_seq,
-            flush_on_save=flush_on_save,
-        )
-        self.text_search = text_search
+    text_search = True
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         raise TypeError(f"{self.collection} keeps chunk texts: add rows with add_with_texts")
@@ -377,18 +356,8 @@ class MilvusBackend:
     def _index(
         self, name: str, kb_id: str, embedding_model: str, dim: int, last_seq: int, text: bool
     ) -> MilvusIndex:
-        if text:
-            return MilvusTextIndex(
-                self.client,
-                name,
-                kb_id=kb_id,
-                embedding_model=embedding_model,
-                dim=dim,
-                last_seq=last_seq,
-                flush_on_save=self.flush_on_save,
-                text_search=self.full_text,
-            )
-        return MilvusIndex(
+        kind = MilvusTextIndex if text else MilvusIndex
+        index = kind(
             self.client,
             name,
             kb_id=kb_id,
@@ -397,6 +366,9 @@ class MilvusBackend:
             last_seq=last_seq,
             flush_on_save=self.flush_on_save,
         )
+        if isinstance(index, MilvusTextIndex):
+            index.text_search = self.full_text
+        return index
 
     def drop(self, kb_id: str, version: int | None = None) -> None:
         if version is not None:

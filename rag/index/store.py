@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 _BATCH = 2000
 # What a catch-up reads of a chunk: the vector for FAISS, the text fields for BM25 (and for a
 # dense index that ranks text itself, Milvus with RAG_INDEX__MILVUS_LEXICAL=milvus).
-_ROW = (
+CHUNK_ROW = (
     Chunk.id,
     Chunk.embedding,
     Chunk.text,
@@ -583,7 +583,7 @@ class IndexStore:
             after = low
             while True:
                 rows = session.execute(
-                    select(*_ROW, Chunk.seq, Chunk.disabled)
+                    select(*CHUNK_ROW, Chunk.seq, Chunk.disabled)
                     .join(Document, Document.id == Chunk.document_id)
                     .where(
                         Chunk.kb_id == kb_id,
@@ -647,7 +647,7 @@ class IndexStore:
                 for start in range(0, len(missing), _BATCH):
                     part = [int(i) for i in missing[start : start + _BATCH]]
                     rows = session.execute(
-                        select(*_ROW)
+                        select(*CHUNK_ROW)
                         .join(Document, Document.id == Chunk.document_id)
                         .where(Chunk.id.in_(part))
                     ).all()
@@ -734,11 +734,7 @@ def _feed_dense(index: DenseIndex, rows: Sequence[Any]) -> bool:
     vectors = np.frombuffer(b"".join(r.embedding for r in rows), dtype=np.float32)
     vectors = vectors.reshape(len(rows), index.dim)
     if keeps_texts(index):
-        texts = [
-            lexical_text(document_title(r.filename, r.user_metadata), r.heading_path, r.text)
-            for r in rows
-        ]
-        index.add_with_texts(ids, vectors, texts)
+        index.add_with_texts(ids, vectors, [row_lexical_text(r) for r in rows])
     else:
         index.add(ids, vectors)
     return True
@@ -755,6 +751,11 @@ def _feed_lexical(index: LexicalIndex, rows: Sequence[Any]) -> bool:
         titles=[document_title(r.filename, r.user_metadata) for r in rows],
     )
     return True
+
+
+def row_lexical_text(row: Any) -> str:
+    """A `CHUNK_ROW` row as `lexical_text`."""
+    return lexical_text(document_title(row.filename, row.user_metadata), row.heading_path, row.text)
 
 
 def lexical_text(title: str, heading_path: Sequence[str] | None, text: str) -> str:
