@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/milvus_vs_faiss.py [--sizes 10000 100000] [--queries 200]
         [--uri var/bench/milvus.db | http://milvus:19530] [--json var/bench/milvus.json]
+        [--milvus-index AUTOINDEX | HNSW | FLAT] [--seal]
 
 FAISS: `KBIndex` as the store builds it (flat, exact). Milvus: `MilvusIndex` through
 `MilvusBackend` exactly as RAG_INDEX__BACKEND=milvus uses it, on Milvus Lite by default (an
@@ -33,6 +34,7 @@ from rag.index.dense import KBIndex
 from rag.index.milvus import MilvusBackend
 
 DIM = 512
+SEAL_WAIT_S = 600  # at most, for the server to index the sealed segments after a flush
 
 
 def vectors(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -42,6 +44,18 @@ def vectors(n: int, rng: np.random.Generator) -> np.ndarray:
     )
     out /= np.linalg.norm(out, axis=1, keepdims=True)
     return out
+
+
+def indexed(client: Any, collection: str, n: int) -> None:
+    """Wait until the vector index covers all n rows (and a little for the segments to load)."""
+    deadline = time.monotonic() + SEAL_WAIT_S
+    while time.monotonic() < deadline:
+        info = client.describe_index(collection, "vector")
+        if int(info.get("indexed_rows", 0)) >= n and int(info.get("pending_index_rows", 0)) == 0:
+            time.sleep(5)
+            return
+        time.sleep(2)
+    print(f"  {collection}: index not complete after {SEAL_WAIT_S} s", flush=True)
 
 
 def timed(index: DenseIndex, queries: np.ndarray, allowed: np.ndarray | None) -> list[float]:
@@ -58,7 +72,9 @@ def summary(ms: list[float]) -> dict[str, float]:
     return {"p50_ms": statistics.median(ms), "p95_ms": ms[int(0.95 * (len(ms) - 1))]}
 
 
-def run(n: int, n_queries: int, uri: str) -> dict[str, Any]:
+def run(
+    n: int, n_queries: int, uri: str, index_type: str = "AUTOINDEX", seal: bool = False
+) -> dict[str, Any]:
     rng = np.random.default_rng(n)
     data = vectors(n, rng)
     ids = np.arange(1, n + 1, dtype=np.int64)
@@ -72,12 +88,15 @@ def run(n: int, n_queries: int, uri: str) -> dict[str, Any]:
     faiss.add(ids, data)
     faiss_load = time.perf_counter() - started
 
-    backend = MilvusBackend.connect(uri, prefix="kbqabench")
+    backend = MilvusBackend.connect(uri, prefix="kbqabench", index_type=index_type)
     milvus = backend.create(f"n{n}", 1, "bench", DIM)
     started = time.perf_counter()
     milvus.add(ids, data)
     milvus.save(Path(tempfile.gettempdir()))  # as the store does after a catch-up (Lite flushes)
     milvus_load = time.perf_counter() - started
+    if seal:  # a server searches unsealed (growing) segments through its interim index
+        backend.client.flush(milvus.collection)
+        indexed(backend.client, milvus.collection, n)
 
     recall = []
     for q in queries[:50]:
@@ -92,6 +111,8 @@ def run(n: int, n_queries: int, uri: str) -> dict[str, Any]:
         },
         "milvus": {
             "uri": uri,
+            "index_type": index_type,
+            "sealed": seal,
             "load_s": milvus_load,
             "search": summary(timed(milvus, queries, None)),
             "filtered_1pct": summary(timed(milvus, queries, allowed)),
@@ -111,12 +132,16 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--uri", default="", help="Milvus URI (default: a Milvus Lite file)")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--seal", action="store_true", help="flush, then wait for the index")
+    parser.add_argument(
+        "--milvus-index", default="AUTOINDEX", choices=["AUTOINDEX", "HNSW", "FLAT"]
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:  # Lite compacts late
         uri = args.uri or str(Path(tmp) / "milvus.db")
         results = []
         for n in args.sizes:
-            results.append(run(n, args.queries, uri))
+            results.append(run(n, args.queries, uri, args.milvus_index, args.seal))
             report(results[-1])
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

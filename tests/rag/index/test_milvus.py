@@ -262,3 +262,44 @@ def test_the_milvus_backend_needs_a_uri(monkeypatch: pytest.MonkeyPatch, tmp_pat
     monkeypatch.setenv("RAG_INDEX__MILVUS_URI", "http://milvus:19530")
     with pytest.raises(ConfigError, match="RAG_INDEX__MILVUS_PREFIX"):
         load_settings()
+
+
+def test_an_hnsw_collection_gets_its_build_parameters_and_searches_with_ef(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rag.index.milvus import HNSW_EF
+
+    backend = MilvusBackend.connect(str(tmp_path / "hnsw.db"), index_type="HNSW")
+    try:
+        built: list[dict[str, Any]] = []
+        create = backend.client.create_collection
+
+        def record(*args: Any, **kwargs: Any) -> Any:
+            built.extend(param.to_dict() for param in kwargs["index_params"])
+            return create(*args, **kwargs)
+
+        monkeypatch.setattr(backend.client, "create_collection", record)
+        index = backend.create("kb", 1, "fake:16", 16)
+        # Milvus 2.3 refuses HNSW without them; they are given, not left to the server.
+        (vector,) = [b for b in built if b["field_name"] == "vector"]
+        assert (vector["index_type"], vector["M"], vector["efConstruction"]) == ("HNSW", 16, 200)
+        rng = np.random.default_rng(7)
+        vectors = rng.standard_normal((300, 16)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        index.add(np.arange(1, 301, dtype=np.int64), vectors)
+        index.save(tmp_path)
+        sent: list[dict[str, Any]] = []
+        search = index.client.search
+
+        def spy(*args: Any, **kwargs: Any) -> Any:
+            sent.append(kwargs["search_params"])
+            return search(*args, **kwargs)
+
+        monkeypatch.setattr(index.client, "search", spy)
+        for n in (0, 100, 299):
+            assert index.search(vectors[n], 5)[0][0] == n + 1
+        assert sent[0] == {"metric_type": "IP", "params": {"ef": HNSW_EF}}
+        index.search(vectors[0], HNSW_EF + 20)
+        assert sent[-1]["params"]["ef"] == HNSW_EF + 20  # never below the search's limit
+    finally:
+        backend.close()
