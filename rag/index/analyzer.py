@@ -222,15 +222,10 @@ def _weak_characters(run: str, spans: list[_Span]) -> list[bool]:
     A word counts when it is one, or when its dictionary sub-words all are: jieba keeps
     怎样才能 whole, and its parts 怎样 + 才能 say it asks "how can", not what about."""
     weak = [False] * len(run)
-    parts: dict[tuple[int, int], list[_Span]] = {}
-    tops = [span for span in spans if span.top]
-    for span in spans:
-        if not span.top:
-            for top in tops:
-                if top.start <= span.start and span.end <= top.end:
-                    parts.setdefault((top.start, top.end), []).append(span)
-    for top in tops:
-        inside = parts.get((top.start, top.end), [])
+    for top in (span for span in spans if span.top):
+        inside = [
+            sub for sub in spans if not sub.top and top.start <= sub.start and sub.end <= top.end
+        ]
         covered = [False] * (top.end - top.start)
         for sub in inside:
             if _is_weak(sub.token):

@@ -15,12 +15,11 @@ from pathlib import Path
 
 import numpy as np
 from sqlalchemy import false, select
-from sqlalchemy.orm import Session
 
 from rag.core.errors import IndexUnusable, NotFound
 from rag.index.backend import DenseBackend, DenseIndex, keeps_texts
 from rag.index.dense import KBIndex
-from rag.index.store import CHUNK_ROW, row_lexical_text
+from rag.index.store import CHUNK_ROW, feed_dense
 from rag.store import sequence
 from rag.store.db import Database
 from rag.store.models import Chunk, Document, IndexVersion
@@ -76,36 +75,19 @@ def copy_dense(
         )
         extra = np.setdiff1d(np.setdiff1d(have, expected), later)
         missing = np.setdiff1d(expected, have)
+        # A target that ranks text itself (Milvus full text) needs the chunks' text fields too.
+        rows = (
+            select(*CHUNK_ROW).join(Document, Document.id == Chunk.document_id)
+            if keeps_texts(target)
+            else select(Chunk.id, Chunk.embedding)
+        )
         for start in range(0, len(missing), _BATCH):
             part = [int(i) for i in missing[start : start + _BATCH]]
-            ids, vectors, texts = _read(session, part, dim, keeps_texts(target))
-            if keeps_texts(target):
-                target.add_with_texts(ids, vectors, texts)
-            else:
-                target.add(ids, vectors)
+            feed_dense(target, session.execute(rows.where(Chunk.id.in_(part))).all())
     removed = target.remove(extra) if len(extra) else 0
     target.last_seq = max(target.last_seq, high)
     target.save(directory)
     return CopyResult(version, len(missing), removed, len(target), target.last_seq)
-
-
-def _read(
-    session: Session, ids: list[int], dim: int, with_texts: bool
-) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """These chunks' ids and vectors, and their lexical texts for a target that keeps them."""
-    if not with_texts:
-        rows = session.execute(select(Chunk.id, Chunk.embedding).where(Chunk.id.in_(ids))).all()
-        texts: list[str] = []
-    else:
-        rows = session.execute(
-            select(*CHUNK_ROW)
-            .join(Document, Document.id == Chunk.document_id)
-            .where(Chunk.id.in_(ids))
-        ).all()
-        texts = [row_lexical_text(r) for r in rows]
-    found = np.array([r.id for r in rows], dtype=np.int64)
-    vectors = np.frombuffer(b"".join(r.embedding for r in rows), dtype=np.float32)
-    return found, vectors.reshape(len(rows), dim), texts
 
 
 def _open(

@@ -598,7 +598,7 @@ class IndexStore:
                     break
                 # Each row is read in its current state: a disabled one leaves the indexes.
                 live = [r for r in rows if not r.disabled]
-                added_dense |= _feed_dense(dense, [r for r in live if r.seq > dense.last_seq])
+                added_dense |= feed_dense(dense, [r for r in live if r.seq > dense.last_seq])
                 added_lexical |= _feed_lexical(
                     lexical, [r for r in live if r.seq > lexical.last_seq]
                 )
@@ -652,7 +652,7 @@ class IndexStore:
                         .where(Chunk.id.in_(part))
                     ).all()
                     if kind == "dense":
-                        _feed_dense(dense, rows)
+                        feed_dense(dense, rows)
                     else:
                         _feed_lexical(lexical, rows)
                 if len(missing):
@@ -727,14 +727,16 @@ def _expected_ids(
     return np.fromiter(expected, dtype=np.int64), np.fromiter(later, dtype=np.int64)
 
 
-def _feed_dense(index: DenseIndex, rows: Sequence[Any]) -> bool:
+def feed_dense(index: DenseIndex, rows: Sequence[Any]) -> bool:
+    """Add `CHUNK_ROW` rows (or (id, embedding) rows for an index that keeps no texts) to a
+    dense index; whether there were any."""
     if not rows:
         return False
     ids = np.fromiter((r.id for r in rows), dtype=np.int64, count=len(rows))
     vectors = np.frombuffer(b"".join(r.embedding for r in rows), dtype=np.float32)
     vectors = vectors.reshape(len(rows), index.dim)
     if keeps_texts(index):
-        index.add_with_texts(ids, vectors, [row_lexical_text(r) for r in rows])
+        index.add_with_texts(ids, vectors, [_lexical_text(r) for r in rows])
     else:
         index.add(ids, vectors)
     return True
@@ -753,15 +755,11 @@ def _feed_lexical(index: LexicalIndex, rows: Sequence[Any]) -> bool:
     return True
 
 
-def row_lexical_text(row: Any) -> str:
-    """A `CHUNK_ROW` row as `lexical_text`."""
-    return lexical_text(document_title(row.filename, row.user_metadata), row.heading_path, row.text)
-
-
-def lexical_text(title: str, heading_path: Sequence[str] | None, text: str) -> str:
-    """A chunk as one text for an index with a single analysed field (Milvus' BM25): the
-    fields our BM25 keeps apart (LexicalIndex.add_texts), title first."""
-    return " ".join([title, *(heading_path or ()), text])
+def _lexical_text(row: Any) -> str:
+    """A `CHUNK_ROW` row as one text for an index with a single analysed field (Milvus' BM25):
+    the fields our BM25 keeps apart (`_feed_lexical`'s title and headings), title first."""
+    title = document_title(row.filename, row.user_metadata)
+    return " ".join([title, *(row.heading_path or ()), row.text])
 
 
 def document_title(filename: str, metadata: dict[str, Any] | None) -> str:
